@@ -1,0 +1,225 @@
+package models
+
+import (
+	"math"
+	"math/rand/v2"
+
+	"github.com/gencluster/gencluster/kernels"
+)
+
+// Conv is a stride-1, same-padded 2-D convolution with an optional PixelCNN
+// mask, on activations laid out channel-major over the whole batch:
+// x[c][b*H*W + h*W + w]. Masked taps are never stored nor computed: the
+// kernel keeps only the window positions the mask lets through, and im2col
+// builds rows for those taps alone, so a 3x3 mask-B convolution multiplies
+// 5 taps instead of 9.
+type Conv struct {
+	In, Out, K int
+	W, B       *Param
+	dy, dx     []int // offsets of the kept taps
+	pool       *kernels.Pool
+
+	// arguments of the parallel parts (set before pool.Run; avoids closures)
+	x, cols  []float32
+	n, h, w  int
+	im2colFn func(part, parts int)
+	col2imFn func(part, parts int)
+}
+
+// MaskKind selects the PixelCNN mask of a convolution.
+type MaskKind int
+
+const (
+	MaskNone MaskKind = iota // dense kernel
+	MaskA                    // hides the centre pixel and everything after it
+	MaskB                    // hides everything after the centre pixel
+)
+
+// NewConv makes a k x k convolution in->out named prefix.weight / prefix.bias.
+func NewConv(prefix string, in, out, k int, mask MaskKind, pool *kernels.Pool) *Conv {
+	c := k / 2
+	var taps, dy, dx []int
+	for i := 0; i < k; i++ {
+		for j := 0; j < k; j++ {
+			keep := true
+			switch mask {
+			case MaskA:
+				keep = i < c || (i == c && j < c)
+			case MaskB:
+				keep = i < c || (i == c && j <= c)
+			}
+			if keep {
+				taps = append(taps, i*k+j)
+				dy = append(dy, i-c)
+				dx = append(dx, j-c)
+			}
+		}
+	}
+	l := &Conv{In: in, Out: out, K: k, dy: dy, dx: dx, pool: pool}
+	if mask == MaskNone {
+		taps = nil
+	}
+	l.W = newParam(prefix+".weight", []int{out, in, k, k}, taps)
+	l.B = newParam(prefix+".bias", []int{out}, nil)
+	l.im2colFn = l.im2colPart
+	l.col2imFn = l.col2imPart
+	return l
+}
+
+// Taps is the number of kernel positions computed (k*k for a dense kernel).
+func (l *Conv) Taps() int { return len(l.dy) }
+
+// Rows is the number of im2col rows: In * Taps.
+func (l *Conv) Rows() int { return l.In * len(l.dy) }
+
+// pointwise reports whether the convolution is 1x1, which needs no im2col.
+func (l *Conv) pointwise() bool { return len(l.dy) == 1 && l.dy[0] == 0 && l.dx[0] == 0 }
+
+// Init draws weights and biases like torch.nn.Conv2d's default
+// (uniform in +-1/sqrt(fan_in), fan_in counting masked taps too).
+func (l *Conv) Init(rng *rand.Rand) {
+	bound := 1 / math.Sqrt(float64(l.In*l.K*l.K))
+	full := make([]float32, l.Out*l.In*l.K*l.K)
+	for i := range full {
+		full[i] = float32((rng.Float64()*2 - 1) * bound)
+	}
+	_ = l.W.SetFromFull(full) // sizes match by construction
+	for i := range l.B.Data {
+		l.B.Data[i] = float32((rng.Float64()*2 - 1) * bound)
+	}
+}
+
+// ColsLen is the length of the im2col workspace needed for n images of h x w.
+func (l *Conv) ColsLen(n, h, w int) int {
+	if l.pointwise() {
+		return 0
+	}
+	return l.Rows() * n * h * w
+}
+
+// Forward computes y[Out][n*h*w] from x[In][n*h*w]. cols is a workspace of
+// ColsLen(n, h, w) values.
+func (l *Conv) Forward(x, y []float32, n, h, w int, cols []float32) {
+	np := n * h * w
+	src := x
+	if !l.pointwise() {
+		l.im2col(x, cols, n, h, w)
+		src = cols
+	}
+	kernels.Sgemm(l.pool, false, false, l.Out, np, l.Rows(), 1, l.W.Data, l.Rows(), src, np, 0, y, np)
+	for o := 0; o < l.Out; o++ {
+		b := l.B.Data[o]
+		row := y[o*np : (o+1)*np]
+		for i := range row {
+			row[i] += b
+		}
+	}
+}
+
+// Backward takes dy = dLoss/dy and the forward input x, writes the weight
+// and bias gradients (overwriting W.Grad and B.Grad) and, when dx is not nil,
+// dLoss/dx into dx. cols is a workspace as in Forward.
+func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, cols []float32) {
+	np := n * h * w
+	rows := l.Rows()
+	src := x
+	if !l.pointwise() {
+		l.im2col(x, cols, n, h, w)
+		src = cols
+	}
+	kernels.Sgemm(l.pool, false, true, l.Out, rows, np, 1, dy, np, src, np, 0, l.W.Grad, rows)
+	for o := 0; o < l.Out; o++ {
+		var s float32
+		for _, v := range dy[o*np : (o+1)*np] {
+			s += v
+		}
+		l.B.Grad[o] = s
+	}
+	if dx == nil {
+		return
+	}
+	if l.pointwise() {
+		kernels.Sgemm(l.pool, true, false, l.In, np, l.Out, 1, l.W.Data, rows, dy, np, 0, dx, np)
+		return
+	}
+	kernels.Sgemm(l.pool, true, false, rows, np, l.Out, 1, l.W.Data, rows, dy, np, 0, cols, np)
+	l.col2im(cols, dx, n, h, w)
+}
+
+func (l *Conv) im2col(x, cols []float32, n, h, w int) {
+	l.x, l.cols, l.n, l.h, l.w = x, cols, n, h, w
+	l.pool.Run(l.In, l.im2colFn)
+	l.x, l.cols = nil, nil
+}
+
+// im2colPart fills the rows of the input channels in this part:
+// cols[c*T+t][b,y,x] = x[c][b, y+dy[t], x+dx[t]], zero outside the image.
+func (l *Conv) im2colPart(part, parts int) {
+	n, h, w := l.n, l.h, l.w
+	np, hw, t := n*h*w, h*w, len(l.dy)
+	c0, c1 := kernels.Span(l.In, 1, part, parts)
+	for c := c0; c < c1; c++ {
+		xc := l.x[c*np : (c+1)*np]
+		for ti := 0; ti < t; ti++ {
+			row := l.cols[(c*t+ti)*np : (c*t+ti+1)*np]
+			oy, ox := l.dy[ti], l.dx[ti]
+			// valid output columns: 0 <= x+ox < w
+			xa, xb := max(0, -ox), min(w, w-ox)
+			for b := 0; b < n; b++ {
+				img := xc[b*hw : (b+1)*hw]
+				out := row[b*hw : (b+1)*hw]
+				for yy := 0; yy < h; yy++ {
+					o := out[yy*w : (yy+1)*w]
+					sy := yy + oy
+					if sy < 0 || sy >= h || xa >= xb {
+						clear(o)
+						continue
+					}
+					clear(o[:xa])
+					copy(o[xa:xb], img[sy*w+xa+ox:sy*w+xb+ox])
+					clear(o[xb:])
+				}
+			}
+		}
+	}
+}
+
+func (l *Conv) col2im(cols, dx []float32, n, h, w int) {
+	l.x, l.cols, l.n, l.h, l.w = dx, cols, n, h, w
+	l.pool.Run(l.In, l.col2imFn)
+	l.x, l.cols = nil, nil
+}
+
+// col2imPart is the adjoint of im2colPart: dx[c][b, y+dy, x+dx] += cols[c*T+t][b,y,x].
+func (l *Conv) col2imPart(part, parts int) {
+	n, h, w := l.n, l.h, l.w
+	np, hw, t := n*h*w, h*w, len(l.dy)
+	c0, c1 := kernels.Span(l.In, 1, part, parts)
+	for c := c0; c < c1; c++ {
+		dxc := l.x[c*np : (c+1)*np]
+		clear(dxc)
+		for ti := 0; ti < t; ti++ {
+			row := l.cols[(c*t+ti)*np : (c*t+ti+1)*np]
+			oy, ox := l.dy[ti], l.dx[ti]
+			xa, xb := max(0, -ox), min(w, w-ox)
+			if xa >= xb {
+				continue
+			}
+			for b := 0; b < n; b++ {
+				img := dxc[b*hw : (b+1)*hw]
+				in := row[b*hw : (b+1)*hw]
+				for yy := 0; yy < h; yy++ {
+					sy := yy + oy
+					if sy < 0 || sy >= h {
+						continue
+					}
+					dst := img[sy*w+xa+ox : sy*w+xb+ox]
+					src := in[yy*w+xa : yy*w+xb]
+					for i, v := range src {
+						dst[i] += v
+					}
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,420 @@
+package models
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gencluster/gencluster/kernels"
+)
+
+func randSlice(rng *rand.Rand, n int, scale float64) []float32 {
+	s := make([]float32, n)
+	for i := range s {
+		s[i] = float32((rng.Float64()*2 - 1) * scale)
+	}
+	return s
+}
+
+func dot64(a, b []float32) float64 {
+	var s float64
+	for i := range a {
+		s += float64(a[i]) * float64(b[i])
+	}
+	return s
+}
+
+// checkGrad compares analytic gradient grad of f with respect to the values
+// in x against central finite differences at up to max positions spread
+// over x. f must recompute from x each call.
+func checkGrad(t *testing.T, what string, x, grad []float32, f func() float64, eps, tol float64, maxN int) {
+	t.Helper()
+	if len(x) != len(grad) {
+		t.Fatalf("%s: %d values but %d gradients", what, len(x), len(grad))
+	}
+	stride := 1
+	if maxN > 0 && len(x) > maxN {
+		stride = len(x)/maxN + 1
+	}
+	bad := 0
+	for i := 0; i < len(x); i += stride {
+		old := x[i]
+		x[i] = old + float32(eps)
+		fp := f()
+		x[i] = old - float32(eps)
+		fm := f()
+		x[i] = old
+		num := (fp - fm) / (2 * eps)
+		ana := float64(grad[i])
+		if math.Abs(num-ana) > tol*math.Max(1, math.Abs(num)) {
+			if bad < 5 {
+				t.Errorf("%s[%d]: analytic %.6g, finite difference %.6g", what, i, ana, num)
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%s: %d of %d checked gradients disagree", what, bad, (len(x)+stride-1)/stride)
+	}
+}
+
+func TestConvGradients(t *testing.T) {
+	cases := []struct {
+		name       string
+		in, out, k int
+		mask       MaskKind
+	}{
+		{"maskA7", 2, 3, 7, MaskA},
+		{"maskB3", 3, 4, 3, MaskB},
+		{"dense3", 2, 3, 3, MaskNone},
+		{"pointwise", 3, 2, 1, MaskNone},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			rng := rand.New(rand.NewPCG(1, 2))
+			n, h, w := 2, 5, 6
+			np := n * h * w
+			l := NewConv("c", tc.in, tc.out, tc.k, tc.mask, nil)
+			l.Init(rng)
+			x := randSlice(rng, tc.in*np, 1)
+			r := randSlice(rng, tc.out*np, 1) // L = sum(r * y)
+			y := make([]float32, tc.out*np)
+			cols := make([]float32, l.ColsLen(n, h, w))
+			loss := func() float64 {
+				l.Forward(x, y, n, h, w, cols)
+				return dot64(r, y)
+			}
+			dx := make([]float32, len(x))
+			l.Backward(x, r, dx, n, h, w, cols)
+			checkGrad(t, "weight", l.W.Data, l.W.Grad, loss, 1e-2, 1e-3, 0)
+			checkGrad(t, "bias", l.B.Data, l.B.Grad, loss, 1e-2, 1e-3, 0)
+			checkGrad(t, "input", x, dx, loss, 1e-2, 1e-3, 0)
+		})
+	}
+}
+
+// directConv is a plain masked convolution from the full OIHW weights, as
+// torch's F.conv2d(x, weight*mask, bias, padding=k//2) computes it.
+func directConv(full, bias []float32, in, out, k int, x []float32, n, h, w int) []float32 {
+	p := k / 2
+	np := n * h * w
+	y := make([]float32, out*np)
+	for o := 0; o < out; o++ {
+		for b := 0; b < n; b++ {
+			for yy := 0; yy < h; yy++ {
+				for xx := 0; xx < w; xx++ {
+					s := float64(bias[o])
+					for c := 0; c < in; c++ {
+						for i := 0; i < k; i++ {
+							for j := 0; j < k; j++ {
+								sy, sx := yy+i-p, xx+j-p
+								if sy < 0 || sy >= h || sx < 0 || sx >= w {
+									continue
+								}
+								s += float64(full[((o*in+c)*k+i)*k+j]) * float64(x[c*np+b*h*w+sy*w+sx])
+							}
+						}
+					}
+					y[o*np+b*h*w+yy*w+xx] = float32(s)
+				}
+			}
+		}
+	}
+	return y
+}
+
+func TestConvMatchesTorchSemantics(t *testing.T) {
+	for _, mk := range []struct {
+		mask MaskKind
+		k    int
+		taps int
+	}{{MaskA, 7, 24}, {MaskB, 3, 5}, {MaskNone, 3, 9}} {
+		rng := rand.New(rand.NewPCG(3, 4))
+		n, h, w, in, out := 2, 6, 7, 3, 4
+		l := NewConv("c", in, out, mk.k, mk.mask, nil)
+		l.Init(rng)
+		if l.Taps() != mk.taps {
+			t.Fatalf("mask %d: %d taps, want %d", mk.mask, l.Taps(), mk.taps)
+		}
+		full := l.W.Expand()
+		if mk.mask != MaskNone {
+			// PyTorch's mask: m[:, :, c, c+(B):] = 0; m[:, :, c+1:] = 0
+			c := mk.k / 2
+			mask := l.W.Mask()
+			for i := 0; i < mk.k; i++ {
+				for j := 0; j < mk.k; j++ {
+					want := float32(1)
+					if i > c || (i == c && j > c) || (i == c && j == c && mk.mask == MaskA) {
+						want = 0
+					}
+					if got := mask[i*mk.k+j]; got != want {
+						t.Errorf("mask %d at (%d,%d) = %v, want %v", mk.mask, i, j, got, want)
+					}
+				}
+			}
+		}
+		x := randSlice(rng, in*n*h*w, 1)
+		y := make([]float32, out*n*h*w)
+		l.Forward(x, y, n, h, w, make([]float32, l.ColsLen(n, h, w)))
+		want := directConv(full, l.B.Data, in, out, mk.k, x, n, h, w)
+		for i := range y {
+			if math.Abs(float64(y[i]-want[i])) > 1e-5 {
+				t.Fatalf("mask %d: y[%d] = %v, direct convolution gives %v", mk.mask, i, y[i], want[i])
+			}
+		}
+	}
+}
+
+func TestLinearGradients(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	n, in, out := 3, 7, 5
+	l := NewLinear("l", in, out, nil)
+	l.Init(rng)
+	x := randSlice(rng, n*in, 1)
+	r := randSlice(rng, n*out, 1)
+	y := make([]float32, n*out)
+	loss := func() float64 { l.Forward(x, y, n); return dot64(r, y) }
+	dx := randSlice(rng, n*in, 1)
+	base := append([]float32(nil), dx...)
+	l.Backward(x, r, dx, n, true) // adds onto base
+	for i := range dx {
+		dx[i] -= base[i]
+	}
+	checkGrad(t, "weight", l.W.Data, l.W.Grad, loss, 1e-2, 1e-3, 0)
+	checkGrad(t, "bias", l.B.Data, l.B.Grad, loss, 1e-2, 1e-3, 0)
+	checkGrad(t, "input", x, dx, loss, 1e-2, 1e-3, 0)
+}
+
+func TestReLUBackward(t *testing.T) {
+	rng := rand.New(rand.NewPCG(7, 8))
+	x := randSlice(rng, 50, 1)
+	for i := range x { // keep away from the kink so differences are exact
+		if math.Abs(float64(x[i])) < 0.05 {
+			x[i] = 0.5
+		}
+	}
+	r := randSlice(rng, 50, 1)
+	y := make([]float32, 50)
+	loss := func() float64 { copy(y, x); reluInPlace(y); return dot64(r, y) }
+	loss()
+	d := append([]float32(nil), r...)
+	reluBackward(y, d)
+	checkGrad(t, "relu input", x, d, loss, 1e-3, 1e-3, 0)
+}
+
+func TestBCEWithLogits(t *testing.T) {
+	rng := rand.New(rand.NewPCG(9, 10))
+	l := randSlice(rng, 40, 8)
+	l[0], l[1] = 60, -60 // large logits must stay finite
+	x := make([]float32, 40)
+	for i := range x {
+		if rng.IntN(2) == 1 {
+			x[i] = 1
+		}
+	}
+	g := make([]float32, 40)
+	v := bceWithLogits(l, x, g)
+	// -log sigmoid(l) for x=1, -log(1-sigmoid(l)) = -log sigmoid(-l) for x=0
+	softplus := func(a float64) float64 {
+		if a > 30 {
+			return a
+		}
+		return math.Log1p(math.Exp(a))
+	}
+	var want float64
+	for i := range l {
+		if x[i] == 1 {
+			want += softplus(-float64(l[i]))
+		} else {
+			want += softplus(float64(l[i]))
+		}
+	}
+	if math.IsInf(v, 0) || math.IsNaN(v) || math.Abs(v-want) > 1e-6*math.Abs(want) {
+		t.Fatalf("bce = %v, want %v", v, want)
+	}
+	checkGrad(t, "logits", l, g, func() float64 { return bceWithLogits(l, x, nil) }, 1e-3, 1e-3, 0)
+}
+
+func binaryImages(rng *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		if rng.Float64() < 0.3 {
+			x[i] = 1
+		}
+	}
+	return x
+}
+
+// directional compares <grad, v> with the finite difference of the loss
+// along v over all parameters at once, and checks a few single parameters.
+func checkModelGrad(t *testing.T, m Model, x []float32, n int, seed uint64) {
+	t.Helper()
+	lossAt := func() float64 { return m.Loss(x, n, rand.New(rand.NewPCG(seed, 0))) }
+	m.Grad(x, n, rand.New(rand.NewPCG(seed, 0)))
+	grads := map[*Param][]float32{}
+	for _, p := range m.Params() {
+		grads[p] = append([]float32(nil), p.Grad...)
+	}
+	for _, p := range m.Params() {
+		checkGrad(t, p.Name, p.Data, grads[p], lossAt, 1e-2, 2e-2, 12)
+	}
+	rng := rand.New(rand.NewPCG(seed, 1))
+	var gv float64
+	dirs := map[*Param][]float32{}
+	for _, p := range m.Params() {
+		v := randSlice(rng, len(p.Data), 1)
+		dirs[p] = v
+		gv += dot64(grads[p], v)
+	}
+	move := func(s float32) {
+		for _, p := range m.Params() {
+			for i, d := range dirs[p] {
+				p.Data[i] += s * d
+			}
+		}
+	}
+	const eps = 1e-3
+	move(eps)
+	fp := lossAt()
+	move(-2 * eps)
+	fm := lossAt()
+	move(eps)
+	num := (fp - fm) / (2 * eps)
+	if math.Abs(num-gv) > 1e-2*math.Max(1, math.Abs(num)) {
+		t.Errorf("directional derivative: analytic %.6g, finite difference %.6g", gv, num)
+	}
+}
+
+func TestPixelCNNGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(11, 12))
+	m := NewPixelCNN(6, 7, 5, 2, nil)
+	m.Init(rng)
+	n := 2
+	checkModelGrad(t, m, binaryImages(rng, n*6*7), n, 13)
+}
+
+func TestVAEGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(14, 15))
+	m := NewVAE(12, 7, 3, nil)
+	m.Init(rng)
+	n := 3
+	checkModelGrad(t, m, binaryImages(rng, n*12), n, 16)
+}
+
+// TestPixelCNNIsAutoregressive checks the masks end to end: the logit of a
+// pixel does not change when that pixel or any later one changes.
+func TestPixelCNNIsAutoregressive(t *testing.T) {
+	rng := rand.New(rand.NewPCG(17, 18))
+	h, w := 9, 8
+	m := NewPixelCNN(h, w, 32, 3, nil)
+	m.Init(rng)
+	x := binaryImages(rng, h*w)
+	base := m.logitsAt(x, 1)
+	for _, pos := range []int{0, 13, 35, 40, h*w - 1} {
+		y := append([]float32(nil), x...)
+		for i := pos; i < h*w; i++ {
+			y[i] = 1 - y[i]
+		}
+		got := m.logitsAt(y, 1)
+		for i := 0; i <= pos; i++ {
+			if got[i] != base[i] {
+				t.Fatalf("logit %d changed when pixels %d.. changed", i, pos)
+			}
+		}
+		if pos+1 < h*w && got[pos+1] == base[pos+1] {
+			t.Errorf("logit %d did not change when pixel %d changed: the mask hides too much", pos+1, pos)
+		}
+	}
+}
+
+// TestSampleWindowExact: the windowed logits the sampler uses equal the
+// logits of a forward pass over the whole image.
+func TestSampleWindowExact(t *testing.T) {
+	rng := rand.New(rand.NewPCG(19, 20))
+	m := NewPixelCNN(28, 28, 8, 6, nil)
+	m.Init(rng)
+	n := 2
+	x := binaryImages(rng, n*28*28)
+	full := m.logitsAt(x, n)
+	r := m.reach()
+	for _, p := range [][2]int{{0, 0}, {5, 27}, {14, 14}, {27, 3}, {27, 27}, {10, 9}} {
+		y, xx := p[0], p[1]
+		y0 := max(0, y-r)
+		x0, x1 := max(0, xx-r), min(28, xx+r+1)
+		wh, ww := y-y0+1, x1-x0
+		win := make([]float32, n*wh*ww)
+		for b := 0; b < n; b++ {
+			for yy := 0; yy < wh; yy++ {
+				copy(win[(b*wh+yy)*ww:(b*wh+yy+1)*ww], x[b*784+(y0+yy)*28+x0:b*784+(y0+yy)*28+x1])
+			}
+		}
+		m.forward(win, n, wh, ww)
+		for b := 0; b < n; b++ {
+			got := m.logit[b*wh*ww+(wh-1)*ww+(xx-x0)]
+			want := full[b*784+y*28+xx]
+			if math.Abs(float64(got-want)) > 1e-4*math.Max(1, math.Abs(float64(want))) {
+				t.Errorf("pixel (%d,%d) image %d: windowed logit %v, full %v", y, xx, b, got, want)
+			}
+		}
+	}
+}
+
+// TestThreadsBitIdentical: the gradient does not depend on the thread count.
+func TestThreadsBitIdentical(t *testing.T) {
+	for _, name := range Names {
+		var ref [][]float32
+		var refLoss float64
+		for _, threads := range []int{1, 2, 3} {
+			pool := kernels.NewPool(threads)
+			m, err := New(name, pool)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.Init(rand.New(rand.NewPCG(1, 1)))
+			x := binaryImages(rand.New(rand.NewPCG(2, 2)), 4*784)
+			loss := m.Grad(x, 4, rand.New(rand.NewPCG(3, 3)))
+			pool.Close()
+			if threads == 1 {
+				refLoss = loss
+				for _, p := range m.Params() {
+					ref = append(ref, append([]float32(nil), p.Grad...))
+				}
+				continue
+			}
+			if loss != refLoss {
+				t.Errorf("%s: loss %v with %d threads, %v with 1", name, loss, threads, refLoss)
+			}
+			for i, p := range m.Params() {
+				for j := range p.Grad {
+					if p.Grad[j] != ref[i][j] {
+						t.Fatalf("%s: %s grad[%d] = %v with %d threads, %v with 1", name, p.Name, j, p.Grad[j], threads, ref[i][j])
+					}
+				}
+			}
+		}
+	}
+}
+
+func TestExpandRoundTrip(t *testing.T) {
+	l := NewConv("c", 3, 4, 3, MaskB, nil)
+	l.Init(rand.New(rand.NewPCG(1, 2)))
+	full := l.W.Expand()
+	if len(full) != 4*3*9 {
+		t.Fatalf("expanded %d values", len(full))
+	}
+	cp := newParam("c.weight", []int{4, 3, 3, 3}, l.W.Taps)
+	if err := cp.SetFromFull(full); err != nil {
+		t.Fatal(err)
+	}
+	for i := range cp.Data {
+		if cp.Data[i] != l.W.Data[i] {
+			t.Fatalf("round trip differs at %d", i)
+		}
+	}
+	if err := cp.SetFromFull(full[1:]); err == nil {
+		t.Fatal("wrong length accepted")
+	}
+	if tt := l.W.Tensor(); tt.Shape()[0] != 4 || tt.Shape()[1] != 15 {
+		t.Fatalf("tensor shape %v", tt.Shape())
+	}
+}

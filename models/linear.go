@@ -1,0 +1,67 @@
+package models
+
+import (
+	"math"
+	"math/rand/v2"
+
+	"github.com/gencluster/gencluster/kernels"
+)
+
+// Linear is a fully connected layer on row-major batches: y[b][out] = x[b][in] W^T + bias.
+type Linear struct {
+	In, Out int
+	W, B    *Param
+	pool    *kernels.Pool
+}
+
+// NewLinear makes an in->out layer named prefix.weight ([out,in]) / prefix.bias.
+func NewLinear(prefix string, in, out int, pool *kernels.Pool) *Linear {
+	return &Linear{
+		In: in, Out: out, pool: pool,
+		W: newParam(prefix+".weight", []int{out, in}, nil),
+		B: newParam(prefix+".bias", []int{out}, nil),
+	}
+}
+
+// Init draws weights and biases like torch.nn.Linear's default
+// (uniform in +-1/sqrt(in)).
+func (l *Linear) Init(rng *rand.Rand) {
+	bound := 1 / math.Sqrt(float64(l.In))
+	for i := range l.W.Data {
+		l.W.Data[i] = float32((rng.Float64()*2 - 1) * bound)
+	}
+	for i := range l.B.Data {
+		l.B.Data[i] = float32((rng.Float64()*2 - 1) * bound)
+	}
+}
+
+// Forward computes y[n][Out] from x[n][In].
+func (l *Linear) Forward(x, y []float32, n int) {
+	kernels.Sgemm(l.pool, false, true, n, l.Out, l.In, 1, x, l.In, l.W.Data, l.In, 0, y, l.Out)
+	for b := 0; b < n; b++ {
+		row := y[b*l.Out : (b+1)*l.Out]
+		for i, v := range l.B.Data {
+			row[i] += v
+		}
+	}
+}
+
+// Backward overwrites W.Grad and B.Grad with the weight and bias gradients
+// and, when dx is not nil, writes dLoss/dx into dx, or adds it to dx when
+// addDx is set (for inputs that feed several layers).
+func (l *Linear) Backward(x, dy, dx []float32, n int, addDx bool) {
+	kernels.Sgemm(l.pool, true, false, l.Out, l.In, n, 1, dy, l.Out, x, l.In, 0, l.W.Grad, l.In)
+	clear(l.B.Grad)
+	for b := 0; b < n; b++ {
+		for i, v := range dy[b*l.Out : (b+1)*l.Out] {
+			l.B.Grad[i] += v
+		}
+	}
+	if dx != nil {
+		var beta float32
+		if addDx {
+			beta = 1
+		}
+		kernels.Sgemm(l.pool, false, false, n, l.In, l.Out, 1, dy, l.Out, l.W.Data, l.In, beta, dx, l.In)
+	}
+}

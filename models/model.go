@@ -1,0 +1,63 @@
+// Package models holds the reference generative models (PixelCNN and VAE):
+// their layers, forward and backward passes, losses and samplers. It knows
+// nothing of the network: a model turns a batch of images into a loss and
+// the gradient of that loss, and back into samples.
+package models
+
+import (
+	"fmt"
+	"math/rand/v2"
+
+	"github.com/gencluster/gencluster/kernels"
+)
+
+// Names of the models, as given to --model.
+const (
+	PixelCNNName = "pixelcnn"
+	VAEName      = "vae"
+)
+
+// Names lists the known models.
+var Names = []string{PixelCNNName, VAEName}
+
+// Model is a generative model of binary images of Rows x Cols pixels.
+//
+// Images are float32 {0,1} pixels, one image after the other in row-major
+// order. A Model owns its workspaces and is not safe for concurrent use.
+type Model interface {
+	Name() string
+	Rows() int
+	Cols() int
+	// Params lists the learnable tensors in a fixed order.
+	Params() []*Param
+	// Init draws fresh weights as PyTorch's default initialisation does.
+	Init(rng *rand.Rand)
+	// Grad computes the loss summed over the n images in x and overwrites
+	// every Param's Grad with the gradient of that sum. rng drives any
+	// stochastic part of the loss (the VAE's reparameterisation noise).
+	Grad(x []float32, n int, rng *rand.Rand) float64
+	// Loss computes the summed loss of the n images in x without gradients.
+	Loss(x []float32, n int, rng *rand.Rand) float64
+	// Sample writes n new images into dst (n*Rows*Cols values in [0,1]).
+	Sample(dst []float32, n int, rng *rand.Rand)
+}
+
+// New makes the model called name, computing on pool (nil: one thread).
+// Weights are zero until Init or a checkpoint sets them.
+func New(name string, pool *kernels.Pool) (Model, error) {
+	switch name {
+	case PixelCNNName:
+		return NewPixelCNN(28, 28, 64, 6, pool), nil
+	case VAEName:
+		return NewVAE(784, 400, 20, pool), nil
+	}
+	return nil, fmt.Errorf("unknown model %q (known: pixelcnn, vae)", name)
+}
+
+// grow returns buf resized to n, reallocating only when it is too small.
+func grow(buf []float32, n int) []float32 {
+	if cap(buf) < n {
+		return make([]float32, n)
+	}
+	return buf[:n]
+}

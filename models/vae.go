@@ -1,0 +1,135 @@
+package models
+
+import (
+	"math"
+	"math/rand/v2"
+
+	"github.com/gencluster/gencluster/kernels"
+)
+
+// VAE is the reference variational autoencoder: encoder in-hidden (ReLU) ->
+// mu and log-variance (latent each); decoder latent-hidden (ReLU) -> in
+// Bernoulli logits. Loss: the negative ELBO per image, binary cross-entropy
+// plus the closed-form KL(q(z|x) || N(0, I)), with one reparameterised
+// sample z = mu + exp(lv/2) * eps.
+type VAE struct {
+	in, hidden, latent int
+	e, mu, lv, d1, d2  *Linear
+	pool               *kernels.Pool
+
+	// workspaces: forward activations and their gradients
+	h, m, v, eps, z, d, logit []float32
+	dh, dm, dv, dz, dd, dl    []float32
+}
+
+// NewVAE builds the network for images of in pixels.
+func NewVAE(in, hidden, latent int, pool *kernels.Pool) *VAE {
+	return &VAE{
+		in: in, hidden: hidden, latent: latent, pool: pool,
+		e:  NewLinear("e", in, hidden, pool),
+		mu: NewLinear("mu", hidden, latent, pool),
+		lv: NewLinear("lv", hidden, latent, pool),
+		d1: NewLinear("d1", latent, hidden, pool),
+		d2: NewLinear("d2", hidden, in, pool),
+	}
+}
+
+func (m *VAE) Name() string { return VAEName }
+
+// Rows and Cols give the 28x28 image shape the 784-pixel VAE models.
+func (m *VAE) Rows() int { return 28 }
+func (m *VAE) Cols() int { return m.in / 28 }
+
+func (m *VAE) layers() []*Linear { return []*Linear{m.e, m.mu, m.lv, m.d1, m.d2} }
+
+func (m *VAE) Params() []*Param {
+	var ps []*Param
+	for _, l := range m.layers() {
+		ps = append(ps, l.W, l.B)
+	}
+	return ps
+}
+
+func (m *VAE) Init(rng *rand.Rand) {
+	for _, l := range m.layers() {
+		l.Init(rng)
+	}
+}
+
+func (m *VAE) reserve(n int) {
+	m.h = grow(m.h, n*m.hidden)
+	m.m = grow(m.m, n*m.latent)
+	m.v = grow(m.v, n*m.latent)
+	m.eps = grow(m.eps, n*m.latent)
+	m.z = grow(m.z, n*m.latent)
+	m.d = grow(m.d, n*m.hidden)
+	m.logit = grow(m.logit, n*m.in)
+}
+
+// forward computes the logits for x and returns the summed KL term.
+func (m *VAE) forward(x []float32, n int, rng *rand.Rand) float64 {
+	m.reserve(n)
+	m.e.Forward(x, m.h, n)
+	reluInPlace(m.h)
+	m.mu.Forward(m.h, m.m, n)
+	m.lv.Forward(m.h, m.v, n)
+	var kl float64
+	for i := range m.z {
+		eps := float32(rng.NormFloat64())
+		m.eps[i] = eps
+		mu, lv := m.m[i], m.v[i]
+		m.z[i] = mu + eps*float32(math.Exp(0.5*float64(lv)))
+		kl += -0.5 * (1 + float64(lv) - float64(mu)*float64(mu) - math.Exp(float64(lv)))
+	}
+	m.d1.Forward(m.z, m.d, n)
+	reluInPlace(m.d)
+	m.d2.Forward(m.d, m.logit, n)
+	return kl
+}
+
+func (m *VAE) Loss(x []float32, n int, rng *rand.Rand) float64 {
+	kl := m.forward(x, n, rng)
+	return bceWithLogits(m.logit, x[:n*m.in], nil) + kl
+}
+
+func (m *VAE) Grad(x []float32, n int, rng *rand.Rand) float64 {
+	kl := m.forward(x, n, rng)
+	m.dl = grow(m.dl, n*m.in)
+	m.dd = grow(m.dd, n*m.hidden)
+	m.dz = grow(m.dz, n*m.latent)
+	m.dm = grow(m.dm, n*m.latent)
+	m.dv = grow(m.dv, n*m.latent)
+	m.dh = grow(m.dh, n*m.hidden)
+	loss := bceWithLogits(m.logit, x[:n*m.in], m.dl) + kl
+
+	m.d2.Backward(m.d, m.dl, m.dd, n, false)
+	reluBackward(m.d, m.dd)
+	m.d1.Backward(m.z, m.dd, m.dz, n, false)
+	for i, dz := range m.dz {
+		mu, lv := m.m[i], float64(m.v[i])
+		std := math.Exp(0.5 * lv)
+		// z = mu + eps*std; KL = -1/2 (1 + lv - mu^2 - e^lv)
+		m.dm[i] = dz + mu
+		m.dv[i] = float32(float64(dz)*float64(m.eps[i])*0.5*std + 0.5*(math.Exp(lv)-1))
+	}
+	m.mu.Backward(m.h, m.dm, m.dh, n, false)
+	m.lv.Backward(m.h, m.dv, m.dh, n, true)
+	reluBackward(m.h, m.dh)
+	m.e.Backward(x, m.dh, nil, n, false)
+	return loss
+}
+
+// Sample decodes n draws from the prior N(0, I) and writes the Bernoulli
+// means (pixel probabilities).
+func (m *VAE) Sample(dst []float32, n int, rng *rand.Rand) {
+	m.reserve(n)
+	for i := range m.z {
+		m.z[i] = float32(rng.NormFloat64())
+	}
+	m.d1.Forward(m.z, m.d, n)
+	reluInPlace(m.d)
+	m.d2.Forward(m.d, m.logit, n)
+	for i, l := range m.logit[:n*m.in] {
+		dst[i] = float32(sigmoid(float64(l)))
+	}
+}

@@ -1,0 +1,350 @@
+// Package checkpoint stores training state (parameters, optimizer moments,
+// step, job settings) in bbolt files, written atomically (temp file, fsync,
+// rename, directory fsync) and checksummed, so that a reader either finds a
+// whole good checkpoint or a clear error, and can fall back to an older one.
+package checkpoint
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime/debug"
+	"sort"
+	"strings"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+)
+
+// FormatVersion is the version of the layout below; readers refuse others.
+const FormatVersion = 1
+
+var (
+	bucketMeta    = []byte("gencluster")
+	bucketTensors = []byte("tensors")
+	keyMeta       = []byte("meta")
+	keySum        = []byte("sha256")
+)
+
+// ErrNotCheckpoint marks a file that is not a gencluster checkpoint at all.
+var ErrNotCheckpoint = errors.New("not a gencluster checkpoint")
+
+// ErrCorrupt marks a checkpoint whose contents fail their checksum or shape.
+var ErrCorrupt = errors.New("checkpoint is corrupt")
+
+// Job is the training configuration a checkpoint belongs to.
+type Job struct {
+	Model      string  `json:"model"`
+	Dataset    string  `json:"dataset"`
+	Batch      int     `json:"batch"`
+	TotalSteps int64   `json:"total_steps"`
+	Seed       uint64  `json:"seed"`
+	LR         float64 `json:"lr"`
+}
+
+// TensorInfo describes one stored tensor: its name (a model parameter name,
+// prefixed by its group, e.g. "param/a.weight", "adam.m/a.weight") and shape.
+type TensorInfo struct {
+	Name  string `json:"name"`
+	Shape []int  `json:"shape"`
+}
+
+// Meta is the JSON header of a checkpoint.
+type Meta struct {
+	Format    int          `json:"format"`
+	Job       Job          `json:"job"`
+	Step      int64        `json:"step"`       // training steps completed
+	AdamSteps int64        `json:"adam_steps"` // optimizer updates applied
+	Loss      float64      `json:"loss"`       // training loss of the last step
+	Created   time.Time    `json:"created"`
+	Tensors   []TensorInfo `json:"tensors"`
+}
+
+// State is a whole checkpoint: Meta plus the tensors' values in Meta.Tensors order.
+type State struct {
+	Meta Meta
+	Data [][]float32
+}
+
+// Tensor returns the values of the tensor called name, or nil.
+func (s *State) Tensor(name string) []float32 {
+	for i, t := range s.Meta.Tensors {
+		if t.Name == name {
+			return s.Data[i]
+		}
+	}
+	return nil
+}
+
+// Checksum is the hex SHA-256 of the meta JSON and every tensor's bytes.
+func (s *State) Checksum() (string, error) {
+	meta, err := json.Marshal(s.Meta)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint: encode meta: %w", err)
+	}
+	return checksum(meta, s.encoded()), nil
+}
+
+func (s *State) encoded() [][]byte {
+	out := make([][]byte, len(s.Data))
+	for i, d := range s.Data {
+		out[i] = encode(d)
+	}
+	return out
+}
+
+func checksum(meta []byte, tensors [][]byte) string {
+	h := sha256.New()
+	h.Write(meta)
+	for _, t := range tensors {
+		h.Write(t)
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+func encode(d []float32) []byte {
+	b := make([]byte, 4*len(d))
+	for i, v := range d {
+		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+	}
+	return b
+}
+
+func decode(b []byte) []float32 {
+	d := make([]float32, len(b)/4)
+	for i := range d {
+		d[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
+	}
+	return d
+}
+
+// FileName is the name of the checkpoint of step in a checkpoint directory.
+func FileName(step int64) string { return fmt.Sprintf("ckpt-%010d.db", step) }
+
+// Write stores s at path atomically: it builds a bbolt file beside path,
+// commits it in one transaction (fsynced), renames it over path and fsyncs
+// the directory. It returns the checksum written.
+func Write(path string, s *State) (string, error) {
+	if len(s.Data) != len(s.Meta.Tensors) {
+		return "", fmt.Errorf("checkpoint %s: %d tensors described, %d given", path, len(s.Meta.Tensors), len(s.Data))
+	}
+	for i, t := range s.Meta.Tensors {
+		if n := numel(t.Shape); n != len(s.Data[i]) {
+			return "", fmt.Errorf("checkpoint %s: tensor %s has %d values, shape %v needs %d", path, t.Name, len(s.Data[i]), t.Shape, n)
+		}
+	}
+	s.Meta.Format = FormatVersion
+	meta, err := json.Marshal(s.Meta)
+	if err != nil {
+		return "", fmt.Errorf("checkpoint %s: encode meta: %w", path, err)
+	}
+	tensors := s.encoded()
+	sum := checksum(meta, tensors)
+
+	dir := filepath.Dir(path)
+	tmp, err := os.CreateTemp(dir, filepath.Base(path)+".tmp-*")
+	if err != nil {
+		return "", fmt.Errorf("checkpoint %s: create temp file: %w", path, err)
+	}
+	tmpName := tmp.Name()
+	tmp.Close()
+	ok := false
+	defer func() {
+		if !ok {
+			os.Remove(tmpName)
+		}
+	}()
+	db, err := bolt.Open(tmpName, 0o644, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return "", fmt.Errorf("checkpoint %s: open temp file: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		mb, err := tx.CreateBucket(bucketMeta)
+		if err != nil {
+			return err
+		}
+		if err := mb.Put(keyMeta, meta); err != nil {
+			return err
+		}
+		if err := mb.Put(keySum, []byte(sum)); err != nil {
+			return err
+		}
+		tb, err := tx.CreateBucket(bucketTensors)
+		if err != nil {
+			return err
+		}
+		for i, t := range s.Meta.Tensors {
+			if err := tb.Put([]byte(t.Name), tensors[i]); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if cerr := db.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return "", fmt.Errorf("checkpoint %s: write: %w", path, err)
+	}
+	if err := os.Rename(tmpName, path); err != nil {
+		return "", fmt.Errorf("checkpoint %s: rename into place: %w", path, err)
+	}
+	ok = true
+	if d, err := os.Open(dir); err == nil {
+		serr := d.Sync()
+		d.Close()
+		if serr != nil {
+			return "", fmt.Errorf("checkpoint %s: sync directory: %w", path, serr)
+		}
+	}
+	return sum, nil
+}
+
+func numel(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// Read opens the checkpoint file at path read-only, checks its format and
+// checksum and returns its state. Errors wrap ErrNotCheckpoint or ErrCorrupt
+// where that is what they are.
+func Read(path string) (st *State, err error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	if fi.IsDir() {
+		return nil, fmt.Errorf("checkpoint %s: is a directory", path)
+	}
+	// bbolt trusts the pages it maps: a damaged or truncated file can make
+	// it index out of range or touch memory past the end of the file
+	// (SIGBUS). Both become panics on this goroutine, recovered as errors.
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
+	defer func() {
+		if r := recover(); r != nil {
+			st, err = nil, fmt.Errorf("checkpoint %s: %w: %v", path, ErrCorrupt, r)
+		}
+	}()
+	db, err := bolt.Open(path, 0o444, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w: %w", path, ErrNotCheckpoint, err)
+	}
+	defer db.Close()
+	st = &State{}
+	err = db.View(func(tx *bolt.Tx) error {
+		mb := tx.Bucket(bucketMeta)
+		if mb == nil {
+			return fmt.Errorf("%w: a bbolt file without the %q bucket", ErrNotCheckpoint, bucketMeta)
+		}
+		meta := mb.Get(keyMeta)
+		if err := json.Unmarshal(meta, &st.Meta); err != nil {
+			return fmt.Errorf("%w: meta: %w", ErrCorrupt, err)
+		}
+		if st.Meta.Format != FormatVersion {
+			return fmt.Errorf("format version %d, this build reads %d", st.Meta.Format, FormatVersion)
+		}
+		tb := tx.Bucket(bucketTensors)
+		if tb == nil {
+			return fmt.Errorf("%w: no tensors bucket", ErrCorrupt)
+		}
+		raw := make([][]byte, len(st.Meta.Tensors))
+		for i, t := range st.Meta.Tensors {
+			v := tb.Get([]byte(t.Name))
+			if len(v) != 4*numel(t.Shape) {
+				return fmt.Errorf("%w: tensor %s has %d bytes, shape %v needs %d", ErrCorrupt, t.Name, len(v), t.Shape, 4*numel(t.Shape))
+			}
+			raw[i] = v
+		}
+		if got, want := checksum(meta, raw), string(mb.Get(keySum)); got != want {
+			return fmt.Errorf("%w: checksum %s, recorded %s", ErrCorrupt, got, want)
+		}
+		st.Data = make([][]float32, len(raw))
+		for i, v := range raw {
+			st.Data[i] = decode(v)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	return st, nil
+}
+
+// List returns the checkpoint files in dir, newest step first.
+func List(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint directory %s: %w", dir, err)
+	}
+	var names []string
+	for _, e := range ents {
+		n := e.Name()
+		if !e.IsDir() && strings.HasPrefix(n, "ckpt-") && strings.HasSuffix(n, ".db") {
+			names = append(names, n)
+		}
+	}
+	sort.Sort(sort.Reverse(sort.StringSlice(names))) // zero-padded steps sort by name
+	for i, n := range names {
+		names[i] = filepath.Join(dir, n)
+	}
+	return names, nil
+}
+
+// Load reads a checkpoint file, or, given a directory, the newest checkpoint
+// in it that reads back whole; skipped files are reported through skipped
+// (which may be nil). It returns the state and the file it came from.
+func Load(path string, skipped func(file string, err error)) (*State, string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	if !fi.IsDir() {
+		st, err := Read(path)
+		return st, path, err
+	}
+	files, err := List(path)
+	if err != nil {
+		return nil, "", err
+	}
+	if len(files) == 0 {
+		return nil, "", fmt.Errorf("checkpoint directory %s: no ckpt-*.db files", path)
+	}
+	var errs []error
+	for _, f := range files {
+		st, err := Read(f)
+		if err == nil {
+			return st, f, nil
+		}
+		errs = append(errs, err)
+		if skipped != nil {
+			skipped(f, err)
+		}
+	}
+	return nil, "", fmt.Errorf("checkpoint directory %s: no good checkpoint among %d: %w", path, len(files), errors.Join(errs...))
+}
+
+// Prune removes all but the newest keep checkpoints in dir (keep < 1 keeps all).
+func Prune(dir string, keep int) error {
+	if keep < 1 {
+		return nil
+	}
+	files, err := List(dir)
+	if err != nil {
+		return err
+	}
+	for _, f := range files[min(keep, len(files)):] {
+		if err := os.Remove(f); err != nil {
+			return fmt.Errorf("checkpoint prune: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,148 @@
+package checkpoint
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func sample(step int64, fill float32) *State {
+	d := make([]float32, 300)
+	for i := range d {
+		d[i] = fill
+	}
+	return &State{
+		Meta: Meta{
+			Job:     Job{Model: "vae", Dataset: "mnist", Batch: 8, TotalSteps: 10, Seed: 3, LR: 1e-3},
+			Step:    step,
+			Created: time.Unix(1700000000, 0).UTC(),
+			Tensors: []TensorInfo{{Name: "param/w", Shape: []int{10, 30}}, {Name: "param/b", Shape: []int{2}}},
+		},
+		Data: [][]float32{d, {1, -2}},
+	}
+}
+
+func TestWriteReadRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, FileName(5))
+	sum, err := Write(path, sample(5, 1.5))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Meta.Step != 5 || st.Meta.Job.Model != "vae" || st.Tensor("param/b")[1] != -2 || st.Tensor("param/w")[299] != 1.5 {
+		t.Fatalf("read back %+v", st.Meta)
+	}
+	if got, _ := st.Checksum(); got != sum {
+		t.Fatalf("checksum %s, written %s", got, sum)
+	}
+	ents, _ := os.ReadDir(dir)
+	if len(ents) != 1 {
+		t.Fatalf("temp files left behind: %v", ents)
+	}
+}
+
+func TestWriteRejectsBadShapes(t *testing.T) {
+	s := sample(1, 1)
+	s.Data[1] = []float32{1}
+	if _, err := Write(filepath.Join(t.TempDir(), "x.db"), s); err == nil {
+		t.Fatal("tensor with wrong length written")
+	}
+}
+
+// flip changes the first float32 of value v in the file.
+func flip(t *testing.T, path string, v float32) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var pat [4]byte
+	binary.LittleEndian.PutUint32(pat[:], math.Float32bits(v))
+	i := bytes.Index(b, pat[:])
+	if i < 0 {
+		t.Fatal("pattern not found in checkpoint file")
+	}
+	b[i] ^= 0x40
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestCorruptionDetected(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName(1))
+	if _, err := Write(path, sample(1, 1234.5)); err != nil {
+		t.Fatal(err)
+	}
+	flip(t, path, 1234.5)
+	_, err := Read(path)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("corrupted tensor read with error %v", err)
+	}
+}
+
+func TestForeignAndTruncatedFiles(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.db")
+	if _, err := Write(good, sample(1, 2)); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(good)
+	cases := map[string][]byte{
+		"text":      []byte("hello, I am not a database\n"),
+		"empty":     {},
+		"truncated": b[:len(b)/3],
+		"zeros":     make([]byte, 64<<10),
+	}
+	for name, data := range cases {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, data, 0o644)
+		if _, err := Read(p); err == nil {
+			t.Errorf("%s: read without error", name)
+		} else if !bytes.Contains([]byte(err.Error()), []byte(p)) {
+			t.Errorf("%s: error %q does not name the file", name, err)
+		}
+	}
+	if _, err := Read(filepath.Join(dir, "missing.db")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestLoadDirectoryFallsBackToGoodOne(t *testing.T) {
+	dir := t.TempDir()
+	for _, s := range []int64{10, 20, 30} {
+		if _, err := Write(filepath.Join(dir, FileName(s)), sample(s, float32(1000+s))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	flip(t, filepath.Join(dir, FileName(30)), 1030)
+	var skipped []string
+	st, file, err := Load(dir, func(f string, err error) { skipped = append(skipped, f) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Meta.Step != 20 || file != filepath.Join(dir, FileName(20)) || len(skipped) != 1 {
+		t.Fatalf("loaded step %d from %s, skipped %v", st.Meta.Step, file, skipped)
+	}
+	if err := Prune(dir, 1); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := List(dir)
+	if len(files) != 1 || filepath.Base(files[0]) != FileName(30) {
+		t.Fatalf("after prune: %v", files)
+	}
+	if _, _, err := Load(dir, nil); err == nil {
+		t.Fatal("directory with only a corrupt checkpoint loaded")
+	}
+	if _, _, err := Load(t.TempDir(), nil); err == nil {
+		t.Fatal("empty directory loaded")
+	}
+}

@@ -1,0 +1,91 @@
+// Package optim holds the optimizers that turn gradients into parameter
+// updates. They work on flat float32 slices so that any replica, given the
+// same gradients, applies bit-identical updates.
+package optim
+
+import (
+	"fmt"
+	"math"
+)
+
+// AdamConfig is torch.optim.Adam's hyperparameters.
+type AdamConfig struct {
+	LR, Beta1, Beta2, Eps float64
+}
+
+// DefaultAdam is torch.optim.Adam's defaults: lr 1e-3, betas (0.9, 0.999),
+// eps 1e-8, no weight decay, no amsgrad.
+func DefaultAdam() AdamConfig {
+	return AdamConfig{LR: 1e-3, Beta1: 0.9, Beta2: 0.999, Eps: 1e-8}
+}
+
+// Validate reports hyperparameters that cannot train.
+func (c AdamConfig) Validate() error {
+	switch {
+	case !(c.LR > 0) || math.IsInf(c.LR, 0):
+		return fmt.Errorf("adam: learning rate must be a positive number, got %v", c.LR)
+	case !(c.Beta1 >= 0 && c.Beta1 < 1):
+		return fmt.Errorf("adam: beta1 must be in [0, 1), got %v", c.Beta1)
+	case !(c.Beta2 >= 0 && c.Beta2 < 1):
+		return fmt.Errorf("adam: beta2 must be in [0, 1), got %v", c.Beta2)
+	case !(c.Eps > 0):
+		return fmt.Errorf("adam: eps must be positive, got %v", c.Eps)
+	}
+	return nil
+}
+
+// Adam keeps the first and second moment estimates of a set of tensors.
+// Tensor i of every Step call must be the same tensor (same length) as in
+// the first call.
+type Adam struct {
+	Config AdamConfig
+	Steps  int64       // updates applied so far (torch's state["step"])
+	M, V   [][]float32 // moment estimates, one slice per tensor
+}
+
+// NewAdam makes an optimizer for tensors of the given lengths.
+func NewAdam(cfg AdamConfig, lengths []int) *Adam {
+	a := &Adam{Config: cfg}
+	for _, n := range lengths {
+		a.M = append(a.M, make([]float32, n))
+		a.V = append(a.V, make([]float32, n))
+	}
+	return a
+}
+
+// Step applies one update to params[i] from grads[i], with grads scaled by
+// gradScale first (e.g. 1/batch to turn summed gradients into means). It
+// follows torch.optim.Adam's single-tensor update in float32:
+//
+//	m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g
+//	p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
+func (a *Adam) Step(params, grads [][]float32, gradScale float32) error {
+	if len(params) != len(a.M) || len(grads) != len(a.M) {
+		return fmt.Errorf("adam: %d params and %d grads for %d tensors", len(params), len(grads), len(a.M))
+	}
+	for i := range params {
+		if len(params[i]) != len(a.M[i]) || len(grads[i]) != len(a.M[i]) {
+			return fmt.Errorf("adam: tensor %d has %d values and %d grads, want %d", i, len(params[i]), len(grads[i]), len(a.M[i]))
+		}
+	}
+	a.Steps++
+	c := a.Config
+	t := float64(a.Steps)
+	bc1 := 1 - math.Pow(c.Beta1, t)
+	bc2 := 1 - math.Pow(c.Beta2, t)
+	stepSize := float32(c.LR / bc1)
+	bc2Sqrt := float32(math.Sqrt(bc2))
+	b1, b2 := float32(c.Beta1), float32(c.Beta2)
+	eps := float32(c.Eps)
+	for i, p := range params {
+		m, v, g := a.M[i], a.V[i], grads[i]
+		for j := range p {
+			gj := g[j] * gradScale
+			m[j] = b1*m[j] + (1-b1)*gj
+			v[j] = b2*v[j] + (1-b2)*gj*gj
+			denom := float32(math.Sqrt(float64(v[j])))/bc2Sqrt + eps
+			p[j] -= stepSize * m[j] / denom
+		}
+	}
+	return nil
+}

@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/gencluster/gencluster/safetensors"
+)
+
+func gencluster(t *testing.T, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
+	var o, e bytes.Buffer
+	code = run(context.Background(), args, &o, &e)
+	return o.String(), e.String(), code
+}
+
+func TestBadInput(t *testing.T) {
+	dir := t.TempDir()
+	foreign := filepath.Join(dir, "foreign.db")
+	os.WriteFile(foreign, []byte("this is not a checkpoint at all"), 0o644)
+	cases := []struct {
+		args []string
+		want string
+	}{
+		{[]string{"train", "--model", "gan", "--steps", "1", "--out", dir}, "unknown model"},
+		{[]string{"train", "--model", "vae", "--dataset", "cifar", "--steps", "1", "--out", dir}, "cifar"},
+		{[]string{"train", "--model", "vae", "--dataset", "idx:" + filepath.Join(dir, "nope"), "--steps", "1", "--out", dir}, "nope"},
+		{[]string{"train", "--model", "vae", "--steps", "1"}, "--out"},
+		{[]string{"train", "--steps", "1", "--out", dir}, "--model"},
+		{[]string{"train", "--model", "vae", "--out", dir}, "--steps"},
+		{[]string{"train", "--model", "vae", "--steps", "1", "--batch", "0", "--out", dir}, "--batch"},
+		{[]string{"train", "--model", "vae", "--steps", "x", "--out", dir}, "steps"},
+		{[]string{"train", "--model", "vae", "--bogus", "1"}, "unknown flag"},
+		{[]string{"train", "stray"}, "no arguments"},
+		{[]string{"frobnicate"}, "unknown command"},
+		{[]string{"eval", "--checkpoint", filepath.Join(dir, "missing.db")}, "missing.db"},
+		{[]string{"eval", "--checkpoint", foreign}, "not a gencluster checkpoint"},
+		{[]string{"eval"}, "--checkpoint"},
+		{[]string{"eval", "--checkpoint", dir}, "no ckpt"},
+		{[]string{"sample", "--checkpoint", foreign, "--out", filepath.Join(dir, "g.png")}, "foreign.db"},
+		{[]string{"sample", "--checkpoint", foreign, "--n", "0", "--out", "x.png"}, "--n"},
+		{[]string{"export", "--checkpoint", foreign, "--format", "onnx", "--out", "x"}, "onnx"},
+		{[]string{"bench", "compute", "--model", "gan"}, "unknown model"},
+	}
+	for _, c := range cases {
+		_, stderr, code := gencluster(t, c.args...)
+		if code == 0 {
+			t.Errorf("%v: exit 0", c.args)
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(stderr, "\n"), "\n")
+		if len(lines) != 1 || !strings.Contains(stderr, c.want) {
+			t.Errorf("%v: stderr %q, want one line mentioning %q", c.args, stderr, c.want)
+		}
+	}
+}
+
+// TestTrainEvalSampleExport runs the four commands end to end on a short VAE job.
+func TestTrainEvalSampleExport(t *testing.T) {
+	out := t.TempDir()
+	stdout, stderr, code := gencluster(t, "train", "--model", "vae", "--batch", "32", "--steps", "40", "--threads", "2", "--out", out, "--samples", "16", "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("train: %s", stderr)
+	}
+	if !strings.Contains(stdout, "step 40/40") || !strings.Contains(stdout, "img/s") {
+		t.Fatalf("train progress: %q", stdout)
+	}
+	stdout, stderr, code = gencluster(t, "eval", "--checkpoint", out, "--json")
+	if code != 0 {
+		t.Fatalf("eval: %s", stderr)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal([]byte(stdout), &ev); err != nil {
+		t.Fatalf("eval --json: %v in %q", err, stdout)
+	}
+	nats, _ := ev["nll_nats"].(float64)
+	bpd, _ := ev["bits_per_dim"].(float64)
+	if ev["images"] != 10000.0 || nats < 100 || nats > 543 || bpd < 0.1 || bpd > 1.001 {
+		t.Fatalf("eval: %v", ev)
+	}
+	grid := filepath.Join(out, "grid.png")
+	if _, stderr, code = gencluster(t, "sample", "--checkpoint", out, "--n", "9", "--out", grid); code != 0 {
+		t.Fatalf("sample: %s", stderr)
+	}
+	if fi, err := os.Stat(grid); err != nil || fi.Size() == 0 {
+		t.Fatalf("grid: %v", err)
+	}
+	st := filepath.Join(out, "model.safetensors")
+	if _, stderr, code = gencluster(t, "export", "--checkpoint", out, "--format", "safetensors", "--out", st); code != 0 {
+		t.Fatalf("export: %s", stderr)
+	}
+	f, err := os.Open(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ts, meta, err := safetensors.Read(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shapes := map[string][]int{}
+	for _, x := range ts {
+		shapes[x.Name] = x.Shape
+	}
+	want := map[string][]int{"e.weight": {400, 784}, "e.bias": {400}, "mu.weight": {20, 400}, "lv.bias": {20}, "d1.weight": {400, 20}, "d2.weight": {784, 400}, "d2.bias": {784}}
+	for name, shape := range want {
+		if !equalInts(shapes[name], shape) {
+			t.Errorf("exported %s has shape %v, want %v", name, shapes[name], shape)
+		}
+	}
+	if len(ts) != 10 || meta["model"] != "vae" {
+		t.Errorf("exported %d tensors, meta %v", len(ts), meta)
+	}
+	checkWithTorch(t, st, "vae", nats)
+}
+
+func equalInts(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// checkWithTorch loads the export into ../shared/anchors/torch_ref.py's model
+// and compares its test loss with ours. It needs /usr/bin/python3 with torch
+// and the anchors directory; without them it says so and skips.
+func checkWithTorch(t *testing.T, file, model string, ours float64) {
+	anchors, _ := filepath.Abs("../../../shared/anchors")
+	if _, err := os.Stat(filepath.Join(anchors, "torch_ref.py")); err != nil {
+		t.Log("skipping the PyTorch load check: no ../shared/anchors")
+		return
+	}
+	if err := exec.Command("/usr/bin/python3", "-c", "import torch, safetensors").Run(); err != nil {
+		if err := exec.Command("/usr/bin/python3", "-c", "import torch").Run(); err != nil {
+			t.Log("skipping the PyTorch load check: /usr/bin/python3 has no torch")
+			return
+		}
+	}
+	script, _ := filepath.Abs("../../scripts/torch_load_check.py")
+	mnist, _ := filepath.Abs("../../dataset/mnistdata")
+	cmd := exec.Command("/usr/bin/python3", script, model, file)
+	cmd.Env = append(os.Environ(), "PYTHONPATH="+anchors, "MNIST_DIR="+mnist)
+	outb, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("torch load check: %v\n%s", err, outb)
+	}
+	var r struct {
+		TestNats float64 `json:"test_nats"`
+	}
+	lines := strings.Split(strings.TrimSpace(string(outb)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &r); err != nil {
+		t.Fatalf("torch load check output %q: %v", outb, err)
+	}
+	// The VAE's loss is stochastic (different noise in torch): allow 1%.
+	tol := 1e-3 * ours
+	if model == "vae" {
+		tol = 1e-2 * ours
+	}
+	if d := r.TestNats - ours; d > tol || d < -tol {
+		t.Fatalf("PyTorch computes %.4f nats on the exported weights, gencluster %.4f", r.TestNats, ours)
+	}
+	t.Logf("PyTorch: %.4f nats, gencluster: %.4f", r.TestNats, ours)
+}

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"runtime"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gencluster/gencluster/training"
+)
+
+// jobFlags are the flags shared by train, submit and local (SPEC §2).
+type jobFlags struct {
+	model, dataset  string
+	batch           int
+	steps           int64
+	epochs          float64
+	lr              float64
+	seed            uint64
+	checkpointEvery int64
+}
+
+func (f *jobFlags) register(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&f.model, "model", "", "model to train: pixelcnn or vae (required)")
+	fl.StringVar(&f.dataset, "dataset", "mnist", "data set: mnist (built in) or idx:DIR")
+	fl.IntVar(&f.batch, "batch", 64, "global batch size")
+	fl.Int64Var(&f.steps, "steps", 0, "optimizer steps to run (or give --epochs)")
+	fl.Float64Var(&f.epochs, "epochs", 0, "passes over the training set (instead of --steps)")
+	fl.Float64Var(&f.lr, "lr", 1e-3, "Adam learning rate")
+	fl.Uint64Var(&f.seed, "seed", 1, "seed for initialisation, data order and noise")
+	fl.Int64Var(&f.checkpointEvery, "checkpoint-every", 100, "steps between checkpoints (0: only the last step)")
+}
+
+func (a *app) trainCommand() *cobra.Command {
+	var jf jobFlags
+	var threads, keep, samples int
+	var out string
+	cmd := &cobra.Command{
+		Use:   "train --model pixelcnn|vae (--steps N | --epochs E) --out DIR",
+		Short: "Train a model in this process (no cluster)",
+		Long: `Train a model in one process. Progress (step, loss, images/s, ETA) is printed
+as it goes; DIR receives checkpoints (ckpt-<step>.db), loss.csv, loss.png and
+samples.png. Running again with the same settings and DIR resumes from the
+newest good checkpoint.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if jf.model == "" {
+				return fmt.Errorf("--model is required (pixelcnn or vae)")
+			}
+			cfg := training.Config{
+				Model: jf.model, Dataset: jf.dataset, Batch: jf.batch, Steps: jf.steps, Epochs: jf.epochs,
+				Seed: jf.seed, LR: jf.lr, Threads: threads, Out: out, CheckpointEvery: jf.checkpointEvery,
+				Keep: keep, Samples: samples,
+			}
+			if cfg.Threads == 0 {
+				cfg.Threads = runtime.NumCPU()
+			}
+			res, err := training.Train(cmd.Context(), cfg, func(p training.Progress) {
+				fmt.Fprintf(a.stdout, "step %d/%d (%.1f%%)  loss %.3f  %.1f img/s  elapsed %s  eta %s\n",
+					p.Step, p.Total, 100*float64(p.Step)/float64(p.Total), p.Loss, p.ImagesPerSec,
+					p.Elapsed.Round(time.Second), p.ETA.Round(time.Second))
+			}, a.log)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "done: step %d, loss %.3f, %s; checkpoint %s\n", res.Step, res.Loss, res.Elapsed.Round(time.Second), res.Checkpoint)
+			return nil
+		},
+	}
+	jf.register(cmd)
+	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: all cores)")
+	cmd.Flags().StringVar(&out, "out", "", "output directory (required)")
+	cmd.Flags().IntVar(&keep, "keep", 3, "checkpoints to keep in --out")
+	cmd.Flags().IntVar(&samples, "samples", 64, "images in the final sample grid (0: none)")
+	return cmd
+}

@@ -1,0 +1,177 @@
+// Package dataset reads the image data sets gencluster trains on: the MNIST
+// set built into the binary and any directory of IDX files in the MNIST
+// layout. Images are kept as bytes and thresholded into {0,1} float32 pixels
+// on demand (byte > 127 is 1), the binarisation of SPEC §3.
+package dataset
+
+import (
+	"bufio"
+	"compress/gzip"
+	"embed"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// Split names a part of a data set.
+type Split string
+
+// The splits of an MNIST-layout data set.
+const (
+	Train Split = "train"
+	Test  Split = "test"
+)
+
+// ParseSplit turns a --split value into a Split.
+func ParseSplit(s string) (Split, error) {
+	switch Split(s) {
+	case Train, Test:
+		return Split(s), nil
+	}
+	return "", fmt.Errorf("unknown split %q (known: train, test)", s)
+}
+
+// fileName is the IDX image file of a split, without a .gz suffix.
+func (s Split) fileName() string {
+	if s == Test {
+		return "t10k-images-idx3-ubyte"
+	}
+	return "train-images-idx3-ubyte"
+}
+
+// Images is a set of N grey-scale images of Rows x Cols bytes, stored one
+// after the other in row-major order.
+type Images struct {
+	N, Rows, Cols int
+	Pix           []byte
+	Source        string // where they were read from, for messages
+}
+
+// Dim is the number of pixels of one image.
+func (s *Images) Dim() int { return s.Rows * s.Cols }
+
+// Binary writes image i thresholded to {0,1} (byte > 127 is 1) into dst,
+// which must hold Dim() values.
+func (s *Images) Binary(i int, dst []float32) {
+	src := s.Pix[i*s.Dim() : (i+1)*s.Dim()]
+	dst = dst[:len(src)]
+	for j, v := range src {
+		if v > 127 {
+			dst[j] = 1
+		} else {
+			dst[j] = 0
+		}
+	}
+}
+
+// CheckShape returns an error unless the images are rows x cols.
+func CheckShape(s *Images, rows, cols int) error {
+	if s.Rows != rows || s.Cols != cols {
+		return fmt.Errorf("data set %s has %dx%d images; the model needs %dx%d", s.Source, s.Rows, s.Cols, rows, cols)
+	}
+	return nil
+}
+
+//go:embed mnistdata/train-images-idx3-ubyte.gz mnistdata/t10k-images-idx3-ubyte.gz
+var builtin embed.FS // read-only: the built-in MNIST images
+
+// MNIST is the name of the built-in data set.
+const MNIST = "mnist"
+
+// Open reads a split of the data set named by spec: "mnist" (built into
+// the binary) or "idx:DIR" (a directory of MNIST-layout IDX files, gzipped
+// or not).
+func Open(spec string, split Split) (*Images, error) {
+	if _, err := ParseSplit(string(split)); err != nil {
+		return nil, err
+	}
+	switch {
+	case spec == MNIST:
+		name := "mnistdata/" + split.fileName() + ".gz"
+		f, err := builtin.Open(name)
+		if err != nil {
+			return nil, fmt.Errorf("built-in mnist %s: %w", split, err)
+		}
+		defer f.Close()
+		return readIDX(f, "mnist:"+split.fileName())
+	case strings.HasPrefix(spec, "idx:"):
+		dir := strings.TrimPrefix(spec, "idx:")
+		if dir == "" {
+			return nil, errors.New(`data set "idx:" names no directory (want idx:DIR)`)
+		}
+		return openDir(dir, split)
+	}
+	return nil, fmt.Errorf("unknown data set %q (known: mnist, idx:DIR)", spec)
+}
+
+// openDir reads split's image file from dir, preferring the plain file over
+// the .gz one when both exist.
+func openDir(dir string, split Split) (*Images, error) {
+	base := filepath.Join(dir, split.fileName())
+	for _, path := range []string{base, base + ".gz"} {
+		f, err := os.Open(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("data set: %w", err)
+		}
+		defer f.Close()
+		return readIDX(f, path)
+	}
+	return nil, fmt.Errorf("data set: neither %s nor %s.gz exists", base, base)
+}
+
+// idxImageMagic is the IDX magic number of unsigned-byte, 3-dimensional data.
+const idxImageMagic = 0x00000803
+
+// maxBytes bounds what a header may ask us to allocate (4 GiB).
+const maxBytes = 1 << 32
+
+// readIDX parses an IDX3 image file, gzipped or not (told by its first
+// bytes). name is used in errors.
+func readIDX(r io.Reader, name string) (*Images, error) {
+	br := bufio.NewReader(r)
+	head, _ := br.Peek(2)
+	var src io.Reader = br
+	if len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("data set %s: bad gzip stream: %w", name, err)
+		}
+		defer zr.Close()
+		src = zr
+	}
+	var hdr [16]byte
+	if _, err := io.ReadFull(src, hdr[:]); err != nil {
+		return nil, fmt.Errorf("data set %s: truncated IDX header: %w", name, err)
+	}
+	magic := binary.BigEndian.Uint32(hdr[0:])
+	if magic != idxImageMagic {
+		return nil, fmt.Errorf("data set %s: magic number %#08x is not an IDX image file (want %#08x)", name, magic, idxImageMagic)
+	}
+	n := int64(binary.BigEndian.Uint32(hdr[4:]))
+	rows := int64(binary.BigEndian.Uint32(hdr[8:]))
+	cols := int64(binary.BigEndian.Uint32(hdr[12:]))
+	if n < 1 || rows < 1 || cols < 1 {
+		return nil, fmt.Errorf("data set %s: header says %d images of %dx%d", name, n, rows, cols)
+	}
+	if rows > 1<<16 || cols > 1<<16 || n*rows*cols > maxBytes {
+		return nil, fmt.Errorf("data set %s: header says %d images of %dx%d, more than this reader accepts", name, n, rows, cols)
+	}
+	pix := make([]byte, n*rows*cols)
+	if got, err := io.ReadFull(src, pix); err != nil {
+		return nil, fmt.Errorf("data set %s: truncated: header says %d images of %dx%d (%d bytes) but only %d follow: %w",
+			name, n, rows, cols, len(pix), got, err)
+	}
+	var one [1]byte
+	if k, _ := io.ReadFull(src, one[:]); k > 0 {
+		return nil, fmt.Errorf("data set %s: more data than the header's %d images of %dx%d: shape does not match", name, n, rows, cols)
+	}
+	return &Images{N: int(n), Rows: int(rows), Cols: int(cols), Pix: pix, Source: name}, nil
+}

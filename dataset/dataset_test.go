@@ -1,0 +1,145 @@
+package dataset
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestBuiltinMNIST(t *testing.T) {
+	for split, want := range map[Split]int{Train: 60000, Test: 10000} {
+		s, err := Open(MNIST, split)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.N != want || s.Rows != 28 || s.Cols != 28 || len(s.Pix) != want*784 {
+			t.Fatalf("%s: %d images of %dx%d", split, s.N, s.Rows, s.Cols)
+		}
+		// MNIST digits cover roughly 13% of the pixels after thresholding.
+		x := make([]float32, 784)
+		var on float64
+		for i := 0; i < 1000; i++ {
+			s.Binary(i, x)
+			for _, v := range x {
+				if v != 0 && v != 1 {
+					t.Fatalf("pixel %v is not binary", v)
+				}
+				on += float64(v)
+			}
+		}
+		if f := on / (1000 * 784); f < 0.08 || f > 0.2 {
+			t.Fatalf("%s: %.3f of pixels on", split, f)
+		}
+	}
+}
+
+func TestBinaryThreshold(t *testing.T) {
+	s := &Images{N: 1, Rows: 1, Cols: 4, Pix: []byte{0, 127, 128, 255}}
+	x := []float32{9, 9, 9, 9}
+	s.Binary(0, x)
+	if x[0] != 0 || x[1] != 0 || x[2] != 1 || x[3] != 1 {
+		t.Fatalf("thresholded %v", x)
+	}
+}
+
+// idxBytes builds an IDX3 image file.
+func idxBytes(magic uint32, n, rows, cols int, pix []byte) []byte {
+	var b bytes.Buffer
+	var hdr [16]byte
+	binary.BigEndian.PutUint32(hdr[0:], magic)
+	binary.BigEndian.PutUint32(hdr[4:], uint32(n))
+	binary.BigEndian.PutUint32(hdr[8:], uint32(rows))
+	binary.BigEndian.PutUint32(hdr[12:], uint32(cols))
+	b.Write(hdr[:])
+	b.Write(pix)
+	return b.Bytes()
+}
+
+func gz(b []byte) []byte {
+	var out bytes.Buffer
+	w := gzip.NewWriter(&out)
+	w.Write(b)
+	w.Close()
+	return out.Bytes()
+}
+
+func write(t *testing.T, dir, name string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestIDXDirectory(t *testing.T) {
+	pix := []byte{0, 200, 0, 0, 255, 3, 1, 2}
+	plain := idxBytes(idxImageMagic, 2, 2, 2, pix)
+	for _, zipped := range []bool{false, true} {
+		dir := t.TempDir()
+		name, data := "train-images-idx3-ubyte", plain
+		if zipped {
+			name, data = name+".gz", gz(plain)
+		}
+		write(t, dir, name, data)
+		s, err := Open("idx:"+dir, Train)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.N != 2 || s.Rows != 2 || s.Cols != 2 || !bytes.Equal(s.Pix, pix) {
+			t.Fatalf("read %+v", s)
+		}
+		if err := CheckShape(s, 28, 28); err == nil || !strings.Contains(err.Error(), "2x2") {
+			t.Fatalf("CheckShape: %v", err)
+		}
+		if _, err := Open("idx:"+dir, Test); err == nil || !strings.Contains(err.Error(), "t10k-images-idx3-ubyte") {
+			t.Fatalf("missing test split: %v", err)
+		}
+	}
+}
+
+func TestBadInputNamesTheFile(t *testing.T) {
+	good := idxBytes(idxImageMagic, 2, 2, 2, make([]byte, 8))
+	cases := map[string]struct {
+		data []byte
+		want string
+	}{
+		"wrong magic":       {idxBytes(0x801, 2, 2, 2, make([]byte, 8)), "magic"},
+		"labels file":       {idxBytes(0x801, 2, 0, 0, nil)[:8], "truncated IDX header"},
+		"truncated":         {good[:len(good)-3], "truncated"},
+		"truncated gzip":    {gz(good)[:20], "truncated"},
+		"too long":          {append(append([]byte{}, good...), 1, 2, 3), "shape does not match"},
+		"empty":             {nil, "truncated IDX header"},
+		"zero images":       {idxBytes(idxImageMagic, 0, 2, 2, nil), "0 images"},
+		"huge header":       {idxBytes(idxImageMagic, 1<<30, 1<<10, 1<<10, nil), "more than"},
+		"not gzip after 1f": {[]byte{0x1f, 0x8b, 0, 0, 0}, "gzip"},
+	}
+	for name, c := range cases {
+		dir := t.TempDir()
+		write(t, dir, "train-images-idx3-ubyte", c.data)
+		_, err := Open("idx:"+dir, Train)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "train-images-idx3-ubyte") {
+			t.Errorf("%s: error %v, want one naming the file and %q", name, err, c.want)
+		}
+	}
+}
+
+func TestBadSpecs(t *testing.T) {
+	for spec, want := range map[string]string{
+		"cifar":               "unknown data set",
+		"idx:":                "no directory",
+		"idx:/does/not/exist": "/does/not/exist",
+	} {
+		if _, err := Open(spec, Train); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", spec, err, want)
+		}
+	}
+	if _, err := ParseSplit("validation"); err == nil {
+		t.Error("split validation accepted")
+	}
+	if _, err := Open(MNIST, "dev"); err == nil {
+		t.Error("split dev accepted")
+	}
+}

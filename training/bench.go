@@ -1,0 +1,96 @@
+package training
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"time"
+
+	"github.com/gencluster/gencluster/dataset"
+	"github.com/gencluster/gencluster/kernels"
+	"github.com/gencluster/gencluster/models"
+	"github.com/gencluster/gencluster/optim"
+	"github.com/gencluster/gencluster/sharding"
+)
+
+// ComputeBench is the result of MeasureCompute (the JSON of
+// `gencluster bench compute --json`).
+type ComputeBench struct {
+	Model        string  `json:"model"`
+	Batch        int     `json:"batch"`
+	Threads      int     `json:"threads"`
+	Steps        int     `json:"steps"`
+	Warmup       int     `json:"warmup"`
+	Seconds      float64 `json:"seconds"`
+	ImagesPerSec float64 `json:"images_per_sec"`
+	StepMedianMS float64 `json:"step_median_ms"`
+	Loss         float64 `json:"loss"`
+}
+
+// MeasureCompute times full training steps (batch assembly, forward,
+// backward, Adam) of model on the built-in MNIST training set, as
+// torch_ref.py does: warmup untimed steps, then steps timed ones.
+func MeasureCompute(ctx context.Context, model string, batch, threads, warmup, steps int) (*ComputeBench, error) {
+	if batch < 1 || threads < 1 || steps < 1 || warmup < 0 {
+		return nil, fmt.Errorf("bench compute: batch, threads and steps must be positive (got %d, %d, %d)", batch, threads, steps)
+	}
+	images, err := dataset.Open("mnist", dataset.Train)
+	if err != nil {
+		return nil, err
+	}
+	pool := kernels.NewPool(threads)
+	defer pool.Close()
+	m, err := models.New(model, pool)
+	if err != nil {
+		return nil, err
+	}
+	m.Init(rand.New(rand.NewPCG(1, 0)))
+	seq, err := sharding.NewSequence(1, images.N, batch)
+	if err != nil {
+		return nil, err
+	}
+	opt := optim.NewAdam(optim.DefaultAdam(), ParamLengths(m))
+	var params, grads [][]float32
+	for _, p := range m.Params() {
+		params = append(params, p.Data)
+		grads = append(grads, p.Grad)
+	}
+	dim := m.Rows() * m.Cols()
+	x := make([]float32, batch*dim)
+	idx := make([]int, batch)
+	rng := rand.New(rand.NewPCG(2, 0))
+	var loss float64
+	step := func(i int) error {
+		seq.Global(int64(i), idx)
+		for j, id := range idx {
+			images.Binary(id, x[j*dim:(j+1)*dim])
+		}
+		loss = m.Grad(x, batch, rng) / float64(batch)
+		return opt.Step(params, grads, 1/float32(batch))
+	}
+	for i := 0; i < warmup; i++ {
+		if err := step(i); err != nil {
+			return nil, err
+		}
+	}
+	times := make([]float64, steps)
+	t0 := time.Now()
+	for i := 0; i < steps; i++ {
+		if err := ctx.Err(); err != nil {
+			return nil, fmt.Errorf("bench compute: %w", err)
+		}
+		ts := time.Now()
+		if err := step(warmup + i); err != nil {
+			return nil, err
+		}
+		times[i] = time.Since(ts).Seconds()
+	}
+	total := time.Since(t0).Seconds()
+	slices.Sort(times)
+	return &ComputeBench{
+		Model: model, Batch: batch, Threads: threads, Steps: steps, Warmup: warmup,
+		Seconds: total, ImagesPerSec: float64(batch*steps) / total,
+		StepMedianMS: 1000 * times[steps/2], Loss: loss,
+	}, nil
+}

@@ -1,0 +1,402 @@
+// Package training runs the single-process training loop (gencluster
+// train) and the evaluation and sampling built on it, and converts between
+// models, optimizers and checkpoints. The distributed worker reuses its
+// pieces; it knows nothing of the network.
+package training
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/gencluster/gencluster/checkpoint"
+	"github.com/gencluster/gencluster/dataset"
+	"github.com/gencluster/gencluster/kernels"
+	"github.com/gencluster/gencluster/models"
+	"github.com/gencluster/gencluster/optim"
+	"github.com/gencluster/gencluster/render"
+	"github.com/gencluster/gencluster/sharding"
+)
+
+// Config is one training job.
+type Config struct {
+	Model           string
+	Dataset         string
+	Batch           int
+	Steps           int64   // total steps; 0 means use Epochs
+	Epochs          float64 // passes over the training set, when Steps is 0
+	Seed            uint64
+	LR              float64
+	Threads         int
+	Out             string
+	CheckpointEvery int64 // steps between checkpoints; 0: only the last
+	Keep            int   // checkpoints kept in Out (at least 1)
+	Samples         int   // images in the final sample grid; 0: none
+}
+
+// Progress is what the loop reports after a step.
+type Progress struct {
+	Step, Total  int64
+	Loss         float64 // nats per image, this step's batch
+	ImagesPerSec float64 // since the start of this run
+	Elapsed, ETA time.Duration
+}
+
+// Result describes a finished run.
+type Result struct {
+	Step       int64
+	Loss       float64
+	Checkpoint string
+	Elapsed    time.Duration
+}
+
+// Validate checks the settings that do not need the data set.
+func (c *Config) Validate() error {
+	switch {
+	case c.Batch < 1:
+		return fmt.Errorf("--batch must be at least 1, got %d", c.Batch)
+	case c.Steps < 0:
+		return fmt.Errorf("--steps must not be negative, got %d", c.Steps)
+	case c.Steps == 0 && !(c.Epochs > 0):
+		return errors.New("give --steps N or --epochs E (a positive number)")
+	case c.Steps > 0 && c.Epochs > 0:
+		return errors.New("give --steps or --epochs, not both")
+	case c.Out == "":
+		return errors.New("--out DIR is required")
+	case c.CheckpointEvery < 0:
+		return fmt.Errorf("--checkpoint-every must not be negative, got %d", c.CheckpointEvery)
+	case c.Threads < 0:
+		return fmt.Errorf("--threads must not be negative, got %d", c.Threads)
+	}
+	adam := optim.DefaultAdam()
+	adam.LR = c.LR
+	return adam.Validate()
+}
+
+// TotalSteps resolves Steps or Epochs against a training set of n images.
+func (c *Config) TotalSteps(n int) int64 {
+	if c.Steps > 0 {
+		return c.Steps
+	}
+	return int64(math.Round(c.Epochs * float64(n) / float64(c.Batch)))
+}
+
+// Train runs the job, resuming from the newest good checkpoint in Out if
+// one of the same job is there. It writes checkpoints, loss.csv, loss.png
+// and samples.png into Out. Cancelling ctx stops after the current step
+// and checkpoints it.
+func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Logger) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if cfg.Keep < 1 {
+		cfg.Keep = 1
+	}
+	images, err := dataset.Open(cfg.Dataset, dataset.Train)
+	if err != nil {
+		return nil, err
+	}
+	pool := kernels.NewPool(cfg.Threads)
+	defer pool.Close()
+	m, err := models.New(cfg.Model, pool)
+	if err != nil {
+		return nil, err
+	}
+	if err := dataset.CheckShape(images, m.Rows(), m.Cols()); err != nil {
+		return nil, err
+	}
+	seq, err := sharding.NewSequence(cfg.Seed, images.N, cfg.Batch)
+	if err != nil {
+		return nil, fmt.Errorf("dataset %s: %w", cfg.Dataset, err)
+	}
+	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
+		return nil, fmt.Errorf("output directory: %w", err)
+	}
+	job := checkpoint.Job{Model: cfg.Model, Dataset: cfg.Dataset, Batch: cfg.Batch, TotalSteps: cfg.TotalSteps(images.N), Seed: cfg.Seed, LR: cfg.LR}
+	if job.TotalSteps < 1 {
+		return nil, fmt.Errorf("%v epochs of %d images at batch %d is less than one step", cfg.Epochs, images.N, cfg.Batch)
+	}
+	adamCfg := optim.DefaultAdam()
+	adamCfg.LR = cfg.LR
+	opt := optim.NewAdam(adamCfg, ParamLengths(m))
+
+	start, err := resume(cfg.Out, job, m, opt, log)
+	if err != nil {
+		return nil, err
+	}
+	if start == 0 {
+		m.Init(rand.New(rand.NewPCG(cfg.Seed, 0x1f1f)))
+	}
+	curve, err := openCurve(filepath.Join(cfg.Out, "loss.csv"), start)
+	if err != nil {
+		return nil, err
+	}
+	defer curve.close()
+
+	var params, grads [][]float32
+	for _, p := range m.Params() {
+		params = append(params, p.Data)
+		grads = append(grads, p.Grad)
+	}
+	dim := m.Rows() * m.Cols()
+	x := make([]float32, cfg.Batch*dim)
+	idx := make([]int, cfg.Batch)
+	src := rand.NewPCG(0, 0)
+	rng := rand.New(src)
+	scale := 1 / float32(cfg.Batch)
+
+	res := &Result{Step: start}
+	save := func(step int64, loss float64) error {
+		path := filepath.Join(cfg.Out, checkpoint.FileName(step))
+		if _, err := checkpoint.Write(path, Snapshot(job, step, loss, m, opt)); err != nil {
+			return err
+		}
+		res.Checkpoint = path
+		log.Info("checkpoint written", "step", step, "path", path)
+		return checkpoint.Prune(cfg.Out, cfg.Keep)
+	}
+	t0 := time.Now()
+	lastReport := time.Time{}
+	step := start
+	var loss float64
+	for step < job.TotalSteps {
+		if err := ctx.Err(); err != nil {
+			if step > start {
+				if serr := save(step, loss); serr != nil {
+					return res, errors.Join(err, serr)
+				}
+			}
+			return res, fmt.Errorf("training stopped at step %d: %w", step, err)
+		}
+		seq.Global(step, idx)
+		for i, id := range idx {
+			images.Binary(id, x[i*dim:(i+1)*dim])
+		}
+		src.Seed(cfg.Seed, uint64(step)|1<<63)
+		loss = m.Grad(x, cfg.Batch, rng) / float64(cfg.Batch)
+		if math.IsNaN(loss) || math.IsInf(loss, 0) {
+			return res, fmt.Errorf("step %d: loss is %v; lower --lr", step, loss)
+		}
+		if err := opt.Step(params, grads, scale); err != nil {
+			return res, err
+		}
+		step++
+		res.Step, res.Loss = step, loss
+		el := time.Since(t0)
+		ips := float64(step-start) * float64(cfg.Batch) / el.Seconds()
+		if err := curve.add(step, loss, ips, el); err != nil {
+			return res, err
+		}
+		if cfg.CheckpointEvery > 0 && step%cfg.CheckpointEvery == 0 && step < job.TotalSteps {
+			if err := save(step, loss); err != nil {
+				return res, err
+			}
+		}
+		if report != nil && (time.Since(lastReport) >= 2*time.Second || step == job.TotalSteps) {
+			lastReport = time.Now()
+			eta := time.Duration(float64(job.TotalSteps-step) / float64(step-start) * float64(el))
+			report(Progress{Step: step, Total: job.TotalSteps, Loss: loss, ImagesPerSec: ips, Elapsed: el, ETA: eta})
+		}
+	}
+	res.Elapsed = time.Since(t0)
+	if step > start || res.Checkpoint == "" {
+		if err := save(step, loss); err != nil {
+			return res, err
+		}
+	}
+	if err := curve.flush(); err != nil {
+		return res, err
+	}
+	if err := PlotCurve(filepath.Join(cfg.Out, "loss.csv"), filepath.Join(cfg.Out, "loss.png"), cfg.Model); err != nil {
+		return res, err
+	}
+	if cfg.Samples > 0 {
+		log.Info("sampling", "images", cfg.Samples)
+		if err := SampleGrid(m, cfg.Samples, cfg.Seed, filepath.Join(cfg.Out, "samples.png")); err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+// resume restores the newest good checkpoint in dir if it belongs to job and
+// returns its step; 0 when there is none.
+func resume(dir string, job checkpoint.Job, m models.Model, opt *optim.Adam, log *slog.Logger) (int64, error) {
+	files, err := checkpoint.List(dir)
+	if err != nil || len(files) == 0 {
+		return 0, nil
+	}
+	st, file, err := checkpoint.Load(dir, func(f string, err error) {
+		log.Warn("skipping bad checkpoint", "file", f, "err", err)
+	})
+	if err != nil {
+		return 0, err
+	}
+	if st.Meta.Job != job {
+		return 0, fmt.Errorf("%s holds a checkpoint of another job (%+v); choose another --out or remove it", file, st.Meta.Job)
+	}
+	if err := Restore(st, m, opt); err != nil {
+		return 0, fmt.Errorf("%s: %w", file, err)
+	}
+	log.Info("resuming", "checkpoint", file, "step", st.Meta.Step)
+	return st.Meta.Step, nil
+}
+
+// curveFile appends step,loss,images_per_sec,elapsed_s rows to loss.csv.
+type curveFile struct {
+	f *os.File
+	w *bufio.Writer
+}
+
+func openCurve(path string, start int64) (*curveFile, error) {
+	if start == 0 {
+		f, err := os.Create(path)
+		if err != nil {
+			return nil, fmt.Errorf("loss curve: %w", err)
+		}
+		w := bufio.NewWriter(f)
+		w.WriteString("step,loss,images_per_sec,elapsed_s\n")
+		return &curveFile{f: f, w: w}, nil
+	}
+	// Resuming: keep the rows up to start, drop any written after it.
+	rows, err := ReadCurve(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, err
+	}
+	c, err := openCurve(path, 0)
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range rows {
+		if r.Step <= start {
+			fmt.Fprintf(c.w, "%d,%.6g,%.6g,%.3f\n", r.Step, r.Loss, r.ImagesPerSec, r.Elapsed)
+		}
+	}
+	return c, nil
+}
+
+func (c *curveFile) add(step int64, loss, ips float64, el time.Duration) error {
+	_, err := fmt.Fprintf(c.w, "%d,%.6g,%.6g,%.3f\n", step, loss, ips, el.Seconds())
+	if err != nil {
+		return fmt.Errorf("loss curve: %w", err)
+	}
+	return nil
+}
+
+func (c *curveFile) flush() error {
+	if err := c.w.Flush(); err != nil {
+		return fmt.Errorf("loss curve: %w", err)
+	}
+	return nil
+}
+
+func (c *curveFile) close() {
+	c.w.Flush()
+	c.f.Close()
+}
+
+// CurveRow is one row of loss.csv.
+type CurveRow struct {
+	Step         int64
+	Loss         float64
+	ImagesPerSec float64
+	Elapsed      float64
+}
+
+// ReadCurve parses a loss.csv written by Train.
+func ReadCurve(path string) ([]CurveRow, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("loss curve: %w", err)
+	}
+	defer f.Close()
+	var rows []CurveRow
+	sc := bufio.NewScanner(f)
+	line := 0
+	for sc.Scan() {
+		line++
+		if line == 1 {
+			continue
+		}
+		var r CurveRow
+		fs := strings.Split(sc.Text(), ",")
+		if len(fs) != 4 {
+			return nil, fmt.Errorf("loss curve %s line %d: want 4 fields, got %d", path, line, len(fs))
+		}
+		var e1, e2, e3, e4 error
+		r.Step, e1 = strconv.ParseInt(fs[0], 10, 64)
+		r.Loss, e2 = strconv.ParseFloat(fs[1], 64)
+		r.ImagesPerSec, e3 = strconv.ParseFloat(fs[2], 64)
+		r.Elapsed, e4 = strconv.ParseFloat(fs[3], 64)
+		if err := errors.Join(e1, e2, e3, e4); err != nil {
+			return nil, fmt.Errorf("loss curve %s line %d: %w", path, line, err)
+		}
+		rows = append(rows, r)
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("loss curve %s: %w", path, err)
+	}
+	return rows, nil
+}
+
+// PlotCurve draws loss.csv as a PNG: the per-step loss and its moving average.
+func PlotCurve(csvPath, pngPath, model string) error {
+	rows, err := ReadCurve(csvPath)
+	if err != nil {
+		return err
+	}
+	raw := render.Series{Name: "loss per step"}
+	avg := render.Series{Name: "moving average (100 steps)"}
+	var window []float64
+	var sum float64
+	for _, r := range rows {
+		raw.X = append(raw.X, float64(r.Step))
+		raw.Y = append(raw.Y, r.Loss)
+		window = append(window, r.Loss)
+		sum += r.Loss
+		if len(window) > 100 {
+			sum -= window[0]
+			window = window[1:]
+		}
+		avg.X = append(avg.X, float64(r.Step))
+		avg.Y = append(avg.Y, sum/float64(len(window)))
+	}
+	return render.LossCurveFile(pngPath, model+" training loss", raw, avg)
+}
+
+// SampleGrid draws n samples from m and writes them as a PNG grid.
+func SampleGrid(m models.Model, n int, seed uint64, path string) error {
+	pix := make([]float32, n*m.Rows()*m.Cols())
+	m.Sample(pix, n, rand.New(rand.NewPCG(seed, 0x5a5a)))
+	return render.GridScaledFile(path, pix, n, m.Rows(), m.Cols(), 2, 2)
+}
+
+// Evaluate returns the mean loss in nats per image of m over all images of
+// set, in batches of batch. The VAE's noise comes from seed, so a result is
+// reproducible.
+func Evaluate(ctx context.Context, m models.Model, set *dataset.Images, batch int, seed uint64) (float64, error) {
+	dim := m.Rows() * m.Cols()
+	x := make([]float32, batch*dim)
+	rng := rand.New(rand.NewPCG(seed, 0xe7a1))
+	var total float64
+	for lo := 0; lo < set.N; lo += batch {
+		if err := ctx.Err(); err != nil {
+			return 0, fmt.Errorf("evaluation stopped at image %d: %w", lo, err)
+		}
+		n := min(batch, set.N-lo)
+		for i := 0; i < n; i++ {
+			set.Binary(lo+i, x[i*dim:(i+1)*dim])
+		}
+		total += m.Loss(x, n, rng)
+	}
+	return total / float64(set.N), nil
+}

@@ -6,18 +6,30 @@ import "sync"
 // A nil *Pool, or a Pool of one thread, runs everything on the caller's
 // goroutine. A Pool is not safe for concurrent use by several callers: one
 // model step owns it at a time.
+//
+// A Pool also owns the per-thread scratch memory of the kernels (packing
+// buffers for Sgemm), grown on demand and reused, so that kernels run on a
+// non-nil Pool do not allocate in steady state. A nil *Pool has nowhere to
+// keep scratch and allocates it on every call.
 type Pool struct {
 	threads int
 	work    chan task
-	wg      sync.WaitGroup
+	wg      sync.WaitGroup // helper goroutines
+	done    sync.WaitGroup // tasks of the Run in progress
 	closed  bool
+
+	// Sgemm state: the arguments of the call in progress (read by every
+	// part), the function handed to Run (built once, so Run does not
+	// allocate a closure per call) and one scratch area per part.
+	gemm    sgemmCall
+	gemmFn  func(part, parts int)
+	scratch []sgemmScratch
 }
 
 type task struct {
 	fn    func(part, parts int)
 	part  int
 	parts int
-	done  *sync.WaitGroup
 }
 
 // NewPool starts threads-1 helper goroutines (the caller is the last thread).
@@ -38,7 +50,7 @@ func (p *Pool) loop() {
 	defer p.wg.Done()
 	for t := range p.work {
 		t.fn(t.part, t.parts)
-		t.done.Done()
+		p.done.Done()
 	}
 }
 
@@ -62,6 +74,8 @@ func (p *Pool) Close() {
 
 // Run calls fn(part, parts) for part = 0..parts-1, spread over the pool's
 // threads, and returns when all have finished. parts is min(n, Threads()).
+// Part 0 runs on the caller's goroutine. Run itself does not allocate; a
+// closure passed as fn may (build it once and reuse it where that matters).
 func (p *Pool) Run(n int, fn func(part, parts int)) {
 	parts := p.Threads()
 	if n < parts {
@@ -73,13 +87,12 @@ func (p *Pool) Run(n int, fn func(part, parts int)) {
 		}
 		return
 	}
-	var done sync.WaitGroup
-	done.Add(parts - 1)
+	p.done.Add(parts - 1)
 	for i := 1; i < parts; i++ {
-		p.work <- task{fn: fn, part: i, parts: parts, done: &done}
+		p.work <- task{fn: fn, part: i, parts: parts}
 	}
 	fn(0, parts)
-	done.Wait()
+	p.done.Wait()
 }
 
 // Span splits [0, n) into parts nearly equal ranges whose starts are

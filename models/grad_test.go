@@ -418,3 +418,23 @@ func TestExpandRoundTrip(t *testing.T) {
 		t.Fatalf("tensor shape %v", tt.Shape())
 	}
 }
+
+// TestGradDoesNotAllocate: once its workspaces have grown, a training step
+// (forward and backward) allocates nothing.
+func TestGradDoesNotAllocate(t *testing.T) {
+	for _, name := range Names {
+		pool := kernels.NewPool(2)
+		m, err := New(name, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Init(rand.New(rand.NewPCG(1, 1)))
+		x := binaryImages(rand.New(rand.NewPCG(2, 2)), 4*784)
+		rng := rand.New(rand.NewPCG(3, 3))
+		m.Grad(x, 4, rng)
+		if allocs := testing.AllocsPerRun(3, func() { m.Grad(x, 4, rng) }); allocs != 0 {
+			t.Errorf("%s: %.0f allocations per step", name, allocs)
+		}
+		pool.Close()
+	}
+}

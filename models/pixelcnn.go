@@ -16,6 +16,7 @@ type PixelCNN struct {
 	a             *Conv
 	bs            []*Conv
 	o1, o2        *Conv
+	layers        []*Conv // a, bs..., o1, o2: forward order
 	pool          *kernels.Pool
 
 	// workspaces, grown on demand and reused
@@ -37,6 +38,7 @@ func NewPixelCNN(rows, cols, h, layers int, pool *kernels.Pool) *PixelCNN {
 	}
 	m.o1 = NewConv("o1", h, h, 1, MaskNone, pool)
 	m.o2 = NewConv("o2", h, 1, 1, MaskNone, pool)
+	m.layers = append(append([]*Conv{m.a}, m.bs...), m.o1, m.o2)
 	return m
 }
 
@@ -44,23 +46,16 @@ func (m *PixelCNN) Name() string { return PixelCNNName }
 func (m *PixelCNN) Rows() int    { return m.height }
 func (m *PixelCNN) Cols() int    { return m.width }
 
-// convs lists the layers in forward order.
-func (m *PixelCNN) convs() []*Conv {
-	cs := []*Conv{m.a}
-	cs = append(cs, m.bs...)
-	return append(cs, m.o1, m.o2)
-}
-
 func (m *PixelCNN) Params() []*Param {
 	var ps []*Param
-	for _, c := range m.convs() {
+	for _, c := range m.layers {
 		ps = append(ps, c.W, c.B)
 	}
 	return ps
 }
 
 func (m *PixelCNN) Init(rng *rand.Rand) {
-	for _, c := range m.convs() {
+	for _, c := range m.layers {
 		c.Init(rng)
 	}
 }
@@ -78,7 +73,7 @@ func (m *PixelCNN) reserve(n, h, w int) {
 	}
 	m.logit = grow(m.logit, np)
 	cl := 0
-	for _, c := range m.convs() {
+	for _, c := range m.layers {
 		cl = max(cl, c.ColsLen(n, h, w))
 	}
 	m.colbuf = grow(m.colbuf, cl)

@@ -20,10 +20,14 @@ type Conv struct {
 	pool       *kernels.Pool
 
 	// arguments of the parallel parts (set before pool.Run; avoids closures)
-	x, cols  []float32
-	n, h, w  int
-	im2colFn func(part, parts int)
-	col2imFn func(part, parts int)
+	x, cols    []float32
+	n, h, w    int
+	y, g, act  []float32 // epilogue / prologue arguments
+	relu       bool
+	im2colFn   func(part, parts int)
+	col2imFn   func(part, parts int)
+	biasFn     func(part, parts int)
+	biasGradFn func(part, parts int)
 }
 
 // MaskKind selects the PixelCNN mask of a convolution.
@@ -63,6 +67,8 @@ func NewConv(prefix string, in, out, k int, mask MaskKind, pool *kernels.Pool) *
 	l.B = newParam(prefix+".bias", []int{out}, nil)
 	l.im2colFn = l.im2colPart
 	l.col2imFn = l.col2imPart
+	l.biasFn = l.biasPart
+	l.biasGradFn = l.biasGradPart
 	return l
 }
 
@@ -97,9 +103,9 @@ func (l *Conv) ColsLen(n, h, w int) int {
 	return l.Rows() * n * h * w
 }
 
-// Forward computes y[Out][n*h*w] from x[In][n*h*w]. cols is a workspace of
-// ColsLen(n, h, w) values.
-func (l *Conv) Forward(x, y []float32, n, h, w int, cols []float32) {
+// Forward computes y[Out][n*h*w] from x[In][n*h*w], then applies ReLU to y
+// when relu is set. cols is a workspace of ColsLen(n, h, w) values.
+func (l *Conv) Forward(x, y []float32, n, h, w int, cols []float32, relu bool) {
 	np := n * h * w
 	src := x
 	if !l.pointwise() {
@@ -107,34 +113,49 @@ func (l *Conv) Forward(x, y []float32, n, h, w int, cols []float32) {
 		src = cols
 	}
 	kernels.Sgemm(l.pool, false, false, l.Out, np, l.Rows(), 1, l.W.Data, l.Rows(), src, np, 0, y, np)
-	for o := 0; o < l.Out; o++ {
+	l.y, l.n, l.h, l.w, l.relu = y, n, h, w, relu
+	l.pool.Run(l.Out, l.biasFn)
+	l.y = nil
+}
+
+// biasPart adds the bias to the output channels of this part and applies
+// the ReLU if asked.
+func (l *Conv) biasPart(part, parts int) {
+	np := l.n * l.h * l.w
+	o0, o1 := kernels.Span(l.Out, 1, part, parts)
+	for o := o0; o < o1; o++ {
 		b := l.B.Data[o]
-		row := y[o*np : (o+1)*np]
-		for i := range row {
-			row[i] += b
+		row := l.y[o*np : (o+1)*np]
+		if l.relu {
+			for i, v := range row {
+				row[i] = max(v+b, 0)
+			}
+		} else {
+			for i := range row {
+				row[i] += b
+			}
 		}
 	}
 }
 
 // Backward takes dy = dLoss/dy and the forward input x, writes the weight
 // and bias gradients (overwriting W.Grad and B.Grad) and, when dx is not nil,
-// dLoss/dx into dx. cols is a workspace as in Forward.
-func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, cols []float32) {
+// dLoss/dx into dx. cols is a workspace as in Forward. When the forward pass
+// applied a ReLU, act is its output and dy the gradient with respect to it;
+// dy is then multiplied in place by the ReLU's derivative first. act is nil
+// for a layer without ReLU.
+func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, cols, act []float32) {
 	np := n * h * w
 	rows := l.Rows()
+	l.g, l.act, l.n, l.h, l.w = dy, act, n, h, w
+	l.pool.Run(l.Out, l.biasGradFn)
+	l.g, l.act = nil, nil
 	src := x
 	if !l.pointwise() {
 		l.im2col(x, cols, n, h, w)
 		src = cols
 	}
 	kernels.Sgemm(l.pool, false, true, l.Out, rows, np, 1, dy, np, src, np, 0, l.W.Grad, rows)
-	for o := 0; o < l.Out; o++ {
-		var s float32
-		for _, v := range dy[o*np : (o+1)*np] {
-			s += v
-		}
-		l.B.Grad[o] = s
-	}
 	if dx == nil {
 		return
 	}
@@ -144,6 +165,34 @@ func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, cols []float32) {
 	}
 	kernels.Sgemm(l.pool, true, false, rows, np, l.Out, 1, l.W.Data, rows, dy, np, 0, cols, np)
 	l.col2im(cols, dx, n, h, w)
+}
+
+// biasGradPart applies the ReLU derivative to dy (when act is set) and sums
+// dy over the batch into the bias gradient, for the channels of this part.
+// Each channel is summed by one part in index order, so the result does
+// not depend on the thread count.
+func (l *Conv) biasGradPart(part, parts int) {
+	np := l.n * l.h * l.w
+	o0, o1 := kernels.Span(l.Out, 1, part, parts)
+	for o := o0; o < o1; o++ {
+		row := l.g[o*np : (o+1)*np]
+		var s float32
+		if l.act != nil {
+			act := l.act[o*np : (o+1)*np]
+			for i, v := range row {
+				if act[i] <= 0 {
+					row[i] = 0
+					continue
+				}
+				s += v
+			}
+		} else {
+			for _, v := range row {
+				s += v
+			}
+		}
+		l.B.Grad[o] = s
+	}
 }
 
 func (l *Conv) im2col(x, cols []float32, n, h, w int) {

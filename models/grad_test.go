@@ -1,6 +1,7 @@
 package models
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -70,26 +71,56 @@ func TestConvGradients(t *testing.T) {
 		{"pointwise", 3, 2, 1, MaskNone},
 	}
 	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			rng := rand.New(rand.NewPCG(1, 2))
-			n, h, w := 2, 5, 6
-			np := n * h * w
-			l := NewConv("c", tc.in, tc.out, tc.k, tc.mask, nil)
-			l.Init(rng)
-			x := randSlice(rng, tc.in*np, 1)
-			r := randSlice(rng, tc.out*np, 1) // L = sum(r * y)
-			y := make([]float32, tc.out*np)
-			cols := make([]float32, l.ColsLen(n, h, w))
-			loss := func() float64 {
-				l.Forward(x, y, n, h, w, cols)
-				return dot64(r, y)
-			}
-			dx := make([]float32, len(x))
-			l.Backward(x, r, dx, n, h, w, cols)
-			checkGrad(t, "weight", l.W.Data, l.W.Grad, loss, 1e-2, 1e-3, 0)
-			checkGrad(t, "bias", l.B.Data, l.B.Grad, loss, 1e-2, 1e-3, 0)
-			checkGrad(t, "input", x, dx, loss, 1e-2, 1e-3, 0)
-		})
+		for _, relu := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/relu=%v", tc.name, relu), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(1, 2))
+				n, h, w := 2, 5, 6
+				np := n * h * w
+				l := NewConv("c", tc.in, tc.out, tc.k, tc.mask, nil)
+				l.Init(rng)
+				x := randSlice(rng, tc.in*np, 1)
+				r := randSlice(rng, tc.out*np, 1) // L = sum(r * y), y after the optional ReLU
+				y := make([]float32, tc.out*np)
+				cols := make([]float32, l.ColsLen(n, h, w))
+				loss := func() float64 {
+					l.Forward(x, y, n, h, w, cols, false)
+					return dot64(r, y)
+				}
+				var act []float32
+				if relu {
+					// Forward's ReLU must be max(pre-activation, 0) exactly.
+					pre := make([]float32, len(y))
+					l.Forward(x, pre, n, h, w, cols, false)
+					l.Forward(x, y, n, h, w, cols, true)
+					for i, v := range y {
+						if v != max(pre[i], 0) {
+							t.Fatalf("Forward with ReLU: y[%d] = %v, pre-activation %v", i, v, pre[i])
+						}
+					}
+					act = y
+					// Finite differences across a ReLU's kink are
+					// meaningless, so differentiate the loss with the ReLU
+					// pattern of this point frozen: sum(r * active * pre).
+					// Its gradient here is the true one.
+					frozen := make([]float32, len(r))
+					for i, v := range y {
+						if v > 0 {
+							frozen[i] = r[i]
+						}
+					}
+					loss = func() float64 {
+						l.Forward(x, pre, n, h, w, cols, false)
+						return dot64(frozen, pre)
+					}
+				}
+				dy := append([]float32(nil), r...) // Backward applies the ReLU derivative in place
+				dx := make([]float32, len(x))
+				l.Backward(x, dy, dx, n, h, w, cols, act)
+				checkGrad(t, "weight", l.W.Data, l.W.Grad, loss, 1e-2, 1e-3, 0)
+				checkGrad(t, "bias", l.B.Data, l.B.Grad, loss, 1e-2, 1e-3, 0)
+				checkGrad(t, "input", x, dx, loss, 1e-2, 1e-3, 0)
+			})
+		}
 	}
 }
 
@@ -155,7 +186,7 @@ func TestConvMatchesTorchSemantics(t *testing.T) {
 		}
 		x := randSlice(rng, in*n*h*w, 1)
 		y := make([]float32, out*n*h*w)
-		l.Forward(x, y, n, h, w, make([]float32, l.ColsLen(n, h, w)))
+		l.Forward(x, y, n, h, w, make([]float32, l.ColsLen(n, h, w)), false)
 		want := directConv(full, l.B.Data, in, out, mk.k, x, n, h, w)
 		for i := range y {
 			if math.Abs(float64(y[i]-want[i])) > 1e-5 {

@@ -84,16 +84,13 @@ func (m *PixelCNN) reserve(n, h, w int) {
 // acts[k] = relu(bs[k-1](acts[k-1])), the last = relu(o1(acts[len-2])).
 func (m *PixelCNN) forward(x []float32, n, h, w int) {
 	m.reserve(n, h, w)
-	m.a.Forward(x, m.acts[0], n, h, w, m.colbuf)
-	reluInPlace(m.acts[0])
+	m.a.Forward(x, m.acts[0], n, h, w, m.colbuf, true)
 	for i, b := range m.bs {
-		b.Forward(m.acts[i], m.acts[i+1], n, h, w, m.colbuf)
-		reluInPlace(m.acts[i+1])
+		b.Forward(m.acts[i], m.acts[i+1], n, h, w, m.colbuf, true)
 	}
 	last := len(m.acts) - 1
-	m.o1.Forward(m.acts[last-1], m.acts[last], n, h, w, m.colbuf)
-	reluInPlace(m.acts[last])
-	m.o2.Forward(m.acts[last], m.logit, n, h, w, m.colbuf)
+	m.o1.Forward(m.acts[last-1], m.acts[last], n, h, w, m.colbuf, true)
+	m.o2.Forward(m.acts[last], m.logit, n, h, w, m.colbuf, false)
 }
 
 func (m *PixelCNN) Loss(x []float32, n int, _ *rand.Rand) float64 {
@@ -111,22 +108,20 @@ func (m *PixelCNN) Grad(x []float32, n int, _ *rand.Rand) float64 {
 	loss := bceWithLogits(m.logit, x[:np], dlogit)
 
 	last := len(m.acts) - 1
-	// o2: logit = o2(acts[last])
+	// o2: logit = o2(acts[last]), no ReLU
 	dcur := m.d1
-	m.o2.Backward(m.acts[last], dlogit, dcur, n, h, w, m.colbuf)
-	reluBackward(m.acts[last], dcur)
-	// o1: acts[last] = relu(o1(acts[last-1]))
+	m.o2.Backward(m.acts[last], dlogit, dcur, n, h, w, m.colbuf, nil)
+	// o1: acts[last] = relu(o1(acts[last-1])); dcur = dL/dacts[last]
 	dprev := m.d2
-	m.o1.Backward(m.acts[last-1], dcur, dprev, n, h, w, m.colbuf)
+	m.o1.Backward(m.acts[last-1], dcur, dprev, n, h, w, m.colbuf, m.acts[last])
 	dcur, dprev = dprev, dcur
 	for i := len(m.bs) - 1; i >= 0; i-- {
 		// acts[i+1] = relu(bs[i](acts[i])); dcur = dL/dacts[i+1]
-		reluBackward(m.acts[i+1], dcur)
-		m.bs[i].Backward(m.acts[i], dcur, dprev, n, h, w, m.colbuf)
+		m.bs[i].Backward(m.acts[i], dcur, dprev, n, h, w, m.colbuf, m.acts[i+1])
 		dcur, dprev = dprev, dcur
 	}
-	reluBackward(m.acts[0], dcur)
-	m.a.Backward(x, dcur, nil, n, h, w, m.colbuf)
+	// acts[0] = relu(a(x)); the input needs no gradient
+	m.a.Backward(x, dcur, nil, n, h, w, m.colbuf, m.acts[0])
 	return loss
 }
 

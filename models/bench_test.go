@@ -1,0 +1,38 @@
+package models
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/gencluster/gencluster/kernels"
+)
+
+// BenchmarkGrad times one forward+backward pass of each reference model at
+// the batch sizes of the speed targets (pixelcnn 32, vae 128).
+func BenchmarkGrad(b *testing.B) {
+	for _, c := range []struct {
+		name  string
+		batch int
+	}{{PixelCNNName, 32}, {VAEName, 128}} {
+		for _, threads := range []int{1, 2} {
+			b.Run(fmt.Sprintf("%s/b%d/t%d", c.name, c.batch, threads), func(b *testing.B) {
+				pool := kernels.NewPool(threads)
+				defer pool.Close()
+				m, err := New(c.name, pool)
+				if err != nil {
+					b.Fatal(err)
+				}
+				m.Init(rand.New(rand.NewPCG(1, 1)))
+				x := binaryImages(rand.New(rand.NewPCG(2, 2)), c.batch*784)
+				rng := rand.New(rand.NewPCG(3, 3))
+				m.Grad(x, c.batch, rng)
+				b.ResetTimer()
+				for b.Loop() {
+					m.Grad(x, c.batch, rng)
+				}
+				b.ReportMetric(float64(c.batch)*float64(b.N)/b.Elapsed().Seconds(), "images/s")
+			})
+		}
+	}
+}

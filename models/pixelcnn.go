@@ -17,6 +17,7 @@ type PixelCNN struct {
 	bs            []*Conv
 	o1, o2        *Conv
 	layers        []*Conv // a, bs..., o1, o2: forward order
+	bce           *bce
 	pool          *kernels.Pool
 
 	// workspaces, grown on demand and reused
@@ -31,7 +32,7 @@ type PixelCNN struct {
 // NewPixelCNN builds the network for rows x cols images with h channels and
 // the given number of mask-B layers.
 func NewPixelCNN(rows, cols, h, layers int, pool *kernels.Pool) *PixelCNN {
-	m := &PixelCNN{height: rows, width: cols, pool: pool}
+	m := &PixelCNN{height: rows, width: cols, pool: pool, bce: newBCE(pool)}
 	m.a = NewConv("a", 1, h, 7, MaskA, pool)
 	for i := 0; i < layers; i++ {
 		m.bs = append(m.bs, NewConv(fmt.Sprintf("bs.%d", i), h, h, 3, MaskB, pool))
@@ -95,7 +96,7 @@ func (m *PixelCNN) forward(x []float32, n, h, w int) {
 
 func (m *PixelCNN) Loss(x []float32, n int, _ *rand.Rand) float64 {
 	m.forward(x, n, m.height, m.width)
-	return bceWithLogits(m.logit, x[:n*m.height*m.width], nil)
+	return m.bce.loss(m.logit, x, nil, n, m.height*m.width)
 }
 
 func (m *PixelCNN) Grad(x []float32, n int, _ *rand.Rand) float64 {
@@ -105,7 +106,7 @@ func (m *PixelCNN) Grad(x []float32, n int, _ *rand.Rand) float64 {
 	m.d1 = grow(m.d1, m.a.Out*np)
 	m.d2 = grow(m.d2, m.a.Out*np)
 	dlogit := m.d2[:np]
-	loss := bceWithLogits(m.logit, x[:np], dlogit)
+	loss := m.bce.loss(m.logit, x, dlogit, n, h*w)
 
 	last := len(m.acts) - 1
 	// o2: logit = o2(acts[last]), no ReLU

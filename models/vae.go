@@ -16,6 +16,7 @@ type VAE struct {
 	in, hidden, latent int
 	e, mu, lv, d1, d2  *Linear
 	pool               *kernels.Pool
+	bce                *bce
 
 	// workspaces: forward activations and their gradients
 	h, m, v, eps, z, d, logit []float32
@@ -25,7 +26,7 @@ type VAE struct {
 // NewVAE builds the network for images of in pixels.
 func NewVAE(in, hidden, latent int, pool *kernels.Pool) *VAE {
 	return &VAE{
-		in: in, hidden: hidden, latent: latent, pool: pool,
+		in: in, hidden: hidden, latent: latent, pool: pool, bce: newBCE(pool),
 		e:  NewLinear("e", in, hidden, pool),
 		mu: NewLinear("mu", hidden, latent, pool),
 		lv: NewLinear("lv", hidden, latent, pool),
@@ -89,7 +90,7 @@ func (m *VAE) forward(x []float32, n int, rng *rand.Rand) float64 {
 
 func (m *VAE) Loss(x []float32, n int, rng *rand.Rand) float64 {
 	kl := m.forward(x, n, rng)
-	return bceWithLogits(m.logit, x[:n*m.in], nil) + kl
+	return m.bce.loss(m.logit, x, nil, n, m.in) + kl
 }
 
 func (m *VAE) Grad(x []float32, n int, rng *rand.Rand) float64 {
@@ -100,7 +101,7 @@ func (m *VAE) Grad(x []float32, n int, rng *rand.Rand) float64 {
 	m.dm = grow(m.dm, n*m.latent)
 	m.dv = grow(m.dv, n*m.latent)
 	m.dh = grow(m.dh, n*m.hidden)
-	loss := bceWithLogits(m.logit, x[:n*m.in], m.dl) + kl
+	loss := m.bce.loss(m.logit, x, m.dl, n, m.in) + kl
 
 	m.d2.Backward(m.d, m.dl, m.dd, n, false)
 	reluBackward(m.d, m.dd)

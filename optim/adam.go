@@ -77,14 +77,18 @@ func (a *Adam) Step(params, grads [][]float32, gradScale float32) error {
 	bc2Sqrt := float32(math.Sqrt(bc2))
 	b1, b2 := float32(c.Beta1), float32(c.Beta2)
 	eps := float32(c.Eps)
+	c1, c2 := 1-b1, 1-b2
 	for i, p := range params {
-		m, v, g := a.M[i], a.V[i], grads[i]
+		// Equal lengths (checked above) let the compiler drop bounds checks.
+		m, v, g := a.M[i][:len(p)], a.V[i][:len(p)], grads[i][:len(p)]
 		for j := range p {
 			gj := g[j] * gradScale
-			m[j] = b1*m[j] + (1-b1)*gj
-			v[j] = b2*v[j] + (1-b2)*gj*gj
-			denom := float32(math.Sqrt(float64(v[j])))/bc2Sqrt + eps
-			p[j] -= stepSize * m[j] / denom
+			mj := b1*m[j] + c1*gj
+			vj := b2*v[j] + c2*gj*gj
+			m[j], v[j] = mj, vj
+			// float32(Sqrt(float64(x))) compiles to one single-precision sqrt.
+			denom := float32(math.Sqrt(float64(vj)))/bc2Sqrt + eps
+			p[j] -= stepSize * mj / denom
 		}
 	}
 	return nil

@@ -1,8 +1,9 @@
 // Package coordinator is the cluster's control plane: a hashicorp/raft
-// group whose replicated state machine holds jobs, workers and their leases,
-// the ring generation and order, the shard plan and checkpoint manifests.
-// It never touches gradients.
-//
-// The package is the home of issue 3 and holds no code yet; see
-// docs/ARCHITECTURE.md for where it plugs in.
+// group (node.go, transport.go: raft over the coordinators' gRPC port, bbolt
+// log and stable stores, file snapshots) whose replicated state machine
+// (fsm.go, state.go, commands.go) holds jobs, workers, the ring generation
+// and order, and checkpoint manifests; the Coordinator gRPC service
+// (service.go, lease.go) that workers and the command line call on any
+// coordinator; and the Client (client.go) that fails over between
+// coordinators by itself. It never touches gradients. See DESIGN.md.
 package coordinator

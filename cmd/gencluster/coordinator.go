@@ -1,0 +1,100 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/coordinator"
+)
+
+func (a *app) coordinatorCommand() *cobra.Command {
+	var id, listen, advertise, peers, dataDir, join string
+	var lease time.Duration
+	cmd := &cobra.Command{
+		Use:   "coordinator --id ID --listen HOST:PORT --peers id=addr,... --data-dir DIR",
+		Short: "Run a coordinator: a member of the raft-replicated control plane",
+		Long: `Run one coordinator. --peers lists the whole raft group (this one included)
+on its first start; a restart with the same --data-dir reuses the stored group
+(--peers may then be omitted, and must agree with it if given). A single peer
+is a valid, non-HA cluster. --join ADDR starts a new coordinator with an empty
+data dir and asks the group at ADDR to add it.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if id == "" || listen == "" || dataDir == "" {
+				return fmt.Errorf("--id, --listen and --data-dir are required")
+			}
+			if advertise == "" {
+				advertise = listen
+			}
+			ps, err := coordinator.ParsePeers(peers)
+			if err != nil {
+				return err
+			}
+			if join != "" && len(ps) > 0 {
+				return fmt.Errorf("give --peers (a new group) or --join (an existing one), not both")
+			}
+			return a.runCoordinator(cmd.Context(), id, listen, advertise, dataDir, join, ps, lease)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&id, "id", "", "this coordinator's raft server id (required)")
+	f.StringVar(&listen, "listen", "", "host:port to serve gRPC on (required)")
+	f.StringVar(&advertise, "advertise", "", "host:port the others dial (default: --listen)")
+	f.StringVar(&peers, "peers", "", "the whole raft group: id=host:port,... (first start)")
+	f.StringVar(&dataDir, "data-dir", "", "directory for the raft log, stable store and snapshots (required)")
+	f.StringVar(&join, "join", "", "address of a coordinator of an existing group to join")
+	f.DurationVar(&lease, "lease", coordinator.DefaultLease, "worker lease: a worker silent this long is removed")
+	return cmd
+}
+
+func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir, join string, peers []coordinator.Peer, lease time.Duration) error {
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", listen, err)
+	}
+	srv := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	fsm := coordinator.NewFSM(a.log)
+	node, err := coordinator.NewNode(ctx, coordinator.NodeConfig{
+		ID: id, Addr: advertise, DataDir: dataDir, Peers: peers, Join: join != "", FSM: fsm, Logger: a.log,
+	}, srv)
+	if err != nil {
+		lis.Close()
+		return err
+	}
+	svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: lease, Logger: a.log})
+	pb.RegisterCoordinatorServer(srv, svc)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	a.log.Info("coordinator serving", "id", id, "addr", advertise, "data_dir", dataDir)
+
+	if join != "" {
+		c, err := coordinator.NewClient([]string{join})
+		if err == nil {
+			err = c.AddCoordinator(ctx, id, advertise)
+			c.Close()
+		}
+		if err != nil {
+			err = fmt.Errorf("joining the group at %s: %w", join, err)
+			svc.Close()
+			srv.Stop()
+			return errors.Join(err, node.Close(context.Background()))
+		}
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-served:
+	}
+	a.log.Info("coordinator stopping", "id", id)
+	svc.Close()
+	srv.GracefulStop()
+	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	return errors.Join(err, node.Close(cctx))
+}

@@ -1,0 +1,168 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/coordinator"
+)
+
+// statusJSON is the stable JSON of `gencluster status --json` (SPEC §2).
+type statusJSON struct {
+	Leader         string            `json:"leader"`
+	Coordinators   []coordinatorJSON `json:"coordinators"`
+	Workers        []workerJSON      `json:"workers"`
+	Generation     uint64            `json:"generation"`
+	Job            *jobJSON          `json:"job"`
+	Queue          []jobJSON         `json:"queue"`
+	LastCheckpoint *checkpointJSON   `json:"last_checkpoint"`
+}
+
+type coordinatorJSON struct {
+	ID    string `json:"id"`
+	Addr  string `json:"addr"`
+	State string `json:"state"`
+	Voter bool   `json:"voter"`
+}
+
+type workerJSON struct {
+	ID    string `json:"id"`
+	Addr  string `json:"addr"`
+	State string `json:"state"`
+	Rank  int    `json:"rank"`
+}
+
+type jobJSON struct {
+	ID           string  `json:"id"`
+	Model        string  `json:"model"`
+	Dataset      string  `json:"dataset"`
+	State        string  `json:"state"`
+	Step         int64   `json:"step"`
+	TotalSteps   int64   `json:"total_steps"`
+	Loss         float64 `json:"loss"`
+	ImagesPerSec float64 `json:"images_per_sec"`
+}
+
+type checkpointJSON struct {
+	Step     int64     `json:"step"`
+	Time     time.Time `json:"time"`
+	Checksum string    `json:"checksum"`
+}
+
+func toStatusJSON(r *pb.StatusResponse) statusJSON {
+	s := statusJSON{Leader: r.GetLeader(), Generation: r.GetGeneration(), Coordinators: []coordinatorJSON{}, Workers: []workerJSON{}, Queue: []jobJSON{}}
+	for _, c := range r.GetCoordinators() {
+		s.Coordinators = append(s.Coordinators, coordinatorJSON{ID: c.GetId(), Addr: c.GetAddr(), State: c.GetState(), Voter: c.GetVoter()})
+	}
+	rank := map[string]int{}
+	for i, m := range r.GetRing() {
+		rank[m.GetWorkerId()] = i
+	}
+	for _, w := range r.GetWorkers() {
+		rk, ok := rank[w.GetId()]
+		if !ok {
+			rk = -1
+		}
+		s.Workers = append(s.Workers, workerJSON{ID: w.GetId(), Addr: w.GetAddr(), State: w.GetState(), Rank: rk})
+	}
+	for _, j := range r.GetJobs() {
+		jj := jobJSON{
+			ID: j.GetId(), Model: j.GetSpec().GetModel(), Dataset: j.GetSpec().GetDataset(), State: j.GetState(),
+			Step: j.GetStep(), TotalSteps: j.GetSpec().GetSteps(), Loss: j.GetLoss(), ImagesPerSec: j.GetImagesPerSec(),
+		}
+		if s.Job == nil && (j.GetState() == "running" || j.GetState() == "waiting") {
+			s.Job = &jj
+			if c := j.GetLastCheckpoint(); c != nil {
+				s.LastCheckpoint = &checkpointJSON{Step: c.GetStep(), Time: time.UnixMilli(c.GetTimeUnixMs()).UTC(), Checksum: c.GetChecksum()}
+			}
+			continue
+		}
+		s.Queue = append(s.Queue, jj)
+	}
+	return s
+}
+
+func (a *app) statusCommand() *cobra.Command {
+	var addrs string
+	var asJSON, watch bool
+	var every time.Duration
+	cmd := &cobra.Command{
+		Use:   "status --coordinator ADDR[,ADDR...] [--json] [--watch]",
+		Short: "Show the cluster: leader, coordinators, workers, job progress, last checkpoint",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, err := coordinator.NewClient(splitAddrs(addrs))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			for {
+				r, err := c.Status(cmd.Context())
+				if err != nil {
+					return err
+				}
+				s := toStatusJSON(r)
+				if asJSON {
+					enc := json.NewEncoder(a.stdout)
+					if !watch {
+						enc.SetIndent("", "  ")
+					}
+					if err := enc.Encode(s); err != nil {
+						return err
+					}
+				} else {
+					printStatus(a, s)
+				}
+				if !watch {
+					return nil
+				}
+				select {
+				case <-cmd.Context().Done():
+					return nil
+				case <-time.After(every):
+				}
+			}
+		},
+	}
+	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (one object per line with --watch)")
+	cmd.Flags().BoolVar(&watch, "watch", false, "print again every --every until interrupted")
+	cmd.Flags().DurationVar(&every, "every", 2*time.Second, "interval of --watch")
+	return cmd
+}
+
+func printStatus(a *app, s statusJSON) {
+	fmt.Fprintf(a.stdout, "leader: %s   ring generation: %d\n", s.Leader, s.Generation)
+	for _, c := range s.Coordinators {
+		fmt.Fprintf(a.stdout, "  coordinator %-8s %-22s %s\n", c.ID, c.Addr, c.State)
+	}
+	for _, w := range s.Workers {
+		fmt.Fprintf(a.stdout, "  worker      %-8s %-22s %s (rank %d)\n", w.ID, w.Addr, w.State, w.Rank)
+	}
+	if j := s.Job; j != nil {
+		fmt.Fprintf(a.stdout, "job %s: %s on %s, %s, step %d/%d, loss %.3f, %.1f img/s\n", j.ID, j.Model, j.Dataset, j.State, j.Step, j.TotalSteps, j.Loss, j.ImagesPerSec)
+	} else {
+		fmt.Fprintln(a.stdout, "no job running")
+	}
+	if c := s.LastCheckpoint; c != nil {
+		fmt.Fprintf(a.stdout, "last checkpoint: step %d at %s, sha256 %s\n", c.Step, c.Time.Format(time.RFC3339), c.Checksum)
+	}
+	for _, j := range s.Queue {
+		fmt.Fprintf(a.stdout, "  job %s: %s, %s, step %d/%d\n", j.ID, j.Model, j.State, j.Step, j.TotalSteps)
+	}
+}
+
+func splitAddrs(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}

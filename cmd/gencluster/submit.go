@@ -1,0 +1,52 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/coordinator"
+)
+
+func (a *app) submitCommand() *cobra.Command {
+	var jf jobFlags
+	var addrs string
+	var minWorkers int
+	cmd := &cobra.Command{
+		Use:   "submit --coordinator ADDR --model pixelcnn|vae --steps N [flags]",
+		Short: "Queue a training job on the cluster and print its id",
+		Args:  noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if jf.model == "" {
+				return errors.New("--model is required (pixelcnn or vae)")
+			}
+			if jf.steps < 1 {
+				return errors.New("--steps N (at least 1) is required")
+			}
+			c, err := coordinator.NewClient(splitAddrs(addrs))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			spec := &pb.JobSpec{
+				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: jf.steps, Lr: jf.lr,
+				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers),
+			}
+			if err := coordinator.ValidateJobSpec(spec); err != nil {
+				return err
+			}
+			id, err := c.Submit(cmd.Context(), spec)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintln(a.stdout, id)
+			return nil
+		},
+	}
+	jf.register(cmd)
+	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")
+	cmd.Flags().IntVar(&minWorkers, "min-workers", 1, "hold the job until this many workers are in the ring")
+	return cmd
+}

@@ -1,0 +1,196 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+)
+
+// Client calls the coordinators and fails over by itself: it keeps every
+// coordinator address it is given or learns (from Status, Join and
+// Heartbeat answers) and, when one does not answer, tries the next. Any
+// coordinator answers any call (followers forward writes to the leader),
+// so the client never needs to find the leader itself.
+type Client struct {
+	dial []grpc.DialOption
+
+	mu    sync.Mutex
+	addrs []string
+	cur   int
+	conns map[string]*grpc.ClientConn
+}
+
+// NewClient makes a client of the coordinators at addrs (at least one).
+// dial options default to insecure transport.
+func NewClient(addrs []string, dial ...grpc.DialOption) (*Client, error) {
+	if len(addrs) == 0 {
+		return nil, errors.New("coordinator client: no coordinator address given")
+	}
+	for _, a := range addrs {
+		if err := validateAddr("coordinator", a); err != nil {
+			return nil, err
+		}
+	}
+	if len(dial) == 0 {
+		dial = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
+	return &Client{dial: dial, addrs: slices.Clone(addrs), conns: map[string]*grpc.ClientConn{}}, nil
+}
+
+// Addrs returns the coordinator addresses the client knows.
+func (c *Client) Addrs() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return slices.Clone(c.addrs)
+}
+
+// Close closes the client's connections.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for a, conn := range c.conns {
+		errs = append(errs, conn.Close())
+		delete(c.conns, a)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Client) learn(addrs []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, a := range addrs {
+		if a != "" && !slices.Contains(c.addrs, a) {
+			c.addrs = append(c.addrs, a)
+		}
+	}
+}
+
+// pick returns the client of the current coordinator and its address.
+func (c *Client) pick() (pb.CoordinatorClient, string, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	addr := c.addrs[c.cur%len(c.addrs)]
+	conn, ok := c.conns[addr]
+	if !ok {
+		var err error
+		if conn, err = grpc.NewClient(addr, c.dial...); err != nil {
+			return nil, addr, fmt.Errorf("coordinator %s: %w", addr, err)
+		}
+		c.conns[addr] = conn
+	}
+	return pb.NewCoordinatorClient(conn), addr, nil
+}
+
+func (c *Client) next(failed string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.addrs[c.cur%len(c.addrs)] == failed {
+		c.cur = (c.cur + 1) % len(c.addrs)
+	}
+}
+
+// retryable reports errors after which another coordinator, or the same
+// one a moment later, may answer.
+func retryable(err error) bool {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.DeadlineExceeded, codes.Aborted:
+		return true
+	}
+	return false
+}
+
+// perTry bounds one attempt so that a coordinator that hangs is left.
+const perTry = 3 * time.Second
+
+// call runs fn against the coordinators until one answers with anything
+// but a retryable error, or ctx ends.
+func call[R any](ctx context.Context, c *Client, fn func(context.Context, pb.CoordinatorClient) (R, error)) (R, error) {
+	var zero R
+	var last error
+	backoff := 20 * time.Millisecond
+	for {
+		cl, addr, err := c.pick()
+		if err == nil {
+			tctx, cancel := context.WithTimeout(ctx, perTry)
+			var r R
+			r, err = fn(tctx, cl)
+			cancel()
+			if err == nil || !retryable(err) {
+				return r, err
+			}
+			err = fmt.Errorf("coordinator %s: %w", addr, err)
+		}
+		last = err
+		c.next(addr)
+		select {
+		case <-ctx.Done():
+			return zero, fmt.Errorf("no coordinator answered (last: %w): %w", last, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
+	}
+}
+
+// Status reads the cluster's status.
+func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.StatusResponse, error) {
+		return cl.Status(ctx, &pb.StatusRequest{})
+	})
+	if err == nil {
+		var addrs []string
+		for _, co := range r.GetCoordinators() {
+			addrs = append(addrs, co.GetAddr())
+		}
+		c.learn(addrs)
+	}
+	return r, err
+}
+
+// Submit queues a job and returns its id.
+func (c *Client) Submit(ctx context.Context, spec *pb.JobSpec) (string, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.SubmitResponse, error) {
+		return cl.Submit(ctx, &pb.SubmitRequest{Job: spec})
+	})
+	return r.GetJobId(), err
+}
+
+// Join registers a worker.
+func (c *Client) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.JoinResponse, error) {
+		return cl.Join(ctx, req)
+	})
+	if err == nil {
+		c.learn(r.GetCoordinators())
+	}
+	return r, err
+}
+
+// Heartbeat renews a worker's lease and returns its assignment.
+func (c *Client) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.HeartbeatResponse, error) {
+		return cl.Heartbeat(ctx, req)
+	})
+	if err == nil {
+		c.learn(r.GetCoordinators())
+	}
+	return r, err
+}
+
+// AddCoordinator adds a coordinator to the raft group.
+func (c *Client) AddCoordinator(ctx context.Context, id, addr string) error {
+	_, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.AddCoordinatorResponse, error) {
+		return cl.AddCoordinator(ctx, &pb.AddCoordinatorRequest{Id: id, Addr: addr})
+	})
+	return err
+}

@@ -1,0 +1,300 @@
+package coordinator
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"net"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+)
+
+// CommandVersion is the version of the command set this binary writes and
+// the newest it applies. Bump it when a command gains a meaning an older
+// binary would get wrong; never reuse field numbers.
+const CommandVersion = 1
+
+// Limits of what a command may carry.
+const (
+	MaxIDLen   = 128   // worker ids, job ids, checksums
+	MaxTextLen = 1024  // reasons and messages
+	MaxBatch   = 65536 // global batch
+	MaxWorkers = 1024  // bound of min_workers and of one RemoveWorkers
+	maxAddrLen = 256
+	maxKeyLen  = 512 // CheckpointManifest.key
+)
+
+// Errors of the state machine and its commands. Every error Apply returns
+// wraps exactly one of them, so callers map them with errors.Is (to gRPC
+// codes, say) and never compare strings.
+var (
+	// ErrInvalid: the command is malformed; the message names the field.
+	ErrInvalid = errors.New("invalid argument")
+	// ErrNotFound: an unknown job or worker.
+	ErrNotFound = errors.New("not found")
+	// ErrAlreadyExists: a worker id is held by a registered worker at
+	// another address.
+	ErrAlreadyExists = errors.New("already exists")
+	// ErrStaleGeneration: the command was made for a ring generation that
+	// is no longer current.
+	ErrStaleGeneration = errors.New("stale ring generation")
+	// ErrNotRunning: the job exists but is not running (queued or finished),
+	// or runs but waits for workers.
+	ErrNotRunning = errors.New("job not running")
+	// ErrUnsupportedVersion: a command or snapshot is newer than this
+	// binary knows (a mixed-version cluster); upgrade this coordinator.
+	ErrUnsupportedVersion = errors.New("unsupported version")
+	// ErrCorrupt: bytes that do not decode (a damaged log entry or
+	// snapshot).
+	ErrCorrupt = errors.New("corrupt data")
+)
+
+// EncodeCommand validates c and encodes it for raft.Apply. Encoding is
+// deterministic, so equal commands give equal bytes.
+func EncodeCommand(c *pb.Command) ([]byte, error) {
+	if err := ValidateCommand(c); err != nil {
+		return nil, err
+	}
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(c)
+	if err != nil {
+		return nil, fmt.Errorf("encode command: %w", err)
+	}
+	return b, nil
+}
+
+// DecodeCommand decodes a log entry's bytes. It does not validate: Apply
+// does, so that a future version is told apart from garbage.
+func DecodeCommand(b []byte) (*pb.Command, error) {
+	c := &pb.Command{}
+	if err := proto.Unmarshal(b, c); err != nil {
+		return nil, fmt.Errorf("decode command (%d bytes): %w: %w", len(b), err, ErrCorrupt)
+	}
+	return c, nil
+}
+
+// ValidateCommand checks a command without looking at the state: the
+// proposer runs it before proposing, Apply again before applying.
+func ValidateCommand(c *pb.Command) error {
+	if c == nil {
+		return fmt.Errorf("command: missing: %w", ErrInvalid)
+	}
+	switch {
+	case c.GetVersion() == 0:
+		return fmt.Errorf("command: version missing: %w", ErrInvalid)
+	case c.GetVersion() > CommandVersion:
+		return fmt.Errorf("command version %d is newer than this binary's %d (upgrade this coordinator): %w",
+			c.GetVersion(), CommandVersion, ErrUnsupportedVersion)
+	case c.GetTimeUnixMs() <= 0:
+		return fmt.Errorf("command: time_unix_ms %d not stamped: %w", c.GetTimeUnixMs(), ErrInvalid)
+	}
+	switch b := c.GetBody().(type) {
+	case *pb.Command_RegisterWorker:
+		return validateRegisterWorker(b.RegisterWorker)
+	case *pb.Command_RemoveWorkers:
+		return validateRemoveWorkers(b.RemoveWorkers)
+	case *pb.Command_SubmitJob:
+		if b.SubmitJob == nil {
+			return fmt.Errorf("submit_job: missing: %w", ErrInvalid)
+		}
+		return ValidateJobSpec(b.SubmitJob.GetSpec())
+	case *pb.Command_ReportProgress:
+		return validateReportProgress(b.ReportProgress)
+	case *pb.Command_FinishJob:
+		return validateFinishJob(b.FinishJob)
+	case *pb.Command_RecordCheckpoint:
+		if b.RecordCheckpoint == nil {
+			return fmt.Errorf("record_checkpoint: missing: %w", ErrInvalid)
+		}
+		return validateManifest(b.RecordCheckpoint.GetManifest())
+	case nil:
+		return fmt.Errorf("command: no body (unknown to version %d?): %w", CommandVersion, ErrInvalid)
+	default:
+		return fmt.Errorf("command: unknown body %T: %w", b, ErrInvalid)
+	}
+}
+
+// ValidateJobSpec checks a job's settings; the error names the field.
+func ValidateJobSpec(s *pb.JobSpec) error {
+	if s == nil {
+		return fmt.Errorf("job spec: missing: %w", ErrInvalid)
+	}
+	switch s.GetModel() {
+	case "pixelcnn", "vae":
+	default:
+		return fmt.Errorf("job spec: model %q is not pixelcnn or vae: %w", s.GetModel(), ErrInvalid)
+	}
+	if d := s.GetDataset(); d != "mnist" {
+		dir, ok := strings.CutPrefix(d, "idx:")
+		if !ok || dir == "" {
+			return fmt.Errorf("job spec: dataset %q is not mnist or idx:DIR: %w", d, ErrInvalid)
+		}
+		if len(d) > 4096 || !utf8.ValidString(d) || strings.ContainsRune(d, 0) {
+			return fmt.Errorf("job spec: dataset %.40q... is not a usable path: %w", d, ErrInvalid)
+		}
+	}
+	if b := s.GetBatch(); b < 1 || b > MaxBatch {
+		return fmt.Errorf("job spec: batch %d is outside 1..%d: %w", b, MaxBatch, ErrInvalid)
+	}
+	if n := s.GetSteps(); n < 1 {
+		return fmt.Errorf("job spec: steps %d is less than 1: %w", n, ErrInvalid)
+	}
+	if lr := s.GetLr(); !(lr > 0) || math.IsInf(lr, 0) {
+		return fmt.Errorf("job spec: lr %v is not a positive finite number: %w", lr, ErrInvalid)
+	}
+	if c := s.GetCheckpointEvery(); c < 0 {
+		return fmt.Errorf("job spec: checkpoint_every %d is negative: %w", c, ErrInvalid)
+	}
+	if m := s.GetMinWorkers(); m < 1 || m > MaxWorkers {
+		return fmt.Errorf("job spec: min_workers %d is outside 1..%d: %w", m, MaxWorkers, ErrInvalid)
+	}
+	return nil
+}
+
+func validateRegisterWorker(r *pb.RegisterWorker) error {
+	if r == nil {
+		return fmt.Errorf("register_worker: missing: %w", ErrInvalid)
+	}
+	if err := validateID("register_worker: worker_id", r.GetWorkerId()); err != nil {
+		return err
+	}
+	return validateAddr("register_worker: addr", r.GetAddr())
+}
+
+func validateRemoveWorkers(r *pb.RemoveWorkers) error {
+	if r == nil {
+		return fmt.Errorf("remove_workers: missing: %w", ErrInvalid)
+	}
+	ids := r.GetWorkerIds()
+	if len(ids) == 0 || len(ids) > MaxWorkers {
+		return fmt.Errorf("remove_workers: worker_ids has %d entries, want 1..%d: %w", len(ids), MaxWorkers, ErrInvalid)
+	}
+	for _, id := range ids {
+		if err := validateID("remove_workers: worker_ids", id); err != nil {
+			return err
+		}
+	}
+	return validateText("remove_workers: reason", r.GetReason(), true)
+}
+
+func validateReportProgress(r *pb.ReportProgress) error {
+	if r == nil {
+		return fmt.Errorf("report_progress: missing: %w", ErrInvalid)
+	}
+	if err := validateID("report_progress: job_id", r.GetJobId()); err != nil {
+		return err
+	}
+	switch {
+	case r.GetGeneration() == 0:
+		return fmt.Errorf("report_progress: generation missing: %w", ErrInvalid)
+	case r.GetStep() < 0:
+		return fmt.Errorf("report_progress: step %d is negative: %w", r.GetStep(), ErrInvalid)
+	case math.IsNaN(r.GetLoss()) || math.IsInf(r.GetLoss(), 0):
+		return fmt.Errorf("report_progress: loss %v is not finite (report a diverged job with FinishJob): %w", r.GetLoss(), ErrInvalid)
+	case !(r.GetImagesPerSec() >= 0) || math.IsInf(r.GetImagesPerSec(), 0):
+		return fmt.Errorf("report_progress: images_per_sec %v is not a finite number >= 0: %w", r.GetImagesPerSec(), ErrInvalid)
+	}
+	return nil
+}
+
+func validateFinishJob(r *pb.FinishJob) error {
+	if r == nil {
+		return fmt.Errorf("finish_job: missing: %w", ErrInvalid)
+	}
+	if err := validateID("finish_job: job_id", r.GetJobId()); err != nil {
+		return err
+	}
+	if s := r.GetState(); s != pb.JobState_JOB_STATE_DONE && s != pb.JobState_JOB_STATE_FAILED {
+		return fmt.Errorf("finish_job: state %v is not done or failed: %w", s, ErrInvalid)
+	}
+	return validateText("finish_job: message", r.GetMessage(), false)
+}
+
+func validateManifest(m *pb.CheckpointManifest) error {
+	if m == nil {
+		return fmt.Errorf("record_checkpoint: manifest missing: %w", ErrInvalid)
+	}
+	if err := validateID("record_checkpoint: job_id", m.GetJobId()); err != nil {
+		return err
+	}
+	if err := validateID("record_checkpoint: checksum", m.GetChecksum()); err != nil {
+		return err
+	}
+	switch {
+	case m.GetStep() < 0:
+		return fmt.Errorf("record_checkpoint: step %d is negative: %w", m.GetStep(), ErrInvalid)
+	case m.GetTimeUnixMs() < 0:
+		return fmt.Errorf("record_checkpoint: time_unix_ms %d is negative: %w", m.GetTimeUnixMs(), ErrInvalid)
+	case m.GetSizeBytes() < 0:
+		return fmt.Errorf("record_checkpoint: size_bytes %d is negative: %w", m.GetSizeBytes(), ErrInvalid)
+	case m.GetWorldSize() < 0 || m.GetWorldSize() > MaxWorkers:
+		return fmt.Errorf("record_checkpoint: world_size %d is outside 0..%d: %w", m.GetWorldSize(), MaxWorkers, ErrInvalid)
+	}
+	if w := m.GetWriterId(); w != "" {
+		if err := validateID("record_checkpoint: writer_id", w); err != nil {
+			return err
+		}
+	}
+	if len(m.GetKey()) > maxKeyLen || strings.ContainsRune(m.GetKey(), 0) {
+		return fmt.Errorf("record_checkpoint: key is longer than %d bytes or holds NUL: %w", maxKeyLen, ErrInvalid)
+	}
+	return nil
+}
+
+// validateID accepts 1..MaxIDLen bytes of printable, non-space UTF-8.
+func validateID(field, id string) error {
+	if id == "" {
+		return fmt.Errorf("%s: empty: %w", field, ErrInvalid)
+	}
+	if len(id) > MaxIDLen {
+		return fmt.Errorf("%s: %.40q... is longer than %d bytes: %w", field, id, MaxIDLen, ErrInvalid)
+	}
+	for _, r := range id {
+		if r == utf8.RuneError || !unicode.IsGraphic(r) || unicode.IsSpace(r) {
+			return fmt.Errorf("%s: %q holds a space or an unprintable character: %w", field, id, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// validateText accepts printable UTF-8 up to MaxTextLen bytes.
+func validateText(field, s string, required bool) error {
+	if s == "" && required {
+		return fmt.Errorf("%s: empty: %w", field, ErrInvalid)
+	}
+	if len(s) > MaxTextLen {
+		return fmt.Errorf("%s: %d bytes, longer than %d: %w", field, len(s), MaxTextLen, ErrInvalid)
+	}
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) && r != '\n' && r != '\t' {
+			return fmt.Errorf("%s: %.40q holds an unprintable character: %w", field, s, ErrInvalid)
+		}
+	}
+	return nil
+}
+
+// validateAddr accepts host:port with a non-empty host and a port 1..65535.
+func validateAddr(field, addr string) error {
+	if len(addr) > maxAddrLen {
+		return fmt.Errorf("%s: %.40q... is longer than %d bytes: %w", field, addr, maxAddrLen, ErrInvalid)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("%s: %q is not host:port: %w: %w", field, addr, err, ErrInvalid)
+	}
+	if host == "" {
+		return fmt.Errorf("%s: %q has no host: %w", field, addr, ErrInvalid)
+	}
+	if err := validateID(field+" host", host); err != nil {
+		return err
+	}
+	if p, err := strconv.ParseUint(port, 10, 16); err != nil || p == 0 {
+		return fmt.Errorf("%s: %q has no usable port (1..65535): %w", field, addr, ErrInvalid)
+	}
+	return nil
+}

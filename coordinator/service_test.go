@@ -1,0 +1,278 @@
+package coordinator
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+)
+
+// svcMember is one coordinator of a test group: gRPC server, node, service.
+type svcMember struct {
+	id, addr string
+	srv      *grpc.Server
+	node     *Node
+	svc      *Service
+	client   pb.CoordinatorClient
+	conn     *grpc.ClientConn
+}
+
+func (m *svcMember) stop() {
+	m.conn.Close()
+	m.svc.Close()
+	m.srv.Stop()
+	m.node.Close(context.Background())
+}
+
+// startServiceGroup starts n coordinators on loopback with short timeouts.
+func startServiceGroup(t *testing.T, n int, lease time.Duration) []*svcMember {
+	t.Helper()
+	var lis []net.Listener
+	var peers []Peer
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lis = append(lis, l)
+		peers = append(peers, Peer{ID: fmt.Sprintf("c%d", i+1), Addr: l.Addr().String()})
+	}
+	var ms []*svcMember
+	for i := 0; i < n; i++ {
+		srv := grpc.NewServer()
+		fsm := NewFSM(nil)
+		node, err := NewNode(context.Background(), NodeConfig{
+			ID: peers[i].ID, Addr: peers[i].Addr, DataDir: t.TempDir(), Peers: peers, FSM: fsm,
+			HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
+			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 10 * time.Millisecond,
+		}, srv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc := NewService(ServiceConfig{Node: node, FSM: fsm, Lease: lease})
+		pb.RegisterCoordinatorServer(srv, svc)
+		go srv.Serve(lis[i])
+		conn, err := grpc.NewClient(peers[i].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ms = append(ms, &svcMember{id: peers[i].ID, addr: peers[i].Addr, srv: srv, node: node, svc: svc, client: pb.NewCoordinatorClient(conn), conn: conn})
+	}
+	t.Cleanup(func() {
+		for _, m := range ms {
+			if m != nil {
+				m.stop()
+			}
+		}
+	})
+	return ms
+}
+
+// yet turns a condition into eventually's error form.
+func yet(ok bool) error {
+	if ok {
+		return nil
+	}
+	return errors.New("not yet")
+}
+
+func leaderOf(t *testing.T, ms []*svcMember) *svcMember {
+	t.Helper()
+	var l *svcMember
+	eventually(t, 5*time.Second, "a leader", func() error {
+		for _, m := range ms {
+			if m != nil && m.node.IsLeader() {
+				l = m
+				return nil
+			}
+		}
+		return errors.New("no leader")
+	})
+	return l
+}
+
+func followerOf(ms []*svcMember, leader *svcMember) *svcMember {
+	for _, m := range ms {
+		if m != nil && m != leader {
+			return m
+		}
+	}
+	return nil
+}
+
+func TestServiceThroughFollower(t *testing.T) {
+	ms := startServiceGroup(t, 3, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	f := followerOf(ms, leaderOf(t, ms))
+
+	j, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9001"})
+	if err != nil {
+		t.Fatalf("join through a follower: %v", err)
+	}
+	if len(j.GetCoordinators()) != 3 || j.GetLeaseMs() != 2000 || j.GetAssignment().GetGeneration() == 0 {
+		t.Fatalf("join response %v", j)
+	}
+	if _, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9002"}); status.Code(err) != codes.AlreadyExists {
+		t.Fatalf("claiming w1's id from another address: %v", err)
+	}
+	if _, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "", Addr: "127.0.0.1:9002"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("empty worker id: %v", err)
+	}
+	sub, err := f.client.Submit(ctx, &pb.SubmitRequest{Job: &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 64, Steps: 10, Lr: 1e-3, Seed: 1, MinWorkers: 1}})
+	if err != nil || sub.GetJobId() == "" {
+		t.Fatalf("submit: %v %v", sub, err)
+	}
+	if _, err := f.client.Submit(ctx, &pb.SubmitRequest{Job: &pb.JobSpec{Model: "gan", Dataset: "mnist", Batch: 64, Steps: 10, Lr: 1e-3, MinWorkers: 1}}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("impossible submit: %v", err)
+	}
+	hb, err := f.client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: "w1", Addr: "127.0.0.1:9001"})
+	if err != nil || hb.GetAssignment().GetJobId() != sub.GetJobId() {
+		t.Fatalf("heartbeat: %v %v", hb, err)
+	}
+	if _, err := f.client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: "nobody"}); status.Code(err) != codes.NotFound {
+		t.Fatalf("heartbeat of an unknown worker: %v", err)
+	}
+	// Every replica shows the committed state.
+	for _, m := range ms {
+		eventually(t, 5*time.Second, "replica "+m.id+" sees the worker and job", func() error {
+			st, err := m.client.Status(ctx, &pb.StatusRequest{})
+			return yet(err == nil && len(st.GetWorkers()) == 1 && len(st.GetJobs()) == 1 && st.GetLeader() != "")
+		})
+	}
+}
+
+func TestServiceLeaseExpiryAndFailureReport(t *testing.T) {
+	ms := startServiceGroup(t, 3, 400*time.Millisecond)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l := leaderOf(t, ms)
+	for _, w := range []string{"w1", "w2", "w3"} {
+		if _, err := l.client.Join(ctx, &pb.JoinRequest{WorkerId: w, Addr: "127.0.0.1:1" + w[1:]}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	gen := func() uint64 {
+		st, err := l.client.Status(ctx, &pb.StatusRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st.GetGeneration()
+	}
+	g0 := gen()
+	// w1 and w2 heartbeat, w3 does not: its lease expires and the ring changes.
+	stopBeat := make(chan struct{})
+	beatDone := make(chan struct{})
+	go func() {
+		defer close(beatDone)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stopBeat:
+				return
+			case <-tick.C:
+				for _, w := range []string{"w1", "w2"} {
+					l.client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: w})
+				}
+			}
+		}
+	}()
+	eventually(t, 5*time.Second, "w3 removed after its lease", func() error {
+		st, err := l.client.Status(ctx, &pb.StatusRequest{})
+		return yet(err == nil && len(st.GetWorkers()) == 2)
+	})
+	if g := gen(); g != g0+1 {
+		t.Fatalf("generation %d after one removal, was %d", g, g0)
+	}
+	// A stale failure report is refused; a current one removes w2 at once.
+	if _, err := l.client.ReportFailure(ctx, &pb.ReportFailureRequest{ReporterId: "w1", FailedId: "w2", Generation: g0}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("stale failure report: %v", err)
+	}
+	r, err := l.client.ReportFailure(ctx, &pb.ReportFailureRequest{ReporterId: "w1", FailedId: "w2", Generation: g0 + 1})
+	if err != nil || r.GetGeneration() != g0+2 {
+		t.Fatalf("failure report: %v %v", r, err)
+	}
+	close(stopBeat)
+	<-beatDone
+}
+
+func TestServiceLeaderKilled(t *testing.T) {
+	ms := startServiceGroup(t, 3, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l := leaderOf(t, ms)
+	sub, err := l.client.Submit(ctx, &pb.SubmitRequest{Job: &pb.JobSpec{Model: "pixelcnn", Dataset: "mnist", Batch: 32, Steps: 5, Lr: 1e-3, MinWorkers: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range ms {
+		if m == l {
+			m.stop()
+			ms[i] = nil
+		}
+	}
+	start := time.Now()
+	nl := leaderOf(t, ms)
+	t.Logf("new leader %s after %v", nl.id, time.Since(start))
+	// The committed job survives on both remaining replicas (a follower
+	// may apply it a heartbeat later).
+	for _, m := range []*svcMember{nl, followerOf(ms, nl)} {
+		eventually(t, 5*time.Second, "the committed job on "+m.id, func() error {
+			st, err := m.client.Status(ctx, &pb.StatusRequest{})
+			return yet(err == nil && len(st.GetJobs()) == 1 && st.GetJobs()[0].GetId() == sub.GetJobId())
+		})
+	}
+	if _, err := followerOf(ms, nl).client.Join(ctx, &pb.JoinRequest{WorkerId: "w9", Addr: "127.0.0.1:9009"}); err != nil {
+		t.Fatalf("join after failover: %v", err)
+	}
+}
+
+// TestClientFailsOver: a client given a dead address and a live one
+// answers from the live one, learns the others, and keeps working when the
+// coordinator it used dies.
+func TestClientFailsOver(t *testing.T) {
+	ms := startServiceGroup(t, 3, 2*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l := leaderOf(t, ms)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	c, err := NewClient([]string{deadAddr, l.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Status(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := len(c.Addrs()); got != 4 {
+		t.Fatalf("client knows %d addresses, want the dead one and all 3 coordinators", got)
+	}
+	for i, m := range ms {
+		if m == l {
+			m.stop()
+			ms[i] = nil
+		}
+	}
+	id, err := c.Submit(ctx, &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 64, Steps: 10, Lr: 1e-3, MinWorkers: 1})
+	if err != nil || id == "" {
+		t.Fatalf("submit after the leader died: %q %v", id, err)
+	}
+	if _, err := NewClient(nil); err == nil {
+		t.Fatal("a client without addresses was made")
+	}
+}

@@ -47,6 +47,13 @@ func TestBadInput(t *testing.T) {
 		{[]string{"sample", "--checkpoint", foreign, "--n", "0", "--out", "x.png"}, "--n"},
 		{[]string{"export", "--checkpoint", foreign, "--format", "onnx", "--out", "x"}, "onnx"},
 		{[]string{"bench", "compute", "--model", "gan"}, "unknown model"},
+		{[]string{"coordinator", "--id", "c1"}, "--listen"},
+		{[]string{"coordinator", "--id", "c1", "--listen", "127.0.0.1:0", "--data-dir", dir, "--peers", "c1"}, "not id=host:port"},
+		{[]string{"coordinator", "--id", "c1", "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:17999", "--data-dir", dir}, "peers"},
+		{[]string{"submit", "--model", "vae", "--steps", "5"}, "no coordinator address"},
+		{[]string{"submit", "--coordinator", "127.0.0.1:1", "--model", "vae", "--steps", "5", "--batch", "0"}, "batch"},
+		{[]string{"status", "--coordinator", "nonsense"}, "nonsense"},
+		{[]string{"status", "--coordinator", "127.0.0.1:1", "--timeout", "300ms"}, "no coordinator answered"},
 	}
 	for _, c := range cases {
 		_, stderr, code := gencluster(t, c.args...)

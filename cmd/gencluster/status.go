@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -90,7 +91,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 func (a *app) statusCommand() *cobra.Command {
 	var addrs string
 	var asJSON, watch bool
-	var every time.Duration
+	var every, timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "status --coordinator ADDR[,ADDR...] [--json] [--watch]",
 		Short: "Show the cluster: leader, coordinators, workers, job progress, last checkpoint",
@@ -102,7 +103,9 @@ func (a *app) statusCommand() *cobra.Command {
 			}
 			defer c.Close()
 			for {
-				r, err := c.Status(cmd.Context())
+				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+				r, err := c.Status(ctx)
+				cancel()
 				if err != nil {
 					return err
 				}
@@ -133,6 +136,7 @@ func (a *app) statusCommand() *cobra.Command {
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (one object per line with --watch)")
 	cmd.Flags().BoolVar(&watch, "watch", false, "print again every --every until interrupted")
 	cmd.Flags().DurationVar(&every, "every", 2*time.Second, "interval of --watch")
+	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
 	return cmd
 }
 

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -14,6 +16,7 @@ func (a *app) submitCommand() *cobra.Command {
 	var jf jobFlags
 	var addrs string
 	var minWorkers int
+	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "submit --coordinator ADDR --model pixelcnn|vae --steps N [flags]",
 		Short: "Queue a training job on the cluster and print its id",
@@ -37,7 +40,9 @@ func (a *app) submitCommand() *cobra.Command {
 			if err := coordinator.ValidateJobSpec(spec); err != nil {
 				return err
 			}
-			id, err := c.Submit(cmd.Context(), spec)
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			id, err := c.Submit(ctx, spec)
 			if err != nil {
 				return err
 			}
@@ -48,5 +53,6 @@ func (a *app) submitCommand() *cobra.Command {
 	jf.register(cmd)
 	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")
 	cmd.Flags().IntVar(&minWorkers, "min-workers", 1, "hold the job until this many workers are in the ring")
+	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
 	return cmd
 }

@@ -52,8 +52,8 @@ func startServiceGroup(t *testing.T, n int, lease time.Duration) []*svcMember {
 		fsm := NewFSM(nil)
 		node, err := NewNode(context.Background(), NodeConfig{
 			ID: peers[i].ID, Addr: peers[i].Addr, DataDir: t.TempDir(), Peers: peers, FSM: fsm,
-			HeartbeatTimeout: 150 * time.Millisecond, ElectionTimeout: 150 * time.Millisecond,
-			LeaderLeaseTimeout: 100 * time.Millisecond, CommitTimeout: 10 * time.Millisecond,
+			HeartbeatTimeout: 300 * time.Millisecond, ElectionTimeout: 300 * time.Millisecond,
+			LeaderLeaseTimeout: 200 * time.Millisecond, CommitTimeout: 10 * time.Millisecond,
 		}, srv)
 		if err != nil {
 			t.Fatal(err)
@@ -115,10 +115,15 @@ func TestServiceThroughFollower(t *testing.T) {
 	defer cancel()
 	f := followerOf(ms, leaderOf(t, ms))
 
-	j, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9001"})
-	if err != nil {
-		t.Fatalf("join through a follower: %v", err)
-	}
+	var j *pb.JoinResponse
+	eventually(t, 5*time.Second, "join through a follower", func() error {
+		var err error
+		j, err = f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9001"})
+		if err != nil && status.Code(err) != codes.Unavailable {
+			t.Fatalf("join through a follower: %v", err)
+		}
+		return err
+	})
 	if len(j.GetCoordinators()) != 3 || j.GetLeaseMs() != 2000 || j.GetAssignment().GetGeneration() == 0 {
 		t.Fatalf("join response %v", j)
 	}
@@ -157,9 +162,14 @@ func TestServiceLeaseExpiryAndFailureReport(t *testing.T) {
 	defer cancel()
 	l := leaderOf(t, ms)
 	for _, w := range []string{"w1", "w2", "w3"} {
-		if _, err := l.client.Join(ctx, &pb.JoinRequest{WorkerId: w, Addr: "127.0.0.1:1" + w[1:]}); err != nil {
-			t.Fatal(err)
-		}
+		// A join is idempotent: retry while leadership moves (Unavailable).
+		eventually(t, 5*time.Second, "join "+w, func() error {
+			_, err := l.client.Join(ctx, &pb.JoinRequest{WorkerId: w, Addr: "127.0.0.1:1" + w[1:]})
+			if err != nil && status.Code(err) != codes.Unavailable {
+				t.Fatalf("join %s: %v", w, err)
+			}
+			return err
+		})
 	}
 	gen := func() uint64 {
 		st, err := l.client.Status(ctx, &pb.StatusRequest{})
@@ -232,9 +242,13 @@ func TestServiceLeaderKilled(t *testing.T) {
 			return yet(err == nil && len(st.GetJobs()) == 1 && st.GetJobs()[0].GetId() == sub.GetJobId())
 		})
 	}
-	if _, err := followerOf(ms, nl).client.Join(ctx, &pb.JoinRequest{WorkerId: "w9", Addr: "127.0.0.1:9009"}); err != nil {
-		t.Fatalf("join after failover: %v", err)
-	}
+	eventually(t, 5*time.Second, "join after failover", func() error {
+		_, err := followerOf(ms, nl).client.Join(ctx, &pb.JoinRequest{WorkerId: "w9", Addr: "127.0.0.1:9009"})
+		if err != nil && status.Code(err) != codes.Unavailable {
+			t.Fatalf("join after failover: %v", err)
+		}
+		return err
+	})
 }
 
 // TestClientFailsOver: a client given a dead address and a live one

@@ -69,10 +69,11 @@ type Transport struct {
 	cancel     context.CancelFunc
 	shutdownCh chan struct{}
 
-	mu        sync.Mutex
-	closed    bool
-	conns     map[raft.ServerAddress]*grpc.ClientConn
-	pipelines map[*pipeline]struct{}
+	mu         sync.Mutex
+	closed     bool
+	heartbeats sync.WaitGroup // heartbeat handlers running; Add under mu while !closed
+	conns      map[raft.ServerAddress]*grpc.ClientConn
+	pipelines  map[*pipeline]struct{}
 
 	// cut, when it returns true for a peer address, makes this transport
 	// treat that peer as unreachable in both directions. Only tests set it
@@ -162,8 +163,11 @@ func (t *Transport) SetHeartbeatHandler(fn func(raft.RPC)) {
 }
 
 // Close implements raft.WithClose: it aborts outgoing calls, closes every
-// pipeline and connection, and makes incoming RPCs fail with Unavailable.
-// The service stays registered on the gRPC server. Close is idempotent.
+// pipeline and connection, makes incoming RPCs fail with Unavailable and
+// waits for the heartbeat handlers in progress (raft calls Close after its
+// own goroutines ended; after Close returns, no raft code runs on behalf
+// of this transport). The service stays registered on the gRPC server.
+// Close is idempotent.
 func (t *Transport) Close() error {
 	t.mu.Lock()
 	if t.closed {
@@ -184,6 +188,7 @@ func (t *Transport) Close() error {
 	for _, p := range pipes {
 		p.Close()
 	}
+	t.heartbeats.Wait()
 	var errs []error
 	for addr, c := range conns {
 		if err := c.Close(); err != nil {
@@ -496,12 +501,9 @@ func (t *Transport) dispatch(ctx context.Context, cmd any, data io.Reader) (any,
 	rpc := raft.RPC{Command: cmd, Reader: data, RespChan: respCh}
 	queued := false
 	if ae, ok := cmd.(*raft.AppendEntriesRequest); ok && isHeartbeat(ae) {
-		t.heartbeatMu.Lock()
-		fn := t.heartbeatFn
-		t.heartbeatMu.Unlock()
-		if fn != nil {
-			fn(rpc)
-			queued = true
+		var err error
+		if queued, err = t.heartbeat(rpc); err != nil {
+			return nil, err
 		}
 	}
 	if !queued {
@@ -524,6 +526,28 @@ func (t *Transport) dispatch(ctx context.Context, cmd any, data io.Reader) (any,
 	case <-t.shutdownCh:
 		return nil, errShutdownStatus
 	}
+}
+
+// heartbeat runs raft's heartbeat handler, if it set one, on this
+// goroutine. raft's code then runs outside raft's own goroutines, so Close
+// waits for these calls: raft's stores must outlive them.
+func (t *Transport) heartbeat(rpc raft.RPC) (handled bool, err error) {
+	t.heartbeatMu.Lock()
+	fn := t.heartbeatFn
+	t.heartbeatMu.Unlock()
+	if fn == nil {
+		return false, nil
+	}
+	t.mu.Lock()
+	if t.closed {
+		t.mu.Unlock()
+		return false, errShutdownStatus
+	}
+	t.heartbeats.Add(1)
+	t.mu.Unlock()
+	defer t.heartbeats.Done()
+	fn(rpc)
+	return true, nil
 }
 
 var errShutdownStatus = status.Error(codes.Unavailable, "raft transport shut down")

@@ -2,6 +2,8 @@ package coordinator
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -229,7 +231,10 @@ type Node struct {
 //     configuration, or NewNode fails naming the difference;
 //   - state, no Peers: restart with the stored configuration.
 //
-// It never starts a second group over existing state.
+// It never starts a second group over existing state. Every check of the
+// data dir and the peer list runs before the transport is registered on
+// srv; if NewNode fails later (raft itself refuses to start), srv holds a
+// dead transport and must not be reused.
 func NewNode(ctx context.Context, cfg NodeConfig, srv *grpc.Server) (*Node, error) {
 	cfg.setDefaults()
 	if err := validateNodeConfig(&cfg); err != nil {
@@ -287,6 +292,19 @@ func NewNode(ctx context.Context, cfg NodeConfig, srv *grpc.Server) (*Node, erro
 		bootstrap = &c
 	}
 
+	clusterID, err := storedClusterID(store)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", cfg.DataDir, err)
+	}
+	if bootstrap != nil {
+		// Recomputed on every first start: an id left by a start that
+		// failed before bootstrapping must not outlive a corrected list.
+		clusterID = clusterIDFor(cfg.Peers)
+		if err := store.Set(clusterIDKey, []byte(clusterID)); err != nil {
+			return nil, fmt.Errorf("data dir %s: store the cluster id: %w", cfg.DataDir, err)
+		}
+	}
+
 	rc := raft.DefaultConfig()
 	rc.LocalID = raft.ServerID(cfg.ID)
 	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
@@ -330,12 +348,27 @@ func NewNode(ctx context.Context, cfg NodeConfig, srv *grpc.Server) (*Node, erro
 		return nil, err
 	}
 	n.trans = trans
+	trans.setCluster(clusterID, func(id string) error {
+		if err := store.Set(clusterIDKey, []byte(id)); err != nil {
+			return err
+		}
+		logger.Info("adopted the raft group's cluster id", "cluster_id", id)
+		return nil
+	})
 	r, err := raft.NewRaft(rc, cfg.FSM, logs, store, snaps, trans)
 	if err != nil {
 		trans.Close()
 		return nil, fmt.Errorf("start raft in %s: %w", cfg.DataDir, err)
 	}
 	n.raft = r
+	fix := func(req *raft.AppendEntriesRequest) {
+		if prevCoveredBySnapshot(req, r.LastIndex(), logs, snaps) {
+			logger.Info("previous log entry is covered by the local snapshot: skipping raft's check of it",
+				"prev_index", req.PrevLogEntry, "prev_term", req.PrevLogTerm)
+			req.PrevLogEntry, req.PrevLogTerm = 0, 0
+		}
+	}
+	trans.fixAppend.Store(&fix)
 	n.observer = raft.NewObserver(n.obsCh, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
 		case raft.LeaderObservation, raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
@@ -360,6 +393,35 @@ func NewNode(ctx context.Context, cfg NodeConfig, srv *grpc.Server) (*Node, erro
 		}
 	}
 	return n, nil
+}
+
+// clusterIDKey holds the raft group's id in the stable store (raft's own
+// keys there are CurrentTerm, LastVoteTerm and LastVoteCand).
+var clusterIDKey = []byte("gencluster.ClusterID")
+
+// clusterIDFor is the id of the group bootstrapped from peers: every
+// bootstrapping member computes the same one, and two groups share it
+// only if they list the same servers at the same addresses (then they are
+// one group, as far as the network can tell).
+func clusterIDFor(peers []Peer) string {
+	lines := make([]string, len(peers))
+	for i, p := range peers {
+		lines[i] = p.String() + "\n"
+	}
+	slices.Sort(lines)
+	sum := sha256.Sum256([]byte(strings.Join(lines, "")))
+	return hex.EncodeToString(sum[:8])
+}
+
+func storedClusterID(store *raftboltdb.BoltStore) (string, error) {
+	b, err := store.Get(clusterIDKey)
+	if errors.Is(err, raftboltdb.ErrKeyNotFound) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("read the cluster id: %w", err)
+	}
+	return string(b), nil
 }
 
 func validateNodeConfig(cfg *NodeConfig) error {
@@ -594,6 +656,38 @@ func storedConfiguration(logs raft.LogStore, snaps raft.SnapshotStore) (c raft.C
 	return c, nil
 }
 
+// prevCoveredBySnapshot reports whether an AppendEntries' previous entry
+// is missing from the log but is the last entry of a local snapshot, with
+// the same term. It works around a livelock in hashicorp/raft v1.7.3: a
+// follower that installed a snapshot at index S keeps no log entry S, so
+// once it also holds entries after S (it appended some, then the ack was
+// lost or it restarted before acking), raft's check of PrevLogEntry == S
+// looks S up in the log, fails, and the leader answers with the same
+// snapshot again, forever. The check is in fact satisfied: the snapshot
+// holds committed state up to S, taken at term PrevLogTerm, so the logs
+// match up to S and the request may skip the check (PrevLogEntry 0). An
+// entry S that is present, even with another term, is left to raft.
+func prevCoveredBySnapshot(req *raft.AppendEntriesRequest, lastIndex uint64, logs raft.LogStore, snaps raft.SnapshotStore) bool {
+	prev := req.PrevLogEntry
+	if prev == 0 || prev >= lastIndex {
+		return false // raft compares with its last entry, in memory
+	}
+	var l raft.Log
+	if err := logs.GetLog(prev, &l); !errors.Is(err, raft.ErrLogNotFound) {
+		return false
+	}
+	metas, err := snaps.List()
+	if err != nil {
+		return false
+	}
+	for _, m := range metas {
+		if m.Index == prev && m.Term == req.PrevLogTerm {
+			return true
+		}
+	}
+	return false
+}
+
 // loop delivers leadership changes to the OnLeadershipChange callbacks and
 // keeps track of raft's observations.
 func (n *Node) loop() {
@@ -658,6 +752,10 @@ func (n *Node) OnLeadershipChange(fn func(isLeader bool)) {
 func (n *Node) ID() string   { return n.id }
 func (n *Node) Addr() string { return n.addr }
 
+// ClusterID is the raft group's id (see RaftHeader.cluster_id in
+// api/raft.proto); empty on a joining node until a leader contacts it.
+func (n *Node) ClusterID() string { return n.trans.ClusterID() }
+
 // IsLeader reports whether this node is the leader now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 
@@ -697,8 +795,8 @@ func (n *Node) notLeader() error {
 	return &NotLeaderError{LeaderID: id, LeaderAddr: addr}
 }
 
-// timeout turns ctx's deadline into raft's timeout argument.
-func timeout(ctx context.Context) (time.Duration, error) {
+// raftTimeout turns ctx's deadline into raft's timeout argument.
+func raftTimeout(ctx context.Context) (time.Duration, error) {
 	if err := ctx.Err(); err != nil {
 		return 0, err
 	}
@@ -743,7 +841,7 @@ func (n *Node) raftErr(op string, err error) error {
 // first, or raft reports raft.ErrLeadershipLost, the command may or may not
 // be committed.
 func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) {
-	to, err := timeout(ctx)
+	to, err := raftTimeout(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("raft apply: %w", err)
 	}
@@ -761,7 +859,7 @@ func (n *Node) Apply(ctx context.Context, cmd []byte) (any, error) {
 // Barrier waits until every entry committed before it is applied to this
 // node's FSM. Leader only.
 func (n *Node) Barrier(ctx context.Context) error {
-	to, err := timeout(ctx)
+	to, err := raftTimeout(ctx)
 	if err != nil {
 		return fmt.Errorf("raft barrier: %w", err)
 	}
@@ -847,7 +945,7 @@ func (n *Node) AddVoter(ctx context.Context, id, addr string) error {
 			return fmt.Errorf("%w: %s is the address of %s in the raft group, not of %s", ErrServerConflict, addr, s.ID, id)
 		}
 	}
-	to, err := timeout(ctx)
+	to, err := raftTimeout(ctx)
 	if err != nil {
 		return fmt.Errorf("raft add voter: %w", err)
 	}
@@ -871,7 +969,7 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	if !slices.ContainsFunc(c.Servers, func(s raft.Server) bool { return string(s.ID) == id }) {
 		return nil
 	}
-	to, err := timeout(ctx)
+	to, err := raftTimeout(ctx)
 	if err != nil {
 		return fmt.Errorf("raft remove server: %w", err)
 	}

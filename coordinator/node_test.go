@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	mrand "math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -56,20 +57,38 @@ func checkGoroutines(t testing.TB) func() {
 		if t.Failed() {
 			return // nodes are still up: Cleanup closes them after this
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for {
-			n := runtime.NumGoroutine()
-			if n <= base {
-				return
-			}
-			if time.Now().After(deadline) {
+		eventually(t, 5*time.Second, "goroutines exit after close", func() error {
+			if n := runtime.NumGoroutine(); n > base {
 				var b strings.Builder
 				pprof.Lookup("goroutine").WriteTo(&b, 1)
-				t.Fatalf("goroutines leaked: %d before, %d after close:\n%s", base, n, b.String())
+				return fmt.Errorf("%d before, %d now:\n%s", base, n, b.String())
 			}
-			time.Sleep(20 * time.Millisecond) // inside the poll helper's twin: waits for exits
+			return nil
+		})
+	}
+}
+
+// listenLoopback listens on a loopback port below the kernel's ephemeral
+// range, so that no outgoing connection (of this test or of another test
+// process) takes the port while its node is down for a restart.
+func listenLoopback(t testing.TB) net.Listener {
+	t.Helper()
+	lo := 32768
+	if b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+		fmt.Sscan(string(b), &lo)
+	}
+	if base := lo - 12000; base >= 1024 {
+		for range 100 {
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", base+mrand.IntN(12000))); err == nil {
+				return l
+			}
 		}
 	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // testLogger writes slog records to t.Log until the test ends; raft's
@@ -200,10 +219,7 @@ func newCluster(t *testing.T, n int, tune func(*NodeConfig)) *testCluster {
 	c := &testCluster{t: t, tune: tune}
 	var lis []net.Listener
 	for i := range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
+		l := listenLoopback(t)
 		lis = append(lis, l)
 		tn := &testNode{id: fmt.Sprintf("c%d", i+1), addr: l.Addr().String(), dir: t.TempDir()}
 		c.nodes = append(c.nodes, tn)
@@ -237,11 +253,18 @@ func (c *testCluster) config(tn *testNode, peers []Peer, join bool) NodeConfig {
 // start starts tn (again) with a fresh FSM on lis, or on a new listener at
 // tn.addr if lis is nil.
 func (c *testCluster) start(tn *testNode, lis net.Listener, peers []Peer, join bool) error {
+	return c.startWith(tn, lis, peers, join, nil)
+}
+
+// startWith is start with a hook run before the node's server serves.
+func (c *testCluster) startWith(tn *testNode, lis net.Listener, peers []Peer, join bool, beforeServe func(*Node)) error {
 	if lis == nil {
-		var err error
-		if lis, err = net.Listen("tcp", tn.addr); err != nil {
+		// The port was this node's; a connection of the stopped server
+		// may hold it for a moment.
+		eventually(c.t, 5*time.Second, "listen again on "+tn.addr, func() (err error) {
+			lis, err = net.Listen("tcp", tn.addr)
 			return err
-		}
+		})
 	}
 	tn.fsm = newKV()
 	tn.srv = grpc.NewServer()
@@ -253,6 +276,9 @@ func (c *testCluster) start(tn *testNode, lis net.Listener, peers []Peer, join b
 		return err
 	}
 	tn.node = node
+	if beforeServe != nil {
+		beforeServe(node)
+	}
 	tn.served = make(chan struct{})
 	go func(srv *grpc.Server, served chan struct{}) {
 		defer close(served)
@@ -763,10 +789,7 @@ func TestNodeAddRemoveVoter(t *testing.T) {
 	writes(c, leader, "a", 5, want)
 
 	// A fourth node starts empty and waits to be added.
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
+	l := listenLoopback(t)
 	n4 := &testNode{id: "c4", addr: l.Addr().String(), dir: t.TempDir()}
 	c.nodes = append(c.nodes, n4)
 	if err := c.start(n4, l, nil, true); err != nil {
@@ -779,6 +802,12 @@ func TestNodeAddRemoveVoter(t *testing.T) {
 	if err := leader.node.AddVoter(ctx, n4.id, n4.addr); err != nil {
 		t.Fatalf("second AddVoter: %v", err)
 	}
+	eventually(t, 5*time.Second, "c4 adopts the cluster id", func() error {
+		if got, want := n4.node.ClusterID(), leader.node.ClusterID(); got != want {
+			return fmt.Errorf("c4 has cluster id %q, the leader %q", got, want)
+		}
+		return nil
+	})
 	if err := leader.node.AddVoter(ctx, n4.id, "127.0.0.1:9"); !errors.Is(err, ErrServerConflict) {
 		t.Fatalf("AddVoter of c4 at another address: %v", err)
 	}
@@ -920,5 +949,153 @@ func TestParsePeers(t *testing.T) {
 		if err := validatePeers("c1", "h:1", p); !errors.Is(err, ErrBadPeers) || !strings.Contains(err.Error(), tc.say) {
 			t.Errorf("%s: %v, want %q", tc.peers, err, tc.say)
 		}
+	}
+}
+
+func TestNodePrevCoveredBySnapshot(t *testing.T) {
+	dir := t.TempDir()
+	store, err := openRaftStore(filepath.Join(dir, raftDBFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotsRetained, newHCLogAdapter(testLogger(t), "snapshot"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, inmem := raft.NewInmemTransport("")
+	defer inmem.Close()
+	sink, err := snaps.Create(raft.SnapshotVersionMax, 10, 2, raft.Configuration{}, 1, inmem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink.Write([]byte("{}"))
+	if err := sink.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// A follower that installed the snapshot at 10 over an old log (3..5)
+	// and appended 11..13 after it: no entry 10.
+	for _, i := range []uint64{3, 4, 5, 11, 12, 13} {
+		if err := store.StoreLog(&raft.Log{Index: i, Term: 2}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range []struct {
+		prev, term uint64
+		want       bool
+	}{
+		{10, 2, true},  // the snapshot's own entry and term
+		{10, 1, false}, // another term: raft must refuse
+		{11, 2, false}, // in the log: raft checks it
+		{13, 2, false}, // the last entry
+		{9, 2, false},  // not a snapshot's index
+		{0, 0, false},  // no previous entry
+		{20, 2, false}, // beyond the log: raft refuses
+	} {
+		req := &raft.AppendEntriesRequest{PrevLogEntry: tc.prev, PrevLogTerm: tc.term}
+		if got := prevCoveredBySnapshot(req, 13, store, snaps); got != tc.want {
+			t.Errorf("prev %d term %d: covered %v, want %v", tc.prev, tc.term, got, tc.want)
+		}
+	}
+}
+
+func TestNodeForeignCluster(t *testing.T) {
+	defer checkGoroutines(t)()
+	a := newCluster(t, 1, nil)
+	b := newCluster(t, 1, nil)
+	na, nb := a.leader(), b.leader()
+	idA, idB := na.node.ClusterID(), nb.node.ClusterID()
+	if idA == "" || idB == "" || idA == idB {
+		t.Fatalf("cluster ids %q and %q", idA, idB)
+	}
+	if want := clusterIDFor(a.peers); idA != want {
+		t.Fatalf("cluster id %q, want %q", idA, want)
+	}
+	// A's raft, given B's address (a peer address that changed hands),
+	// is refused whatever it sends.
+	var vote raft.RequestVoteResponse
+	err := na.node.trans.RequestVote("c1", raft.ServerAddress(nb.addr), &raft.RequestVoteRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("c1"), Addr: []byte(na.addr)}, Term: 100}, &vote)
+	if err == nil || !strings.Contains(err.Error(), "belongs to cluster "+idB) {
+		t.Fatalf("a vote request from another cluster: %v", err)
+	}
+	t.Log(err)
+	var ae raft.AppendEntriesResponse
+	err = na.node.trans.AppendEntries("c1", raft.ServerAddress(nb.addr), &raft.AppendEntriesRequest{
+		RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax, ID: []byte("c1"), Addr: []byte(na.addr)},
+		Term:      100, Entries: []*raft.Log{{Index: 1, Term: 100, Data: []byte("x=1")}}}, &ae)
+	if err == nil {
+		t.Fatal("entries from another cluster were accepted")
+	}
+	if !nb.node.IsLeader() {
+		t.Fatal("B's leader was disturbed")
+	}
+	// The id survives a restart.
+	a.stop(na)
+	if err := a.start(na, nil, nil, false); err != nil {
+		t.Fatal(err)
+	}
+	if got := na.node.ClusterID(); got != idA {
+		t.Fatalf("cluster id after restart %q, want %q", got, idA)
+	}
+	a.stop(na)
+	b.stop(nb)
+}
+
+// TestNodeSnapshotThenLostReply is the livelock prevCoveredBySnapshot
+// works around: a follower installs a snapshot, appends the entries that
+// follow it, and its reply is lost; the leader retries from the snapshot's
+// index, which the follower's log lacks.
+func TestNodeSnapshotThenLostReply(t *testing.T) {
+	defer checkGoroutines(t)()
+	c := newCluster(t, 3, func(cfg *NodeConfig) {
+		cfg.SnapshotThreshold = 1 << 20
+		cfg.TrailingLogs = 2
+		cfg.SnapshotInterval = time.Hour
+	})
+	leader := c.leader()
+	want := map[string]string{}
+	writes(c, leader, "a", 3, want)
+	c.converge(want)
+	var down *testNode
+	for _, tn := range c.nodes {
+		if tn != leader {
+			down = tn
+			break
+		}
+	}
+	c.stop(down)
+	writes(c, leader, "b", 20, want)
+	if err := leader.node.Snapshot(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	writes(c, leader, "c", 2, want) // entries after the snapshot
+
+	lost := make(chan uint64, 1)
+	err := c.startWith(down, nil, nil, false, func(n *Node) {
+		once := sync.Once{}
+		lose := func(req *raft.AppendEntriesRequest) bool {
+			drop := false
+			if len(req.Entries) > 0 && down.fsm.restoreCount() > 0 {
+				once.Do(func() { drop = true; lost <- req.PrevLogEntry })
+			}
+			return drop
+		}
+		n.trans.loseReply.Store(&lose)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case prev := <-lost:
+		t.Logf("lost the reply to the entries after index %d", prev)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no entries after the snapshot reached the follower")
+	}
+	c.converge(want)
+	writes(c, leader, "d", 2, want)
+	c.converge(want)
+	for _, tn := range c.nodes {
+		c.stop(tn)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -75,11 +76,23 @@ type Transport struct {
 	conns      map[raft.ServerAddress]*grpc.ClientConn
 	pipelines  map[*pipeline]struct{}
 
+	clusterMu sync.RWMutex
+	clusterID string
+	adopt     func(string) error
+
+	// fixAppend, if set, may adjust an incoming AppendEntries before raft
+	// sees it (the Node's workaround in prevCoveredBySnapshot).
+	fixAppend atomic.Pointer[func(*raft.AppendEntriesRequest)]
+
 	// cut, when it returns true for a peer address, makes this transport
 	// treat that peer as unreachable in both directions. Only tests set it
 	// (through setCut), to partition a cluster.
 	cutMu sync.RWMutex
 	cut   func(raft.ServerAddress) bool
+	// loseReply, when it returns true for an AppendEntries raft has just
+	// handled, throws raft's answer away (the caller sees Unavailable): a
+	// reply lost on the network. Only tests set it.
+	loseReply atomic.Pointer[func(*raft.AppendEntriesRequest) bool]
 }
 
 var (
@@ -227,6 +240,63 @@ func (t *Transport) client(target raft.ServerAddress) (pb.RaftTransportClient, e
 	return pb.NewRaftTransportClient(c), nil
 }
 
+// withHeader is every RaftTransport request message.
+type withHeader interface{ GetHeader() *pb.RaftHeader }
+
+// stamp puts this node's cluster id in an outgoing request's header.
+func stamp[M withHeader](t *Transport, m M) M {
+	if h := m.GetHeader(); h != nil {
+		h.ClusterId = t.ClusterID()
+	}
+	return m
+}
+
+// ClusterID is the id of the raft group this transport speaks for; empty
+// until it is known (a node waiting to join learns it from its leader).
+func (t *Transport) ClusterID() string {
+	t.clusterMu.RLock()
+	defer t.clusterMu.RUnlock()
+	return t.clusterID
+}
+
+// setCluster sets the cluster id and the function that persists one the
+// transport adopts.
+func (t *Transport) setCluster(id string, adopt func(string) error) {
+	t.clusterMu.Lock()
+	t.clusterID, t.adopt = id, adopt
+	t.clusterMu.Unlock()
+}
+
+// checkCluster refuses a request from another raft group. A node that has
+// no cluster id yet (it waits to be added) adopts the leader's, from the
+// first AppendEntries or InstallSnapshot (mayAdopt).
+func (t *Transport) checkCluster(h *pb.RaftHeader, mayAdopt bool) error {
+	theirs := h.GetClusterId()
+	if theirs == "" {
+		return nil
+	}
+	t.clusterMu.Lock()
+	defer t.clusterMu.Unlock()
+	switch {
+	case theirs == t.clusterID:
+		return nil
+	case t.clusterID == "" && mayAdopt:
+		if t.adopt != nil {
+			if err := t.adopt(theirs); err != nil {
+				return status.Errorf(codes.Internal, "adopt raft cluster id %s: %v", theirs, err)
+			}
+		}
+		t.clusterID = theirs
+		t.logger.Info("joined raft cluster", "cluster_id", theirs, "from", string(h.GetAddr()))
+		return nil
+	case t.clusterID == "":
+		return nil
+	}
+	return status.Errorf(codes.FailedPrecondition,
+		"raft message from %s of cluster %s refused: this node (%s) belongs to cluster %s (an address that moved to another raft group?)",
+		h.GetAddr(), theirs, t.addr, t.clusterID)
+}
+
 // errCutOff is what a test partition looks like to raft.
 var errCutOff = errors.New("cut off from peer (test partition)")
 
@@ -253,7 +323,7 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 	}
 	ctx, cancel := t.callCtx()
 	defer cancel()
-	out, err := c.AppendEntries(ctx, appendEntriesRequestToProto(args))
+	out, err := c.AppendEntries(ctx, stamp(t, appendEntriesRequestToProto(args)))
 	if err != nil {
 		return t.outErr("AppendEntries", target, err)
 	}
@@ -269,7 +339,7 @@ func (t *Transport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args
 	}
 	ctx, cancel := t.callCtx()
 	defer cancel()
-	out, err := c.RequestVote(ctx, requestVoteRequestToProto(args))
+	out, err := c.RequestVote(ctx, stamp(t, requestVoteRequestToProto(args)))
 	if err != nil {
 		return t.outErr("RequestVote", target, err)
 	}
@@ -285,7 +355,7 @@ func (t *Transport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, a
 	}
 	ctx, cancel := t.callCtx()
 	defer cancel()
-	out, err := c.RequestPreVote(ctx, requestPreVoteRequestToProto(args))
+	out, err := c.RequestPreVote(ctx, stamp(t, requestPreVoteRequestToProto(args)))
 	if err != nil {
 		return t.outErr("RequestPreVote", target, err)
 	}
@@ -301,7 +371,7 @@ func (t *Transport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args 
 	}
 	ctx, cancel := t.callCtx()
 	defer cancel()
-	out, err := c.TimeoutNow(ctx, &pb.RaftTimeoutNowRequest{Header: headerToProto(args.RPCHeader)})
+	out, err := c.TimeoutNow(ctx, stamp(t, &pb.RaftTimeoutNowRequest{Header: headerToProto(args.RPCHeader)}))
 	if err != nil {
 		return t.outErr("TimeoutNow", target, err)
 	}
@@ -328,7 +398,7 @@ func (t *Transport) InstallSnapshot(_ raft.ServerID, target raft.ServerAddress, 
 	}
 	// Send reports io.EOF when the receiver has ended the stream early; its
 	// status then comes from CloseAndRecv.
-	sendErr := stream.Send(&pb.RaftInstallSnapshotChunk{Request: installSnapshotRequestToProto(args)})
+	sendErr := stream.Send(&pb.RaftInstallSnapshotChunk{Request: stamp(t, installSnapshotRequestToProto(args))})
 	for sendErr == nil {
 		// A fresh buffer per chunk: gRPC may hold on to a sent message.
 		buf := make([]byte, snapshotChunkSize)
@@ -414,7 +484,7 @@ func (p *pipeline) AppendEntries(args *raft.AppendEntriesRequest, resp *raft.App
 		return nil, fmt.Errorf("raft peer %s: %w", p.target, errCutOff)
 	}
 	f := &appendFuture{start: time.Now(), req: args, resp: resp, done: make(chan struct{})}
-	if err := p.stream.Send(appendEntriesRequestToProto(args)); err != nil {
+	if err := p.stream.Send(stamp(p.t, appendEntriesRequestToProto(args))); err != nil {
 		return nil, p.t.outErr("AppendEntriesPipeline", p.target, err)
 	}
 	select {
@@ -572,12 +642,18 @@ func (t *Transport) refuse(h raft.RPCHeader) error {
 }
 
 func (s *raftService) AppendEntries(ctx context.Context, in *pb.RaftAppendEntriesRequest) (*pb.RaftAppendEntriesResponse, error) {
+	if err := s.t.checkCluster(in.GetHeader(), true); err != nil {
+		return nil, err
+	}
 	req, err := appendEntriesRequestFromProto(in)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	if err := s.t.refuse(req.RPCHeader); err != nil {
 		return nil, err
+	}
+	if fix := s.t.fixAppend.Load(); fix != nil {
+		(*fix)(req)
 	}
 	r, err := s.t.dispatch(ctx, req, nil)
 	if err != nil {
@@ -586,6 +662,9 @@ func (s *raftService) AppendEntries(ctx context.Context, in *pb.RaftAppendEntrie
 	resp, ok := r.(*raft.AppendEntriesResponse)
 	if !ok {
 		return nil, status.Errorf(codes.Internal, "raft answered AppendEntries with %T", r)
+	}
+	if lose := s.t.loseReply.Load(); lose != nil && (*lose)(req) {
+		return nil, status.Error(codes.Unavailable, "reply lost (test)")
 	}
 	return appendEntriesResponseToProto(resp), nil
 }
@@ -611,6 +690,9 @@ func (s *raftService) AppendEntriesPipeline(stream grpc.BidiStreamingServer[pb.R
 }
 
 func (s *raftService) RequestVote(ctx context.Context, in *pb.RaftRequestVoteRequest) (*pb.RaftRequestVoteResponse, error) {
+	if err := s.t.checkCluster(in.GetHeader(), false); err != nil {
+		return nil, err
+	}
 	req := requestVoteRequestFromProto(in)
 	if err := s.t.refuse(req.RPCHeader); err != nil {
 		return nil, err
@@ -627,6 +709,9 @@ func (s *raftService) RequestVote(ctx context.Context, in *pb.RaftRequestVoteReq
 }
 
 func (s *raftService) RequestPreVote(ctx context.Context, in *pb.RaftRequestPreVoteRequest) (*pb.RaftRequestPreVoteResponse, error) {
+	if err := s.t.checkCluster(in.GetHeader(), false); err != nil {
+		return nil, err
+	}
 	req := requestPreVoteRequestFromProto(in)
 	if err := s.t.refuse(req.RPCHeader); err != nil {
 		return nil, err
@@ -643,6 +728,9 @@ func (s *raftService) RequestPreVote(ctx context.Context, in *pb.RaftRequestPreV
 }
 
 func (s *raftService) TimeoutNow(ctx context.Context, in *pb.RaftTimeoutNowRequest) (*pb.RaftTimeoutNowResponse, error) {
+	if err := s.t.checkCluster(in.GetHeader(), false); err != nil {
+		return nil, err
+	}
 	req := &raft.TimeoutNowRequest{RPCHeader: headerFromProto(in.GetHeader())}
 	if err := s.t.refuse(req.RPCHeader); err != nil {
 		return nil, err
@@ -670,6 +758,9 @@ func (s *raftService) InstallSnapshot(stream grpc.ClientStreamingServer[pb.RaftI
 	}
 	if first.GetRequest() == nil {
 		return status.Error(codes.InvalidArgument, "InstallSnapshot: the first message carries no request")
+	}
+	if err := t.checkCluster(first.GetRequest().GetHeader(), true); err != nil {
+		return err
 	}
 	req := installSnapshotRequestFromProto(first.GetRequest())
 	if err := t.refuse(req.RPCHeader); err != nil {

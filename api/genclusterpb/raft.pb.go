@@ -93,14 +93,20 @@ func (RaftLogType) EnumDescriptor() ([]byte, []int) {
 	return file_raft_proto_rawDescGZIP(), []int{0}
 }
 
-// RaftHeader is raft.RPCHeader: who sends, and which protocol it speaks.
+// RaftHeader is raft.RPCHeader (who sends, and which protocol it speaks)
+// plus the sender's cluster id.
 type RaftHeader struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	ProtocolVersion int32                  `protobuf:"varint,1,opt,name=protocol_version,json=protocolVersion,proto3" json:"protocol_version,omitempty"`
 	Id              []byte                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`     // raft.ServerID of the sender
 	Addr            []byte                 `protobuf:"bytes,3,opt,name=addr,proto3" json:"addr,omitempty"` // raft.ServerAddress of the sender (host:port)
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// The raft group the sender belongs to (fixed when the group is
+	// bootstrapped; empty on a node that waits to join). A receiver of
+	// another group refuses the message with FailedPrecondition: an address
+	// that changed hands never lets two groups mix.
+	ClusterId     string `protobuf:"bytes,4,opt,name=cluster_id,json=clusterId,proto3" json:"cluster_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *RaftHeader) Reset() {
@@ -152,6 +158,13 @@ func (x *RaftHeader) GetAddr() []byte {
 		return x.Addr
 	}
 	return nil
+}
+
+func (x *RaftHeader) GetClusterId() string {
+	if x != nil {
+		return x.ClusterId
+	}
+	return ""
 }
 
 // RaftLog is one raft.Log entry.
@@ -1012,12 +1025,14 @@ var File_raft_proto protoreflect.FileDescriptor
 const file_raft_proto_rawDesc = "" +
 	"\n" +
 	"\n" +
-	"raft.proto\x12\rgencluster.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"[\n" +
+	"raft.proto\x12\rgencluster.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"z\n" +
 	"\n" +
 	"RaftHeader\x12)\n" +
 	"\x10protocol_version\x18\x01 \x01(\x05R\x0fprotocolVersion\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\fR\x02id\x12\x12\n" +
-	"\x04addr\x18\x03 \x01(\fR\x04addr\"\xd4\x01\n" +
+	"\x04addr\x18\x03 \x01(\fR\x04addr\x12\x1d\n" +
+	"\n" +
+	"cluster_id\x18\x04 \x01(\tR\tclusterId\"\xd4\x01\n" +
 	"\aRaftLog\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x04R\x05index\x12\x12\n" +
 	"\x04term\x18\x02 \x01(\x04R\x04term\x12.\n" +

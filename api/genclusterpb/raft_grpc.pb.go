@@ -44,7 +44,8 @@ const (
 //
 //	Unavailable        the receiving node is shutting down (or cut off in a test)
 //	InvalidArgument    a message that cannot be converted (unknown log type, missing request)
-//	FailedPrecondition raft refused the RPC (for example a protocol version mismatch)
+//	FailedPrecondition raft refused the RPC (for example a protocol version
+//	                   mismatch), or the sender belongs to another raft group
 type RaftTransportClient interface {
 	AppendEntries(ctx context.Context, in *RaftAppendEntriesRequest, opts ...grpc.CallOption) (*RaftAppendEntriesResponse, error)
 	// AppendEntriesPipeline carries a sequence of AppendEntries on one stream:
@@ -141,7 +142,8 @@ type RaftTransport_InstallSnapshotClient = grpc.ClientStreamingClient[RaftInstal
 //
 //	Unavailable        the receiving node is shutting down (or cut off in a test)
 //	InvalidArgument    a message that cannot be converted (unknown log type, missing request)
-//	FailedPrecondition raft refused the RPC (for example a protocol version mismatch)
+//	FailedPrecondition raft refused the RPC (for example a protocol version
+//	                   mismatch), or the sender belongs to another raft group
 type RaftTransportServer interface {
 	AppendEntries(context.Context, *RaftAppendEntriesRequest) (*RaftAppendEntriesResponse, error)
 	// AppendEntriesPipeline carries a sequence of AppendEntries on one stream:

@@ -93,8 +93,23 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	}
 	a.log.Info("coordinator stopping", "id", id)
 	svc.Close()
-	srv.GracefulStop()
+	// Close raft first: that ends the raft streams peers hold open, which
+	// a graceful stop would otherwise wait for forever.
 	cctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	return errors.Join(err, node.Close(cctx))
+	err = errors.Join(err, node.Close(cctx))
+	stopServer(srv, 5*time.Second)
+	return err
+}
+
+// stopServer lets in-flight calls finish for up to grace, then cuts the rest.
+func stopServer(srv *grpc.Server, grace time.Duration) {
+	stopped := make(chan struct{})
+	go func() { srv.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(grace):
+		srv.Stop()
+		<-stopped
+	}
 }

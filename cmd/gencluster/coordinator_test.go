@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// syncBuffer is a bytes.Buffer safe for a command writing while the test reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startCoordinator runs `gencluster coordinator args...` until the test ends.
+func startCoordinator(t *testing.T, args ...string) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var out, errb syncBuffer
+	done := make(chan int, 1)
+	go func() { done <- run(ctx, append([]string{"coordinator", "--log-level", "warn"}, args...), &out, &errb) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("coordinator %v exited %d: %s", args, code, errb.String())
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("coordinator %v did not stop", args)
+		}
+	})
+}
+
+// TestCoordinatorJoinAtRunTime: a single coordinator is a valid cluster; a
+// second one joins it with --join; status through either shows both, and a
+// submitted job, with the JSON fields of SPEC §2.
+func TestCoordinatorJoinAtRunTime(t *testing.T) {
+	a1, a2 := freeAddr(t), freeAddr(t)
+	dir := t.TempDir()
+	startCoordinator(t, "--id", "c1", "--listen", a1, "--peers", "c1="+a1, "--data-dir", filepath.Join(dir, "c1"))
+	out, errs, code := gencluster(t, "submit", "--coordinator", a1, "--model", "vae", "--steps", "50", "--batch", "32")
+	if code != 0 {
+		t.Fatalf("submit: %s", errs)
+	}
+	jobID := string(bytes.TrimSpace([]byte(out)))
+	startCoordinator(t, "--id", "c2", "--listen", a2, "--join", a1, "--data-dir", filepath.Join(dir, "c2"))
+
+	var st statusJSON
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		out, errs, code = gencluster(t, "status", "--coordinator", a2, "--json", "--timeout", "2s")
+		if code == 0 {
+			st = statusJSON{}
+			if err := json.Unmarshal([]byte(out), &st); err != nil {
+				t.Fatalf("status --json: %v in %q", err, out)
+			}
+			if len(st.Coordinators) == 2 && st.Job != nil {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("status through the joined coordinator: code %d, %s %s", code, out, errs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st.Leader != a1 || st.Job.ID != jobID || st.Job.Model != "vae" || st.Job.TotalSteps != 50 || st.Job.State != "waiting" {
+		t.Fatalf("status: %+v, job %+v", st, st.Job)
+	}
+	var raw map[string]any
+	json.Unmarshal([]byte(out), &raw)
+	for _, k := range []string{"leader", "coordinators", "workers", "job", "last_checkpoint"} {
+		if _, ok := raw[k]; !ok {
+			t.Errorf("status --json lacks %q", k)
+		}
+	}
+	if _, errs, code = gencluster(t, "coordinator", "--id", "c3", "--listen", freeAddr(t), "--join", a1, "--peers", fmt.Sprintf("c1=%s", a1), "--data-dir", t.TempDir()); code == 0 {
+		t.Fatal("--join with --peers accepted")
+	}
+}

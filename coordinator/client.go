@@ -194,3 +194,11 @@ func (c *Client) AddCoordinator(ctx context.Context, id, addr string) error {
 	})
 	return err
 }
+
+// RemoveCoordinator removes a coordinator from the raft group.
+func (c *Client) RemoveCoordinator(ctx context.Context, id string) error {
+	_, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.RemoveCoordinatorResponse, error) {
+		return cl.RemoveCoordinator(ctx, &pb.RemoveCoordinatorRequest{Id: id})
+	})
+	return err
+}

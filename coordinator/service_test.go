@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 )
@@ -424,4 +426,103 @@ func BenchmarkServiceHeartbeat(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "heartbeats/s")
+}
+
+// rawCodec sends bytes as they are, to put malformed messages on the wire.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
+func (rawCodec) Unmarshal(b []byte, v any) error {
+	*(v.(*[]byte)) = append([]byte(nil), b...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// TestServiceBadInput: malformed, oversized and impossible requests get a
+// precise status, and none of them changes the replicated state.
+func TestServiceBadInput(t *testing.T) {
+	ms := startServiceGroup(t, 3, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	l := leaderOf(t, ms)
+	f := followerOf(ms, l)
+	eventually(t, 5*time.Second, "w1 joins", func() error {
+		_, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9001"})
+		return err
+	})
+	stateOf := func(m *svcMember) []byte {
+		var b []byte
+		m.svc.fsm.Read(func(st *State) { b, _ = st.Encode() })
+		return b
+	}
+	eventually(t, 5*time.Second, "follower caught up", func() error { return yet(bytes.Equal(stateOf(f), stateOf(l))) })
+	before := stateOf(l)
+
+	huge := strings.Repeat("x", 1<<20)
+	good := &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 64, Steps: 10, Lr: 1e-3, MinWorkers: 1}
+	bad := func(mut func(*pb.JobSpec)) *pb.JobSpec {
+		s := proto.CloneOf(good)
+		mut(s)
+		return s
+	}
+	cases := []struct {
+		name string
+		call func() error
+		code codes.Code
+		want string
+	}{
+		{"oversized worker id", func() error {
+			_, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: huge, Addr: "127.0.0.1:9"})
+			return err
+		}, codes.InvalidArgument, "worker_id"},
+		{"address without port", func() error {
+			_, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w2", Addr: "somewhere"})
+			return err
+		}, codes.InvalidArgument, "addr"},
+		{"another worker's id", func() error {
+			_, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9002"})
+			return err
+		}, codes.AlreadyExists, "w1"},
+		{"heartbeat claiming another's id", func() error {
+			_, err := f.client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: "w1", Addr: "127.0.0.1:9002"})
+			return err
+		}, codes.AlreadyExists, "w1"},
+		{"stale failure report", func() error {
+			_, err := f.client.ReportFailure(ctx, &pb.ReportFailureRequest{ReporterId: "w9", FailedId: "w1", Generation: 999})
+			return err
+		}, codes.FailedPrecondition, "generation"},
+		{"unknown model", func() error {
+			_, err := f.client.Submit(ctx, &pb.SubmitRequest{Job: bad(func(s *pb.JobSpec) { s.Model = "gan" })})
+			return err
+		}, codes.InvalidArgument, "model"},
+		{"zero batch", func() error {
+			_, err := f.client.Submit(ctx, &pb.SubmitRequest{Job: bad(func(s *pb.JobSpec) { s.Batch = 0 })})
+			return err
+		}, codes.InvalidArgument, "batch"},
+		{"negative learning rate", func() error {
+			_, err := f.client.Submit(ctx, &pb.SubmitRequest{Job: bad(func(s *pb.JobSpec) { s.Lr = -1 })})
+			return err
+		}, codes.InvalidArgument, "lr"},
+		{"no job", func() error {
+			_, err := f.client.Submit(ctx, &pb.SubmitRequest{})
+			return err
+		}, codes.InvalidArgument, ""},
+		{"garbage bytes", func() error {
+			in, out := []byte{0xff, 0xff, 0xff, 0x0f, 0x01}, []byte(nil)
+			return f.conn.Invoke(ctx, "/gencluster.v1.Coordinator/Join", &in, &out, grpc.ForceCodec(rawCodec{}))
+		}, codes.Internal, "unmarshal"},
+		{"message over the size limit", func() error {
+			in, out := make([]byte, 5<<20), []byte(nil)
+			return f.conn.Invoke(ctx, "/gencluster.v1.Coordinator/Submit", &in, &out, grpc.ForceCodec(rawCodec{}))
+		}, codes.ResourceExhausted, ""},
+	}
+	for _, c := range cases {
+		err := c.call()
+		if status.Code(err) != c.code || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %v mentioning %q", c.name, err, c.code, c.want)
+		}
+	}
+	if !bytes.Equal(stateOf(l), before) {
+		t.Fatal("bad requests changed the replicated state")
+	}
 }

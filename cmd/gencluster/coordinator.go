@@ -51,6 +51,40 @@ data dir and asks the group at ADDR to add it.`,
 	f.StringVar(&dataDir, "data-dir", "", "directory for the raft log, stable store and snapshots (required)")
 	f.StringVar(&join, "join", "", "address of a coordinator of an existing group to join")
 	f.DurationVar(&lease, "lease", coordinator.DefaultLease, "worker lease: a worker silent this long is removed")
+	cmd.AddCommand(a.coordinatorRemoveCommand())
+	return cmd
+}
+
+func (a *app) coordinatorRemoveCommand() *cobra.Command {
+	var addrs, id string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "remove --coordinator ADDR --id ID",
+		Short: "Remove a coordinator from the raft group",
+		Long: `Remove the coordinator ID from the raft group (through any coordinator).
+Restart the remaining ones without --peers, or with the new list.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if id == "" {
+				return errors.New("--id is required")
+			}
+			c, err := coordinator.NewClient(splitAddrs(addrs))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			if err := c.RemoveCoordinator(ctx, id); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "removed coordinator %s\n", id)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")
+	cmd.Flags().StringVar(&id, "id", "", "raft server id of the coordinator to remove (required)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
 	return cmd
 }
 

@@ -103,6 +103,14 @@ func TestCoordinatorJoinAtRunTime(t *testing.T) {
 			t.Errorf("status --json lacks %q", k)
 		}
 	}
+	if out, errs, code = gencluster(t, "coordinator", "remove", "--coordinator", a2, "--id", "c2"); code != 0 || !bytes.Contains([]byte(out), []byte("removed coordinator c2")) {
+		t.Fatalf("coordinator remove: %d %s %s", code, out, errs)
+	}
+	out, errs, code = gencluster(t, "status", "--coordinator", a1, "--json")
+	st = statusJSON{}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || len(st.Coordinators) != 1 {
+		t.Fatalf("status after removing c2: %d %s %s", code, out, errs)
+	}
 	if _, errs, code = gencluster(t, "coordinator", "--id", "c3", "--listen", freeAddr(t), "--join", a1, "--peers", fmt.Sprintf("c1=%s", a1), "--data-dir", t.TempDir()); code == 0 {
 		t.Fatal("--join with --peers accepted")
 	}

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"slices"
@@ -157,10 +158,12 @@ func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	return r, err
 }
 
-// Submit queues a job and returns its id.
+// Submit queues a job and returns its id. Its retries carry one random
+// request id, so a retry after a lost answer never queues the job twice.
 func (c *Client) Submit(ctx context.Context, spec *pb.JobSpec) (string, error) {
+	req := &pb.SubmitRequest{Job: spec, RequestId: rand.Text()}
 	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.SubmitResponse, error) {
-		return cl.Submit(ctx, &pb.SubmitRequest{Job: spec})
+		return cl.Submit(ctx, req)
 	})
 	return r.GetJobId(), err
 }

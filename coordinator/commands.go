@@ -102,6 +102,9 @@ func ValidateCommand(c *pb.Command) error {
 		if b.SubmitJob == nil {
 			return fmt.Errorf("submit_job: missing: %w", ErrInvalid)
 		}
+		if err := validateText("request_id", b.SubmitJob.GetRequestId(), false); err != nil {
+			return err
+		}
 		return ValidateJobSpec(b.SubmitJob.GetSpec())
 	case *pb.Command_ReportProgress:
 		return validateReportProgress(b.ReportProgress)

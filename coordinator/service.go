@@ -312,7 +312,7 @@ func (s *Service) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.Submit
 		return nil, toStatus(err)
 	}
 	return write(ctx, s, func() (*pb.SubmitResponse, error) {
-		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_SubmitJob{SubmitJob: &pb.SubmitJob{Spec: proto.CloneOf(req.GetJob())}}})
+		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_SubmitJob{SubmitJob: &pb.SubmitJob{Spec: proto.CloneOf(req.GetJob()), RequestId: req.GetRequestId()}}})
 		if err != nil {
 			return nil, err
 		}

@@ -526,3 +526,31 @@ func TestServiceBadInput(t *testing.T) {
 		t.Fatal("bad requests changed the replicated state")
 	}
 }
+
+// TestSubmitIdempotent: a submit retried with the same request id (after a
+// lost answer) returns the first job's id and queues nothing new.
+func TestSubmitIdempotent(t *testing.T) {
+	ms := startServiceGroup(t, 3, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	f := followerOf(ms, leaderOf(t, ms))
+	spec := &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 64, Steps: 10, Lr: 1e-3, MinWorkers: 1}
+	var ids []string
+	for _, rid := range []string{"r1", "r1", "r2", ""} {
+		r, err := f.client.Submit(ctx, &pb.SubmitRequest{Job: spec, RequestId: rid})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.GetJobId())
+	}
+	if ids[0] != ids[1] || ids[1] == ids[2] || ids[2] == ids[3] {
+		t.Fatalf("job ids %v: the retried r1 must give the same id, the others new ones", ids)
+	}
+	eventually(t, 5*time.Second, "three jobs", func() error {
+		st, err := f.client.Status(ctx, &pb.StatusRequest{})
+		return yet(err == nil && len(st.GetJobs()) == 3)
+	})
+	if _, err := f.client.Submit(ctx, &pb.SubmitRequest{Job: spec, RequestId: "bad\x00id"}); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("unprintable request id: %v", err)
+	}
+}

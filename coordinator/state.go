@@ -267,6 +267,13 @@ func (s *State) removeWorkers(c *pb.RemoveWorkers) (uint64, error) {
 // submitJob queues a job named "job-<n>" (n counts submissions from 1) and
 // starts it if none runs. It returns the job's id.
 func (s *State) submitJob(nowMs int64, c *pb.SubmitJob) (string, error) {
+	if rid := c.GetRequestId(); rid != "" {
+		for _, j := range s.r.Jobs {
+			if j.GetRequestId() == rid {
+				return j.GetId(), nil // a retried submit: the job is already queued
+			}
+		}
+	}
 	s.r.JobsSubmitted++
 	id := fmt.Sprintf("job-%d", s.r.JobsSubmitted)
 	s.r.Jobs = append(s.r.Jobs, &pb.JobRecord{
@@ -274,6 +281,7 @@ func (s *State) submitJob(nowMs int64, c *pb.SubmitJob) (string, error) {
 		Spec:            proto.CloneOf(c.GetSpec()),
 		State:           pb.JobState_JOB_STATE_QUEUED,
 		SubmittedUnixMs: nowMs,
+		RequestId:       c.GetRequestId(),
 	})
 	if s.running() == nil {
 		s.startNext(nowMs)

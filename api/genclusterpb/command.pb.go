@@ -381,6 +381,7 @@ func (x *RemoveWorkers) GetGeneration() uint64 {
 type SubmitJob struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"` // idempotency key (SubmitRequest.request_id); may be empty
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -420,6 +421,13 @@ func (x *SubmitJob) GetSpec() *JobSpec {
 		return x.Spec
 	}
 	return nil
+}
+
+func (x *SubmitJob) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 // ReportProgress records the running job's progress after a completed step.
@@ -865,6 +873,7 @@ type JobRecord struct {
 	Message            string                 `protobuf:"bytes,10,opt,name=message,proto3" json:"message,omitempty"`
 	ProgressGeneration uint64                 `protobuf:"varint,11,opt,name=progress_generation,json=progressGeneration,proto3" json:"progress_generation,omitempty"` // generation of the last progress report
 	Checkpoints        []*CheckpointManifest  `protobuf:"bytes,12,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`                                          // oldest first, at most coordinator.CheckpointRetention
+	RequestId          string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`                             // the submit's idempotency key, if it had one
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
@@ -983,6 +992,13 @@ func (x *JobRecord) GetCheckpoints() []*CheckpointManifest {
 	return nil
 }
 
+func (x *JobRecord) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
@@ -1010,9 +1026,11 @@ const file_command_proto_rawDesc = "" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
-	"generation\"7\n" +
+	"generation\"V\n" +
 	"\tSubmitJob\x12*\n" +
-	"\x04spec\x18\x01 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\"\x95\x01\n" +
+	"\x04spec\x18\x01 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"\x95\x01\n" +
 	"\x0eReportProgress\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1e\n" +
 	"\n" +
@@ -1053,7 +1071,7 @@ const file_command_proto_rawDesc = "" +
 	"\fWorkerRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12$\n" +
-	"\x0ejoined_unix_ms\x18\x03 \x01(\x03R\fjoinedUnixMs\"\xd2\x03\n" +
+	"\x0ejoined_unix_ms\x18\x03 \x01(\x03R\fjoinedUnixMs\"\xf1\x03\n" +
 	"\tJobRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04spec\x18\x02 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12-\n" +
@@ -1067,7 +1085,9 @@ const file_command_proto_rawDesc = "" +
 	"\amessage\x18\n" +
 	" \x01(\tR\amessage\x12/\n" +
 	"\x13progress_generation\x18\v \x01(\x04R\x12progressGeneration\x12C\n" +
-	"\vcheckpoints\x18\f \x03(\v2!.gencluster.v1.CheckpointManifestR\vcheckpoints*|\n" +
+	"\vcheckpoints\x18\f \x03(\v2!.gencluster.v1.CheckpointManifestR\vcheckpoints\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\r \x01(\tR\trequestId*|\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +

@@ -682,8 +682,12 @@ func (x *JobSpec) GetMinWorkers() int32 {
 }
 
 type SubmitRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Job           *JobSpec               `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Job   *JobSpec               `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
+	// request_id makes a submit idempotent: a retry with the same id (after a
+	// timeout or a leader change) returns the first submit's job id instead
+	// of queueing the job twice. Optional; at most 128 printable bytes.
+	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -723,6 +727,13 @@ func (x *SubmitRequest) GetJob() *JobSpec {
 		return x.Job
 	}
 	return nil
+}
+
+func (x *SubmitRequest) GetRequestId() string {
+	if x != nil {
+		return x.RequestId
+	}
+	return ""
 }
 
 type SubmitResponse struct {
@@ -1416,9 +1427,11 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x04seed\x18\x06 \x01(\x04R\x04seed\x12)\n" +
 	"\x10checkpoint_every\x18\a \x01(\x03R\x0fcheckpointEvery\x12\x1f\n" +
 	"\vmin_workers\x18\b \x01(\x05R\n" +
-	"minWorkers\"9\n" +
+	"minWorkers\"X\n" +
 	"\rSubmitRequest\x12(\n" +
-	"\x03job\x18\x01 \x01(\v2\x16.gencluster.v1.JobSpecR\x03job\"'\n" +
+	"\x03job\x18\x01 \x01(\v2\x16.gencluster.v1.JobSpecR\x03job\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\"'\n" +
 	"\x0eSubmitResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x0f\n" +
 	"\rStatusRequest\"\x9c\x02\n" +

@@ -79,17 +79,27 @@ func (a *Adam) Step(params, grads [][]float32, gradScale float32) error {
 	eps := float32(c.Eps)
 	c1, c2 := 1-b1, 1-b2
 	for i, p := range params {
-		// Equal lengths (checked above) let the compiler drop bounds checks.
-		m, v, g := a.M[i][:len(p)], a.V[i][:len(p)], grads[i][:len(p)]
-		for j := range p {
-			gj := g[j] * gradScale
-			mj := b1*m[j] + c1*gj
-			vj := b2*v[j] + c2*gj*gj
-			m[j], v[j] = mj, vj
-			// float32(Sqrt(float64(x))) compiles to one single-precision sqrt.
-			denom := float32(math.Sqrt(float64(vj)))/bc2Sqrt + eps
-			p[j] -= stepSize * mj / denom
-		}
+		m, v, g := a.M[i], a.V[i], grads[i]
+		k := adamVector(p, m, v, g, gradScale, b1, c1, b2, c2, stepSize, bc2Sqrt, eps)
+		adamScalar(p[k:], m[k:], v[k:], g[k:], gradScale, b1, c1, b2, c2, stepSize, bc2Sqrt, eps)
 	}
 	return nil
+}
+
+// adamScalar is the update of Step, element by element; adamVector (AVX on
+// amd64) does the same operations in the same order, 8 elements at a time,
+// and gives the same bits.
+func adamScalar(p, m, v, g []float32, scale, b1, c1, b2, c2, step, bc2s, eps float32) {
+	// Equal lengths (checked by Step) let the compiler drop bounds checks.
+	m, v, g = m[:len(p)], v[:len(p)], g[:len(p)]
+	for j := range p {
+		gj := g[j] * scale
+		mj := b1*m[j] + c1*gj
+		vj := b2*v[j] + c2*gj*gj
+		m[j], v[j] = mj, vj
+		// float32(Sqrt(float64(x))) compiles to one single-precision sqrt
+		// and is the correctly rounded float32 square root.
+		denom := float32(math.Sqrt(float64(vj)))/bc2s + eps
+		p[j] -= step * mj / denom
+	}
 }

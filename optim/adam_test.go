@@ -2,6 +2,8 @@ package optim
 
 import (
 	"math"
+	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -62,5 +64,35 @@ func TestAdamRejectsMismatch(t *testing.T) {
 		if c.Validate() == nil {
 			t.Errorf("%+v accepted", c)
 		}
+	}
+}
+
+// TestAdamVectorMatchesScalar: the vector path gives the bits of the Go
+// loop, on odd lengths too (the tail runs in Go).
+func TestAdamVectorMatchesScalar(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, n := range []int{0, 1, 7, 8, 9, 64, 1001} {
+		mk := func(scale float64) []float32 {
+			s := make([]float32, n)
+			for i := range s {
+				s[i] = float32(rng.NormFloat64() * scale)
+			}
+			return s
+		}
+		p, m, v, g := mk(1), mk(0.1), mk(0.01), mk(3)
+		for i := range v {
+			v[i] *= v[i] // second moments are non-negative
+		}
+		p2, m2, v2 := slices.Clone(p), slices.Clone(m), slices.Clone(v)
+		args := []float32{1.0 / 128, 0.9, 0.1, 0.999, 0.001, 1e-3, 0.03, 1e-8}
+		k := adamVector(p, m, v, g, args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7])
+		adamScalar(p[k:], m[k:], v[k:], g[k:], args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7])
+		adamScalar(p2, m2, v2, g, args[0], args[1], args[2], args[3], args[4], args[5], args[6], args[7])
+		for i := range p {
+			if p[i] != p2[i] || m[i] != m2[i] || v[i] != v2[i] {
+				t.Fatalf("n=%d [%d] (vector %d of them): p %v/%v m %v/%v v %v/%v", n, i, k, p[i], p2[i], m[i], m2[i], v[i], v2[i])
+			}
+		}
+		t.Logf("n=%d: %d elements on the vector path", n, k)
 	}
 }

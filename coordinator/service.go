@@ -344,6 +344,43 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 	return resp, nil
 }
 
+// ReportProgress records a completed step of the running job.
+func (s *Service) ReportProgress(ctx context.Context, req *pb.ReportProgressRequest) (*pb.ReportProgressResponse, error) {
+	return write(ctx, s, func() (*pb.ReportProgressResponse, error) {
+		_, err := s.propose(ctx, &pb.Command{Body: &pb.Command_ReportProgress{ReportProgress: &pb.ReportProgress{
+			JobId: req.GetJobId(), Generation: req.GetGeneration(), Step: req.GetStep(),
+			Loss: req.GetLoss(), ImagesPerSec: req.GetImagesPerSec(),
+		}}})
+		if err != nil {
+			return nil, err
+		}
+		return &pb.ReportProgressResponse{}, nil
+	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.ReportProgressResponse, error) {
+		return c.ReportProgress(ctx, req)
+	})
+}
+
+// FinishJob ends the running job; the next queued one starts.
+func (s *Service) FinishJob(ctx context.Context, req *pb.FinishJobRequest) (*pb.FinishJobResponse, error) {
+	state := pb.JobState_JOB_STATE_DONE
+	if req.GetFailed() {
+		state = pb.JobState_JOB_STATE_FAILED
+	}
+	return write(ctx, s, func() (*pb.FinishJobResponse, error) {
+		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_FinishJob{FinishJob: &pb.FinishJob{
+			JobId: req.GetJobId(), State: state, Message: req.GetMessage(),
+		}}})
+		if err != nil {
+			return nil, err
+		}
+		next, _ := v.(string)
+		s.log.Info("job finished", "job", req.GetJobId(), "state", state, "by", req.GetWorkerId(), "next", next)
+		return &pb.FinishJobResponse{NextJobId: next}, nil
+	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.FinishJobResponse, error) {
+		return c.FinishJob(ctx, req)
+	})
+}
+
 // AddCoordinator adds a voter to the raft group (on the leader).
 func (s *Service) AddCoordinator(ctx context.Context, req *pb.AddCoordinatorRequest) (*pb.AddCoordinatorResponse, error) {
 	if err := errors.Join(validateID("id", req.GetId()), validateAddr("addr", req.GetAddr())); err != nil {

@@ -554,3 +554,46 @@ func TestSubmitIdempotent(t *testing.T) {
 		t.Fatalf("unprintable request id: %v", err)
 	}
 }
+
+// TestServiceProgressAndFinish: progress reports from the ring's generation
+// show in status; a stale one is refused; finishing starts the next job.
+func TestServiceProgressAndFinish(t *testing.T) {
+	ms := startServiceGroup(t, 3, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	f := followerOf(ms, leaderOf(t, ms))
+	var gen uint64
+	for _, w := range []string{"w1", "w2"} { // two ring changes: generation 2
+		eventually(t, 5*time.Second, "join "+w, func() error {
+			j, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: w, Addr: "127.0.0.1:900" + w[1:]})
+			gen = j.GetAssignment().GetGeneration()
+			return err
+		})
+	}
+	spec := &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 64, Steps: 10, Lr: 1e-3, MinWorkers: 1}
+	j1, err := f.client.Submit(ctx, &pb.SubmitRequest{Job: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	j2, err := f.client.Submit(ctx, &pb.SubmitRequest{Job: spec})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.client.ReportProgress(ctx, &pb.ReportProgressRequest{WorkerId: "w1", JobId: j1.GetJobId(), Generation: gen, Step: 3, Loss: 120.5, ImagesPerSec: 900}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.client.ReportProgress(ctx, &pb.ReportProgressRequest{WorkerId: "w1", JobId: j1.GetJobId(), Generation: gen - 1, Step: 4, Loss: 1}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("stale progress: %v", err)
+	}
+	if _, err := f.client.ReportProgress(ctx, &pb.ReportProgressRequest{WorkerId: "w1", JobId: "job-99", Generation: gen, Step: 4, Loss: 1}); status.Code(err) != codes.NotFound {
+		t.Fatalf("progress of an unknown job: %v", err)
+	}
+	eventually(t, 5*time.Second, "progress in status", func() error {
+		st, err := f.client.Status(ctx, &pb.StatusRequest{})
+		return yet(err == nil && st.GetJobs()[0].GetStep() == 3 && st.GetJobs()[0].GetLoss() == 120.5)
+	})
+	r, err := f.client.FinishJob(ctx, &pb.FinishJobRequest{WorkerId: "w1", JobId: j1.GetJobId()})
+	if err != nil || r.GetNextJobId() != j2.GetJobId() {
+		t.Fatalf("finish: %v %v", r, err)
+	}
+}

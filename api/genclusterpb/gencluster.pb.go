@@ -1196,6 +1196,238 @@ func (x *CheckpointInfo) GetChecksum() string {
 	return ""
 }
 
+type ReportProgressRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	Step          int64                  `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"`  // completed steps
+	Loss          float64                `protobuf:"fixed64,5,opt,name=loss,proto3" json:"loss,omitempty"` // nats per image
+	ImagesPerSec  float64                `protobuf:"fixed64,6,opt,name=images_per_sec,json=imagesPerSec,proto3" json:"images_per_sec,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportProgressRequest) Reset() {
+	*x = ReportProgressRequest{}
+	mi := &file_gencluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportProgressRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportProgressRequest) ProtoMessage() {}
+
+func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportProgressRequest.ProtoReflect.Descriptor instead.
+func (*ReportProgressRequest) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *ReportProgressRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ReportProgressRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ReportProgressRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *ReportProgressRequest) GetImagesPerSec() float64 {
+	if x != nil {
+		return x.ImagesPerSec
+	}
+	return 0
+}
+
+type ReportProgressResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportProgressResponse) Reset() {
+	*x = ReportProgressResponse{}
+	mi := &file_gencluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportProgressResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportProgressResponse) ProtoMessage() {}
+
+func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportProgressResponse.ProtoReflect.Descriptor instead.
+func (*ReportProgressResponse) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{20}
+}
+
+type FinishJobRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Failed        bool                   `protobuf:"varint,3,opt,name=failed,proto3" json:"failed,omitempty"`
+	Message       string                 `protobuf:"bytes,4,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishJobRequest) Reset() {
+	*x = FinishJobRequest{}
+	mi := &file_gencluster_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishJobRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishJobRequest) ProtoMessage() {}
+
+func (x *FinishJobRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishJobRequest.ProtoReflect.Descriptor instead.
+func (*FinishJobRequest) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *FinishJobRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *FinishJobRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *FinishJobRequest) GetFailed() bool {
+	if x != nil {
+		return x.Failed
+	}
+	return false
+}
+
+func (x *FinishJobRequest) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+type FinishJobResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NextJobId     string                 `protobuf:"bytes,1,opt,name=next_job_id,json=nextJobId,proto3" json:"next_job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FinishJobResponse) Reset() {
+	*x = FinishJobResponse{}
+	mi := &file_gencluster_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FinishJobResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FinishJobResponse) ProtoMessage() {}
+
+func (x *FinishJobResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FinishJobResponse.ProtoReflect.Descriptor instead.
+func (*FinishJobResponse) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *FinishJobResponse) GetNextJobId() string {
+	if x != nil {
+		return x.NextJobId
+	}
+	return ""
+}
+
 type AddCoordinatorRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1206,7 +1438,7 @@ type AddCoordinatorRequest struct {
 
 func (x *AddCoordinatorRequest) Reset() {
 	*x = AddCoordinatorRequest{}
-	mi := &file_gencluster_proto_msgTypes[19]
+	mi := &file_gencluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1218,7 +1450,7 @@ func (x *AddCoordinatorRequest) String() string {
 func (*AddCoordinatorRequest) ProtoMessage() {}
 
 func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[19]
+	mi := &file_gencluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1231,7 +1463,7 @@ func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{19}
+	return file_gencluster_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *AddCoordinatorRequest) GetId() string {
@@ -1256,7 +1488,7 @@ type AddCoordinatorResponse struct {
 
 func (x *AddCoordinatorResponse) Reset() {
 	*x = AddCoordinatorResponse{}
-	mi := &file_gencluster_proto_msgTypes[20]
+	mi := &file_gencluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1268,7 +1500,7 @@ func (x *AddCoordinatorResponse) String() string {
 func (*AddCoordinatorResponse) ProtoMessage() {}
 
 func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[20]
+	mi := &file_gencluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1281,7 +1513,7 @@ func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{20}
+	return file_gencluster_proto_rawDescGZIP(), []int{24}
 }
 
 type RemoveCoordinatorRequest struct {
@@ -1293,7 +1525,7 @@ type RemoveCoordinatorRequest struct {
 
 func (x *RemoveCoordinatorRequest) Reset() {
 	*x = RemoveCoordinatorRequest{}
-	mi := &file_gencluster_proto_msgTypes[21]
+	mi := &file_gencluster_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1305,7 +1537,7 @@ func (x *RemoveCoordinatorRequest) String() string {
 func (*RemoveCoordinatorRequest) ProtoMessage() {}
 
 func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[21]
+	mi := &file_gencluster_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1318,7 +1550,7 @@ func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{21}
+	return file_gencluster_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *RemoveCoordinatorRequest) GetId() string {
@@ -1336,7 +1568,7 @@ type RemoveCoordinatorResponse struct {
 
 func (x *RemoveCoordinatorResponse) Reset() {
 	*x = RemoveCoordinatorResponse{}
-	mi := &file_gencluster_proto_msgTypes[22]
+	mi := &file_gencluster_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1348,7 +1580,7 @@ func (x *RemoveCoordinatorResponse) String() string {
 func (*RemoveCoordinatorResponse) ProtoMessage() {}
 
 func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[22]
+	mi := &file_gencluster_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1361,7 +1593,7 @@ func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{22}
+	return file_gencluster_proto_rawDescGZIP(), []int{26}
 }
 
 var File_gencluster_proto protoreflect.FileDescriptor
@@ -1468,14 +1700,31 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +
 	"timeUnixMs\x12\x1a\n" +
-	"\bchecksum\x18\x03 \x01(\tR\bchecksum\";\n" +
+	"\bchecksum\x18\x03 \x01(\tR\bchecksum\"\xb9\x01\n" +
+	"\x15ReportProgressRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\x03R\x04step\x12\x12\n" +
+	"\x04loss\x18\x05 \x01(\x01R\x04loss\x12$\n" +
+	"\x0eimages_per_sec\x18\x06 \x01(\x01R\fimagesPerSec\"\x18\n" +
+	"\x16ReportProgressResponse\"x\n" +
+	"\x10FinishJobRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06failed\x18\x03 \x01(\bR\x06failed\x12\x18\n" +
+	"\amessage\x18\x04 \x01(\tR\amessage\"3\n" +
+	"\x11FinishJobResponse\x12\x1e\n" +
+	"\vnext_job_id\x18\x01 \x01(\tR\tnextJobId\";\n" +
 	"\x15AddCoordinatorRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x18\n" +
 	"\x16AddCoordinatorResponse\"*\n" +
 	"\x18RemoveCoordinatorRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1b\n" +
-	"\x19RemoveCoordinatorResponse2\x93\x05\n" +
+	"\x19RemoveCoordinatorResponse2\xc2\x06\n" +
 	"\vCoordinator\x12?\n" +
 	"\x04Join\x12\x1a.gencluster.v1.JoinRequest\x1a\x1b.gencluster.v1.JoinResponse\x12N\n" +
 	"\tHeartbeat\x12\x1f.gencluster.v1.HeartbeatRequest\x1a .gencluster.v1.HeartbeatResponse\x12B\n" +
@@ -1483,6 +1732,8 @@ const file_gencluster_proto_rawDesc = "" +
 	"\rReportFailure\x12#.gencluster.v1.ReportFailureRequest\x1a$.gencluster.v1.ReportFailureResponse\x12E\n" +
 	"\x06Submit\x12\x1c.gencluster.v1.SubmitRequest\x1a\x1d.gencluster.v1.SubmitResponse\x12E\n" +
 	"\x06Status\x12\x1c.gencluster.v1.StatusRequest\x1a\x1d.gencluster.v1.StatusResponse\x12]\n" +
+	"\x0eReportProgress\x12$.gencluster.v1.ReportProgressRequest\x1a%.gencluster.v1.ReportProgressResponse\x12N\n" +
+	"\tFinishJob\x12\x1f.gencluster.v1.FinishJobRequest\x1a .gencluster.v1.FinishJobResponse\x12]\n" +
 	"\x0eAddCoordinator\x12$.gencluster.v1.AddCoordinatorRequest\x1a%.gencluster.v1.AddCoordinatorResponse\x12f\n" +
 	"\x11RemoveCoordinator\x12'.gencluster.v1.RemoveCoordinatorRequest\x1a(.gencluster.v1.RemoveCoordinatorResponseB@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"
 
@@ -1498,7 +1749,7 @@ func file_gencluster_proto_rawDescGZIP() []byte {
 	return file_gencluster_proto_rawDescData
 }
 
-var file_gencluster_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
+var file_gencluster_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
 var file_gencluster_proto_goTypes = []any{
 	(*JoinRequest)(nil),               // 0: gencluster.v1.JoinRequest
 	(*JoinResponse)(nil),              // 1: gencluster.v1.JoinResponse
@@ -1519,10 +1770,14 @@ var file_gencluster_proto_goTypes = []any{
 	(*WorkerInfo)(nil),                // 16: gencluster.v1.WorkerInfo
 	(*JobInfo)(nil),                   // 17: gencluster.v1.JobInfo
 	(*CheckpointInfo)(nil),            // 18: gencluster.v1.CheckpointInfo
-	(*AddCoordinatorRequest)(nil),     // 19: gencluster.v1.AddCoordinatorRequest
-	(*AddCoordinatorResponse)(nil),    // 20: gencluster.v1.AddCoordinatorResponse
-	(*RemoveCoordinatorRequest)(nil),  // 21: gencluster.v1.RemoveCoordinatorRequest
-	(*RemoveCoordinatorResponse)(nil), // 22: gencluster.v1.RemoveCoordinatorResponse
+	(*ReportProgressRequest)(nil),     // 19: gencluster.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),    // 20: gencluster.v1.ReportProgressResponse
+	(*FinishJobRequest)(nil),          // 21: gencluster.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),         // 22: gencluster.v1.FinishJobResponse
+	(*AddCoordinatorRequest)(nil),     // 23: gencluster.v1.AddCoordinatorRequest
+	(*AddCoordinatorResponse)(nil),    // 24: gencluster.v1.AddCoordinatorResponse
+	(*RemoveCoordinatorRequest)(nil),  // 25: gencluster.v1.RemoveCoordinatorRequest
+	(*RemoveCoordinatorResponse)(nil), // 26: gencluster.v1.RemoveCoordinatorResponse
 }
 var file_gencluster_proto_depIdxs = []int32{
 	8,  // 0: gencluster.v1.JoinResponse.assignment:type_name -> gencluster.v1.Assignment
@@ -1542,18 +1797,22 @@ var file_gencluster_proto_depIdxs = []int32{
 	6,  // 14: gencluster.v1.Coordinator.ReportFailure:input_type -> gencluster.v1.ReportFailureRequest
 	11, // 15: gencluster.v1.Coordinator.Submit:input_type -> gencluster.v1.SubmitRequest
 	13, // 16: gencluster.v1.Coordinator.Status:input_type -> gencluster.v1.StatusRequest
-	19, // 17: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
-	21, // 18: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
-	1,  // 19: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
-	3,  // 20: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
-	5,  // 21: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
-	7,  // 22: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
-	12, // 23: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
-	14, // 24: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
-	20, // 25: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
-	22, // 26: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
-	19, // [19:27] is the sub-list for method output_type
-	11, // [11:19] is the sub-list for method input_type
+	19, // 17: gencluster.v1.Coordinator.ReportProgress:input_type -> gencluster.v1.ReportProgressRequest
+	21, // 18: gencluster.v1.Coordinator.FinishJob:input_type -> gencluster.v1.FinishJobRequest
+	23, // 19: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
+	25, // 20: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
+	1,  // 21: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
+	3,  // 22: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
+	5,  // 23: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
+	7,  // 24: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
+	12, // 25: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
+	14, // 26: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
+	20, // 27: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
+	22, // 28: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
+	24, // 29: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
+	26, // 30: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
+	21, // [21:31] is the sub-list for method output_type
+	11, // [11:21] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1570,7 +1829,7 @@ func file_gencluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gencluster_proto_rawDesc), len(file_gencluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   23,
+			NumMessages:   27,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -32,6 +32,8 @@ const (
 	Coordinator_ReportFailure_FullMethodName     = "/gencluster.v1.Coordinator/ReportFailure"
 	Coordinator_Submit_FullMethodName            = "/gencluster.v1.Coordinator/Submit"
 	Coordinator_Status_FullMethodName            = "/gencluster.v1.Coordinator/Status"
+	Coordinator_ReportProgress_FullMethodName    = "/gencluster.v1.Coordinator/ReportProgress"
+	Coordinator_FinishJob_FullMethodName         = "/gencluster.v1.Coordinator/FinishJob"
 	Coordinator_AddCoordinator_FullMethodName    = "/gencluster.v1.Coordinator/AddCoordinator"
 	Coordinator_RemoveCoordinator_FullMethodName = "/gencluster.v1.Coordinator/RemoveCoordinator"
 )
@@ -54,6 +56,13 @@ type CoordinatorClient interface {
 	Submit(ctx context.Context, in *SubmitRequest, opts ...grpc.CallOption) (*SubmitResponse, error)
 	// Status reads the cluster: leader, coordinators, workers, jobs.
 	Status(ctx context.Context, in *StatusRequest, opts ...grpc.CallOption) (*StatusResponse, error)
+	// ReportProgress records the running job's progress after a completed
+	// step (FailedPrecondition if the generation is stale or the job is not
+	// running).
+	ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error)
+	// FinishJob ends the running job (done or failed); the next queued job
+	// starts.
+	FinishJob(ctx context.Context, in *FinishJobRequest, opts ...grpc.CallOption) (*FinishJobResponse, error)
 	// AddCoordinator and RemoveCoordinator change the raft group at run time.
 	AddCoordinator(ctx context.Context, in *AddCoordinatorRequest, opts ...grpc.CallOption) (*AddCoordinatorResponse, error)
 	RemoveCoordinator(ctx context.Context, in *RemoveCoordinatorRequest, opts ...grpc.CallOption) (*RemoveCoordinatorResponse, error)
@@ -127,6 +136,26 @@ func (c *coordinatorClient) Status(ctx context.Context, in *StatusRequest, opts 
 	return out, nil
 }
 
+func (c *coordinatorClient) ReportProgress(ctx context.Context, in *ReportProgressRequest, opts ...grpc.CallOption) (*ReportProgressResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportProgressResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ReportProgress_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) FinishJob(ctx context.Context, in *FinishJobRequest, opts ...grpc.CallOption) (*FinishJobResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(FinishJobResponse)
+	err := c.cc.Invoke(ctx, Coordinator_FinishJob_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *coordinatorClient) AddCoordinator(ctx context.Context, in *AddCoordinatorRequest, opts ...grpc.CallOption) (*AddCoordinatorResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddCoordinatorResponse)
@@ -165,6 +194,13 @@ type CoordinatorServer interface {
 	Submit(context.Context, *SubmitRequest) (*SubmitResponse, error)
 	// Status reads the cluster: leader, coordinators, workers, jobs.
 	Status(context.Context, *StatusRequest) (*StatusResponse, error)
+	// ReportProgress records the running job's progress after a completed
+	// step (FailedPrecondition if the generation is stale or the job is not
+	// running).
+	ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error)
+	// FinishJob ends the running job (done or failed); the next queued job
+	// starts.
+	FinishJob(context.Context, *FinishJobRequest) (*FinishJobResponse, error)
 	// AddCoordinator and RemoveCoordinator change the raft group at run time.
 	AddCoordinator(context.Context, *AddCoordinatorRequest) (*AddCoordinatorResponse, error)
 	RemoveCoordinator(context.Context, *RemoveCoordinatorRequest) (*RemoveCoordinatorResponse, error)
@@ -195,6 +231,12 @@ func (UnimplementedCoordinatorServer) Submit(context.Context, *SubmitRequest) (*
 }
 func (UnimplementedCoordinatorServer) Status(context.Context, *StatusRequest) (*StatusResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Status not implemented")
+}
+func (UnimplementedCoordinatorServer) ReportProgress(context.Context, *ReportProgressRequest) (*ReportProgressResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportProgress not implemented")
+}
+func (UnimplementedCoordinatorServer) FinishJob(context.Context, *FinishJobRequest) (*FinishJobResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method FinishJob not implemented")
 }
 func (UnimplementedCoordinatorServer) AddCoordinator(context.Context, *AddCoordinatorRequest) (*AddCoordinatorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddCoordinator not implemented")
@@ -331,6 +373,42 @@ func _Coordinator_Status_Handler(srv interface{}, ctx context.Context, dec func(
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_ReportProgress_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportProgressRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ReportProgress(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ReportProgress_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ReportProgress(ctx, req.(*ReportProgressRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_FinishJob_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(FinishJobRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).FinishJob(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_FinishJob_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).FinishJob(ctx, req.(*FinishJobRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _Coordinator_AddCoordinator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddCoordinatorRequest)
 	if err := dec(in); err != nil {
@@ -397,6 +475,14 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Status",
 			Handler:    _Coordinator_Status_Handler,
+		},
+		{
+			MethodName: "ReportProgress",
+			Handler:    _Coordinator_ReportProgress_Handler,
+		},
+		{
+			MethodName: "FinishJob",
+			Handler:    _Coordinator_FinishJob_Handler,
 		},
 		{
 			MethodName: "AddCoordinator",

@@ -1,6 +1,11 @@
 // Package allreduce sums float32 buffers across the members of a ring over
-// gRPC (reduce-scatter, then all-gather). It knows nothing of models.
+// gRPC: a chunked, pipelined ring reduce-scatter followed by an all-gather,
+// so each member sends 2(N-1)/N of the buffer. It knows nothing of models.
 //
-// The package is the home of issue 4 and holds no code yet; see
-// docs/ARCHITECTURE.md for where it plugs in.
+// A Member registers the AllReduceRing service on the worker's gRPC server
+// (create that server with ServerOptions), is told the ring by SetRing, and
+// then sums buffers with AllReduce, or with Start/Wait to overlap buckets
+// with the backward pass. Every frame is fenced by job, generation and
+// operation sequence number; any failure fails the whole generation on every
+// member within Config.Timeout, with an error naming the peer. See DESIGN.md.
 package allreduce

@@ -11,14 +11,14 @@ import (
 
 func (a *app) benchCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "bench compute ...",
-		Short: "Measure speed (compute: training images/s of one process)",
+		Use:   "bench compute|allreduce ...",
+		Short: "Measure speed: training images/s of one process, ring all-reduce time",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fmt.Errorf("bench needs a subcommand: compute")
+			return fmt.Errorf("bench needs a subcommand: compute or allreduce")
 		},
 	}
-	cmd.AddCommand(a.benchComputeCommand())
+	cmd.AddCommand(a.benchComputeCommand(), a.benchAllreduceCommand(), a.benchAllreduceMemberCommand())
 	return cmd
 }
 

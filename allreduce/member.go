@@ -1,0 +1,270 @@
+package allreduce
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/experimental"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+)
+
+// Ring is one generation of the ring: the members' addresses in ring order.
+type Ring struct {
+	JobID      string
+	Generation uint64
+	Rank       int      // my index in Addrs
+	Addrs      []string // host:port of every member's gRPC server, ring order
+}
+
+// Config configures a Member.
+type Config struct {
+	Timeout     time.Duration     // a peer silent this long fails the operation (default 10s); must exceed the skew between ranks' calls
+	ChunkBytes  int               // pipeline chunk size (default DefaultChunkBytes)
+	Logger      *slog.Logger      // nil: discard
+	DialOptions []grpc.DialOption // nil: insecure
+}
+
+const (
+	// DefaultTimeout is Config.Timeout's default.
+	DefaultTimeout = 10 * time.Second
+	// DefaultChunkBytes is Config.ChunkBytes's default.
+	DefaultChunkBytes = 256 << 10
+	// MaxChunkBytes bounds Config.ChunkBytes (and so every message).
+	MaxChunkBytes = 32 << 20
+
+	windowSize     = 8 << 20  // per-stream flow-control window
+	connWindowSize = 16 << 20 // per-connection flow-control window
+	ioBufferSize   = 256 << 10
+	maxMsgSize     = MaxChunkBytes + 1<<20
+	framePoolSize  = 8 // received frames in flight per generation
+)
+
+// ServerOptions returns the options the worker's grpc.Server must be created
+// with for the ring to run fast: large flow-control windows and message
+// limits. They apply to every service on that server.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.InitialWindowSize(windowSize),
+		grpc.InitialConnWindowSize(connWindowSize),
+		grpc.MaxRecvMsgSize(maxMsgSize),
+		grpc.MaxSendMsgSize(maxMsgSize),
+		grpc.ReadBufferSize(ioBufferSize),
+		grpc.WriteBufferSize(ioBufferSize),
+		experimental.BufferPool(bufferPool),
+	}
+}
+
+func dialOptions(user []grpc.DialOption) []grpc.DialOption {
+	opts := []grpc.DialOption{
+		grpc.WithInitialWindowSize(windowSize),
+		grpc.WithInitialConnWindowSize(connWindowSize),
+		grpc.WithReadBufferSize(ioBufferSize),
+		grpc.WithWriteBufferSize(ioBufferSize),
+		experimental.WithBufferPool(bufferPool),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(maxMsgSize), grpc.MaxCallSendMsgSize(maxMsgSize)),
+	}
+	if user == nil {
+		return append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	}
+	return append(opts, user...)
+}
+
+// Member is this process's place in the ring. Its methods are safe for
+// concurrent use.
+type Member struct {
+	cfg     Config
+	log     *slog.Logger
+	dial    []grpc.DialOption
+	refused atomic.Uint64
+	wg      sync.WaitGroup // worker and sender goroutines
+	ops     sync.Pool      // *Op for AllReduce
+
+	mu      sync.Mutex
+	closed  bool
+	st      *ringState                  // current generation; nil before SetRing
+	changed chan struct{}               // closed and replaced by every SetRing and Close
+	conns   map[string]*grpc.ClientConn // kept across generations
+
+	// testSendHook, if set, runs before every data frame the sender sends.
+	testSendHook func(seq uint64, step int)
+}
+
+// NewMember registers the ring service on srv (call before srv.Serve).
+func NewMember(cfg Config, srv *grpc.Server) (*Member, error) {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.Timeout < 0 {
+		return nil, fmt.Errorf("allreduce: negative timeout %v", cfg.Timeout)
+	}
+	if cfg.ChunkBytes == 0 {
+		cfg.ChunkBytes = DefaultChunkBytes
+	}
+	if cfg.ChunkBytes < 4 || cfg.ChunkBytes > MaxChunkBytes {
+		return nil, fmt.Errorf("allreduce: chunk size %d bytes outside [4, %d]", cfg.ChunkBytes, MaxChunkBytes)
+	}
+	if srv == nil {
+		return nil, fmt.Errorf("allreduce: nil grpc server")
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	m := &Member{
+		cfg:     cfg,
+		log:     log.With("component", "allreduce"),
+		dial:    dialOptions(cfg.DialOptions),
+		changed: make(chan struct{}),
+		conns:   map[string]*grpc.ClientConn{},
+	}
+	m.ops.New = func() any { return &Op{done: make(chan error, 1)} }
+	pb.RegisterAllReduceRingServer(srv, &service{m: m})
+	return m, nil
+}
+
+// Refused returns how many streams or frames of another job or generation
+// (or from the wrong peer) this member has refused.
+func (m *Member) Refused() uint64 { return m.refused.Load() }
+
+// SetRing switches to a new ring (new generation); in-flight operations of
+// the old one fail with ErrSuperseded. The generation must grow.
+func (m *Member) SetRing(r Ring) error {
+	n := len(r.Addrs)
+	if n == 0 {
+		return fmt.Errorf("allreduce: ring of job %q generation %d has no members", r.JobID, r.Generation)
+	}
+	if r.Rank < 0 || r.Rank >= n {
+		return fmt.Errorf("allreduce: rank %d outside ring of %d members", r.Rank, n)
+	}
+	r.Addrs = append([]string(nil), r.Addrs...)
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	old := m.st
+	if old != nil && old.ring.JobID == r.JobID && r.Generation <= old.ring.Generation {
+		m.mu.Unlock()
+		return fmt.Errorf("allreduce: job %q generation %d is not newer than current generation %d", r.JobID, r.Generation, old.ring.Generation)
+	}
+	var next *grpc.ClientConn
+	if n > 1 {
+		addr := r.Addrs[(r.Rank+1)%n]
+		next = m.conns[addr]
+		if next == nil {
+			c, err := grpc.NewClient(addr, m.dial...)
+			if err != nil {
+				m.mu.Unlock()
+				return fmt.Errorf("allreduce: dial successor %s: %w", addr, err)
+			}
+			m.conns[addr] = c
+			next = c
+		}
+	}
+	st := newRingState(m, r, next)
+	m.st = st
+	close(m.changed)
+	m.changed = make(chan struct{})
+	m.mu.Unlock()
+	if old != nil {
+		old.fail(ErrSuperseded)
+	}
+	st.start()
+	m.log.Info("ring set", "job", r.JobID, "generation", r.Generation, "rank", r.Rank, "size", n)
+	return nil
+}
+
+// Op is one started all-reduce.
+type Op struct {
+	ctx  context.Context
+	buf  []float32
+	seq  uint64
+	done chan error // receives the result once
+
+	waited bool
+	err    error
+}
+
+// Wait returns when the operation's buffer is reduced on this member (and
+// so every member completed it) or the operation failed. It may be called
+// more than once from one goroutine.
+func (op *Op) Wait() error {
+	if !op.waited {
+		op.err = <-op.done
+		op.waited = true
+	}
+	return op.err
+}
+
+// Start begins reducing one bucket and returns at once; buckets must be
+// started in the same order on every rank. buf must not be touched until
+// Wait returns. Cancelling ctx fails the operation and, since the ring can
+// no longer stay in step, the whole generation.
+func (m *Member) Start(ctx context.Context, buf []float32) *Op {
+	op := &Op{done: make(chan error, 1)}
+	m.start(ctx, op, buf)
+	return op
+}
+
+// AllReduce sums buf in place across the ring; every rank calls it with the
+// same length.
+func (m *Member) AllReduce(ctx context.Context, buf []float32) error {
+	op := m.ops.Get().(*Op)
+	m.start(ctx, op, buf)
+	err := <-op.done
+	op.ctx, op.buf = nil, nil
+	m.ops.Put(op)
+	return err
+}
+
+func (m *Member) start(ctx context.Context, op *Op, buf []float32) {
+	op.ctx, op.buf, op.waited, op.err = ctx, buf, false, nil
+	m.mu.Lock()
+	st, closed := m.st, m.closed
+	m.mu.Unlock()
+	switch {
+	case closed:
+		op.done <- ErrClosed
+	case st == nil:
+		op.done <- ErrNoRing
+	default:
+		st.enqueue(op)
+	}
+}
+
+// Close fails every queued or running operation, stops this member's
+// goroutines and closes its connections. It lets the successor read the
+// frames already sent first (waiting at most Timeout), so a rank may Close
+// right after its last operation. The grpc.Server stays the caller's to stop.
+func (m *Member) Close() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	st := m.st
+	m.st = nil
+	close(m.changed)
+	conns := m.conns
+	m.conns = nil
+	m.mu.Unlock()
+	if st != nil {
+		st.fail(ErrClosed)
+	}
+	m.wg.Wait()
+	var first error
+	for addr, c := range conns {
+		if err := c.Close(); err != nil && first == nil {
+			first = fmt.Errorf("allreduce: close connection to %s: %w", addr, err)
+		}
+	}
+	return first
+}

@@ -1,0 +1,283 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net"
+	"os"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+
+	"github.com/gencluster/gencluster/allreduce"
+)
+
+// allreduceBench is the JSON of `gencluster bench allreduce --json`.
+type allreduceBench struct {
+	Algorithm     string    `json:"algorithm"`
+	World         int       `json:"world"`
+	MiB           int       `json:"mib"`
+	Iters         int       `json:"iters"`
+	MedianSeconds float64   `json:"median_seconds"`
+	AlgBWMBps     float64   `json:"algbw_mbps"` // S / t
+	BusBWMBps     float64   `json:"busbw_mbps"` // 2(N-1)/N * S / t
+	LoopbackMBps  float64   `json:"loopback_mbps,omitempty"`
+	BoundSeconds  float64   `json:"bound_seconds,omitempty"` // 2(N-1)/N * S / loopback bandwidth
+	Seconds       []float64 `json:"seconds"`                 // rank 0's timed iterations
+}
+
+func (a *app) benchAllreduceCommand() *cobra.Command {
+	var world, mib, iters int
+	var asJSON, loopback bool
+	cmd := &cobra.Command{
+		Use:   "allreduce --world N --mib S [--iters K] [--json]",
+		Short: "Time a ring all-reduce of S MiB across N processes on loopback",
+		Long: `Start N ring members as separate processes on loopback, all-reduce a buffer
+of S MiB float32 K times (after 2 warm-up runs, each timed run preceded by a
+barrier, as ../shared/anchors/gloo_allreduce.py does) and report rank 0's
+median time, algorithm bandwidth S/t and bus bandwidth 2(N-1)/N*S/t.
+--loopback also measures one TCP stream's loopback bandwidth and the bound
+2(N-1)/N*S / that bandwidth.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if world < 1 || world > 64 || mib < 1 || mib > 4096 || iters < 1 {
+				return fmt.Errorf("--world must be 1..64, --mib 1..4096, --iters >= 1 (got %d, %d, %d)", world, mib, iters)
+			}
+			r, err := runAllreduceBench(cmd.Context(), world, mib, iters)
+			if err != nil {
+				return err
+			}
+			if loopback {
+				bw, err := loopbackBandwidth(cmd.Context(), 1<<30)
+				if err != nil {
+					return err
+				}
+				r.LoopbackMBps = bw / 1e6
+				r.BoundSeconds = 2 * float64(world-1) / float64(world) * float64(mib<<20) / bw
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			fmt.Fprintf(a.stdout, "gencluster ring world=%d MiB=%d median_s=%.4f algbw_MBps=%.0f busbw_MBps=%.0f", r.World, r.MiB, r.MedianSeconds, r.AlgBWMBps, r.BusBWMBps)
+			if loopback {
+				fmt.Fprintf(a.stdout, " loopback_MBps=%.0f bound_s=%.4f", r.LoopbackMBps, r.BoundSeconds)
+			}
+			fmt.Fprintln(a.stdout)
+			return nil
+		},
+	}
+	cmd.Flags().IntVar(&world, "world", 2, "ring members (processes)")
+	cmd.Flags().IntVar(&mib, "mib", 16, "buffer size in MiB")
+	cmd.Flags().IntVar(&iters, "iters", 10, "timed runs")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: median_seconds, algbw_mbps, busbw_mbps and the settings")
+	cmd.Flags().BoolVar(&loopback, "loopback", false, "also measure single-stream loopback bandwidth and the bound")
+	return cmd
+}
+
+// runAllreduceBench starts world member processes (this binary, hidden
+// subcommand), tells each the ring, and collects rank 0's timings.
+func runAllreduceBench(ctx context.Context, world, mib, iters int) (*allreduceBench, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("bench allreduce: find this binary: %w", err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type member struct {
+		cmd   *exec.Cmd
+		in    io.WriteCloser
+		out   *bufio.Reader
+		errb  *strings.Builder
+		addr  string
+		times []float64
+	}
+	ms := make([]*member, world)
+	defer func() {
+		for _, m := range ms {
+			if m != nil && m.cmd.Process != nil {
+				m.cmd.Process.Kill()
+				m.cmd.Wait()
+			}
+		}
+	}()
+	for r := range ms {
+		c := exec.CommandContext(ctx, self, "bench", "allreduce-member", "--rank", strconv.Itoa(r), "--mib", strconv.Itoa(mib), "--iters", strconv.Itoa(iters))
+		in, err := c.StdinPipe()
+		if err != nil {
+			return nil, err
+		}
+		out, err := c.StdoutPipe()
+		if err != nil {
+			return nil, err
+		}
+		eb := &strings.Builder{}
+		c.Stderr = eb
+		if err := c.Start(); err != nil {
+			return nil, fmt.Errorf("bench allreduce: start member %d: %w", r, err)
+		}
+		ms[r] = &member{cmd: c, in: in, out: bufio.NewReader(out), errb: eb}
+	}
+	var addrs []string
+	for r, m := range ms {
+		line, err := m.out.ReadString('\n')
+		if err != nil {
+			return nil, fmt.Errorf("bench allreduce: member %d gave no address: %w", r, err)
+		}
+		m.addr = strings.TrimSpace(line)
+		addrs = append(addrs, m.addr)
+	}
+	for _, m := range ms {
+		fmt.Fprintln(m.in, strings.Join(addrs, ","))
+		m.in.Close()
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, world)
+	for r, m := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dec := json.NewDecoder(m.out)
+			if err := dec.Decode(&m.times); err != nil {
+				errs[r] = fmt.Errorf("member %d: %w", r, err)
+			}
+			if err := m.cmd.Wait(); err != nil {
+				errs[r] = errors.Join(errs[r], fmt.Errorf("member %d: %w: %s", r, err, strings.TrimSpace(m.errb.String())))
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("bench allreduce: %w", err)
+	}
+	times := slices.Clone(ms[0].times)
+	slices.Sort(times)
+	med := times[len(times)/2]
+	s := float64(mib << 20)
+	return &allreduceBench{
+		Algorithm: "ring (reduce-scatter + all-gather), gRPC streams", World: world, MiB: mib, Iters: iters,
+		MedianSeconds: med, AlgBWMBps: s / med / 1e6, BusBWMBps: 2 * float64(world-1) / float64(world) * s / med / 1e6,
+		Seconds: ms[0].times,
+	}, nil
+}
+
+// benchAllreduceMemberCommand is one ring member of `bench allreduce`: it
+// prints its address, reads the ring's addresses from stdin, runs the
+// operations and prints its timings as JSON.
+func (a *app) benchAllreduceMemberCommand() *cobra.Command {
+	var rank, mib, iters int
+	cmd := &cobra.Command{
+		Use:    "allreduce-member",
+		Hidden: true,
+		Args:   noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return err
+			}
+			srv := grpc.NewServer(allreduce.ServerOptions()...)
+			m, err := allreduce.NewMember(allreduce.Config{Timeout: 60 * time.Second}, srv)
+			if err != nil {
+				return err
+			}
+			defer m.Close()
+			go srv.Serve(lis)
+			defer srv.Stop()
+			fmt.Fprintln(a.stdout, lis.Addr().String())
+			line, err := bufio.NewReader(os.Stdin).ReadString('\n')
+			if err != nil {
+				return fmt.Errorf("read the ring: %w", err)
+			}
+			addrs := strings.Split(strings.TrimSpace(line), ",")
+			if err := m.SetRing(allreduce.Ring{JobID: "bench", Generation: 1, Rank: rank, Addrs: addrs}); err != nil {
+				return err
+			}
+			buf := make([]float32, mib<<20/4)
+			for i := range buf {
+				buf[i] = 1
+			}
+			barrier := make([]float32, 1)
+			for i := 0; i < 2; i++ {
+				if err := m.AllReduce(ctx, buf); err != nil {
+					return err
+				}
+			}
+			times := make([]float64, iters)
+			for i := range times {
+				if err := m.AllReduce(ctx, barrier); err != nil {
+					return err
+				}
+				t := time.Now()
+				if err := m.AllReduce(ctx, buf); err != nil {
+					return err
+				}
+				times[i] = time.Since(t).Seconds()
+			}
+			// Each element is now 1 * N^(iters+2): check a few.
+			want := math.Pow(float64(len(addrs)), float64(iters+2))
+			if got := float64(buf[len(buf)/2]); math.Abs(got-want) > 1e-3*want {
+				return fmt.Errorf("rank %d: element is %v after %d all-reduces, want %v", rank, got, iters+2, want)
+			}
+			if err := m.AllReduce(ctx, barrier); err != nil { // nobody leaves early
+				return err
+			}
+			return json.NewEncoder(a.stdout).Encode(times)
+		},
+	}
+	cmd.Flags().IntVar(&rank, "rank", 0, "")
+	cmd.Flags().IntVar(&mib, "mib", 16, "")
+	cmd.Flags().IntVar(&iters, "iters", 10, "")
+	return cmd
+}
+
+// loopbackBandwidth measures one TCP stream over loopback: bytes per second
+// for n bytes written through it.
+func loopbackBandwidth(ctx context.Context, n int64) (float64, error) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer lis.Close()
+	done := make(chan error, 1)
+	go func() {
+		c, err := lis.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer c.Close()
+		_, err = io.Copy(io.Discard, c)
+		done <- err
+	}()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", lis.Addr().String())
+	if err != nil {
+		return 0, err
+	}
+	block := make([]byte, 1<<20)
+	t := time.Now()
+	for sent := int64(0); sent < n; sent += int64(len(block)) {
+		if _, err := c.Write(block); err != nil {
+			c.Close()
+			return 0, err
+		}
+	}
+	c.Close()
+	if err := <-done; err != nil {
+		return 0, err
+	}
+	return float64(n) / time.Since(t).Seconds(), nil
+}

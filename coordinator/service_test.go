@@ -104,6 +104,19 @@ func leaderOf(t testing.TB, ms []*svcMember) *svcMember {
 		}
 		return errors.New("no leader")
 	})
+	// Followers learn the leader from its first heartbeat: wait for that, so
+	// that the test's first forwarded write finds it.
+	eventually(t, 5*time.Second, "every coordinator knows the leader", func() error {
+		for _, m := range ms {
+			if m == nil {
+				continue
+			}
+			if _, addr := m.node.Leader(); addr != l.addr {
+				return fmt.Errorf("%s sees leader %q", m.id, addr)
+			}
+		}
+		return nil
+	})
 	return l
 }
 

@@ -120,6 +120,22 @@ func leaderOf(t testing.TB, ms []*svcMember) *svcMember {
 	return l
 }
 
+// join registers a worker through m, retrying while leadership moves
+// (Unavailable; a join is idempotent); any other error fails the test.
+func join(t testing.TB, ctx context.Context, m *svcMember, id, addr string) *pb.JoinResponse {
+	t.Helper()
+	var r *pb.JoinResponse
+	eventually(t, 5*time.Second, "join "+id+" through "+m.id, func() error {
+		var err error
+		r, err = m.client.Join(ctx, &pb.JoinRequest{WorkerId: id, Addr: addr})
+		if err != nil && status.Code(err) != codes.Unavailable {
+			t.Fatalf("join %s through %s: %v", id, m.id, err)
+		}
+		return err
+	})
+	return r
+}
+
 func followerOf(ms []*svcMember, leader *svcMember) *svcMember {
 	for _, m := range ms {
 		if m != nil && m != leader {
@@ -135,15 +151,7 @@ func TestServiceThroughFollower(t *testing.T) {
 	defer cancel()
 	f := followerOf(ms, leaderOf(t, ms))
 
-	var j *pb.JoinResponse
-	eventually(t, 5*time.Second, "join through a follower", func() error {
-		var err error
-		j, err = f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9001"})
-		if err != nil && status.Code(err) != codes.Unavailable {
-			t.Fatalf("join through a follower: %v", err)
-		}
-		return err
-	})
+	j := join(t, ctx, f, "w1", "127.0.0.1:9001")
 	if len(j.GetCoordinators()) != 3 || j.GetLeaseMs() != 2000 || j.GetAssignment().GetGeneration() == 0 {
 		t.Fatalf("join response %v", j)
 	}
@@ -182,14 +190,7 @@ func TestServiceLeaseExpiryAndFailureReport(t *testing.T) {
 	defer cancel()
 	l := leaderOf(t, ms)
 	for _, w := range []string{"w1", "w2", "w3"} {
-		// A join is idempotent: retry while leadership moves (Unavailable).
-		eventually(t, 5*time.Second, "join "+w, func() error {
-			_, err := l.client.Join(ctx, &pb.JoinRequest{WorkerId: w, Addr: "127.0.0.1:1" + w[1:]})
-			if err != nil && status.Code(err) != codes.Unavailable {
-				t.Fatalf("join %s: %v", w, err)
-			}
-			return err
-		})
+		join(t, ctx, l, w, "127.0.0.1:1"+w[1:])
 	}
 	gen := func() uint64 {
 		st, err := l.client.Status(ctx, &pb.StatusRequest{})
@@ -262,13 +263,7 @@ func TestServiceLeaderKilled(t *testing.T) {
 			return yet(err == nil && len(st.GetJobs()) == 1 && st.GetJobs()[0].GetId() == sub.GetJobId())
 		})
 	}
-	eventually(t, 5*time.Second, "join after failover", func() error {
-		_, err := followerOf(ms, nl).client.Join(ctx, &pb.JoinRequest{WorkerId: "w9", Addr: "127.0.0.1:9009"})
-		if err != nil && status.Code(err) != codes.Unavailable {
-			t.Fatalf("join after failover: %v", err)
-		}
-		return err
-	})
+	join(t, ctx, followerOf(ms, nl), "w9", "127.0.0.1:9009")
 }
 
 // TestClientFailsOver: a client given a dead address and a live one
@@ -459,10 +454,7 @@ func TestServiceBadInput(t *testing.T) {
 	defer cancel()
 	l := leaderOf(t, ms)
 	f := followerOf(ms, l)
-	eventually(t, 5*time.Second, "w1 joins", func() error {
-		_, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9001"})
-		return err
-	})
+	join(t, ctx, f, "w1", "127.0.0.1:9001")
 	stateOf := func(m *svcMember) []byte {
 		var b []byte
 		m.svc.fsm.Read(func(st *State) { b, _ = st.Encode() })
@@ -577,11 +569,7 @@ func TestServiceProgressAndFinish(t *testing.T) {
 	f := followerOf(ms, leaderOf(t, ms))
 	var gen uint64
 	for _, w := range []string{"w1", "w2"} { // two ring changes: generation 2
-		eventually(t, 5*time.Second, "join "+w, func() error {
-			j, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: w, Addr: "127.0.0.1:900" + w[1:]})
-			gen = j.GetAssignment().GetGeneration()
-			return err
-		})
+		gen = join(t, ctx, f, w, "127.0.0.1:900"+w[1:]).GetAssignment().GetGeneration()
 	}
 	spec := &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 64, Steps: 10, Lr: 1e-3, MinWorkers: 1}
 	j1, err := f.client.Submit(ctx, &pb.SubmitRequest{Job: spec})

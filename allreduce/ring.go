@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 )
@@ -46,10 +47,12 @@ type ringState struct {
 	sendDone   chan error    // cap 1
 	senderExit chan struct{} // closed when the sender goroutine returns
 	recvCount  atomic.Int64
-	sentCount  atomic.Int64
 	sendingAt  atomic.Int64  // UnixNano the current send began; 0 when not sending
 	recvNotify chan struct{} // cap 1: recvCount grew
-	sentNotify chan struct{} // cap 1: sentCount grew
+	// sent counts the current operation's chunks that gRPC has written out
+	// (and so no longer reads from the buffer, which it sends without
+	// copying): the release of every message is reported here.
+	sent releaseCounter
 }
 
 func newRingState(m *Member, r Ring, conn *grpc.ClientConn) *ringState {
@@ -66,7 +69,7 @@ func newRingState(m *Member, r Ring, conn *grpc.ClientConn) *ringState {
 		sendDone:   make(chan error, 1),
 		senderExit: make(chan struct{}),
 		recvNotify: make(chan struct{}, 1),
-		sentNotify: make(chan struct{}, 1),
+		sent:       releaseCounter{notify: make(chan struct{}, 1), sender: make(chan struct{}, 1)},
 	}
 	for range framePoolSize {
 		st.free <- &inFrame{RingFrame: new(pb.RingFrame)}
@@ -206,7 +209,7 @@ func (st *ringState) run(op *Op, timer *time.Timer) error {
 	}
 	p := plan{n: st.n, rank: st.ring.Rank, length: len(op.buf), chunk: st.m.cfg.ChunkBytes / 4}
 	st.recvCount.Store(0)
-	st.sentCount.Store(0)
+	st.sent.count.Store(0)
 	st.sendq <- op // the sender is idle: it finished the previous operation
 	opDone := op.ctx.Done()
 	timeout := st.m.cfg.Timeout
@@ -244,16 +247,17 @@ func (st *ringState) run(op *Op, timer *time.Timer) error {
 			case <-opDone:
 				return fmt.Errorf("allreduce: op %d: %w", op.seq, context.Cause(op.ctx))
 			}
-			if f.Seq != op.seq || f.Step != uint32(s) || f.Offset != uint64(lo) || f.Length != uint64(p.length) || len(f.Data) != 4*(hi-lo) {
+			if f.Seq != op.seq || f.Step != uint32(s) || f.Offset != uint64(lo) || f.Length != uint64(p.length) || f.dataLen != 4*(hi-lo) {
 				err := st.peer(st.prev, fmt.Errorf("%w: got op %d step %d offset %d length %d with %d bytes, want op %d step %d offset %d length %d with %d bytes",
-					ErrFenced, f.Seq, f.Step, f.Offset, f.Length, len(f.Data), op.seq, s, lo, p.length, 4*(hi-lo)))
+					ErrFenced, f.Seq, f.Step, f.Offset, f.Length, f.dataLen, op.seq, s, lo, p.length, 4*(hi-lo)))
+				f.release()
 				st.free <- f
 				return err
 			}
 			if sentBase >= 0 {
-				for need := sentBase + int64(c) + 1; st.sentCount.Load() < need; {
+				for need := sentBase + int64(c) + 1; st.sent.count.Load() < need; {
 					select {
-					case <-st.sentNotify:
+					case <-st.sent.notify:
 					case <-timer.C:
 						return st.peer(st.next, fmt.Errorf("%w: not accepting data for %v (op %d, step %d)", ErrTimeout, timeout, op.seq, s))
 					case <-st.ctx.Done():
@@ -261,11 +265,8 @@ func (st *ringState) run(op *Op, timer *time.Timer) error {
 					}
 				}
 			}
-			if s < p.n-1 {
-				addFloats(op.buf[lo:hi], f.Data)
-			} else {
-				copyFloats(op.buf[lo:hi], f.Data)
-			}
+			f.applyFrame(op.buf[lo:hi], s < p.n-1)
+			f.release()
 			st.free <- f
 			st.recvCount.Add(1)
 			select {
@@ -279,7 +280,7 @@ func (st *ringState) run(op *Op, timer *time.Timer) error {
 		select {
 		case err := <-st.sendDone:
 			return err
-		case <-st.sentNotify:
+		case <-st.sent.notify:
 			timer.Reset(timeout)
 		case <-timer.C:
 			return st.peer(st.next, fmt.Errorf("%w: not accepting data for %v (op %d)", ErrTimeout, timeout, op.seq))
@@ -314,7 +315,11 @@ func (st *ringState) sender() {
 	})
 	defer stopAfter()
 	client := pb.NewAllReduceRingClient(st.conn)
-	stream, err := client.Push(sctx, grpc.CallContentSubtype(codecName), grpc.WaitForReady(true))
+	// MaxRetryRPCBufferSize(0): gRPC keeps sent messages for a transparent
+	// retry until the stream is committed (a client stream: until 256 KiB
+	// have gone); with 0 the hello commits it, so every message is let go
+	// of as soon as it is written (we send them from the caller's buffer).
+	stream, err := client.Push(sctx, grpc.CallContentSubtype(codecName), grpc.WaitForReady(true), grpc.MaxRetryRPCBufferSize(0))
 	if err == nil {
 		err = stream.SendMsg(&outFrame{jobID: st.ring.JobID, generation: st.ring.Generation, senderRank: int32(st.ring.Rank)})
 	}
@@ -322,18 +327,21 @@ func (st *ringState) sender() {
 		st.fail(st.peer(st.next, fmt.Errorf("open stream: %w", st.streamErr(stream, err))))
 		return
 	}
-	out := &outFrame{jobID: st.ring.JobID, generation: st.ring.Generation, senderRank: int32(st.ring.Rank)}
+	out := &outFrame{jobID: st.ring.JobID, generation: st.ring.Generation, senderRank: int32(st.ring.Rank), release: &st.sent}
+	st.sent.view = &out.view
 	for {
 		select {
 		case op := <-st.sendq:
-			err := st.send(stream, out, op)
-			out.data = nil
-			st.sendDone <- err
+			issued, err := st.send(stream, out, op)
+			out.data, out.view = nil, nil
 			if err != nil {
 				st.fail(err)
+				st.drain(issued, scancel)
+				st.sendDone <- err
 				halfClose(stream)
 				return
 			}
+			st.sendDone <- nil
 		case <-st.ctx.Done():
 			halfClose(stream)
 			return
@@ -362,7 +370,10 @@ func (st *ringState) streamErr(stream grpc.ClientStreamingClient[pb.RingFrame, p
 	return err
 }
 
-func (st *ringState) send(stream grpc.ClientStreamingClient[pb.RingFrame, pb.RingAck], out *outFrame, op *Op) error {
+// send sends the chunks of op and returns once gRPC has written them all
+// out (it reads them from op.buf without copying), or the number it handed
+// to gRPC before it failed.
+func (st *ringState) send(stream grpc.ClientStreamingClient[pb.RingFrame, pb.RingAck], out *outFrame, op *Op) (issued int64, err error) {
 	p := plan{n: st.n, rank: st.ring.Rank, length: len(op.buf), chunk: st.m.cfg.ChunkBytes / 4}
 	out.seq, out.length = op.seq, uint64(p.length)
 	var base int64 // chunks received before step s-1
@@ -374,7 +385,7 @@ func (st *ringState) send(stream grpc.ClientStreamingClient[pb.RingFrame, pb.Rin
 					select {
 					case <-st.recvNotify:
 					case <-st.ctx.Done():
-						return context.Cause(st.ctx)
+						return issued, context.Cause(st.ctx)
 					}
 				}
 			}
@@ -384,7 +395,7 @@ func (st *ringState) send(stream grpc.ClientStreamingClient[pb.RingFrame, pb.Rin
 			st.sendingAt.Store(time.Now().UnixNano())
 			if st.ctx.Err() != nil {
 				st.sendingAt.Store(0)
-				return context.Cause(st.ctx)
+				return issued, context.Cause(st.ctx)
 			}
 			if h := st.m.testSendHook; h != nil {
 				h(op.seq, s)
@@ -394,17 +405,55 @@ func (st *ringState) send(stream grpc.ClientStreamingClient[pb.RingFrame, pb.Rin
 			err := stream.SendMsg(out)
 			st.sendingAt.Store(0)
 			if err != nil {
-				return st.peer(st.next, fmt.Errorf("send op %d step %d: %w", op.seq, s, st.streamErr(stream, err)))
+				// A message SendMsg refused may or may not have been
+				// queued: count it, drain waits for it either way.
+				return issued + 1, st.peer(st.next, fmt.Errorf("send op %d step %d: %w", op.seq, s, st.streamErr(stream, err)))
 			}
-			st.sentCount.Add(1)
-			select {
-			case st.sentNotify <- struct{}{}:
-			default:
-			}
+			issued++
 		}
 		if s > 0 {
 			base += int64(p.chunks(p.recvSeg(s - 1)))
 		}
 	}
-	return nil
+	for st.sent.count.Load() < issued {
+		select {
+		case <-st.sent.sender:
+		case <-st.ctx.Done():
+			return issued, context.Cause(st.ctx)
+		}
+	}
+	return issued, nil
+}
+
+// drain waits, after a failed send, until gRPC has let go of every message
+// it was handed (it reads them from the caller's buffer), so that the
+// operation's buffer can be given back. It cancels the stream, which makes
+// gRPC drop what it has not written; if the connection itself broke, gRPC
+// may drop messages without reporting them, so it also stops when the
+// connection leaves READY, and in any case after Timeout.
+func (st *ringState) drain(issued int64, cancelStream context.CancelFunc) {
+	if st.sent.count.Load() >= issued {
+		return
+	}
+	cancelStream()
+	ctx, cancel := context.WithTimeout(context.Background(), st.m.cfg.Timeout)
+	defer cancel()
+	broken := make(chan struct{})
+	go func() {
+		defer close(broken)
+		if st.conn.GetState() == connectivity.Ready {
+			st.conn.WaitForStateChange(ctx, connectivity.Ready)
+		}
+	}()
+	defer func() { cancel(); <-broken }()
+	for st.sent.count.Load() < issued {
+		select {
+		case <-st.sent.sender:
+		case <-broken:
+			return
+		case <-ctx.Done():
+			st.m.log.Warn("ring stream did not release its buffers", "job", st.ring.JobID, "generation", st.ring.Generation, "peer", st.ring.Addrs[st.next], "released", st.sent.count.Load(), "issued", issued)
+			return
+		}
+	}
 }

@@ -45,7 +45,11 @@ type RingFrame struct {
 	// length is the whole buffer's length in elements (same on every rank).
 	Length uint64 `protobuf:"varint,7,opt,name=length,proto3" json:"length,omitempty"`
 	// data is the chunk: float32 values, little-endian, 4 bytes each.
-	Data          []byte `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
+	Data []byte `protobuf:"bytes,8,opt,name=data,proto3" json:"data,omitempty"`
+	// pad carries no information. Our senders write the header fields, then
+	// pad, then data, sizing pad so that the data lands 4-byte aligned in the
+	// receiver's transport buffers (which lets it add them in place).
+	Pad           []byte `protobuf:"bytes,9,opt,name=pad,proto3" json:"pad,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -136,6 +140,13 @@ func (x *RingFrame) GetData() []byte {
 	return nil
 }
 
+func (x *RingFrame) GetPad() []byte {
+	if x != nil {
+		return x.Pad
+	}
+	return nil
+}
+
 type RingAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -176,7 +187,7 @@ var File_allreduce_proto protoreflect.FileDescriptor
 
 const file_allreduce_proto_rawDesc = "" +
 	"\n" +
-	"\x0fallreduce.proto\x12\rgencluster.v1\"\xcd\x01\n" +
+	"\x0fallreduce.proto\x12\rgencluster.v1\"\xdf\x01\n" +
 	"\tRingFrame\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1e\n" +
 	"\n" +
@@ -188,7 +199,8 @@ const file_allreduce_proto_rawDesc = "" +
 	"\x04step\x18\x05 \x01(\rR\x04step\x12\x16\n" +
 	"\x06offset\x18\x06 \x01(\x04R\x06offset\x12\x16\n" +
 	"\x06length\x18\a \x01(\x04R\x06length\x12\x12\n" +
-	"\x04data\x18\b \x01(\fR\x04data\"\t\n" +
+	"\x04data\x18\b \x01(\fR\x04data\x12\x10\n" +
+	"\x03pad\x18\t \x01(\fR\x03pad\"\t\n" +
 	"\aRingAck2K\n" +
 	"\rAllReduceRing\x12:\n" +
 	"\x04Push\x12\x18.gencluster.v1.RingFrame\x1a\x16.gencluster.v1.RingAck(\x01B@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -29,6 +30,7 @@ type allreduceBench struct {
 	World         int       `json:"world"`
 	MiB           int       `json:"mib"`
 	Iters         int       `json:"iters"`
+	Threads       int       `json:"threads"` // GOMAXPROCS of each member process
 	MedianSeconds float64   `json:"median_seconds"`
 	AlgBWMBps     float64   `json:"algbw_mbps"` // S / t
 	BusBWMBps     float64   `json:"busbw_mbps"` // 2(N-1)/N * S / t
@@ -38,7 +40,7 @@ type allreduceBench struct {
 }
 
 func (a *app) benchAllreduceCommand() *cobra.Command {
-	var world, mib, iters int
+	var world, mib, iters, threads int
 	var asJSON, loopback bool
 	cmd := &cobra.Command{
 		Use:   "allreduce --world N --mib S [--iters K] [--json]",
@@ -47,14 +49,16 @@ func (a *app) benchAllreduceCommand() *cobra.Command {
 of S MiB float32 K times (after 2 warm-up runs, each timed run preceded by a
 barrier, as ../shared/anchors/gloo_allreduce.py does) and report rank 0's
 median time, algorithm bandwidth S/t and bus bandwidth 2(N-1)/N*S/t.
+Each member runs on --threads OS threads (GOMAXPROCS), 1 by default as the
+anchor's torch.set_num_threads(1).
 --loopback also measures one TCP stream's loopback bandwidth and the bound
 2(N-1)/N*S / that bandwidth.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if world < 1 || world > 64 || mib < 1 || mib > 4096 || iters < 1 {
-				return fmt.Errorf("--world must be 1..64, --mib 1..4096, --iters >= 1 (got %d, %d, %d)", world, mib, iters)
+			if world < 1 || world > 64 || mib < 1 || mib > 4096 || iters < 1 || threads < 1 || threads > 256 {
+				return fmt.Errorf("--world must be 1..64, --mib 1..4096, --iters >= 1, --threads 1..256 (got %d, %d, %d, %d)", world, mib, iters, threads)
 			}
-			r, err := runAllreduceBench(cmd.Context(), world, mib, iters)
+			r, err := runAllreduceBench(cmd.Context(), world, mib, iters, threads)
 			if err != nil {
 				return err
 			}
@@ -82,6 +86,7 @@ median time, algorithm bandwidth S/t and bus bandwidth 2(N-1)/N*S/t.
 	cmd.Flags().IntVar(&world, "world", 2, "ring members (processes)")
 	cmd.Flags().IntVar(&mib, "mib", 16, "buffer size in MiB")
 	cmd.Flags().IntVar(&iters, "iters", 10, "timed runs")
+	cmd.Flags().IntVar(&threads, "threads", 1, "OS threads (GOMAXPROCS) per member process")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: median_seconds, algbw_mbps, busbw_mbps and the settings")
 	cmd.Flags().BoolVar(&loopback, "loopback", false, "also measure single-stream loopback bandwidth and the bound")
 	return cmd
@@ -89,7 +94,7 @@ median time, algorithm bandwidth S/t and bus bandwidth 2(N-1)/N*S/t.
 
 // runAllreduceBench starts world member processes (this binary, hidden
 // subcommand), tells each the ring, and collects rank 0's timings.
-func runAllreduceBench(ctx context.Context, world, mib, iters int) (*allreduceBench, error) {
+func runAllreduceBench(ctx context.Context, world, mib, iters, threads int) (*allreduceBench, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("bench allreduce: find this binary: %w", err)
@@ -114,7 +119,7 @@ func runAllreduceBench(ctx context.Context, world, mib, iters int) (*allreduceBe
 		}
 	}()
 	for r := range ms {
-		c := exec.CommandContext(ctx, self, "bench", "allreduce-member", "--rank", strconv.Itoa(r), "--mib", strconv.Itoa(mib), "--iters", strconv.Itoa(iters))
+		c := exec.CommandContext(ctx, self, "bench", "allreduce-member", "--rank", strconv.Itoa(r), "--mib", strconv.Itoa(mib), "--iters", strconv.Itoa(iters), "--threads", strconv.Itoa(threads))
 		in, err := c.StdinPipe()
 		if err != nil {
 			return nil, err
@@ -167,7 +172,7 @@ func runAllreduceBench(ctx context.Context, world, mib, iters int) (*allreduceBe
 	med := times[len(times)/2]
 	s := float64(mib << 20)
 	return &allreduceBench{
-		Algorithm: "ring (reduce-scatter + all-gather), gRPC streams", World: world, MiB: mib, Iters: iters,
+		Algorithm: "ring (reduce-scatter + all-gather), gRPC streams", World: world, MiB: mib, Iters: iters, Threads: threads,
 		MedianSeconds: med, AlgBWMBps: s / med / 1e6, BusBWMBps: 2 * float64(world-1) / float64(world) * s / med / 1e6,
 		Seconds: ms[0].times,
 	}, nil
@@ -177,13 +182,14 @@ func runAllreduceBench(ctx context.Context, world, mib, iters int) (*allreduceBe
 // prints its address, reads the ring's addresses from stdin, runs the
 // operations and prints its timings as JSON.
 func (a *app) benchAllreduceMemberCommand() *cobra.Command {
-	var rank, mib, iters int
+	var rank, mib, iters, threads int
 	cmd := &cobra.Command{
 		Use:    "allreduce-member",
 		Hidden: true,
 		Args:   noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
+			runtime.GOMAXPROCS(threads)
 			lis, err := net.Listen("tcp", "127.0.0.1:0")
 			if err != nil {
 				return err
@@ -240,6 +246,7 @@ func (a *app) benchAllreduceMemberCommand() *cobra.Command {
 	cmd.Flags().IntVar(&rank, "rank", 0, "")
 	cmd.Flags().IntVar(&mib, "mib", 16, "")
 	cmd.Flags().IntVar(&iters, "iters", 10, "")
+	cmd.Flags().IntVar(&threads, "threads", 1, "")
 	return cmd
 }
 

@@ -205,3 +205,37 @@ func (c *Client) RemoveCoordinator(ctx context.Context, id string) error {
 	})
 	return err
 }
+
+// Leave removes a worker from the cluster at once.
+func (c *Client) Leave(ctx context.Context, workerID string) error {
+	_, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.LeaveResponse, error) {
+		return cl.Leave(ctx, &pb.LeaveRequest{WorkerId: workerID})
+	})
+	return err
+}
+
+// ReportFailure tells the coordinators that a ring peer failed in a
+// generation; it returns the generation the cluster is in afterwards.
+func (c *Client) ReportFailure(ctx context.Context, req *pb.ReportFailureRequest) (uint64, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.ReportFailureResponse, error) {
+		return cl.ReportFailure(ctx, req)
+	})
+	return r.GetGeneration(), err
+}
+
+// ReportProgress records the running job's progress after a completed step.
+func (c *Client) ReportProgress(ctx context.Context, req *pb.ReportProgressRequest) error {
+	_, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.ReportProgressResponse, error) {
+		return cl.ReportProgress(ctx, req)
+	})
+	return err
+}
+
+// FinishJob ends the running job and returns the id of the next one, if
+// any.
+func (c *Client) FinishJob(ctx context.Context, req *pb.FinishJobRequest) (string, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.FinishJobResponse, error) {
+		return cl.FinishJob(ctx, req)
+	})
+	return r.GetNextJobId(), err
+}

@@ -20,6 +20,15 @@ const (
 // Names lists the known models.
 var Names = []string{PixelCNNName, VAEName}
 
+// Noise names the random numbers a stochastic loss draws: image i of a Grad
+// or Loss call draws from the stream (Seed, First+i), so computing a batch in
+// pieces (First advanced by each piece's offset) draws exactly the numbers
+// computing it whole does.
+type Noise struct {
+	Seed  uint64
+	First uint64
+}
+
 // Model is a generative model of binary images of Rows x Cols pixels.
 //
 // Images are float32 {0,1} pixels, one image after the other in row-major
@@ -33,11 +42,15 @@ type Model interface {
 	// Init draws fresh weights as PyTorch's default initialisation does.
 	Init(rng *rand.Rand)
 	// Grad computes the loss summed over the n images in x and overwrites
-	// every Param's Grad with the gradient of that sum. rng drives any
-	// stochastic part of the loss (the VAE's reparameterisation noise).
-	Grad(x []float32, n int, rng *rand.Rand) float64
-	// Loss computes the summed loss of the n images in x without gradients.
-	Loss(x []float32, n int, rng *rand.Rand) float64
+	// every Param's Grad with the gradient of that sum. noise names the
+	// random numbers of any stochastic part of the loss (the VAE's
+	// reparameterisation noise): image i draws from stream
+	// (noise.Seed, noise.First+i), so the sum of Grad over pieces of a batch
+	// equals Grad of the whole batch (up to float rounding).
+	Grad(x []float32, n int, noise Noise) float64
+	// Loss computes the summed loss of the n images in x without gradients,
+	// drawing noise as Grad does.
+	Loss(x []float32, n int, noise Noise) float64
 	// Sample writes n new images into dst (n*Rows*Cols values in [0,1]).
 	Sample(dst []float32, n int, rng *rand.Rand)
 }

@@ -94,12 +94,13 @@ func (m *PixelCNN) forward(x []float32, n, h, w int) {
 	m.o2.Forward(m.acts[last], m.logit, n, h, w, m.colbuf, false)
 }
 
-func (m *PixelCNN) Loss(x []float32, n int, _ *rand.Rand) float64 {
+// Loss and Grad ignore noise: the PixelCNN's likelihood is exact.
+func (m *PixelCNN) Loss(x []float32, n int, _ Noise) float64 {
 	m.forward(x, n, m.height, m.width)
 	return m.bce.loss(m.logit, x, nil, n, m.height*m.width)
 }
 
-func (m *PixelCNN) Grad(x []float32, n int, _ *rand.Rand) float64 {
+func (m *PixelCNN) Grad(x []float32, n int, _ Noise) float64 {
 	h, w := m.height, m.width
 	np := n * h * w
 	m.forward(x, n, h, w)

@@ -11,12 +11,17 @@ import (
 // mu and log-variance (latent each); decoder latent-hidden (ReLU) -> in
 // Bernoulli logits. Loss: the negative ELBO per image, binary cross-entropy
 // plus the closed-form KL(q(z|x) || N(0, I)), with one reparameterised
-// sample z = mu + exp(lv/2) * eps.
+// sample z = mu + exp(lv/2) * eps. Image i of a batch draws its latent
+// normals eps from a PCG seeded by (noise.Seed, noise.First+i).
 type VAE struct {
 	in, hidden, latent int
 	e, mu, lv, d1, d2  *Linear
 	pool               *kernels.Pool
 	bce                *bce
+
+	// src, reseeded for each image, drives rng, which draws eps
+	src *rand.PCG
+	rng *rand.Rand
 
 	// workspaces: forward activations and their gradients
 	h, m, v, eps, z, d, logit []float32
@@ -25,8 +30,10 @@ type VAE struct {
 
 // NewVAE builds the network for images of in pixels.
 func NewVAE(in, hidden, latent int, pool *kernels.Pool) *VAE {
+	src := rand.NewPCG(0, 0)
 	return &VAE{
 		in: in, hidden: hidden, latent: latent, pool: pool, bce: newBCE(pool),
+		src: src, rng: rand.New(src),
 		e:  NewLinear("e", in, hidden, pool),
 		mu: NewLinear("mu", hidden, latent, pool),
 		lv: NewLinear("lv", hidden, latent, pool),
@@ -68,7 +75,7 @@ func (m *VAE) reserve(n int) {
 }
 
 // forward computes the logits for x and returns the summed KL term.
-func (m *VAE) forward(x []float32, n int, rng *rand.Rand) float64 {
+func (m *VAE) forward(x []float32, n int, noise Noise) float64 {
 	m.reserve(n)
 	m.e.Forward(x, m.h, n)
 	reluInPlace(m.h)
@@ -76,7 +83,10 @@ func (m *VAE) forward(x []float32, n int, rng *rand.Rand) float64 {
 	m.lv.Forward(m.h, m.v, n)
 	var kl float64
 	for i := range m.z {
-		eps := float32(rng.NormFloat64())
+		if i%m.latent == 0 {
+			m.src.Seed(noise.Seed, noise.First+uint64(i/m.latent))
+		}
+		eps := float32(m.rng.NormFloat64())
 		m.eps[i] = eps
 		mu, lv := m.m[i], m.v[i]
 		m.z[i] = mu + eps*float32(math.Exp(0.5*float64(lv)))
@@ -88,13 +98,13 @@ func (m *VAE) forward(x []float32, n int, rng *rand.Rand) float64 {
 	return kl
 }
 
-func (m *VAE) Loss(x []float32, n int, rng *rand.Rand) float64 {
-	kl := m.forward(x, n, rng)
+func (m *VAE) Loss(x []float32, n int, noise Noise) float64 {
+	kl := m.forward(x, n, noise)
 	return m.bce.loss(m.logit, x, nil, n, m.in) + kl
 }
 
-func (m *VAE) Grad(x []float32, n int, rng *rand.Rand) float64 {
-	kl := m.forward(x, n, rng)
+func (m *VAE) Grad(x []float32, n int, noise Noise) float64 {
+	kl := m.forward(x, n, noise)
 	m.dl = grow(m.dl, n*m.in)
 	m.dd = grow(m.dd, n*m.hidden)
 	m.dz = grow(m.dz, n*m.latent)

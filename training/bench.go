@@ -59,14 +59,13 @@ func MeasureCompute(ctx context.Context, model string, batch, threads, warmup, s
 	dim := m.Rows() * m.Cols()
 	x := make([]float32, batch*dim)
 	idx := make([]int, batch)
-	rng := rand.New(rand.NewPCG(2, 0))
 	var loss float64
 	step := func(i int) error {
 		seq.Global(int64(i), idx)
 		for j, id := range idx {
 			images.Binary(id, x[j*dim:(j+1)*dim])
 		}
-		loss = m.Grad(x, batch, rng) / float64(batch)
+		loss = m.Grad(x, batch, StepNoise(2, int64(i), batch)) / float64(batch)
 		return opt.Step(params, grads, 1/float32(batch))
 	}
 	for i := 0; i < warmup; i++ {

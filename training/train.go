@@ -151,8 +151,6 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 	dim := m.Rows() * m.Cols()
 	x := make([]float32, cfg.Batch*dim)
 	idx := make([]int, cfg.Batch)
-	src := rand.NewPCG(0, 0)
-	rng := rand.New(src)
 	scale := 1 / float32(cfg.Batch)
 
 	res := &Result{Step: start}
@@ -182,8 +180,7 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 		for i, id := range idx {
 			images.Binary(id, x[i*dim:(i+1)*dim])
 		}
-		src.Seed(cfg.Seed, uint64(step)|1<<63)
-		loss = m.Grad(x, cfg.Batch, rng) / float64(cfg.Batch)
+		loss = m.Grad(x, cfg.Batch, StepNoise(cfg.Seed, step, cfg.Batch)) / float64(cfg.Batch)
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
 			return res, fmt.Errorf("step %d: loss is %v; lower --lr", step, loss)
 		}
@@ -228,6 +225,18 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 	}
 	return res, nil
 }
+
+// StepNoise is the noise of global batch step of a job with seed and batch
+// size batch: image j of the batch draws from stream (seed, step*batch+j),
+// whichever process computes it. A rank computing images [lo,hi) of the
+// batch passes Noise{Seed, First + lo}.
+func StepNoise(seed uint64, step int64, batch int) models.Noise {
+	return models.Noise{Seed: seed, First: uint64(step) * uint64(batch)}
+}
+
+// evalFirst offsets the noise streams of Evaluate from those of training
+// steps, which start at 0.
+const evalFirst = 1 << 63
 
 // resume restores the newest good checkpoint in dir if it belongs to job and
 // returns its step; 0 when there is none.
@@ -382,12 +391,12 @@ func SampleGrid(m models.Model, n int, seed uint64, path string) error {
 }
 
 // Evaluate returns the mean loss in nats per image of m over all images of
-// set, in batches of batch. The VAE's noise comes from seed, so a result is
-// reproducible.
+// set, in batches of batch. Image i draws the VAE's noise from stream
+// (seed, 1<<63 + i), so a result is reproducible and does not depend on
+// batch.
 func Evaluate(ctx context.Context, m models.Model, set *dataset.Images, batch int, seed uint64) (float64, error) {
 	dim := m.Rows() * m.Cols()
 	x := make([]float32, batch*dim)
-	rng := rand.New(rand.NewPCG(seed, 0xe7a1))
 	var total float64
 	for lo := 0; lo < set.N; lo += batch {
 		if err := ctx.Err(); err != nil {
@@ -397,7 +406,7 @@ func Evaluate(ctx context.Context, m models.Model, set *dataset.Images, batch in
 		for i := 0; i < n; i++ {
 			set.Binary(lo+i, x[i*dim:(i+1)*dim])
 		}
-		total += m.Loss(x, n, rng)
+		total += m.Loss(x, n, models.Noise{Seed: seed, First: evalFirst + uint64(lo)})
 	}
 	return total / float64(set.N), nil
 }

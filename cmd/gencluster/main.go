@@ -62,7 +62,7 @@ process (train) or, in later releases, across a raft-coordinated cluster.`,
 	}
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(a.trainCommand(), a.evalCommand(), a.sampleCommand(), a.exportCommand(), a.benchCommand(),
-		a.coordinatorCommand(), a.submitCommand(), a.statusCommand())
+		a.coordinatorCommand(), a.submitCommand(), a.statusCommand(), a.workerCommand(), a.localCommand())
 	return root
 }
 

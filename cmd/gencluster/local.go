@@ -1,0 +1,275 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/checkpoint"
+	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/dataset"
+	"github.com/gencluster/gencluster/kernels"
+	"github.com/gencluster/gencluster/localcluster"
+	"github.com/gencluster/gencluster/models"
+	"github.com/gencluster/gencluster/training"
+	"github.com/gencluster/gencluster/worker"
+)
+
+func (a *app) localCommand() *cobra.Command {
+	var jf jobFlags
+	var workers, coordinators, threads, minWorkers, samples int
+	var out string
+	cmd := &cobra.Command{
+		Use:   "local --workers N [--coordinators 1|3] --model pixelcnn|vae (--steps N | --epochs E) --out DIR",
+		Short: "Train on a whole cluster started in this process (coordinators and workers on loopback)",
+		Long: `Start a whole cluster in this process - coordinators (a raft group) and workers,
+each a real gRPC server on loopback - submit one job to it, print its progress,
+and leave the checkpoints, loss.csv, loss.png and samples.png in DIR, as train
+does. Running again with the same settings and DIR resumes from the newest
+good checkpoint.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			switch {
+			case jf.model == "":
+				return errors.New("--model is required (pixelcnn or vae)")
+			case out == "":
+				return errors.New("--out DIR is required")
+			case workers < 1 || workers > 64:
+				return fmt.Errorf("--workers must be 1..64, got %d", workers)
+			case coordinators != 1 && coordinators != 3:
+				return fmt.Errorf("--coordinators must be 1 or 3, got %d", coordinators)
+			case minWorkers < 0 || minWorkers > workers:
+				return fmt.Errorf("--min-workers must be 0..--workers (%d), got %d", workers, minWorkers)
+			}
+			if threads < 1 {
+				threads = max(1, runtime.NumCPU()/workers)
+			}
+			if minWorkers == 0 {
+				minWorkers = workers
+			}
+			steps, err := localSteps(jf)
+			if err != nil {
+				return err
+			}
+			spec := &pb.JobSpec{
+				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: steps, Lr: jf.lr,
+				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers),
+			}
+			if err := coordinator.ValidateJobSpec(spec); err != nil {
+				return err
+			}
+			return a.runLocal(cmd.Context(), spec, workers, coordinators, threads, samples, out)
+		},
+	}
+	jf.register(cmd)
+	f := cmd.Flags()
+	f.IntVar(&workers, "workers", 2, "workers in the ring")
+	f.IntVar(&coordinators, "coordinators", 1, "coordinators in the raft group: 1 or 3")
+	f.IntVar(&threads, "threads", 0, "compute threads per worker (0: cores / workers)")
+	f.IntVar(&minWorkers, "min-workers", 0, "hold the job until this many workers are in the ring (0: --workers)")
+	f.IntVar(&samples, "samples", 64, "images in the final sample grid (0: none)")
+	f.StringVar(&out, "out", "", "output directory (required)")
+	return cmd
+}
+
+// localSteps turns --steps or --epochs into a step count.
+func localSteps(jf jobFlags) (int64, error) {
+	if jf.steps > 0 {
+		return jf.steps, nil
+	}
+	if jf.epochs <= 0 {
+		return 0, errors.New("give --steps N or --epochs E")
+	}
+	images, err := dataset.Open(jf.dataset, dataset.Train)
+	if err != nil {
+		return 0, err
+	}
+	cfg := training.Config{Batch: jf.batch, Epochs: jf.epochs}
+	steps := cfg.TotalSteps(images.N)
+	if steps < 1 {
+		return 0, fmt.Errorf("%v epochs of %d images at batch %d is less than one step", jf.epochs, images.N, jf.batch)
+	}
+	return steps, nil
+}
+
+func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, threads, samples int, out string) (err error) {
+	if err := os.MkdirAll(out, 0o755); err != nil {
+		return fmt.Errorf("output directory: %w", err)
+	}
+	state, err := os.MkdirTemp("", "gencluster-local-")
+	if err != nil {
+		return fmt.Errorf("cluster state directory: %w", err)
+	}
+	defer os.RemoveAll(state)
+
+	// Every worker writes its checkpoints (as rank 0) to out.
+	curve := &localCurve{rows: map[int64]training.CurveRow{}}
+	start := time.Now()
+	cl, err := localcluster.Start(ctx, localcluster.Config{
+		Coordinators: nCoord, StateDir: state, Logger: a.log,
+		Worker: worker.Config{
+			CheckpointDir: out, Threads: threads,
+			OnStep: func(s worker.StepInfo) {
+				if s.Rank == 0 {
+					curve.add(s, time.Since(start))
+				}
+			},
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, cl.Close()) }()
+	for range nWorkers {
+		if _, err := cl.AddWorker(); err != nil {
+			return err
+		}
+	}
+	client, err := coordinator.NewClient(cl.Addrs())
+	if err != nil {
+		return err
+	}
+	defer client.Close()
+	sctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	jobID, err := client.Submit(sctx, spec)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("submit: %w", err)
+	}
+	fmt.Fprintf(a.stdout, "cluster: %d coordinator(s) %v, %d worker(s), %d thread(s) each; job %s: %s, batch %d, %d steps\n",
+		nCoord, cl.Addrs(), nWorkers, threads, jobID, spec.GetModel(), spec.GetBatch(), spec.GetSteps())
+
+	job, err := a.watchJob(ctx, client, jobID, start)
+	if err != nil {
+		return err
+	}
+	if job.GetState() != "done" {
+		return fmt.Errorf("job %s %s at step %d (the workers' log says why)", jobID, job.GetState(), job.GetStep())
+	}
+	return a.localOutputs(spec, curve, samples, out)
+}
+
+// watchJob prints the job's progress every two seconds until it ends.
+func (a *app) watchJob(ctx context.Context, c *coordinator.Client, jobID string, start time.Time) (*pb.JobInfo, error) {
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	var lastPrint time.Time
+	var lastStep int64 = -1
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("job %s: %w", jobID, ctx.Err())
+		case <-tick.C:
+		}
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		st, err := c.Status(sctx)
+		cancel()
+		if err != nil {
+			a.log.Warn("status", "err", err)
+			continue
+		}
+		var job *pb.JobInfo
+		for _, j := range st.GetJobs() {
+			if j.GetId() == jobID {
+				job = j
+			}
+		}
+		if job == nil {
+			return nil, fmt.Errorf("job %s vanished from the cluster's status", jobID)
+		}
+		total := job.GetSpec().GetSteps()
+		if job.GetStep() != lastStep && (time.Since(lastPrint) >= 2*time.Second || job.GetState() != "running") {
+			lastPrint, lastStep = time.Now(), job.GetStep()
+			fmt.Fprintf(a.stdout, "step %d/%d (%.1f%%)  loss %.3f  %.1f img/s  workers %d  generation %d  elapsed %s\n",
+				job.GetStep(), total, 100*float64(job.GetStep())/float64(total), job.GetLoss(), job.GetImagesPerSec(),
+				len(st.GetRing()), st.GetGeneration(), time.Since(start).Round(time.Second))
+		}
+		switch job.GetState() {
+		case "done", "failed":
+			return job, nil
+		}
+	}
+}
+
+// localOutputs writes loss.csv, loss.png and samples.png from the run's
+// progress and its final checkpoint in out.
+func (a *app) localOutputs(spec *pb.JobSpec, curve *localCurve, samples int, out string) error {
+	csvPath := filepath.Join(out, "loss.csv")
+	if err := curve.write(csvPath); err != nil {
+		return err
+	}
+	if err := training.PlotCurve(csvPath, filepath.Join(out, "loss.png"), spec.GetModel()); err != nil {
+		return err
+	}
+	st, file, err := checkpoint.Load(out, func(f string, err error) { a.log.Warn("skipping bad checkpoint", "file", f, "err", err) })
+	if err != nil {
+		return fmt.Errorf("final checkpoint: %w", err)
+	}
+	if samples > 0 {
+		pool := kernels.NewPool(runtime.NumCPU())
+		defer pool.Close()
+		m, err := models.New(spec.GetModel(), pool)
+		if err != nil {
+			return err
+		}
+		if err := training.Restore(st, m, nil); err != nil {
+			return err
+		}
+		if err := training.SampleGrid(m, samples, spec.GetSeed(), filepath.Join(out, "samples.png")); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(a.stdout, "done: step %d, loss %.3f; checkpoint %s\n", st.Meta.Step, st.Meta.Loss, file)
+	return nil
+}
+
+// localCurve collects rank 0's steps; after a failure a step may be done
+// again, and the later one is kept.
+type localCurve struct {
+	mu   sync.Mutex
+	rows map[int64]training.CurveRow
+}
+
+func (c *localCurve) add(s worker.StepInfo, el time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.rows[s.Step] = training.CurveRow{Step: s.Step, Loss: s.Loss, ImagesPerSec: s.ImagesPerSec, Elapsed: el.Seconds()}
+}
+
+func (c *localCurve) write(path string) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	steps := make([]int64, 0, len(c.rows))
+	for s := range c.rows {
+		steps = append(steps, s)
+	}
+	slices.Sort(steps)
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("loss curve: %w", err)
+	}
+	w := bufio.NewWriter(f)
+	fmt.Fprintln(w, "step,loss,images_per_sec,elapsed_s")
+	for _, s := range steps {
+		r := c.rows[s]
+		fmt.Fprintf(w, "%d,%.6f,%.2f,%.3f\n", r.Step, r.Loss, r.ImagesPerSec, r.Elapsed)
+	}
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return fmt.Errorf("loss curve: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("loss curve: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,46 @@
+package main
+
+import (
+	"errors"
+	"runtime"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gencluster/gencluster/worker"
+)
+
+func (a *app) workerCommand() *cobra.Command {
+	var join, listen, dataDir string
+	var threads int
+	cmd := &cobra.Command{
+		Use:   "worker --join ADDR[,ADDR...] --listen HOST:PORT --data-dir DIR [--threads T]",
+		Short: "Run a worker: train the cluster's jobs as one member of the ring",
+		Long: `Run one worker. It joins through any of the --join coordinators (and learns
+the others), receives its place in the ring, and trains the running job: each
+step it computes the gradient of its share of the global batch, sums the
+gradients over the ring and applies the same Adam step as every other worker.
+--data-dir keeps the worker's id (a restarted worker comes back as itself)
+and the checkpoints it writes as the ring's rank 0.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if join == "" || listen == "" || dataDir == "" {
+				return errors.New("--join, --listen and --data-dir are required")
+			}
+			w, err := worker.New(worker.Config{
+				Coordinators: splitAddrs(join), Listen: listen, DataDir: dataDir, Threads: threads, Logger: a.log,
+			})
+			if err != nil {
+				return err
+			}
+			a.log.Info("worker serving", "id", w.ID(), "addr", w.Addr(), "data_dir", dataDir)
+			err = w.Run(cmd.Context())
+			return errors.Join(err, w.Close())
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&join, "join", "", "coordinator address(es), comma-separated (required)")
+	f.StringVar(&listen, "listen", "", "host:port to serve the ring on, which peers dial (required)")
+	f.StringVar(&dataDir, "data-dir", "", "directory for the worker id and checkpoints (required)")
+	f.IntVar(&threads, "threads", runtime.NumCPU(), "compute threads")
+	return cmd
+}

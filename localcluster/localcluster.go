@@ -1,0 +1,215 @@
+// Package localcluster runs a whole gencluster cluster inside one process:
+// a raft group of coordinators and a set of workers, each a real gRPC
+// server on loopback. It backs `gencluster local` and the end-to-end tests;
+// nothing in it is simulated.
+package localcluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/worker"
+)
+
+// Config configures a Cluster.
+type Config struct {
+	Coordinators int    // raft group size (1 or 3 usually)
+	StateDir     string // coordinators' and workers' data dirs go below it
+	// Worker is the template of every worker's configuration; Coordinators,
+	// Listen and DataDir are filled in.
+	Worker worker.Config
+	Lease  time.Duration // worker lease (default coordinator.DefaultLease)
+	Logger *slog.Logger
+}
+
+// Cluster is a running embedded cluster.
+type Cluster struct {
+	cfg    Config
+	log    *slog.Logger
+	addrs  []string
+	coords []*coord
+
+	ctx    context.Context // workers run under it
+	cancel context.CancelFunc
+
+	mu      sync.Mutex
+	workers []*Worker
+	next    int
+}
+
+type coord struct {
+	srv    *grpc.Server
+	node   *coordinator.Node
+	svc    *coordinator.Service
+	served chan error
+	closed bool
+}
+
+// Worker is one worker of the cluster.
+type Worker struct {
+	*worker.Worker
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+// Start starts the coordinators (they elect a leader among themselves).
+func Start(ctx context.Context, cfg Config) (*Cluster, error) {
+	if cfg.Coordinators < 1 {
+		return nil, fmt.Errorf("localcluster: %d coordinators", cfg.Coordinators)
+	}
+	if cfg.Lease == 0 {
+		cfg.Lease = coordinator.DefaultLease
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	// Listen first, so that every coordinator knows the whole group.
+	var peers []coordinator.Peer
+	var lis []net.Listener
+	for i := range cfg.Coordinators {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			for _, l := range lis {
+				l.Close()
+			}
+			return nil, fmt.Errorf("localcluster: coordinator listener: %w", err)
+		}
+		lis = append(lis, l)
+		peers = append(peers, coordinator.Peer{ID: "c" + strconv.Itoa(i), Addr: l.Addr().String()})
+	}
+	wctx, cancel := context.WithCancel(context.Background())
+	c := &Cluster{cfg: cfg, log: log, ctx: wctx, cancel: cancel}
+	for i, p := range peers {
+		srv := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+		fsm := coordinator.NewFSM(log)
+		node, err := coordinator.NewNode(ctx, coordinator.NodeConfig{
+			ID: p.ID, Addr: p.Addr, DataDir: filepath.Join(cfg.StateDir, p.ID), Peers: peers, FSM: fsm, Logger: log,
+		}, srv)
+		if err != nil {
+			for _, l := range lis[i:] {
+				l.Close()
+			}
+			return nil, errors.Join(err, c.Close())
+		}
+		svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: cfg.Lease, Logger: log})
+		pb.RegisterCoordinatorServer(srv, svc)
+		co := &coord{srv: srv, node: node, svc: svc, served: make(chan error, 1)}
+		go func(l net.Listener) { co.served <- srv.Serve(l) }(lis[i])
+		c.coords = append(c.coords, co)
+		c.addrs = append(c.addrs, p.Addr)
+	}
+	return c, nil
+}
+
+// Addrs returns the coordinators' addresses.
+func (c *Cluster) Addrs() []string { return c.addrs }
+
+// AddWorker starts one more worker (it joins at once).
+func (c *Cluster) AddWorker() (*Worker, error) {
+	c.mu.Lock()
+	i := c.next
+	c.next++
+	c.mu.Unlock()
+	wc := c.cfg.Worker
+	wc.Coordinators = c.addrs
+	wc.Listen = "127.0.0.1:0"
+	wc.DataDir = filepath.Join(c.cfg.StateDir, "w"+strconv.Itoa(i))
+	if wc.Logger == nil {
+		wc.Logger = c.log
+	}
+	w, err := worker.New(wc)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithCancel(c.ctx)
+	cw := &Worker{Worker: w, cancel: cancel, done: make(chan struct{})}
+	go func() {
+		defer close(cw.done)
+		cw.err = w.Run(ctx)
+	}()
+	c.mu.Lock()
+	c.workers = append(c.workers, cw)
+	c.mu.Unlock()
+	return cw, nil
+}
+
+// Stop ends the worker's Run (it leaves the cluster) and closes it.
+func (w *Worker) Stop() error {
+	w.cancel()
+	<-w.done
+	return errors.Join(w.err, w.Close())
+}
+
+// Kill cuts the worker off without a goodbye: its connections and
+// server close and it never leaves, as if its process had died.
+func (w *Worker) Kill() error {
+	err := w.Close() // first, so that Run cannot leave gracefully
+	w.cancel()
+	<-w.done
+	return err
+}
+
+// Submit queues a job.
+func (c *Cluster) Submit(ctx context.Context, spec *pb.JobSpec) (string, error) {
+	cl, err := coordinator.NewClient(c.addrs)
+	if err != nil {
+		return "", err
+	}
+	defer cl.Close()
+	return cl.Submit(ctx, spec)
+}
+
+// Close stops every worker, then the coordinators, and removes nothing on
+// disk (StateDir is the caller's).
+func (c *Cluster) Close() error {
+	c.mu.Lock()
+	ws := c.workers
+	c.workers = nil
+	c.mu.Unlock()
+	var err error
+	for _, w := range ws {
+		select {
+		case <-w.done:
+			err = errors.Join(err, w.Close()) // already ended; Close is idempotent
+		default:
+			err = errors.Join(err, w.Stop())
+		}
+	}
+	c.cancel()
+	for _, co := range c.coords {
+		err = errors.Join(err, co.close())
+	}
+	return err
+}
+
+// KillCoordinator stops coordinator i abruptly (raft and its server).
+func (c *Cluster) KillCoordinator(i int) error {
+	return c.coords[i].close()
+}
+
+func (co *coord) close() error {
+	if co.closed {
+		return nil
+	}
+	co.closed = true
+	co.svc.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := co.node.Close(ctx)
+	co.srv.Stop()
+	<-co.served
+	return err
+}

@@ -1,0 +1,280 @@
+package worker
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/gencluster/gencluster/allreduce"
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/checkpoint"
+	"github.com/gencluster/gencluster/dataset"
+	"github.com/gencluster/gencluster/kernels"
+	"github.com/gencluster/gencluster/models"
+	"github.com/gencluster/gencluster/optim"
+	"github.com/gencluster/gencluster/sharding"
+	"github.com/gencluster/gencluster/training"
+)
+
+// maxSteps bounds a job's steps: step counts travel through the ring as
+// float32, exact up to 2^24.
+const maxSteps = 1 << 24
+
+// keepCheckpoints is how many checkpoints a worker keeps per job.
+const keepCheckpoints = 3
+
+// job is one training job's replica on this worker: the model, the
+// optimizer state, the completed step count, and the buffers of a step.
+type job struct {
+	id    string
+	spec  *pb.JobSpec
+	meta  checkpoint.Job
+	dir   string // checkpoints
+	log   *slog.Logger
+	pool  *kernels.Pool
+	model models.Model
+	opt   *optim.Adam
+	data  *dataset.Images
+	seq   *sharding.Sequence
+
+	params, grads [][]float32
+	step          int64   // completed steps
+	loss          float64 // of the last completed step
+	saved         int64   // step of the last checkpoint written here (-1: none)
+
+	x      []float32 // this rank's images of a step
+	idx    []int     // the global batch's image indices
+	lossv  []float32 // the summed loss, reduced with the gradients
+	gather []float32 // one step count per rank
+	state  []float32 // params, Adam moments and step count, for the broadcast
+	ops    []*allreduce.Op
+
+	started   time.Time
+	startStep int64
+}
+
+// openJob builds the replica of an assigned job: from the newest good
+// checkpoint in its directory if there is one, else from the job's seed
+// (as `gencluster train` starts).
+func (w *Worker) openJob(a *pb.Assignment) (*job, error) {
+	spec := a.GetJob()
+	if spec.GetSteps() > maxSteps {
+		return nil, fmt.Errorf("job %s: %d steps, more than the %d a worker can count", a.GetJobId(), spec.GetSteps(), maxSteps)
+	}
+	images, err := dataset.Open(spec.GetDataset(), dataset.Train)
+	if err != nil {
+		return nil, fmt.Errorf("job %s: %w", a.GetJobId(), err)
+	}
+	pool := kernels.NewPool(w.cfg.Threads)
+	m, err := models.New(spec.GetModel(), pool)
+	if err == nil {
+		err = dataset.CheckShape(images, m.Rows(), m.Cols())
+	}
+	var seq *sharding.Sequence
+	if err == nil {
+		seq, err = sharding.NewSequence(spec.GetSeed(), images.N, int(spec.GetBatch()))
+	}
+	if err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("job %s: %w", a.GetJobId(), err)
+	}
+	adamCfg := optim.DefaultAdam()
+	adamCfg.LR = spec.GetLr()
+	j := &job{
+		id: a.GetJobId(), spec: spec, pool: pool, model: m, data: images, seq: seq,
+		opt:   optim.NewAdam(adamCfg, training.ParamLengths(m)),
+		log:   w.log.With("job", a.GetJobId()),
+		saved: -1,
+		meta: checkpoint.Job{Model: spec.GetModel(), Dataset: spec.GetDataset(), Batch: int(spec.GetBatch()),
+			TotalSteps: spec.GetSteps(), Seed: spec.GetSeed(), LR: spec.GetLr()},
+	}
+	j.dir = w.cfg.CheckpointDir
+	if j.dir == "" {
+		j.dir = filepath.Join(w.cfg.DataDir, "checkpoints", j.id)
+	}
+	n := 0
+	for _, p := range m.Params() {
+		j.params = append(j.params, p.Data)
+		j.grads = append(j.grads, p.Grad)
+		n += len(p.Data)
+	}
+	j.state = make([]float32, 3*n+1)
+	j.x = make([]float32, int(spec.GetBatch())*m.Rows()*m.Cols())
+	j.idx = make([]int, spec.GetBatch())
+	j.lossv = make([]float32, 1)
+	if err := j.resume(); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return j, nil
+}
+
+func (j *job) close() { j.pool.Close() }
+
+// resume loads the newest good checkpoint of this job from its directory,
+// or initialises the model from the job's seed.
+func (j *job) resume() error {
+	files, err := checkpoint.List(j.dir)
+	if err == nil && len(files) > 0 {
+		st, file, err := checkpoint.Load(j.dir, func(f string, err error) {
+			j.log.Warn("skipping bad checkpoint", "file", f, "err", err)
+		})
+		if err == nil && st.Meta.Job == j.meta {
+			if err := training.Restore(st, j.model, j.opt); err != nil {
+				return fmt.Errorf("job %s: %s: %w", j.id, file, err)
+			}
+			j.step, j.loss, j.saved = st.Meta.Step, st.Meta.Loss, st.Meta.Step
+			j.log.Info("resuming from checkpoint", "file", file, "step", j.step)
+			return nil
+		}
+		if err == nil {
+			j.log.Warn("checkpoint directory holds another job's checkpoint; starting afresh", "dir", j.dir, "file", file)
+		}
+	}
+	j.model.Init(rand.New(rand.NewPCG(j.spec.GetSeed(), 0x1f1f)))
+	j.step, j.saved = 0, -1
+	return nil
+}
+
+// sync makes every replica of the ring identical at the start of a
+// generation: the ranks learn each other's completed steps, and the lowest
+// rank of those furthest ahead broadcasts its parameters, optimizer state
+// and step to the rest (an all-reduce to which everyone else adds zeros).
+// A step that completed on some ranks and not on others before the ring
+// broke is thereby completed everywhere; a new or restarted worker receives
+// the current state.
+func (j *job) sync(ctx context.Context, m *allreduce.Member, a *pb.Assignment) error {
+	n, rank := len(a.GetRing()), int(a.GetRank())
+	j.gather = grow(j.gather, n)
+	clear(j.gather)
+	j.gather[rank] = float32(j.step)
+	if err := m.AllReduce(ctx, j.gather); err != nil {
+		return fmt.Errorf("sync steps: %w", err)
+	}
+	donor, top := 0, j.gather[0]
+	for r, s := range j.gather {
+		if s > top {
+			donor, top = r, s
+		}
+	}
+	if top < 0 || top > float32(j.spec.GetSteps()) || top != float32(int64(top)) {
+		return fmt.Errorf("sync steps: rank %d reports step %v", donor, top)
+	}
+	clear(j.state)
+	if rank == donor {
+		k := 0
+		for i := range j.params {
+			k += copy(j.state[k:], j.params[i])
+		}
+		for i := range j.params {
+			k += copy(j.state[k:], j.opt.M[i])
+		}
+		for i := range j.params {
+			k += copy(j.state[k:], j.opt.V[i])
+		}
+		j.state[k] = float32(j.opt.Steps)
+	}
+	if err := m.AllReduce(ctx, j.state); err != nil {
+		return fmt.Errorf("sync state from rank %d: %w", donor, err)
+	}
+	k := 0
+	for i := range j.params {
+		k += copy(j.params[i], j.state[k:])
+	}
+	for i := range j.params {
+		k += copy(j.opt.M[i], j.state[k:])
+	}
+	for i := range j.params {
+		k += copy(j.opt.V[i], j.state[k:])
+	}
+	if before := j.step; before != int64(top) {
+		j.log.Info("state received", "from_rank", donor, "step", int64(top), "had", before)
+	}
+	j.opt.Steps = int64(j.state[k])
+	j.step = int64(top)
+	return nil
+}
+
+// trainStep computes this rank's share of the next global batch, sums the
+// gradients (and the loss) over the ring and applies the Adam step. On an
+// error nothing has changed: the step is done again in the next generation.
+func (j *job) trainStep(ctx context.Context, m *allreduce.Member, a *pb.Assignment) error {
+	batch := int(j.spec.GetBatch())
+	lo, hi := sharding.Split(batch, int(a.GetRank()), len(a.GetRing()))
+	dim := j.model.Rows() * j.model.Cols()
+	j.seq.Global(j.step, j.idx)
+	for i := lo; i < hi; i++ {
+		j.data.Binary(j.idx[i], j.x[(i-lo)*dim:(i-lo+1)*dim])
+	}
+	var local float64
+	if hi > lo {
+		noise := training.StepNoise(j.spec.GetSeed(), j.step, batch)
+		noise.First += uint64(lo) // the same noise as one process computing the whole batch
+		local = j.model.Grad(j.x[:(hi-lo)*dim], hi-lo, noise)
+	} else {
+		models.ZeroGrad(j.model.Params())
+	}
+	j.lossv[0] = float32(local)
+	// Buckets in the order backward produces them (last layer first), then
+	// the loss; every rank starts them in the same order.
+	j.ops = j.ops[:0]
+	for i := len(j.grads) - 1; i >= 0; i-- {
+		j.ops = append(j.ops, m.Start(ctx, j.grads[i]))
+	}
+	j.ops = append(j.ops, m.Start(ctx, j.lossv))
+	var first error
+	for _, op := range j.ops {
+		if err := op.Wait(); err != nil && first == nil {
+			first = err
+		}
+	}
+	if first != nil {
+		return fmt.Errorf("step %d: %w", j.step+1, first)
+	}
+	loss := float64(j.lossv[0]) / float64(batch)
+	if math.IsNaN(loss) || math.IsInf(loss, 0) {
+		return &jobError{fmt.Errorf("step %d: loss is %v; lower the learning rate", j.step+1, loss)}
+	}
+	if err := j.opt.Step(j.params, j.grads, 1/float32(batch)); err != nil {
+		return &jobError{fmt.Errorf("step %d: %w", j.step+1, err)}
+	}
+	j.step++
+	j.loss = loss
+	return nil
+}
+
+// save writes a checkpoint of the current step (unless one is there).
+func (j *job) save() error {
+	if j.saved == j.step {
+		return nil
+	}
+	if err := os.MkdirAll(j.dir, 0o755); err != nil {
+		return fmt.Errorf("checkpoint directory: %w", err)
+	}
+	path := filepath.Join(j.dir, checkpoint.FileName(j.step))
+	if _, err := checkpoint.Write(path, training.Snapshot(j.meta, j.step, j.loss, j.model, j.opt)); err != nil {
+		return err
+	}
+	j.saved = j.step
+	j.log.Info("checkpoint written", "step", j.step, "path", path)
+	return checkpoint.Prune(j.dir, keepCheckpoints)
+}
+
+// jobError is a failure of the job itself (not of the ring): the job is
+// reported failed.
+type jobError struct{ err error }
+
+func (e *jobError) Error() string { return e.err.Error() }
+func (e *jobError) Unwrap() error { return e.err }
+
+func grow(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
+}

@@ -59,7 +59,8 @@ type coord struct {
 // Worker is one worker of the cluster.
 type Worker struct {
 	*worker.Worker
-	cancel context.CancelFunc
+	dataDir string
+	cancel  context.CancelFunc
 	done   chan struct{}
 	err    error
 }
@@ -123,10 +124,20 @@ func (c *Cluster) AddWorker() (*Worker, error) {
 	i := c.next
 	c.next++
 	c.mu.Unlock()
+	return c.startWorker(filepath.Join(c.cfg.StateDir, "w"+strconv.Itoa(i)))
+}
+
+// Restart starts a worker again from the data directory of w (which must
+// have been stopped or killed): it comes back with the same id.
+func (c *Cluster) Restart(w *Worker) (*Worker, error) {
+	return c.startWorker(w.dataDir)
+}
+
+func (c *Cluster) startWorker(dataDir string) (*Worker, error) {
 	wc := c.cfg.Worker
 	wc.Coordinators = c.addrs
 	wc.Listen = "127.0.0.1:0"
-	wc.DataDir = filepath.Join(c.cfg.StateDir, "w"+strconv.Itoa(i))
+	wc.DataDir = dataDir
 	if wc.Logger == nil {
 		wc.Logger = c.log
 	}
@@ -135,7 +146,7 @@ func (c *Cluster) AddWorker() (*Worker, error) {
 		return nil, err
 	}
 	ctx, cancel := context.WithCancel(c.ctx)
-	cw := &Worker{Worker: w, cancel: cancel, done: make(chan struct{})}
+	cw := &Worker{Worker: w, dataDir: dataDir, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(cw.done)
 		cw.err = w.Run(ctx)

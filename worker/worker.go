@@ -200,6 +200,12 @@ func (w *Worker) Run(ctx context.Context) error {
 	if ctx.Err() == nil {
 		return err
 	}
+	w.closeMu.Lock()
+	closed := w.closed
+	w.closeMu.Unlock()
+	if closed {
+		return nil // closed under our feet: gone without a word, like a dead process
+	}
 	// Stopped: leave at once, so the ring re-forms without waiting for the
 	// lease to expire.
 	lctx, lcancel := context.WithTimeout(context.Background(), 2*time.Second)

@@ -61,8 +61,8 @@ type Worker struct {
 	*worker.Worker
 	dataDir string
 	cancel  context.CancelFunc
-	done   chan struct{}
-	err    error
+	done    chan struct{}
+	err     error
 }
 
 // Start starts the coordinators (they elect a leader among themselves).

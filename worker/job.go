@@ -2,7 +2,9 @@ package worker
 
 import (
 	"context"
+	"encoding/binary"
 	"fmt"
+	"hash/fnv"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -277,4 +279,17 @@ func grow(b []float32, n int) []float32 {
 		return make([]float32, n)
 	}
 	return b[:n]
+}
+
+// checksum is a hash of the parameters' bits, for comparing replicas.
+func (j *job) checksum() string {
+	h := fnv.New64a()
+	var b [4]byte
+	for _, p := range j.params {
+		for _, v := range p {
+			binary.LittleEndian.PutUint32(b[:], math.Float32bits(v))
+			h.Write(b[:])
+		}
+	}
+	return fmt.Sprintf("%016x", h.Sum64())
 }

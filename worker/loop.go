@@ -72,6 +72,7 @@ func (w *Worker) trainLoop(ctx context.Context) error {
 			w.log.Info("ring ready", "job", j.id, "generation", gen, "rank", a.GetRank(), "world", len(a.GetRing()), "step", j.step)
 		}
 		if j.step >= j.spec.GetSteps() {
+			w.log.Info("job complete", "job", j.id, "step", j.step, "generation", gen, "rank", a.GetRank(), "params_checksum", j.checksum())
 			if a.GetRank() == 0 {
 				if err := j.save(); err != nil {
 					w.log.Error("final checkpoint", "job", j.id, "err", err)

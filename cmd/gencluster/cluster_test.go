@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gencluster/gencluster/coordinator"
+)
+
+// binary is the gencluster binary the process tests run, built once.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "gencluster-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "gencluster")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build gencluster: %v\n%s", err, out)
+		os.RemoveAll(dir)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is one gencluster process of a test cluster.
+type proc struct {
+	name string
+	args []string
+	cmd  *exec.Cmd
+	log  *syncBuffer
+	done chan struct{}
+}
+
+// startProc runs the binary with args until the test ends (then SIGTERM).
+func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, args: args, log: &syncBuffer{}, done: make(chan struct{})}
+	p.cmd = exec.Command(binary, args...)
+	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		p.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-p.done:
+		case <-time.After(15 * time.Second):
+			p.cmd.Process.Kill()
+			<-p.done
+			t.Errorf("%s did not stop on SIGTERM", name)
+		}
+		if t.Failed() {
+			t.Logf("--- %s log (last 3000 bytes):\n%s", name, tail(p.log.String(), 3000))
+		}
+	})
+	return p
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// kill SIGKILLs the process and waits for it.
+func (p *proc) kill() {
+	p.cmd.Process.Kill()
+	<-p.done
+}
+
+var completeRE = regexp.MustCompile(`msg="job complete" .*job=(\S+) step=(\d+) .*params_checksum=([0-9a-f]+)`)
+
+// completion returns the step and parameter checksum the worker logged when
+// its replica reached the end of the job ("" if it has not).
+func (p *proc) completion(job string) (int64, string) {
+	sc := bufio.NewScanner(strings.NewReader(p.log.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	var step int64
+	var sum string
+	for sc.Scan() {
+		if m := completeRE.FindStringSubmatch(sc.Text()); m != nil && m[1] == job {
+			step, _ = strconv.ParseInt(m[2], 10, 64)
+			sum = m[3]
+		}
+	}
+	return step, sum
+}
+
+// testCluster is coordinators and workers as real processes on loopback.
+type testCluster struct {
+	t       *testing.T
+	dir     string
+	coords  []string
+	cprocs  []*proc
+	workers []*proc
+	n       int
+}
+
+func newTestCluster(t *testing.T, coordinators, workers int) *testCluster {
+	c := &testCluster{t: t, dir: t.TempDir()}
+	var peers []string
+	for i := range coordinators {
+		a := freeAddr(t)
+		c.coords = append(c.coords, a)
+		peers = append(peers, fmt.Sprintf("c%d=%s", i, a))
+	}
+	for i, a := range c.coords {
+		c.cprocs = append(c.cprocs, startProc(t, fmt.Sprintf("coordinator c%d", i), "coordinator", "--id", fmt.Sprintf("c%d", i),
+			"--listen", a, "--peers", strings.Join(peers, ","), "--data-dir", filepath.Join(c.dir, fmt.Sprintf("c%d", i)), "--lease", "3s"))
+	}
+	for range workers {
+		c.addWorker()
+	}
+	return c
+}
+
+// addWorker starts a new worker process with a fresh data dir.
+func (c *testCluster) addWorker() *proc {
+	i := c.n
+	c.n++
+	return c.startWorker(filepath.Join(c.dir, fmt.Sprintf("w%d", i)))
+}
+
+func (c *testCluster) startWorker(dataDir string) *proc {
+	p := startProc(c.t, "worker "+filepath.Base(dataDir), "worker", "--join", strings.Join(c.coords, ","), "--listen", freeAddr(c.t),
+		"--data-dir", dataDir, "--threads", "1")
+	c.workers = append(c.workers, p)
+	return p
+}
+
+func (c *testCluster) client() *coordinator.Client {
+	cl, err := coordinator.NewClient(c.coords)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// status polls until cond holds for the job (or fails the test).
+func (c *testCluster) waitJob(cl *coordinator.Client, job string, timeout time.Duration, what string, cond func(state string, step int64, workers int) bool) {
+	c.t.Helper()
+	deadline := time.Now().Add(timeout)
+	var last string
+	for time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		st, err := cl.Status(ctx)
+		cancel()
+		if err == nil {
+			for _, j := range st.GetJobs() {
+				if j.GetId() == job {
+					last = fmt.Sprintf("%s at step %d with %d workers", j.GetState(), j.GetStep(), len(st.GetWorkers()))
+					if cond(j.GetState(), j.GetStep(), len(st.GetWorkers())) {
+						return
+					}
+				}
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	c.t.Fatalf("%s: not within %v (last: %s)", what, timeout, last)
+}
+
+// runClusterScenario submits a VAE job, disturbs the cluster once the job
+// is past step `at`, and checks that the job finishes at its step count
+// with every surviving worker's replica identical.
+func runClusterScenario(t *testing.T, coordinators, workers int, disturb func(c *testCluster) (gone []*proc)) {
+	if testing.Short() {
+		t.Skip("process cluster test")
+	}
+	c := newTestCluster(t, coordinators, workers)
+	cl := c.client()
+	const steps, at = 1500, 200
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	// Wait for every worker before submitting, so the job starts with all.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := cl.Status(ctx)
+		if err == nil && len(st.GetWorkers()) == workers {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers did not join: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	out, errs, code := gencluster(t, "submit", "--coordinator", strings.Join(c.coords, ","), "--model", "vae", "--batch", "24",
+		"--steps", strconv.Itoa(steps), "--seed", "9", "--checkpoint-every", "500")
+	if code != 0 {
+		t.Fatalf("submit: %s", errs)
+	}
+	job := strings.TrimSpace(out)
+	c.waitJob(cl, job, 2*time.Minute, "job past step "+strconv.Itoa(at), func(state string, step int64, _ int) bool { return step >= at })
+	gone := disturb(c)
+	c.waitJob(cl, job, 3*time.Minute, "job done", func(state string, step int64, _ int) bool { return state == "done" || state == "failed" })
+	c.waitJob(cl, job, time.Second, "job done at its last step", func(state string, step int64, _ int) bool { return state == "done" && step == steps })
+	sums := map[string][]string{}
+	for _, w := range c.workers {
+		if slices.Contains(gone, w) {
+			continue
+		}
+		step, sum := w.completion(job)
+		if step != steps {
+			t.Errorf("%s: replica ended at step %d, want %d", w.name, step, steps)
+		}
+		sums[sum] = append(sums[sum], w.name)
+	}
+	if len(sums) != 1 {
+		t.Errorf("replicas differ at the end: %v", sums)
+	}
+	t.Logf("job %s done at step %d; replicas identical: %v", job, steps, sums)
+}
+
+func TestClusterKillWorker(t *testing.T) {
+	runClusterScenario(t, 1, 3, func(c *testCluster) []*proc {
+		c.workers[1].kill()
+		return []*proc{c.workers[1]}
+	})
+}
+
+func TestClusterRestartWorker(t *testing.T) {
+	runClusterScenario(t, 1, 2, func(c *testCluster) []*proc {
+		old := c.workers[1]
+		old.kill()
+		c.startWorker(old.args[slices.Index(old.args, "--data-dir")+1])
+		return []*proc{old}
+	})
+}
+
+func TestClusterJoinWorker(t *testing.T) {
+	runClusterScenario(t, 1, 2, func(c *testCluster) []*proc {
+		c.addWorker()
+		return nil
+	})
+}
+
+func TestClusterKillLeader(t *testing.T) {
+	runClusterScenario(t, 3, 2, func(c *testCluster) []*proc {
+		cl := c.client()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		st, err := cl.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		i := slices.Index(c.coords, st.GetLeader())
+		if i < 0 {
+			t.Fatalf("leader %q not among %v", st.GetLeader(), c.coords)
+		}
+		c.cprocs[i].kill()
+		return nil
+	})
+}

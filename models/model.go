@@ -53,6 +53,13 @@ type Model interface {
 	Loss(x []float32, n int, noise Noise) float64
 	// Sample writes n new images into dst (n*Rows*Cols values in [0,1]).
 	Sample(dst []float32, n int, rng *rand.Rand)
+	// SetGradHook installs hook (nil removes it): during Grad it is called
+	// for every Param as soon as its gradient is final, in backward order
+	// (the last layer first), which is the same on every call. It runs on
+	// Grad's goroutine and must neither change the gradient nor block: it
+	// lets a data-parallel trainer start summing a gradient while the rest of
+	// the backward pass runs.
+	SetGradHook(hook func(*Param))
 }
 
 // New makes the model called name, computing on pool (nil: one thread).

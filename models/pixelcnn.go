@@ -19,6 +19,7 @@ type PixelCNN struct {
 	layers        []*Conv // a, bs..., o1, o2: forward order
 	bce           *bce
 	pool          *kernels.Pool
+	hook          func(*Param) // see SetGradHook
 
 	// workspaces, grown on demand and reused
 	acts   [][]float32 // acts[0] = a(x); acts[i] = output of layer i (post-ReLU for i>=1 ... see forward)
@@ -113,18 +114,32 @@ func (m *PixelCNN) Grad(x []float32, n int, _ Noise) float64 {
 	// o2: logit = o2(acts[last]), no ReLU
 	dcur := m.d1
 	m.o2.Backward(m.acts[last], dlogit, dcur, n, h, w, m.colbuf, nil)
+	m.gradDone(m.o2)
 	// o1: acts[last] = relu(o1(acts[last-1])); dcur = dL/dacts[last]
 	dprev := m.d2
 	m.o1.Backward(m.acts[last-1], dcur, dprev, n, h, w, m.colbuf, m.acts[last])
+	m.gradDone(m.o1)
 	dcur, dprev = dprev, dcur
 	for i := len(m.bs) - 1; i >= 0; i-- {
 		// acts[i+1] = relu(bs[i](acts[i])); dcur = dL/dacts[i+1]
 		m.bs[i].Backward(m.acts[i], dcur, dprev, n, h, w, m.colbuf, m.acts[i+1])
+		m.gradDone(m.bs[i])
 		dcur, dprev = dprev, dcur
 	}
 	// acts[0] = relu(a(x)); the input needs no gradient
 	m.a.Backward(x, dcur, nil, n, h, w, m.colbuf, m.acts[0])
+	m.gradDone(m.a)
 	return loss
+}
+
+func (m *PixelCNN) SetGradHook(hook func(*Param)) { m.hook = hook }
+
+// gradDone reports a layer whose gradients are final.
+func (m *PixelCNN) gradDone(c *Conv) {
+	if m.hook != nil {
+		m.hook(c.W)
+		m.hook(c.B)
+	}
 }
 
 // reach is how many rows above, and columns either side, an output pixel's

@@ -19,6 +19,8 @@ type VAE struct {
 	pool               *kernels.Pool
 	bce                *bce
 
+	hook func(*Param) // see SetGradHook
+
 	// src, reseeded for each image, drives rng, which draws eps
 	src *rand.PCG
 	rng *rand.Rand
@@ -114,8 +116,10 @@ func (m *VAE) Grad(x []float32, n int, noise Noise) float64 {
 	loss := m.bce.loss(m.logit, x, m.dl, n, m.in) + kl
 
 	m.d2.Backward(m.d, m.dl, m.dd, n, false)
+	m.gradDone(m.d2)
 	reluBackward(m.d, m.dd)
 	m.d1.Backward(m.z, m.dd, m.dz, n, false)
+	m.gradDone(m.d1)
 	for i, dz := range m.dz {
 		mu, lv := m.m[i], float64(m.v[i])
 		std := math.Exp(0.5 * lv)
@@ -124,10 +128,23 @@ func (m *VAE) Grad(x []float32, n int, noise Noise) float64 {
 		m.dv[i] = float32(float64(dz)*float64(m.eps[i])*0.5*std + 0.5*(math.Exp(lv)-1))
 	}
 	m.mu.Backward(m.h, m.dm, m.dh, n, false)
+	m.gradDone(m.mu)
 	m.lv.Backward(m.h, m.dv, m.dh, n, true)
+	m.gradDone(m.lv)
 	reluBackward(m.h, m.dh)
 	m.e.Backward(x, m.dh, nil, n, false)
+	m.gradDone(m.e)
 	return loss
+}
+
+func (m *VAE) SetGradHook(hook func(*Param)) { m.hook = hook }
+
+// gradDone reports a layer whose gradients are final.
+func (m *VAE) gradDone(l *Linear) {
+	if m.hook != nil {
+		m.hook(l.W)
+		m.hook(l.B)
+	}
 }
 
 // Sample decodes n draws from the prior N(0, I) and writes the Bernoulli

@@ -55,6 +55,16 @@ type job struct {
 	gather []float32 // one step count per rank
 	state  []float32 // params, Adam moments and step count, for the broadcast
 	ops    []*allreduce.Op
+	order  []*models.Param // the gradient hook's order (backward order)
+
+	// The step in flight, for the gradient hook.
+	stepCtx    context.Context
+	stepMember *allreduce.Member
+	firstStart time.Time
+
+	// Communication of the last step: from the first bucket's start to the
+	// last one's end, and the part of it after the backward pass ended.
+	comm, exposed time.Duration
 
 	started   time.Time
 	startStep int64
@@ -109,6 +119,11 @@ func (w *Worker) openJob(a *pb.Assignment) (*job, error) {
 	j.x = make([]float32, int(spec.GetBatch())*m.Rows()*m.Cols())
 	j.idx = make([]int, spec.GetBatch())
 	j.lossv = make([]float32, 1)
+	// Learn the order in which backward finishes the gradients (on one
+	// blank image): a rank with no images in a step starts its buckets in it.
+	m.SetGradHook(func(p *models.Param) { j.order = append(j.order, p) })
+	m.Grad(j.x[:m.Rows()*m.Cols()], 1, models.Noise{})
+	m.SetGradHook(j.onGrad)
 	if err := j.resume(); err != nil {
 		pool.Close()
 		return nil, err
@@ -213,6 +228,10 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Member, a *pb.Assignme
 	for i := lo; i < hi; i++ {
 		j.data.Binary(j.idx[i], j.x[(i-lo)*dim:(i-lo+1)*dim])
 	}
+	// Every gradient is a bucket, started by the hook as soon as backward
+	// has finished it (j.order, the same on every rank), so that summing it
+	// over the ring overlaps the rest of the backward pass; the loss last.
+	j.ops, j.stepCtx, j.stepMember = j.ops[:0], ctx, m
 	var local float64
 	if hi > lo {
 		noise := training.StepNoise(j.spec.GetSeed(), j.step, batch)
@@ -220,14 +239,12 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Member, a *pb.Assignme
 		local = j.model.Grad(j.x[:(hi-lo)*dim], hi-lo, noise)
 	} else {
 		models.ZeroGrad(j.model.Params())
+		for _, p := range j.order {
+			j.onGrad(p)
+		}
 	}
+	backEnd := time.Now()
 	j.lossv[0] = float32(local)
-	// Buckets in the order backward produces them (last layer first), then
-	// the loss; every rank starts them in the same order.
-	j.ops = j.ops[:0]
-	for i := len(j.grads) - 1; i >= 0; i-- {
-		j.ops = append(j.ops, m.Start(ctx, j.grads[i]))
-	}
 	j.ops = append(j.ops, m.Start(ctx, j.lossv))
 	var first error
 	for _, op := range j.ops {
@@ -235,6 +252,9 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Member, a *pb.Assignme
 			first = err
 		}
 	}
+	end := time.Now()
+	j.comm, j.exposed = end.Sub(j.firstStart), end.Sub(backEnd)
+	j.stepCtx, j.stepMember = nil, nil
 	if first != nil {
 		return fmt.Errorf("step %d: %w", j.step+1, first)
 	}
@@ -248,6 +268,17 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Member, a *pb.Assignme
 	j.step++
 	j.loss = loss
 	return nil
+}
+
+// onGrad starts the all-reduce of a gradient backward has just finished.
+func (j *job) onGrad(p *models.Param) {
+	if j.stepMember == nil {
+		return
+	}
+	if len(j.ops) == 0 {
+		j.firstStart = time.Now()
+	}
+	j.ops = append(j.ops, j.stepMember.Start(j.stepCtx, p.Grad))
 }
 
 // save writes a checkpoint of the current step (unless one is there).

@@ -146,7 +146,8 @@ func (w *Worker) stepInfo(j *job, a *pb.Assignment) StepInfo {
 		ips = float64(j.step-j.startStep) * float64(j.spec.GetBatch()) / s
 	}
 	return StepInfo{WorkerID: w.id, JobID: j.id, Step: j.step, Total: j.spec.GetSteps(), Loss: j.loss, ImagesPerSec: ips,
-		Generation: a.GetGeneration(), Rank: int(a.GetRank()), World: len(a.GetRing()), Elapsed: el}
+		Generation: a.GetGeneration(), Rank: int(a.GetRank()), World: len(a.GetRing()), Elapsed: el,
+		Comm: j.comm, Exposed: j.exposed}
 }
 
 // report sends rank 0's progress to the coordinators. It does not hold up

@@ -61,6 +61,10 @@ type StepInfo struct {
 	Generation   uint64
 	Rank, World  int
 	Elapsed      time.Duration // since the worker started the job
+	// Comm is the step's all-reduce time, from the first gradient bucket's
+	// start to the last one's end; Exposed is the part of it after the
+	// backward pass ended (the rest was hidden behind backward).
+	Comm, Exposed time.Duration
 	// Params are the replica's parameters after the step, in the model's
 	// order; valid only during the OnStep call, which must not change them.
 	Params [][]float32

@@ -18,6 +18,11 @@ var (
 	// ErrFenced is wrapped when a peer sends data of another job or
 	// generation, or an impossible frame (garbage).
 	ErrFenced = errors.New("allreduce: frame refused")
+	// ErrPeerLeft is wrapped by a PeerError when the peer is alive but
+	// ended the generation itself: it closed its stream cleanly, or answered
+	// that its generation failed or is not ours. The peer is then not the
+	// cause; the cause is elsewhere in the ring (or a newer generation).
+	ErrPeerLeft = errors.New("allreduce: peer left the generation")
 )
 
 // PeerError is an operation failure blamed on one ring neighbour.

@@ -86,6 +86,8 @@ type Member struct {
 	wg      sync.WaitGroup // worker and sender goroutines
 	ops     sync.Pool      // *Op for AllReduce
 
+	aborted atomic.Bool // Abort: streams are cut, not closed
+
 	mu      sync.Mutex
 	closed  bool
 	st      *ringState                  // current generation; nil before SetRing
@@ -237,6 +239,13 @@ func (m *Member) start(ctx context.Context, op *Op, buf []float32) {
 	default:
 		st.enqueue(op)
 	}
+}
+
+// Abort is Close without the goodbyes, as if the process died: every
+// stream is cut at once (peers see a broken stream, not a clean end).
+func (m *Member) Abort() error {
+	m.aborted.Store(true)
+	return m.Close()
 }
 
 // Close fails every queued or running operation, stops this member's

@@ -10,7 +10,9 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 )
@@ -233,7 +235,7 @@ func (st *ringState) run(op *Op, timer *time.Timer) error {
 			select {
 			case f = <-st.in:
 				if f == nil {
-					return st.peer(st.prev, fmt.Errorf("predecessor closed its stream (left the ring) before op %d step %d", op.seq, s))
+					return st.peer(st.prev, fmt.Errorf("%w: predecessor closed its stream before op %d step %d", ErrPeerLeft, op.seq, s))
 				}
 			case <-timer.C:
 				// If our own send has been stuck as long, the ring is stalled
@@ -307,7 +309,7 @@ func (st *ringState) sender() {
 	sctx, scancel := context.WithCancel(context.Background())
 	defer scancel()
 	stopAfter := context.AfterFunc(st.ctx, func() {
-		if st.sendingAt.Load() != 0 {
+		if st.sendingAt.Load() != 0 || st.m.aborted.Load() {
 			scancel()
 		} else {
 			time.AfterFunc(st.m.cfg.Timeout, scancel)
@@ -343,7 +345,11 @@ func (st *ringState) sender() {
 			}
 			st.sendDone <- nil
 		case <-st.ctx.Done():
-			halfClose(stream)
+			if st.m.aborted.Load() {
+				scancel()
+			} else {
+				halfClose(stream)
+			}
 			return
 		}
 	}
@@ -358,14 +364,22 @@ func halfClose(stream grpc.ClientStreamingClient[pb.RingFrame, pb.RingAck]) {
 	}
 }
 
-// streamErr turns the io.EOF of a refused stream into the server's status.
+// streamErr turns the io.EOF of a refused stream into the server's status,
+// marking the answers of a live peer that ended the generation itself
+// (Aborted: its generation failed; FailedPrecondition: not its generation)
+// with ErrPeerLeft.
 func (st *ringState) streamErr(stream grpc.ClientStreamingClient[pb.RingFrame, pb.RingAck], err error) error {
 	if errors.Is(err, io.EOF) && stream != nil {
 		var ack pb.RingAck
 		if rerr := stream.RecvMsg(&ack); rerr != nil && !errors.Is(rerr, io.EOF) {
-			return rerr
+			err = rerr
+		} else {
+			return fmt.Errorf("%w: stream closed by peer", ErrPeerLeft)
 		}
-		return fmt.Errorf("stream closed by peer")
+	}
+	switch status.Code(err) {
+	case codes.Aborted, codes.FailedPrecondition:
+		return fmt.Errorf("%w: %w", ErrPeerLeft, err)
 	}
 	return err
 }

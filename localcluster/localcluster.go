@@ -167,7 +167,7 @@ func (w *Worker) Stop() error {
 // Kill cuts the worker off without a goodbye: its connections and
 // server close and it never leaves, as if its process had died.
 func (w *Worker) Kill() error {
-	err := w.Close() // first, so that Run cannot leave gracefully
+	err := w.Abort() // first, so that Run cannot leave gracefully
 	w.cancel()
 	<-w.done
 	return err

@@ -13,6 +13,11 @@ import (
 // progressEvery throttles rank 0's progress reports.
 const progressEvery = time.Second
 
+// peerLeftGrace is how long a worker whose peer left the generation (alive,
+// failed because of another) waits for a new generation before reporting
+// that peer itself.
+const peerLeftGrace = 2 * time.Second
+
 // trainLoop follows the assignments: it opens the assigned job, switches
 // the ring at every new generation, makes the replicas identical, trains
 // step after step and, as rank 0, reports progress, writes checkpoints and
@@ -194,6 +199,16 @@ func (w *Worker) recover(ctx context.Context, a *pb.Assignment, err error) {
 		return
 	}
 	w.log.Warn("ring operation failed", "generation", a.GetGeneration(), "err", err)
+	if errors.Is(err, allreduce.ErrPeerLeft) {
+		// The peer is alive and failed because of someone else, whose
+		// neighbours report it; report only if no new generation comes.
+		wctx, cancel := context.WithTimeout(ctx, peerLeftGrace)
+		next := w.awaitNewer(wctx, a.GetGeneration())
+		cancel()
+		if next != nil || ctx.Err() != nil {
+			return
+		}
+	}
 	var pe *allreduce.PeerError
 	if errors.As(err, &pe) && pe.Rank >= 0 && pe.Rank < len(a.GetRing()) && pe.Rank != int(a.GetRank()) {
 		failed := a.GetRing()[pe.Rank].GetWorkerId()

@@ -162,6 +162,23 @@ func (w *Worker) Close() error {
 	return errors.Join(err, w.client.Close())
 }
 
+// Abort stops the worker as its process dying would: the gRPC server and
+// every connection to it drop at once, before anything else is closed, and
+// the worker does not leave the cluster. For tests and benchmarks of
+// failures; call it instead of Close.
+func (w *Worker) Abort() error {
+	w.closeMu.Lock()
+	if w.closed {
+		w.closeMu.Unlock()
+		return nil
+	}
+	w.closed = true
+	w.closeMu.Unlock()
+	w.srv.Stop()
+	<-w.serveErr
+	return errors.Join(w.member.Abort(), w.client.Close())
+}
+
 // loadID reads the worker id kept in dir, creating one the first time, so a
 // restarted worker comes back as itself.
 func loadID(dir string) (string, error) {

@@ -11,14 +11,14 @@ import (
 
 func (a *app) benchCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "bench compute|allreduce ...",
-		Short: "Measure speed: training images/s of one process, ring all-reduce time",
+		Use:   "bench compute|allreduce|cluster ...",
+		Short: "Measure speed: training images/s of one process, ring all-reduce time, the cluster's overhead and recovery",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fmt.Errorf("bench needs a subcommand: compute or allreduce")
+			return fmt.Errorf("bench needs a subcommand: compute, allreduce or cluster")
 		},
 	}
-	cmd.AddCommand(a.benchComputeCommand(), a.benchAllreduceCommand(), a.benchAllreduceMemberCommand())
+	cmd.AddCommand(a.benchComputeCommand(), a.benchAllreduceCommand(), a.benchAllreduceMemberCommand(), a.benchClusterCommand())
 	return cmd
 }
 

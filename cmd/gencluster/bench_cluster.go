@@ -1,0 +1,353 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/localcluster"
+	"github.com/gencluster/gencluster/training"
+	"github.com/gencluster/gencluster/worker"
+)
+
+// clusterBench is the result of `gencluster bench cluster --json`.
+type clusterBench struct {
+	Model   string `json:"model"`
+	Batch   int    `json:"batch"`
+	Steps   int    `json:"steps"`   // timed steps of the throughput runs
+	Workers int    `json:"workers"` // of the throughput run (1 thread each)
+	Threads int    `json:"threads"` // of the one-process run
+	Rounds  int    `json:"rounds"`  // of each recovery measurement
+
+	TrainImagesPerSec float64 `json:"train_images_per_sec"` // one process, --threads
+	LocalImagesPerSec float64 `json:"local_images_per_sec"` // --workers processes' worth, 1 thread each
+	// DistributionOverhead is 1 - local/train.
+	DistributionOverhead float64 `json:"distribution_overhead"`
+	// AllreduceMsPerStep is rank 0's all-reduce time per step (first
+	// bucket started to last bucket done), ExposedMsPerStep the part of it
+	// after the backward pass ended; HiddenShare = 1 - exposed/all-reduce.
+	AllreduceMsPerStep float64 `json:"allreduce_ms_per_step"`
+	ExposedMsPerStep   float64 `json:"exposed_ms_per_step"`
+	HiddenShare        float64 `json:"allreduce_hidden_share"`
+
+	// Recovery: from the kill to the first step completed afterwards in a
+	// new ring generation (worker kill), or to the first progress report
+	// accepted by the new raft leader (leader kill).
+	WorkerKillRecoverySeconds []float64 `json:"worker_kill_recovery_seconds"`
+	WorkerKillRecoveryMedian  float64   `json:"worker_kill_recovery_median_seconds"`
+	LeaderKillRecoverySeconds []float64 `json:"leader_kill_recovery_seconds"`
+	LeaderKillRecoveryMedian  float64   `json:"leader_kill_recovery_median_seconds"`
+}
+
+func (a *app) benchClusterCommand() *cobra.Command {
+	var model string
+	var batch, steps, workers, threads, rounds int
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "cluster [--model M] [--batch B] [--steps N] [--rounds R] [--json]",
+		Short: "Cost of distribution, all-reduce hidden behind backward, recovery after kills",
+		Long: `Measure what distribution costs and how fast the cluster recovers, with
+coordinators and workers as real gRPC servers on loopback in this process
+(the embedded cluster of gencluster local):
+
+* throughput: a job on --workers workers of 1 thread each vs one process
+  training with --threads threads (training images/s, same model and batch);
+* the all-reduce time per step and the share of it hidden behind backward;
+* recovery after killing a worker (3 workers; its server and connections
+  close at once, as when its process dies): time to the first step of the
+  new ring generation;
+* recovery after killing the raft leader (3 coordinators): time to the first
+  progress report the new leader accepts.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if batch < 1 || steps < 1 || workers < 1 || threads < 1 || rounds < 1 {
+				return errors.New("--batch, --steps, --workers, --threads and --rounds must be positive")
+			}
+			r, err := a.runClusterBench(cmd.Context(), model, batch, steps, workers, threads, rounds)
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				enc := json.NewEncoder(a.stdout)
+				enc.SetIndent("", "  ")
+				return enc.Encode(r)
+			}
+			fmt.Fprintf(a.stdout, "%s batch=%d: train --threads %d %.1f img/s, local --workers %d --threads 1 %.1f img/s (overhead %.1f%%)\n",
+				r.Model, r.Batch, r.Threads, r.TrainImagesPerSec, r.Workers, r.LocalImagesPerSec, 100*r.DistributionOverhead)
+			fmt.Fprintf(a.stdout, "all-reduce %.2f ms/step, exposed %.2f ms/step, hidden %.0f%%\n", r.AllreduceMsPerStep, r.ExposedMsPerStep, 100*r.HiddenShare)
+			fmt.Fprintf(a.stdout, "recovery: worker kill median %.3f s %v, leader kill median %.3f s %v\n",
+				r.WorkerKillRecoveryMedian, r.WorkerKillRecoverySeconds, r.LeaderKillRecoveryMedian, r.LeaderKillRecoverySeconds)
+			return nil
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&model, "model", "pixelcnn", "model: pixelcnn or vae")
+	f.IntVar(&batch, "batch", 32, "global batch size")
+	f.IntVar(&steps, "steps", 40, "timed steps of the throughput runs")
+	f.IntVar(&workers, "workers", 2, "workers of the throughput run")
+	f.IntVar(&threads, "threads", 2, "threads of the one-process run")
+	f.IntVar(&rounds, "rounds", 3, "kills of each kind (median reported)")
+	f.BoolVar(&asJSON, "json", false, "print JSON: the figures and the settings")
+	return cmd
+}
+
+func (a *app) runClusterBench(ctx context.Context, model string, batch, steps, workers, threads, rounds int) (*clusterBench, error) {
+	r := &clusterBench{Model: model, Batch: batch, Steps: steps, Workers: workers, Threads: threads, Rounds: rounds}
+	const warmup = 3
+	one, err := training.MeasureCompute(ctx, model, batch, threads, warmup, steps)
+	if err != nil {
+		return nil, err
+	}
+	r.TrainImagesPerSec = one.ImagesPerSec
+
+	// Throughput and overlap: rank 0's steps after the warm-up.
+	var mu sync.Mutex
+	var infos []worker.StepInfo
+	var times []time.Time
+	err = withCluster(ctx, a.log, 1, workers, func(s worker.StepInfo) {
+		if s.Rank != 0 {
+			return
+		}
+		mu.Lock()
+		s.Params = nil
+		infos, times = append(infos, s), append(times, time.Now())
+		mu.Unlock()
+	}, func(c *localcluster.Cluster, ws []*localcluster.Worker) error {
+		id, err := c.Submit(ctx, benchJob(model, batch, int64(warmup+steps)))
+		if err != nil {
+			return err
+		}
+		return awaitJob(ctx, c, id, func(j *pb.JobInfo) bool { return j.GetState() == "done" })
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(infos) < warmup+steps {
+		return nil, fmt.Errorf("bench cluster: rank 0 reported %d steps, want %d", len(infos), warmup+steps)
+	}
+	timed := infos[warmup:]
+	r.LocalImagesPerSec = float64(len(timed)-1) * float64(batch) / times[len(times)-1].Sub(times[warmup]).Seconds()
+	r.DistributionOverhead = 1 - r.LocalImagesPerSec/r.TrainImagesPerSec
+	var comm, exposed time.Duration
+	for _, s := range timed {
+		comm += s.Comm
+		exposed += s.Exposed
+	}
+	r.AllreduceMsPerStep = float64(comm.Microseconds()) / 1e3 / float64(len(timed))
+	r.ExposedMsPerStep = float64(exposed.Microseconds()) / 1e3 / float64(len(timed))
+	if comm > 0 {
+		r.HiddenShare = 1 - float64(exposed)/float64(comm)
+	}
+
+	for range rounds {
+		d, err := workerKillRecovery(ctx, a.log, model, batch)
+		if err != nil {
+			return nil, err
+		}
+		r.WorkerKillRecoverySeconds = append(r.WorkerKillRecoverySeconds, d.Seconds())
+		d, err = leaderKillRecovery(ctx, a.log, model, batch)
+		if err != nil {
+			return nil, err
+		}
+		r.LeaderKillRecoverySeconds = append(r.LeaderKillRecoverySeconds, d.Seconds())
+	}
+	r.WorkerKillRecoveryMedian = median(r.WorkerKillRecoverySeconds)
+	r.LeaderKillRecoveryMedian = median(r.LeaderKillRecoverySeconds)
+	return r, nil
+}
+
+func benchJob(model string, batch int, steps int64) *pb.JobSpec {
+	return &pb.JobSpec{Model: model, Dataset: "mnist", Batch: int32(batch), Steps: steps, Lr: 1e-3, Seed: 1, MinWorkers: 1}
+}
+
+// withCluster runs fn on an embedded cluster of coords coordinators and
+// workers workers (1 thread each) whose steps go to onStep.
+func withCluster(ctx context.Context, log *slog.Logger, coords, workers int, onStep func(worker.StepInfo), fn func(*localcluster.Cluster, []*localcluster.Worker) error) (err error) {
+	dir, err := os.MkdirTemp("", "gencluster-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	c, err := localcluster.Start(ctx, localcluster.Config{Coordinators: coords, StateDir: dir, Lease: 3 * time.Second, Logger: log,
+		Worker: worker.Config{Threads: 1, CheckpointDir: dir + "/ckpt", OnStep: onStep}})
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, c.Close()) }()
+	var ws []*localcluster.Worker
+	for range workers {
+		w, err := c.AddWorker()
+		if err != nil {
+			return err
+		}
+		ws = append(ws, w)
+	}
+	if err := awaitWorkers(ctx, c, workers); err != nil {
+		return err
+	}
+	return fn(c, ws)
+}
+
+func awaitWorkers(ctx context.Context, c *localcluster.Cluster, n int) error {
+	return poll(ctx, c, time.Minute, fmt.Sprintf("%d workers joined", n), func(st *pb.StatusResponse) bool { return len(st.GetWorkers()) == n })
+}
+
+func awaitJob(ctx context.Context, c *localcluster.Cluster, id string, cond func(*pb.JobInfo) bool) error {
+	return poll(ctx, c, 30*time.Minute, "job "+id, func(st *pb.StatusResponse) bool {
+		for _, j := range st.GetJobs() {
+			if j.GetId() == id && cond(j) {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// poll reads the cluster's status every 5 ms until cond holds.
+func poll(ctx context.Context, c *localcluster.Cluster, timeout time.Duration, what string, cond func(*pb.StatusResponse) bool) error {
+	cl, err := coordinator.NewClient(c.Addrs())
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := cl.Status(sctx)
+		scancel()
+		if err == nil && cond(st) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("bench cluster: waiting for %s: %w", what, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// workerKillRecovery kills one of three workers mid-job and times the first
+// step completed in a later generation.
+func workerKillRecovery(ctx context.Context, log *slog.Logger, model string, batch int) (time.Duration, error) {
+	type ev struct {
+		gen uint64
+		at  time.Time
+	}
+	evs := make(chan ev, 1<<16)
+	var d time.Duration
+	err := withCluster(ctx, log, 1, 3, func(s worker.StepInfo) {
+		select {
+		case evs <- ev{s.Generation, time.Now()}:
+		default:
+		}
+	}, func(c *localcluster.Cluster, ws []*localcluster.Worker) error {
+		id, err := c.Submit(ctx, benchJob(model, batch, 100000))
+		if err != nil {
+			return err
+		}
+		var gen uint64
+		for range 5 { // a few steps in
+			select {
+			case e := <-evs:
+				gen = max(gen, e.gen)
+			case <-time.After(time.Minute):
+				return errors.New("bench cluster: no steps")
+			}
+		}
+		for len(evs) > 0 {
+			gen = max(gen, (<-evs).gen)
+		}
+		t0 := time.Now()
+		ws[1].Kill()
+		for {
+			select {
+			case e := <-evs:
+				if e.gen > gen {
+					d = e.at.Sub(t0)
+					return finishJob(ctx, c, id)
+				}
+			case <-time.After(time.Minute):
+				return errors.New("bench cluster: no step within a minute of a worker kill")
+			}
+		}
+	})
+	return d, err
+}
+
+// leaderKillRecovery kills the raft leader of three coordinators mid-job and
+// times the first progress report the new leader records.
+func leaderKillRecovery(ctx context.Context, log *slog.Logger, model string, batch int) (time.Duration, error) {
+	var d time.Duration
+	err := withCluster(ctx, log, 3, 2, nil, func(c *localcluster.Cluster, ws []*localcluster.Worker) error {
+		id, err := c.Submit(ctx, benchJob(model, batch, 100000))
+		if err != nil {
+			return err
+		}
+		if err := awaitJob(ctx, c, id, func(j *pb.JobInfo) bool { return j.GetStep() >= 3 }); err != nil {
+			return err
+		}
+		cl, err := coordinator.NewClient(c.Addrs())
+		if err != nil {
+			return err
+		}
+		defer cl.Close()
+		st, err := cl.Status(ctx)
+		if err != nil {
+			return err
+		}
+		leader := slices.Index(c.Addrs(), st.GetLeader())
+		if leader < 0 {
+			return fmt.Errorf("bench cluster: leader %q unknown", st.GetLeader())
+		}
+		var step int64
+		for _, j := range st.GetJobs() {
+			if j.GetId() == id {
+				step = j.GetStep()
+			}
+		}
+		t0 := time.Now()
+		if err := c.KillCoordinator(leader); err != nil {
+			return err
+		}
+		if err := awaitJob(ctx, c, id, func(j *pb.JobInfo) bool { return j.GetStep() > step }); err != nil {
+			return err
+		}
+		d = time.Since(t0)
+		return finishJob(ctx, c, id)
+	})
+	return d, err
+}
+
+// finishJob ends a benchmark job early (as its workers would).
+func finishJob(ctx context.Context, c *localcluster.Cluster, id string) error {
+	cl, err := coordinator.NewClient(c.Addrs())
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	_, err = cl.FinishJob(ctx, &pb.FinishJobRequest{WorkerId: "bench", JobId: id})
+	return err
+}
+
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

@@ -62,7 +62,7 @@ func (w *Worker) trainLoop(ctx context.Context) error {
 			synced = false
 		}
 		if a.GetGeneration() != gen {
-			if err := w.member.SetRing(ringOf(a)); err != nil {
+			if err := w.switchRing(a); err != nil {
 				return fmt.Errorf("worker %s: %w", w.id, err)
 			}
 			gen, synced = a.GetGeneration(), false
@@ -195,7 +195,7 @@ func (w *Worker) finish(ctx context.Context, jobID string, cause error) {
 // peer the error names (unless the cluster has already moved on) and waits
 // for the next generation.
 func (w *Worker) recover(ctx context.Context, a *pb.Assignment, err error) {
-	if cur := w.assign.Load(); cur.GetGeneration() > a.GetGeneration() || errors.Is(err, allreduce.ErrSuperseded) {
+	if cur := w.assign.Load(); cur.GetGeneration() > a.GetGeneration() || errors.Is(err, allreduce.ErrSuperseded) || w.isClosed() {
 		return
 	}
 	w.log.Warn("ring operation failed", "generation", a.GetGeneration(), "err", err)

@@ -84,6 +84,9 @@ type Worker struct {
 	changed chan struct{} // cap 1: assign changed
 	leaseMs atomic.Int64
 
+	ringMu  sync.Mutex
+	ringGen uint64 // generation the ring member is in
+
 	serveErr chan error
 	closeMu  sync.Mutex
 	closed   bool
@@ -174,9 +177,10 @@ func (w *Worker) Abort() error {
 	}
 	w.closed = true
 	w.closeMu.Unlock()
+	cerr := w.client.Close() // first: a dead process reports nothing
 	w.srv.Stop()
 	<-w.serveErr
-	return errors.Join(w.member.Abort(), w.client.Close())
+	return errors.Join(w.member.Abort(), cerr)
 }
 
 // loadID reads the worker id kept in dir, creating one the first time, so a
@@ -221,10 +225,7 @@ func (w *Worker) Run(ctx context.Context) error {
 	if ctx.Err() == nil {
 		return err
 	}
-	w.closeMu.Lock()
-	closed := w.closed
-	w.closeMu.Unlock()
-	if closed {
+	if w.isClosed() {
 		return nil // closed under our feet: gone without a word, like a dead process
 	}
 	// Stopped: leave at once, so the ring re-forms without waiting for the
@@ -299,7 +300,36 @@ func (w *Worker) heartbeat(ctx context.Context) error {
 	}
 	w.leaseMs.Store(r.GetLeaseMs())
 	w.setAssignment(r.GetAssignment())
+	// A newer generation ends the ring's current one at once, rather than
+	// at the next step boundary: a peer that moved on is not waited for.
+	if a := r.GetAssignment(); a.GetJobId() != "" {
+		if err := w.switchRing(a); err != nil {
+			w.log.Warn("switch ring", "err", err)
+		}
+	}
 	return nil
+}
+
+// switchRing moves the ring member to a's generation if it is newer than
+// the one it is in; it reports whether it did.
+func (w *Worker) switchRing(a *pb.Assignment) error {
+	w.ringMu.Lock()
+	defer w.ringMu.Unlock()
+	if a.GetGeneration() <= w.ringGen {
+		return nil
+	}
+	if err := w.member.SetRing(ringOf(a)); err != nil {
+		return err
+	}
+	w.ringGen = a.GetGeneration()
+	return nil
+}
+
+// isClosed reports whether Close or Abort was called.
+func (w *Worker) isClosed() bool {
+	w.closeMu.Lock()
+	defer w.closeMu.Unlock()
+	return w.closed
 }
 
 // awaitNewer returns the first assignment whose generation is above gen,

@@ -186,3 +186,37 @@ func waitWorkers(t *testing.T, c *Cluster, n int) {
 	}
 	t.Fatalf("%d workers did not all join within 30s", n)
 }
+
+// TestJobFails: a job whose loss diverges, and one whose data set the
+// workers cannot read, end failed (not hanging), and the cluster then runs
+// the next job.
+func TestJobFails(t *testing.T) {
+	c := startCluster(t, 1, worker.Config{Threads: 1})
+	for range 2 {
+		if _, err := c.AddWorker(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitWorkers(t, c, 2)
+	ctx := context.Background()
+	diverge, err := c.Submit(ctx, &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 16, Steps: 500, Lr: 1e30, Seed: 1, MinWorkers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing, err := c.Submit(ctx, &pb.JobSpec{Model: "vae", Dataset: "idx:" + t.TempDir(), Batch: 16, Steps: 5, Lr: 1e-3, Seed: 1, MinWorkers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good, err := c.Submit(ctx, &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 16, Steps: 5, Lr: 1e-3, Seed: 1, MinWorkers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{diverge, missing} {
+		if j := waitJob(t, c, id, time.Minute); j.GetState() != "failed" {
+			t.Errorf("job %s ended %s, want failed", id, j.GetState())
+		}
+	}
+	if j := waitJob(t, c, good, time.Minute); j.GetState() != "done" || j.GetStep() != 5 {
+		t.Errorf("the job after the failed ones ended %s at step %d, want done at 5", j.GetState(), j.GetStep())
+	}
+}

@@ -51,11 +51,12 @@ func (w *Worker) trainLoop(ctx context.Context) error {
 			}
 			nj, err := w.openJob(a)
 			if err != nil {
+				// Every replica is needed: a worker that cannot build one
+				// (say, its data set has the wrong shape) fails the job,
+				// naming itself, rather than stalling the ring.
 				w.log.Error("cannot run job", "job", a.GetJobId(), "err", err)
 				failedJob = a.GetJobId()
-				if a.GetRank() == 0 {
-					w.finish(ctx, a.GetJobId(), err)
-				}
+				w.finish(ctx, a.GetJobId(), fmt.Errorf("worker %s: %w", w.id, err))
 				continue
 			}
 			j = nj
@@ -83,7 +84,10 @@ func (w *Worker) trainLoop(ctx context.Context) error {
 					w.log.Error("final checkpoint", "job", j.id, "err", err)
 				}
 				w.report(ctx, j, a, true)
-				w.finish(ctx, j.id, nil)
+				if err := w.finish(ctx, j.id, nil); err != nil {
+					w.wait(ctx) // and try again
+					continue
+				}
 			}
 			// Wait for the coordinators to end the job; if this generation's
 			// rank 0 dies first, the next generation's finishes it.
@@ -97,7 +101,10 @@ func (w *Worker) trainLoop(ctx context.Context) error {
 			w.log.Error("job failed", "job", j.id, "err", err)
 			failedJob = j.id
 			if a.GetRank() == 0 {
-				w.finish(ctx, j.id, err)
+				if ferr := w.finish(ctx, j.id, err); ferr != nil {
+					failedJob = "" // the step fails the same way again: so does the report
+					w.wait(ctx)
+				}
 			}
 			continue
 		case err != nil:
@@ -176,7 +183,7 @@ func (w *Worker) report(ctx context.Context, j *job, a *pb.Assignment, last bool
 }
 
 // finish tells the coordinators the job ended (failed if cause is not nil).
-func (w *Worker) finish(ctx context.Context, jobID string, cause error) {
+func (w *Worker) finish(ctx context.Context, jobID string, cause error) error {
 	req := &pb.FinishJobRequest{WorkerId: w.id, JobId: jobID}
 	if cause != nil {
 		req.Failed, req.Message = true, cause.Error()
@@ -186,9 +193,10 @@ func (w *Worker) finish(ctx context.Context, jobID string, cause error) {
 	next, err := w.client.FinishJob(ctx, req)
 	if err != nil {
 		w.log.Error("finish job", "job", jobID, "err", err)
-		return
+		return err
 	}
 	w.log.Info("job finished", "job", jobID, "failed", cause != nil, "next", next)
+	return nil
 }
 
 // recover handles a failed ring operation in generation a: it reports the

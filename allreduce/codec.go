@@ -245,20 +245,7 @@ func (f *inFrame) decode(data mem.BufferSlice) error {
 			if err != nil {
 				return fmt.Errorf("allreduce codec: bad field %d: %w", num, err)
 			}
-			switch num {
-			case fGeneration:
-				f.Generation = v
-			case fSenderRank:
-				f.SenderRank = int32(v)
-			case fSeq:
-				f.Seq = v
-			case fStep:
-				f.Step = uint32(v)
-			case fOffset:
-				f.Offset = v
-			case fLength:
-				f.Length = v
-			}
+			setVarint(f.RingFrame, num, v)
 		case protowire.BytesType:
 			n, err := c.varint()
 			if err != nil || n > uint64(c.left()) {
@@ -300,6 +287,25 @@ func (f *inFrame) decode(data mem.BufferSlice) error {
 		}
 	}
 	return nil
+}
+
+// setVarint stores a varint header field of a RingFrame (others are
+// skipped, as protobuf requires of unknown fields).
+func setVarint(f *pb.RingFrame, num protowire.Number, v uint64) {
+	switch num {
+	case fGeneration:
+		f.Generation = v
+	case fSenderRank:
+		f.SenderRank = int32(v)
+	case fSeq:
+		f.Seq = v
+	case fStep:
+		f.Step = uint32(v)
+	case fOffset:
+		f.Offset = v
+	case fLength:
+		f.Length = v
+	}
 }
 
 // cursor reads a message spread over several buffers.
@@ -447,20 +453,7 @@ func decodeFrame(b []byte, f *pb.RingFrame, alias bool) error {
 			if n < 0 {
 				return fmt.Errorf("allreduce codec: bad field %d: %w", num, protowire.ParseError(n))
 			}
-			switch num {
-			case fGeneration:
-				f.Generation = v
-			case fSenderRank:
-				f.SenderRank = int32(v)
-			case fSeq:
-				f.Seq = v
-			case fStep:
-				f.Step = uint32(v)
-			case fOffset:
-				f.Offset = v
-			case fLength:
-				f.Length = v
-			}
+			setVarint(f, num, v)
 			b = b[n:]
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)

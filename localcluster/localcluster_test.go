@@ -2,9 +2,7 @@ package localcluster
 
 import (
 	"context"
-	"encoding/binary"
 	"fmt"
-	"hash/fnv"
 	"log/slog"
 	"math"
 	"os"
@@ -23,41 +21,30 @@ import (
 // that step, so that tests can check that every replica is identical.
 type replicas struct {
 	mu     sync.Mutex
-	hashes map[int64]map[uint64]string // step -> hash -> worker ids (for messages)
+	hashes map[int64]map[string]string // step -> checksum -> worker ids (for messages)
 	last   map[string]int64            // worker -> last step seen
 	gens   map[uint64]bool
 }
 
 func newReplicas() *replicas {
-	return &replicas{hashes: map[int64]map[uint64]string{}, last: map[string]int64{}, gens: map[uint64]bool{}}
+	return &replicas{hashes: map[int64]map[string]string{}, last: map[string]int64{}, gens: map[uint64]bool{}}
 }
 
 func (r *replicas) onStep(s worker.StepInfo) {
-	id := s.WorkerID
-	{
-		h := fnv.New64a()
-		var b [4]byte
-		for _, p := range s.Params {
-			for _, v := range p {
-				binary.LittleEndian.PutUint32(b[:], math.Float32bits(v))
-				h.Write(b[:])
-			}
-		}
-		r.mu.Lock()
-		defer r.mu.Unlock()
-		if r.hashes[s.Step] == nil {
-			r.hashes[s.Step] = map[uint64]string{}
-		}
-		r.hashes[s.Step][h.Sum64()] += id + " "
-		r.last[id] = s.Step
-		r.gens[s.Generation] = true
+	sum := worker.Checksum(s.Params)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.hashes[s.Step] == nil {
+		r.hashes[s.Step] = map[string]string{}
 	}
+	r.hashes[s.Step][sum] += s.WorkerID + " "
+	r.last[s.WorkerID] = s.Step
+	r.gens[s.Generation] = true
 }
 
-// check fails if any two replicas held different parameters after the same
-// step (in any generation: a step is the same step whoever computes it... up
-// to the summation order of a different ring size, which only steps redone
-// after a membership change can see; those are allowed to differ).
+// identicalAt fails if two replicas held different parameters after step
+// (a step is never computed twice: after a broken ring the replicas take
+// the state of the rank furthest ahead, so this holds across generations).
 func (r *replicas) identicalAt(t *testing.T, step int64) {
 	t.Helper()
 	r.mu.Lock()

@@ -313,10 +313,14 @@ func grow(b []float32, n int) []float32 {
 }
 
 // checksum is a hash of the parameters' bits, for comparing replicas.
-func (j *job) checksum() string {
+func (j *job) checksum() string { return Checksum(j.params) }
+
+// Checksum hashes the bits of a replica's parameters (FNV-1a over their
+// little-endian float32 bits): equal replicas, equal checksums.
+func Checksum(params [][]float32) string {
 	h := fnv.New64a()
 	var b [4]byte
-	for _, p := range j.params {
+	for _, p := range params {
 		for _, v := range p {
 			binary.LittleEndian.PutUint32(b[:], math.Float32bits(v))
 			h.Write(b[:])

@@ -28,9 +28,13 @@ type Config struct {
 	// Coordinators are the addresses to join through (any of them; the
 	// worker learns the rest).
 	Coordinators []string
-	// Listen is the host:port of the worker's gRPC server, which its ring
-	// peers dial ("127.0.0.1:0" picks a port).
+	// Listen is the host:port of the worker's gRPC server ("HOST:0" picks
+	// a port).
 	Listen string
+	// Advertise is the host:port ring peers dial; "" means the listener's
+	// address, with this machine's host name if it listens on all
+	// interfaces.
+	Advertise string
 	// DataDir holds the worker's id and, unless CheckpointDir is set, the
 	// checkpoints it writes.
 	DataDir string
@@ -76,6 +80,7 @@ type Worker struct {
 	id     string
 	log    *slog.Logger
 	lis    net.Listener
+	addr   string // advertised
 	srv    *grpc.Server
 	member *allreduce.Member
 	client *coordinator.Client
@@ -136,9 +141,17 @@ func New(cfg Config) (*Worker, error) {
 		lis.Close()
 		return nil, err
 	}
+	advertise := cfg.Advertise
+	if advertise == "" {
+		if advertise, err = advertised(lis.Addr()); err != nil {
+			lis.Close()
+			client.Close()
+			return nil, err
+		}
+	}
 	w := &Worker{
 		cfg: cfg, id: id, log: log.With("worker", id), lis: lis, srv: srv, member: member, client: client,
-		changed: make(chan struct{}, 1), serveErr: make(chan error, 1),
+		addr: advertise, changed: make(chan struct{}, 1), serveErr: make(chan error, 1),
 	}
 	go func() { w.serveErr <- srv.Serve(lis) }()
 	return w, nil
@@ -148,7 +161,22 @@ func New(cfg Config) (*Worker, error) {
 func (w *Worker) ID() string { return w.id }
 
 // Addr returns the address ring peers dial.
-func (w *Worker) Addr() string { return w.lis.Addr().String() }
+func (w *Worker) Addr() string { return w.addr }
+
+// advertised is the address peers dial for a listener: its own, or with
+// this machine's host name if it listens on every interface.
+func advertised(a net.Addr) (string, error) {
+	host, port, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return "", fmt.Errorf("worker: listener address %s: %w", a, err)
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		if host, err = os.Hostname(); err != nil {
+			return "", fmt.Errorf("worker: listening on all interfaces and no host name to advertise (give --advertise): %w", err)
+		}
+	}
+	return net.JoinHostPort(host, port), nil
+}
 
 // Close stops the ring member and the gRPC server. Call it after Run has
 // returned.

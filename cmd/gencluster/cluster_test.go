@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/training"
 )
 
 // binary is the gencluster binary the process tests run, built once.
@@ -269,4 +270,33 @@ func TestClusterKillLeader(t *testing.T) {
 		c.cprocs[i].kill()
 		return nil
 	})
+}
+
+// TestLocal: the embedded cluster trains to the end and leaves what train
+// leaves (checkpoint, loss curve, sample grid); eval reads its checkpoint.
+func TestLocal(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	stdout, errs, code := gencluster(t, "local", "--workers", "2", "--coordinators", "3", "--model", "vae", "--batch", "16",
+		"--steps", "30", "--checkpoint-every", "10", "--samples", "16", "--out", out, "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("local: exit %d: %s\n%s", code, errs, stdout)
+	}
+	if !strings.Contains(stdout, "step 30/30") || !strings.Contains(stdout, "done: step 30") {
+		t.Errorf("local printed no progress to the last step:\n%s", stdout)
+	}
+	for _, f := range []string{"ckpt-0000000030.db", "ckpt-0000000020.db", "loss.csv", "loss.png", "samples.png"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Errorf("local left no %s: %v", f, err)
+		}
+	}
+	rows, err := training.ReadCurve(filepath.Join(out, "loss.csv"))
+	if err != nil || len(rows) != 30 || rows[29].Step != 30 {
+		t.Errorf("loss.csv: %d rows, err %v", len(rows), err)
+	}
+	if _, errs, code := gencluster(t, "eval", "--checkpoint", out, "--json"); code != 0 {
+		t.Errorf("eval of local's checkpoint: %s", errs)
+	}
+	if _, errs, code := gencluster(t, "local", "--workers", "0", "--model", "vae", "--steps", "1"); code == 0 || !strings.Contains(errs, "--workers") {
+		t.Errorf("local --workers 0: exit %d, %q", code, errs)
+	}
 }

@@ -30,7 +30,7 @@ func (a *app) localCommand() *cobra.Command {
 	var workers, coordinators, threads, minWorkers, samples int
 	var out string
 	cmd := &cobra.Command{
-		Use:   "local --workers N [--coordinators 1|3] --model pixelcnn|vae (--steps N | --epochs E) --out DIR",
+		Use:   "local --workers N [--coordinators 1|3] --model pixelcnn|vae (--steps N | --epochs E) [--out DIR]",
 		Short: "Train on a whole cluster started in this process (coordinators and workers on loopback)",
 		Long: `Start a whole cluster in this process - coordinators (a raft group) and workers,
 each a real gRPC server on loopback - submit one job to it, print its progress,
@@ -42,14 +42,15 @@ good checkpoint.`,
 			switch {
 			case jf.model == "":
 				return errors.New("--model is required (pixelcnn or vae)")
-			case out == "":
-				return errors.New("--out DIR is required")
 			case workers < 1 || workers > 64:
 				return fmt.Errorf("--workers must be 1..64, got %d", workers)
 			case coordinators != 1 && coordinators != 3:
 				return fmt.Errorf("--coordinators must be 1 or 3, got %d", coordinators)
 			case minWorkers < 0 || minWorkers > workers:
 				return fmt.Errorf("--min-workers must be 0..--workers (%d), got %d", workers, minWorkers)
+			}
+			if out == "" {
+				out = filepath.Join("out", jf.model)
 			}
 			if threads < 1 {
 				threads = max(1, runtime.NumCPU()/workers)
@@ -78,7 +79,7 @@ good checkpoint.`,
 	f.IntVar(&threads, "threads", 0, "compute threads per worker (0: cores / workers)")
 	f.IntVar(&minWorkers, "min-workers", 0, "hold the job until this many workers are in the ring (0: --workers)")
 	f.IntVar(&samples, "samples", 64, "images in the final sample grid (0: none)")
-	f.StringVar(&out, "out", "", "output directory (required)")
+	f.StringVar(&out, "out", "", "output directory (default out/MODEL)")
 	return cmd
 }
 

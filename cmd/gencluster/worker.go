@@ -10,7 +10,7 @@ import (
 )
 
 func (a *app) workerCommand() *cobra.Command {
-	var join, listen, dataDir string
+	var join, listen, advertise, dataDir string
 	var threads int
 	cmd := &cobra.Command{
 		Use:   "worker --join ADDR[,ADDR...] --listen HOST:PORT --data-dir DIR [--threads T]",
@@ -27,7 +27,7 @@ and the checkpoints it writes as the ring's rank 0.`,
 				return errors.New("--join, --listen and --data-dir are required")
 			}
 			w, err := worker.New(worker.Config{
-				Coordinators: splitAddrs(join), Listen: listen, DataDir: dataDir, Threads: threads, Logger: a.log,
+				Coordinators: splitAddrs(join), Listen: listen, Advertise: advertise, DataDir: dataDir, Threads: threads, Logger: a.log,
 			})
 			if err != nil {
 				return err
@@ -40,6 +40,7 @@ and the checkpoints it writes as the ring's rank 0.`,
 	f := cmd.Flags()
 	f.StringVar(&join, "join", "", "coordinator address(es), comma-separated (required)")
 	f.StringVar(&listen, "listen", "", "host:port to serve the ring on, which peers dial (required)")
+	f.StringVar(&advertise, "advertise", "", "host:port ring peers dial (default: the listener's address; the host name if it listens on all interfaces)")
 	f.StringVar(&dataDir, "data-dir", "", "directory for the worker id and checkpoints (required)")
 	f.IntVar(&threads, "threads", runtime.NumCPU(), "compute threads")
 	return cmd

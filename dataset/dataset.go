@@ -124,7 +124,20 @@ func openDir(dir string, split Split) (*Images, error) {
 		defer f.Close()
 		return readIDX(f, path)
 	}
-	return nil, fmt.Errorf("data set: neither %s nor %s.gz exists", base, base)
+	return nil, fmt.Errorf("data set: neither %s nor %s.gz exists: %w", base, base, fs.ErrNotExist)
+}
+
+// FromPixels makes an Images of n images of rows x cols bytes from pix
+// (n*rows*cols bytes, row-major, one image after the other), as a worker
+// receives a data set it does not have from the coordinators.
+func FromPixels(n, rows, cols int, pix []byte, source string) (*Images, error) {
+	if n < 1 || rows < 1 || cols < 1 || rows > 1<<12 || cols > 1<<12 {
+		return nil, fmt.Errorf("data set %s: %d images of %dx%d pixels is not a data set", source, n, rows, cols)
+	}
+	if want := int64(n) * int64(rows) * int64(cols); int64(len(pix)) != want {
+		return nil, fmt.Errorf("data set %s: %d bytes of pixels, want %d (%d images of %dx%d)", source, len(pix), want, n, rows, cols)
+	}
+	return &Images{N: n, Rows: rows, Cols: cols, Pix: pix, Source: source}, nil
 }
 
 // idxImageMagic is the IDX magic number of unsigned-byte, 3-dimensional data.

@@ -3,8 +3,10 @@ package worker
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"io/fs"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -73,12 +75,22 @@ type job struct {
 // openJob builds the replica of an assigned job: from the newest good
 // checkpoint in its directory if there is one, else from the job's seed
 // (as `gencluster train` starts).
-func (w *Worker) openJob(a *pb.Assignment) (*job, error) {
+func (w *Worker) openJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 	spec := a.GetJob()
 	if spec.GetSteps() > maxSteps {
 		return nil, fmt.Errorf("job %s: %d steps, more than the %d a worker can count", a.GetJobId(), spec.GetSteps(), maxSteps)
 	}
 	images, err := dataset.Open(spec.GetDataset(), dataset.Train)
+	if errors.Is(err, fs.ErrNotExist) {
+		// Not on this machine: stream it from the coordinators.
+		w.log.Info("data set not here; streaming it from the coordinators", "dataset", spec.GetDataset(), "err", err)
+		ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		images, err = w.client.FetchDataset(ctx, spec.GetDataset())
+		cancel()
+		if err == nil {
+			w.log.Info("data set received", "dataset", spec.GetDataset(), "images", images.N)
+		}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("job %s: %w", a.GetJobId(), err)
 	}

@@ -49,7 +49,7 @@ func (w *Worker) trainLoop(ctx context.Context) error {
 				j.close()
 				j = nil
 			}
-			nj, err := w.openJob(a)
+			nj, err := w.openJob(ctx, a)
 			if err != nil {
 				// Every replica is needed: a worker that cannot build one
 				// (say, its data set has the wrong shape) fails the job,

@@ -1428,6 +1428,118 @@ func (x *FinishJobResponse) GetNextJobId() string {
 	return ""
 }
 
+type FetchDatasetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Dataset       string                 `protobuf:"bytes,1,opt,name=dataset,proto3" json:"dataset,omitempty"` // mnist or idx:DIR, as in JobSpec
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *FetchDatasetRequest) Reset() {
+	*x = FetchDatasetRequest{}
+	mi := &file_gencluster_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *FetchDatasetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*FetchDatasetRequest) ProtoMessage() {}
+
+func (x *FetchDatasetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use FetchDatasetRequest.ProtoReflect.Descriptor instead.
+func (*FetchDatasetRequest) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *FetchDatasetRequest) GetDataset() string {
+	if x != nil {
+		return x.Dataset
+	}
+	return ""
+}
+
+type DatasetChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Images        int64                  `protobuf:"varint,1,opt,name=images,proto3" json:"images,omitempty"` // first chunk only: image count and shape
+	Rows          int32                  `protobuf:"varint,2,opt,name=rows,proto3" json:"rows,omitempty"`
+	Cols          int32                  `protobuf:"varint,3,opt,name=cols,proto3" json:"cols,omitempty"`
+	Pixels        []byte                 `protobuf:"bytes,4,opt,name=pixels,proto3" json:"pixels,omitempty"` // the next bytes of images*rows*cols, row-major
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DatasetChunk) Reset() {
+	*x = DatasetChunk{}
+	mi := &file_gencluster_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DatasetChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DatasetChunk) ProtoMessage() {}
+
+func (x *DatasetChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DatasetChunk.ProtoReflect.Descriptor instead.
+func (*DatasetChunk) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *DatasetChunk) GetImages() int64 {
+	if x != nil {
+		return x.Images
+	}
+	return 0
+}
+
+func (x *DatasetChunk) GetRows() int32 {
+	if x != nil {
+		return x.Rows
+	}
+	return 0
+}
+
+func (x *DatasetChunk) GetCols() int32 {
+	if x != nil {
+		return x.Cols
+	}
+	return 0
+}
+
+func (x *DatasetChunk) GetPixels() []byte {
+	if x != nil {
+		return x.Pixels
+	}
+	return nil
+}
+
 type AddCoordinatorRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1438,7 +1550,7 @@ type AddCoordinatorRequest struct {
 
 func (x *AddCoordinatorRequest) Reset() {
 	*x = AddCoordinatorRequest{}
-	mi := &file_gencluster_proto_msgTypes[23]
+	mi := &file_gencluster_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1450,7 +1562,7 @@ func (x *AddCoordinatorRequest) String() string {
 func (*AddCoordinatorRequest) ProtoMessage() {}
 
 func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[23]
+	mi := &file_gencluster_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1463,7 +1575,7 @@ func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{23}
+	return file_gencluster_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *AddCoordinatorRequest) GetId() string {
@@ -1488,7 +1600,7 @@ type AddCoordinatorResponse struct {
 
 func (x *AddCoordinatorResponse) Reset() {
 	*x = AddCoordinatorResponse{}
-	mi := &file_gencluster_proto_msgTypes[24]
+	mi := &file_gencluster_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1612,7 @@ func (x *AddCoordinatorResponse) String() string {
 func (*AddCoordinatorResponse) ProtoMessage() {}
 
 func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[24]
+	mi := &file_gencluster_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1625,7 @@ func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{24}
+	return file_gencluster_proto_rawDescGZIP(), []int{26}
 }
 
 type RemoveCoordinatorRequest struct {
@@ -1525,7 +1637,7 @@ type RemoveCoordinatorRequest struct {
 
 func (x *RemoveCoordinatorRequest) Reset() {
 	*x = RemoveCoordinatorRequest{}
-	mi := &file_gencluster_proto_msgTypes[25]
+	mi := &file_gencluster_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1537,7 +1649,7 @@ func (x *RemoveCoordinatorRequest) String() string {
 func (*RemoveCoordinatorRequest) ProtoMessage() {}
 
 func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[25]
+	mi := &file_gencluster_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1550,7 +1662,7 @@ func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{25}
+	return file_gencluster_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RemoveCoordinatorRequest) GetId() string {
@@ -1568,7 +1680,7 @@ type RemoveCoordinatorResponse struct {
 
 func (x *RemoveCoordinatorResponse) Reset() {
 	*x = RemoveCoordinatorResponse{}
-	mi := &file_gencluster_proto_msgTypes[26]
+	mi := &file_gencluster_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1580,7 +1692,7 @@ func (x *RemoveCoordinatorResponse) String() string {
 func (*RemoveCoordinatorResponse) ProtoMessage() {}
 
 func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[26]
+	mi := &file_gencluster_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1593,7 +1705,7 @@ func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{26}
+	return file_gencluster_proto_rawDescGZIP(), []int{28}
 }
 
 var File_gencluster_proto protoreflect.FileDescriptor
@@ -1717,14 +1829,21 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x06failed\x18\x03 \x01(\bR\x06failed\x12\x18\n" +
 	"\amessage\x18\x04 \x01(\tR\amessage\"3\n" +
 	"\x11FinishJobResponse\x12\x1e\n" +
-	"\vnext_job_id\x18\x01 \x01(\tR\tnextJobId\";\n" +
+	"\vnext_job_id\x18\x01 \x01(\tR\tnextJobId\"/\n" +
+	"\x13FetchDatasetRequest\x12\x18\n" +
+	"\adataset\x18\x01 \x01(\tR\adataset\"f\n" +
+	"\fDatasetChunk\x12\x16\n" +
+	"\x06images\x18\x01 \x01(\x03R\x06images\x12\x12\n" +
+	"\x04rows\x18\x02 \x01(\x05R\x04rows\x12\x12\n" +
+	"\x04cols\x18\x03 \x01(\x05R\x04cols\x12\x16\n" +
+	"\x06pixels\x18\x04 \x01(\fR\x06pixels\";\n" +
 	"\x15AddCoordinatorRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x18\n" +
 	"\x16AddCoordinatorResponse\"*\n" +
 	"\x18RemoveCoordinatorRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1b\n" +
-	"\x19RemoveCoordinatorResponse2\xc2\x06\n" +
+	"\x19RemoveCoordinatorResponse2\x95\a\n" +
 	"\vCoordinator\x12?\n" +
 	"\x04Join\x12\x1a.gencluster.v1.JoinRequest\x1a\x1b.gencluster.v1.JoinResponse\x12N\n" +
 	"\tHeartbeat\x12\x1f.gencluster.v1.HeartbeatRequest\x1a .gencluster.v1.HeartbeatResponse\x12B\n" +
@@ -1733,7 +1852,8 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x06Submit\x12\x1c.gencluster.v1.SubmitRequest\x1a\x1d.gencluster.v1.SubmitResponse\x12E\n" +
 	"\x06Status\x12\x1c.gencluster.v1.StatusRequest\x1a\x1d.gencluster.v1.StatusResponse\x12]\n" +
 	"\x0eReportProgress\x12$.gencluster.v1.ReportProgressRequest\x1a%.gencluster.v1.ReportProgressResponse\x12N\n" +
-	"\tFinishJob\x12\x1f.gencluster.v1.FinishJobRequest\x1a .gencluster.v1.FinishJobResponse\x12]\n" +
+	"\tFinishJob\x12\x1f.gencluster.v1.FinishJobRequest\x1a .gencluster.v1.FinishJobResponse\x12Q\n" +
+	"\fFetchDataset\x12\".gencluster.v1.FetchDatasetRequest\x1a\x1b.gencluster.v1.DatasetChunk0\x01\x12]\n" +
 	"\x0eAddCoordinator\x12$.gencluster.v1.AddCoordinatorRequest\x1a%.gencluster.v1.AddCoordinatorResponse\x12f\n" +
 	"\x11RemoveCoordinator\x12'.gencluster.v1.RemoveCoordinatorRequest\x1a(.gencluster.v1.RemoveCoordinatorResponseB@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"
 
@@ -1749,7 +1869,7 @@ func file_gencluster_proto_rawDescGZIP() []byte {
 	return file_gencluster_proto_rawDescData
 }
 
-var file_gencluster_proto_msgTypes = make([]protoimpl.MessageInfo, 27)
+var file_gencluster_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_gencluster_proto_goTypes = []any{
 	(*JoinRequest)(nil),               // 0: gencluster.v1.JoinRequest
 	(*JoinResponse)(nil),              // 1: gencluster.v1.JoinResponse
@@ -1774,10 +1894,12 @@ var file_gencluster_proto_goTypes = []any{
 	(*ReportProgressResponse)(nil),    // 20: gencluster.v1.ReportProgressResponse
 	(*FinishJobRequest)(nil),          // 21: gencluster.v1.FinishJobRequest
 	(*FinishJobResponse)(nil),         // 22: gencluster.v1.FinishJobResponse
-	(*AddCoordinatorRequest)(nil),     // 23: gencluster.v1.AddCoordinatorRequest
-	(*AddCoordinatorResponse)(nil),    // 24: gencluster.v1.AddCoordinatorResponse
-	(*RemoveCoordinatorRequest)(nil),  // 25: gencluster.v1.RemoveCoordinatorRequest
-	(*RemoveCoordinatorResponse)(nil), // 26: gencluster.v1.RemoveCoordinatorResponse
+	(*FetchDatasetRequest)(nil),       // 23: gencluster.v1.FetchDatasetRequest
+	(*DatasetChunk)(nil),              // 24: gencluster.v1.DatasetChunk
+	(*AddCoordinatorRequest)(nil),     // 25: gencluster.v1.AddCoordinatorRequest
+	(*AddCoordinatorResponse)(nil),    // 26: gencluster.v1.AddCoordinatorResponse
+	(*RemoveCoordinatorRequest)(nil),  // 27: gencluster.v1.RemoveCoordinatorRequest
+	(*RemoveCoordinatorResponse)(nil), // 28: gencluster.v1.RemoveCoordinatorResponse
 }
 var file_gencluster_proto_depIdxs = []int32{
 	8,  // 0: gencluster.v1.JoinResponse.assignment:type_name -> gencluster.v1.Assignment
@@ -1799,20 +1921,22 @@ var file_gencluster_proto_depIdxs = []int32{
 	13, // 16: gencluster.v1.Coordinator.Status:input_type -> gencluster.v1.StatusRequest
 	19, // 17: gencluster.v1.Coordinator.ReportProgress:input_type -> gencluster.v1.ReportProgressRequest
 	21, // 18: gencluster.v1.Coordinator.FinishJob:input_type -> gencluster.v1.FinishJobRequest
-	23, // 19: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
-	25, // 20: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
-	1,  // 21: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
-	3,  // 22: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
-	5,  // 23: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
-	7,  // 24: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
-	12, // 25: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
-	14, // 26: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
-	20, // 27: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
-	22, // 28: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
-	24, // 29: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
-	26, // 30: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
-	21, // [21:31] is the sub-list for method output_type
-	11, // [11:21] is the sub-list for method input_type
+	23, // 19: gencluster.v1.Coordinator.FetchDataset:input_type -> gencluster.v1.FetchDatasetRequest
+	25, // 20: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
+	27, // 21: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
+	1,  // 22: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
+	3,  // 23: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
+	5,  // 24: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
+	7,  // 25: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
+	12, // 26: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
+	14, // 27: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
+	20, // 28: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
+	22, // 29: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
+	24, // 30: gencluster.v1.Coordinator.FetchDataset:output_type -> gencluster.v1.DatasetChunk
+	26, // 31: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
+	28, // 32: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
+	22, // [22:33] is the sub-list for method output_type
+	11, // [11:22] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1829,7 +1953,7 @@ func file_gencluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gencluster_proto_rawDesc), len(file_gencluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   27,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

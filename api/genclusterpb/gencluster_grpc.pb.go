@@ -34,6 +34,7 @@ const (
 	Coordinator_Status_FullMethodName            = "/gencluster.v1.Coordinator/Status"
 	Coordinator_ReportProgress_FullMethodName    = "/gencluster.v1.Coordinator/ReportProgress"
 	Coordinator_FinishJob_FullMethodName         = "/gencluster.v1.Coordinator/FinishJob"
+	Coordinator_FetchDataset_FullMethodName      = "/gencluster.v1.Coordinator/FetchDataset"
 	Coordinator_AddCoordinator_FullMethodName    = "/gencluster.v1.Coordinator/AddCoordinator"
 	Coordinator_RemoveCoordinator_FullMethodName = "/gencluster.v1.Coordinator/RemoveCoordinator"
 )
@@ -63,6 +64,10 @@ type CoordinatorClient interface {
 	// FinishJob ends the running job (done or failed); the next queued job
 	// starts.
 	FinishJob(ctx context.Context, in *FinishJobRequest, opts ...grpc.CallOption) (*FinishJobResponse, error)
+	// FetchDataset streams the training images of a data set (as the
+	// coordinator reads it) to a worker that does not have it: the first
+	// chunk carries the shape, every chunk some of the pixels, in order.
+	FetchDataset(ctx context.Context, in *FetchDatasetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DatasetChunk], error)
 	// AddCoordinator and RemoveCoordinator change the raft group at run time.
 	AddCoordinator(ctx context.Context, in *AddCoordinatorRequest, opts ...grpc.CallOption) (*AddCoordinatorResponse, error)
 	RemoveCoordinator(ctx context.Context, in *RemoveCoordinatorRequest, opts ...grpc.CallOption) (*RemoveCoordinatorResponse, error)
@@ -156,6 +161,25 @@ func (c *coordinatorClient) FinishJob(ctx context.Context, in *FinishJobRequest,
 	return out, nil
 }
 
+func (c *coordinatorClient) FetchDataset(ctx context.Context, in *FetchDatasetRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[DatasetChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[0], Coordinator_FetchDataset_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[FetchDatasetRequest, DatasetChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_FetchDatasetClient = grpc.ServerStreamingClient[DatasetChunk]
+
 func (c *coordinatorClient) AddCoordinator(ctx context.Context, in *AddCoordinatorRequest, opts ...grpc.CallOption) (*AddCoordinatorResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(AddCoordinatorResponse)
@@ -201,6 +225,10 @@ type CoordinatorServer interface {
 	// FinishJob ends the running job (done or failed); the next queued job
 	// starts.
 	FinishJob(context.Context, *FinishJobRequest) (*FinishJobResponse, error)
+	// FetchDataset streams the training images of a data set (as the
+	// coordinator reads it) to a worker that does not have it: the first
+	// chunk carries the shape, every chunk some of the pixels, in order.
+	FetchDataset(*FetchDatasetRequest, grpc.ServerStreamingServer[DatasetChunk]) error
 	// AddCoordinator and RemoveCoordinator change the raft group at run time.
 	AddCoordinator(context.Context, *AddCoordinatorRequest) (*AddCoordinatorResponse, error)
 	RemoveCoordinator(context.Context, *RemoveCoordinatorRequest) (*RemoveCoordinatorResponse, error)
@@ -237,6 +265,9 @@ func (UnimplementedCoordinatorServer) ReportProgress(context.Context, *ReportPro
 }
 func (UnimplementedCoordinatorServer) FinishJob(context.Context, *FinishJobRequest) (*FinishJobResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method FinishJob not implemented")
+}
+func (UnimplementedCoordinatorServer) FetchDataset(*FetchDatasetRequest, grpc.ServerStreamingServer[DatasetChunk]) error {
+	return status.Error(codes.Unimplemented, "method FetchDataset not implemented")
 }
 func (UnimplementedCoordinatorServer) AddCoordinator(context.Context, *AddCoordinatorRequest) (*AddCoordinatorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method AddCoordinator not implemented")
@@ -409,6 +440,17 @@ func _Coordinator_FinishJob_Handler(srv interface{}, ctx context.Context, dec fu
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_FetchDataset_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(FetchDatasetRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServer).FetchDataset(m, &grpc.GenericServerStream[FetchDatasetRequest, DatasetChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_FetchDatasetServer = grpc.ServerStreamingServer[DatasetChunk]
+
 func _Coordinator_AddCoordinator_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(AddCoordinatorRequest)
 	if err := dec(in); err != nil {
@@ -493,6 +535,12 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Coordinator_RemoveCoordinator_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "FetchDataset",
+			Handler:       _Coordinator_FetchDataset_Handler,
+			ServerStreams: true,
+		},
+	},
 	Metadata: "gencluster.proto",
 }

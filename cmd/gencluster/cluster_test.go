@@ -51,8 +51,15 @@ type proc struct {
 // startProc runs the binary with args until the test ends (then SIGTERM).
 func startProc(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
+	return startProcIn(t, "", name, args...)
+}
+
+// startProcIn is startProc in working directory dir.
+func startProcIn(t *testing.T, dir, name string, args ...string) *proc {
+	t.Helper()
 	p := &proc{name: name, args: args, log: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(binary, args...)
+	p.cmd.Dir = dir
 	p.cmd.Stdout, p.cmd.Stderr = p.log, p.log
 	if err := p.cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
@@ -298,5 +305,59 @@ func TestLocal(t *testing.T) {
 	}
 	if _, errs, code := gencluster(t, "local", "--workers", "0", "--model", "vae", "--steps", "1"); code == 0 || !strings.Contains(errs, "--workers") {
 		t.Errorf("local --workers 0: exit %d, %q", code, errs)
+	}
+}
+
+// TestClusterStreamsDataset: workers that do not have the job's data set
+// receive it from the coordinators. The data set is a relative idx:data
+// that exists in the coordinator's working directory and in no worker's.
+func TestClusterStreamsDataset(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process cluster test")
+	}
+	root := t.TempDir()
+	cdir := filepath.Join(root, "coordinator")
+	if err := os.MkdirAll(filepath.Join(cdir, "data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	gz, err := os.ReadFile(filepath.Join("..", "..", "dataset", "mnistdata", "train-images-idx3-ubyte.gz"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cdir, "data", "train-images-idx3-ubyte.gz"), gz, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	startProcIn(t, cdir, "coordinator", "coordinator", "--id", "c0", "--listen", addr, "--peers", "c0="+addr, "--data-dir", "state")
+	var ws []*proc
+	for i := range 2 {
+		wdir := filepath.Join(root, fmt.Sprintf("w%d", i))
+		if err := os.MkdirAll(wdir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		ws = append(ws, startProcIn(t, wdir, fmt.Sprintf("worker w%d", i), "worker", "--join", addr, "--listen", freeAddr(t), "--data-dir", "state", "--threads", "1"))
+	}
+	out, errs, code := gencluster(t, "submit", "--coordinator", addr, "--model", "vae", "--dataset", "idx:data", "--batch", "16",
+		"--steps", "20", "--min-workers", "2")
+	if code != 0 {
+		t.Fatalf("submit: %s", errs)
+	}
+	job := strings.TrimSpace(out)
+	c := &testCluster{t: t, coords: []string{addr}}
+	c.waitJob(c.client(), job, 2*time.Minute, "job done", func(state string, step int64, _ int) bool { return state == "done" || state == "failed" })
+	c.waitJob(c.client(), job, time.Second, "job done at step 20", func(state string, step int64, _ int) bool { return state == "done" && step == 20 })
+	sums := map[string]bool{}
+	for _, w := range ws {
+		if !strings.Contains(w.log.String(), "data set received") {
+			t.Errorf("%s did not receive the data set from the coordinator", w.name)
+		}
+		step, sum := w.completion(job)
+		if step != 20 {
+			t.Errorf("%s ended at step %d", w.name, step)
+		}
+		sums[sum] = true
+	}
+	if len(sums) != 1 {
+		t.Errorf("replicas differ: %v", sums)
 	}
 }

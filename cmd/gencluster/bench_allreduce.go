@@ -30,7 +30,8 @@ type allreduceBench struct {
 	World         int       `json:"world"`
 	MiB           int       `json:"mib"`
 	Iters         int       `json:"iters"`
-	Threads       int       `json:"threads"` // GOMAXPROCS of each member process
+	Threads       int       `json:"threads"`   // GOMAXPROCS of each member process
+	ChunkKiB      int       `json:"chunk_kib"` // pipeline chunk (0: the default)
 	MedianSeconds float64   `json:"median_seconds"`
 	AlgBWMBps     float64   `json:"algbw_mbps"` // S / t
 	BusBWMBps     float64   `json:"busbw_mbps"` // 2(N-1)/N * S / t
@@ -40,7 +41,7 @@ type allreduceBench struct {
 }
 
 func (a *app) benchAllreduceCommand() *cobra.Command {
-	var world, mib, iters, threads int
+	var world, mib, iters, threads, chunkKiB int
 	var asJSON, loopback bool
 	cmd := &cobra.Command{
 		Use:   "allreduce --world N --mib S [--iters K] [--json]",
@@ -58,7 +59,10 @@ anchor's torch.set_num_threads(1).
 			if world < 1 || world > 64 || mib < 1 || mib > 4096 || iters < 1 || threads < 1 || threads > 256 {
 				return fmt.Errorf("--world must be 1..64, --mib 1..4096, --iters >= 1, --threads 1..256 (got %d, %d, %d, %d)", world, mib, iters, threads)
 			}
-			r, err := runAllreduceBench(cmd.Context(), world, mib, iters, threads)
+			if chunkKiB < 0 || chunkKiB > allreduce.MaxChunkBytes>>10 {
+				return fmt.Errorf("--chunk-kib must be 0..%d, got %d", allreduce.MaxChunkBytes>>10, chunkKiB)
+			}
+			r, err := runAllreduceBench(cmd.Context(), world, mib, iters, threads, chunkKiB)
 			if err != nil {
 				return err
 			}
@@ -87,6 +91,7 @@ anchor's torch.set_num_threads(1).
 	cmd.Flags().IntVar(&mib, "mib", 16, "buffer size in MiB")
 	cmd.Flags().IntVar(&iters, "iters", 10, "timed runs")
 	cmd.Flags().IntVar(&threads, "threads", 1, "OS threads (GOMAXPROCS) per member process")
+	cmd.Flags().IntVar(&chunkKiB, "chunk-kib", 0, "pipeline chunk in KiB (0: the default)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: median_seconds, algbw_mbps, busbw_mbps and the settings")
 	cmd.Flags().BoolVar(&loopback, "loopback", false, "also measure single-stream loopback bandwidth and the bound")
 	return cmd
@@ -94,7 +99,7 @@ anchor's torch.set_num_threads(1).
 
 // runAllreduceBench starts world member processes (this binary, hidden
 // subcommand), tells each the ring, and collects rank 0's timings.
-func runAllreduceBench(ctx context.Context, world, mib, iters, threads int) (*allreduceBench, error) {
+func runAllreduceBench(ctx context.Context, world, mib, iters, threads, chunkKiB int) (*allreduceBench, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("bench allreduce: find this binary: %w", err)
@@ -119,7 +124,7 @@ func runAllreduceBench(ctx context.Context, world, mib, iters, threads int) (*al
 		}
 	}()
 	for r := range ms {
-		c := exec.CommandContext(ctx, self, "bench", "allreduce-member", "--rank", strconv.Itoa(r), "--mib", strconv.Itoa(mib), "--iters", strconv.Itoa(iters), "--threads", strconv.Itoa(threads))
+		c := exec.CommandContext(ctx, self, "bench", "allreduce-member", "--rank", strconv.Itoa(r), "--mib", strconv.Itoa(mib), "--iters", strconv.Itoa(iters), "--threads", strconv.Itoa(threads), "--chunk-kib", strconv.Itoa(chunkKiB))
 		in, err := c.StdinPipe()
 		if err != nil {
 			return nil, err
@@ -172,7 +177,7 @@ func runAllreduceBench(ctx context.Context, world, mib, iters, threads int) (*al
 	med := times[len(times)/2]
 	s := float64(mib << 20)
 	return &allreduceBench{
-		Algorithm: "ring (reduce-scatter + all-gather), gRPC streams", World: world, MiB: mib, Iters: iters, Threads: threads,
+		Algorithm: "ring (reduce-scatter + all-gather), gRPC streams", World: world, MiB: mib, Iters: iters, Threads: threads, ChunkKiB: chunkKiB,
 		MedianSeconds: med, AlgBWMBps: s / med / 1e6, BusBWMBps: 2 * float64(world-1) / float64(world) * s / med / 1e6,
 		Seconds: ms[0].times,
 	}, nil
@@ -182,7 +187,7 @@ func runAllreduceBench(ctx context.Context, world, mib, iters, threads int) (*al
 // prints its address, reads the ring's addresses from stdin, runs the
 // operations and prints its timings as JSON.
 func (a *app) benchAllreduceMemberCommand() *cobra.Command {
-	var rank, mib, iters, threads int
+	var rank, mib, iters, threads, chunkKiB int
 	cmd := &cobra.Command{
 		Use:    "allreduce-member",
 		Hidden: true,
@@ -195,7 +200,7 @@ func (a *app) benchAllreduceMemberCommand() *cobra.Command {
 				return err
 			}
 			srv := grpc.NewServer(allreduce.ServerOptions()...)
-			m, err := allreduce.NewMember(allreduce.Config{Timeout: 60 * time.Second}, srv)
+			m, err := allreduce.NewMember(allreduce.Config{Timeout: 60 * time.Second, ChunkBytes: chunkKiB << 10}, srv)
 			if err != nil {
 				return err
 			}
@@ -247,6 +252,7 @@ func (a *app) benchAllreduceMemberCommand() *cobra.Command {
 	cmd.Flags().IntVar(&mib, "mib", 16, "")
 	cmd.Flags().IntVar(&iters, "iters", 10, "")
 	cmd.Flags().IntVar(&threads, "threads", 1, "")
+	cmd.Flags().IntVar(&chunkKiB, "chunk-kib", 0, "")
 	return cmd
 }
 

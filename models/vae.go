@@ -86,7 +86,7 @@ func (m *VAE) forward(x []float32, n int, noise Noise) float64 {
 	var kl float64
 	for i := range m.z {
 		if i%m.latent == 0 {
-			m.src.Seed(noise.Seed, noise.First+uint64(i/m.latent))
+			m.src.Seed(noise.Seed, mix64(noise.First+uint64(i/m.latent)))
 		}
 		eps := float32(m.rng.NormFloat64())
 		m.eps[i] = eps
@@ -160,4 +160,16 @@ func (m *VAE) Sample(dst []float32, n int, rng *rand.Rand) {
 	for i, l := range m.logit[:n*m.in] {
 		dst[i] = float32(sigmoid(float64(l)))
 	}
+}
+
+// mix64 is SplitMix64's finaliser. Images' noise streams are consecutive
+// integers; PCGs seeded with neighbouring states start out correlated, so
+// the stream number is scrambled first.
+func mix64(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	x ^= x >> 31
+	return x
 }

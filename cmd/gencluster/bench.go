@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -36,9 +35,7 @@ func (a *app) benchComputeCommand() *cobra.Command {
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return a.printJSON(r)
 			}
 			fmt.Fprintf(a.stdout, "%s batch=%d steps=%d threads=%d images_per_s=%.1f step_median_ms=%.2f loss=%.2f\n",
 				r.Model, r.Batch, r.Steps, r.Threads, r.ImagesPerSec, r.StepMedianMS, r.Loss)

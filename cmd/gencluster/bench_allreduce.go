@@ -75,9 +75,7 @@ anchor's torch.set_num_threads(1).
 				r.BoundSeconds = 2 * float64(world-1) / float64(world) * float64(mib<<20) / bw
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return a.printJSON(r)
 			}
 			fmt.Fprintf(a.stdout, "gencluster ring world=%d MiB=%d median_s=%.4f algbw_MBps=%.0f busbw_MBps=%.0f", r.World, r.MiB, r.MedianSeconds, r.AlgBWMBps, r.BusBWMBps)
 			if loopback {

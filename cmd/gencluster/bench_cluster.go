@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -78,9 +77,7 @@ coordinators and workers as real gRPC servers on loopback in this process
 				return err
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return a.printJSON(r)
 			}
 			fmt.Fprintf(a.stdout, "%s batch=%d: train --threads %d %.1f img/s, local --workers %d --threads 1 %.1f img/s (overhead %.1f%%)\n",
 				r.Model, r.Batch, r.Threads, r.TrainImagesPerSec, r.Workers, r.LocalImagesPerSec, 100*r.DistributionOverhead)

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/json"
 	"fmt"
 	"math"
 	"runtime"
@@ -74,9 +73,7 @@ directory (its newest good checkpoint is used).`,
 				Images: set.N, NLLNats: nats, BitsPerDim: nats / (float64(m.Rows()*m.Cols()) * math.Ln2),
 			}
 			if asJSON {
-				enc := json.NewEncoder(a.stdout)
-				enc.SetIndent("", "  ")
-				return enc.Encode(r)
+				return a.printJSON(r)
 			}
 			fmt.Fprintf(a.stdout, "%s step %d on %s %s (%d images): %.3f nats/image, %.4f bits/dim\n",
 				r.Model, r.Step, r.Dataset, r.Split, r.Images, r.NLLNats, r.BitsPerDim)

@@ -5,6 +5,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -64,6 +65,13 @@ process (train) or, in later releases, across a raft-coordinated cluster.`,
 	root.AddCommand(a.trainCommand(), a.evalCommand(), a.sampleCommand(), a.exportCommand(), a.benchCommand(),
 		a.coordinatorCommand(), a.submitCommand(), a.statusCommand(), a.workerCommand(), a.localCommand())
 	return root
+}
+
+// printJSON writes v to stdout as indented JSON (the --json outputs).
+func (a *app) printJSON(v any) error {
+	enc := json.NewEncoder(a.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // noArgs rejects positional arguments with a message naming them.

@@ -3,6 +3,7 @@ package localcluster
 import (
 	"context"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -218,5 +219,53 @@ func TestJobFails(t *testing.T) {
 	}
 	if j := waitJob(t, c, good, time.Minute); j.GetState() != "done" || j.GetStep() != 5 {
 		t.Errorf("the job after the failed ones ended %s at step %d, want done at 5", j.GetState(), j.GetStep())
+	}
+}
+
+// TestRestartOnlyWorker: the only worker dies and comes back on a new port
+// at once. Nobody reports it, so its id stays registered at the old address
+// until the lease expires: the new process waits for that, joins, resumes
+// from its newest checkpoint and finishes the job.
+func TestRestartOnlyWorker(t *testing.T) {
+	reps := newReplicas()
+	firstAfter := make(chan int64, 1)
+	var restarted atomic.Bool
+	c := startCluster(t, 1, worker.Config{Threads: 1, OnStep: func(s worker.StepInfo) {
+		reps.onStep(s)
+		if restarted.Load() {
+			select {
+			case firstAfter <- s.Step:
+			default:
+			}
+		}
+	}})
+	w, err := c.AddWorker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitWorkers(t, c, 1)
+	spec, _ := failureJob(1)
+	spec.CheckpointEvery = 10
+	id, err := c.Submit(context.Background(), spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reps.waitStep(t, 25, time.Minute)
+	w.Kill()
+	restarted.Store(true)
+	if _, err := c.Restart(w); err != nil {
+		t.Fatal(err)
+	}
+	j := waitJob(t, c, id, 2*time.Minute)
+	if j.GetState() != "done" || j.GetStep() != spec.GetSteps() {
+		t.Fatalf("job ended %s at step %d, want done at %d", j.GetState(), j.GetStep(), spec.GetSteps())
+	}
+	select {
+	case s := <-firstAfter:
+		if s < 21 || s%10 != 1 {
+			t.Errorf("first step after the restart was %d, want the one after a checkpoint at 20 or later", s)
+		}
+	default:
+		t.Error("no step after the restart")
 	}
 }

@@ -268,9 +268,27 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// join registers with the coordinators, retrying until one answers.
+// join registers with the coordinators, retrying until one answers. A
+// worker restarted on another port finds its id still registered at the
+// old address until its predecessor is reported failed or its lease
+// expires: it waits for that.
 func (w *Worker) join(ctx context.Context) error {
-	r, err := w.client.Join(ctx, &pb.JoinRequest{WorkerId: w.id, Addr: w.Addr()})
+	var r *pb.JoinResponse
+	var err error
+	for warned := false; ; warned = true {
+		r, err = w.client.Join(ctx, &pb.JoinRequest{WorkerId: w.id, Addr: w.Addr()})
+		if status.Code(err) != codes.AlreadyExists {
+			break
+		}
+		if !warned {
+			w.log.Warn("this worker id is still registered at its old address; waiting for that registration to end", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("worker %s: join: %w", w.id, err)
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("worker %s: join: %w", w.id, err)
 	}

@@ -361,3 +361,85 @@ func TestClusterStreamsDataset(t *testing.T) {
 		t.Errorf("replicas differ: %v", sums)
 	}
 }
+
+// TestClusterWholeRestart (SPEC §5.4): every process is SIGKILLed mid-job
+// and started again with the same data dirs and command lines; the job
+// resumes from the newest checkpoint and finishes with parameters
+// bit-for-bit those of an uninterrupted run with as many workers.
+func TestClusterWholeRestart(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process cluster test")
+	}
+	const steps, every = 600, 100
+	run := func(c *testCluster, disturb func()) string {
+		t.Helper()
+		cl := c.client()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			st, err := cl.Status(ctx)
+			cancel()
+			if err == nil && len(st.GetWorkers()) == 2 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("workers did not join: %v", err)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		out, errs, code := gencluster(t, "submit", "--coordinator", strings.Join(c.coords, ","), "--model", "vae", "--batch", "24",
+			"--steps", strconv.Itoa(steps), "--seed", "4", "--checkpoint-every", strconv.Itoa(every), "--min-workers", "2")
+		if code != 0 {
+			t.Fatalf("submit: %s", errs)
+		}
+		job := strings.TrimSpace(out)
+		if disturb != nil {
+			c.waitJob(cl, job, 2*time.Minute, "job past step 250", func(_ string, step int64, _ int) bool { return step >= 250 })
+			disturb()
+			cl = c.client()
+		}
+		c.waitJob(cl, job, 3*time.Minute, "job done", func(state string, _ int64, _ int) bool { return state == "done" || state == "failed" })
+		c.waitJob(cl, job, time.Second, "job done at its last step", func(state string, step int64, _ int) bool { return state == "done" && step == steps })
+		sums := map[string]bool{}
+		for _, w := range c.workers {
+			if step, sum := w.completion(job); step == steps {
+				sums[sum] = true
+			}
+		}
+		if len(sums) != 1 {
+			t.Fatalf("final replicas: %v", sums)
+		}
+		for s := range sums {
+			return s
+		}
+		return ""
+	}
+	want := run(newTestCluster(t, 1, 2), nil)
+
+	c := newTestCluster(t, 1, 2)
+	got := run(c, func() {
+		for _, p := range append(append([]*proc(nil), c.workers...), c.cprocs...) {
+			p.kill()
+		}
+		restart := func(p *proc) *proc { return startProc(t, p.name+" (restarted)", p.args...) }
+		c.cprocs[0] = restart(c.cprocs[0])
+		for i, w := range c.workers {
+			c.workers[i] = restart(w)
+		}
+	})
+	if got != want {
+		t.Errorf("after a whole-cluster restart the parameters' checksum is %s, uninterrupted %s", got, want)
+	}
+	// And it resumed from a checkpoint (>= 200: it was killed past 250),
+	// rather than from the start.
+	resumed := regexp.MustCompile(`msg="resuming from checkpoint" .*step=(\d+)`)
+	var from int64 = -1
+	for _, w := range c.workers {
+		if m := resumed.FindStringSubmatch(w.log.String()); m != nil {
+			from, _ = strconv.ParseInt(m[1], 10, 64)
+		}
+	}
+	if from < 200 {
+		t.Errorf("no restarted worker resumed from a checkpoint at step 200 or later (got %d)", from)
+	}
+}

@@ -130,12 +130,9 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 	adamCfg.LR = cfg.LR
 	opt := optim.NewAdam(adamCfg, ParamLengths(m))
 
-	start, err := resume(cfg.Out, job, m, opt, log)
+	start, _, err := Resume(cfg.Out, job, m, opt, log)
 	if err != nil {
 		return nil, err
-	}
-	if start == 0 {
-		m.Init(rand.New(rand.NewPCG(cfg.Seed, 0x1f1f)))
 	}
 	curve, err := openCurve(filepath.Join(cfg.Out, "loss.csv"), start)
 	if err != nil {
@@ -238,27 +235,36 @@ func StepNoise(seed uint64, step int64, batch int) models.Noise {
 // steps, which start at 0.
 const evalFirst = 1 << 63
 
-// resume restores the newest good checkpoint in dir if it belongs to job and
-// returns its step; 0 when there is none.
-func resume(dir string, job checkpoint.Job, m models.Model, opt *optim.Adam, log *slog.Logger) (int64, error) {
+// Resume restores the newest good checkpoint in dir if it belongs to job
+// and returns its step and loss; without one it initialises m from the
+// job's seed (InitModel) and returns step 0. A checkpoint of another job is
+// an error. Training in one process and each worker of a cluster start
+// this way, so that they start from the same parameters.
+func Resume(dir string, job checkpoint.Job, m models.Model, opt *optim.Adam, log *slog.Logger) (step int64, loss float64, err error) {
 	files, err := checkpoint.List(dir)
 	if err != nil || len(files) == 0 {
-		return 0, nil
+		InitModel(m, job.Seed)
+		return 0, 0, nil
 	}
 	st, file, err := checkpoint.Load(dir, func(f string, err error) {
 		log.Warn("skipping bad checkpoint", "file", f, "err", err)
 	})
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if st.Meta.Job != job {
-		return 0, fmt.Errorf("%s holds a checkpoint of another job (%+v); choose another --out or remove it", file, st.Meta.Job)
+		return 0, 0, fmt.Errorf("%s holds a checkpoint of another job (%+v); choose another --out or remove it", file, st.Meta.Job)
 	}
 	if err := Restore(st, m, opt); err != nil {
-		return 0, fmt.Errorf("%s: %w", file, err)
+		return 0, 0, fmt.Errorf("%s: %w", file, err)
 	}
 	log.Info("resuming", "checkpoint", file, "step", st.Meta.Step)
-	return st.Meta.Step, nil
+	return st.Meta.Step, st.Meta.Loss, nil
+}
+
+// InitModel draws a job's initial parameters from its seed.
+func InitModel(m models.Model, seed uint64) {
+	m.Init(rand.New(rand.NewPCG(seed, 0x1f1f)))
 }
 
 // curveFile appends step,loss,images_per_sec,elapsed_s rows to loss.csv.

@@ -9,7 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
-	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"time"
@@ -146,27 +145,16 @@ func (w *Worker) openJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 func (j *job) close() { j.pool.Close() }
 
 // resume loads the newest good checkpoint of this job from its directory,
-// or initialises the model from the job's seed.
+// or initialises the model from the job's seed, as `train` does.
 func (j *job) resume() error {
-	files, err := checkpoint.List(j.dir)
-	if err == nil && len(files) > 0 {
-		st, file, err := checkpoint.Load(j.dir, func(f string, err error) {
-			j.log.Warn("skipping bad checkpoint", "file", f, "err", err)
-		})
-		if err == nil && st.Meta.Job == j.meta {
-			if err := training.Restore(st, j.model, j.opt); err != nil {
-				return fmt.Errorf("job %s: %s: %w", j.id, file, err)
-			}
-			j.step, j.loss, j.saved = st.Meta.Step, st.Meta.Loss, st.Meta.Step
-			j.log.Info("resuming from checkpoint", "file", file, "step", j.step)
-			return nil
-		}
-		if err == nil {
-			j.log.Warn("checkpoint directory holds another job's checkpoint; starting afresh", "dir", j.dir, "file", file)
-		}
+	step, loss, err := training.Resume(j.dir, j.meta, j.model, j.opt, j.log)
+	if err != nil {
+		return fmt.Errorf("job %s: %w", j.id, err)
 	}
-	j.model.Init(rand.New(rand.NewPCG(j.spec.GetSeed(), 0x1f1f)))
-	j.step, j.saved = 0, -1
+	j.step, j.loss, j.saved = step, loss, -1
+	if step > 0 {
+		j.saved = step
+	}
 	return nil
 }
 

@@ -432,7 +432,7 @@ func TestClusterWholeRestart(t *testing.T) {
 	}
 	// And it resumed from a checkpoint (>= 200: it was killed past 250),
 	// rather than from the start.
-	resumed := regexp.MustCompile(`msg="resuming from checkpoint" .*step=(\d+)`)
+	resumed := regexp.MustCompile(`msg=resuming .*checkpoint=\S+ step=(\d+)`)
 	var from int64 = -1
 	for _, w := range c.workers {
 		if m := resumed.FindStringSubmatch(w.log.String()); m != nil {

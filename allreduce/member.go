@@ -210,7 +210,16 @@ func (op *Op) Wait() error {
 // Wait returns. Cancelling ctx fails the operation and, since the ring can
 // no longer stay in step, the whole generation.
 func (m *Member) Start(ctx context.Context, buf []float32) *Op {
-	op := &Op{done: make(chan error, 1)}
+	return m.StartOp(ctx, nil, buf)
+}
+
+// StartOp is Start reusing op, an Op whose Wait has returned (nil: a new
+// one), so that a training loop starts its buckets step after step without
+// allocating.
+func (m *Member) StartOp(ctx context.Context, op *Op, buf []float32) *Op {
+	if op == nil {
+		op = &Op{done: make(chan error, 1)}
+	}
 	m.start(ctx, op, buf)
 	return op
 }

@@ -245,7 +245,7 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Member, a *pb.Assignme
 	}
 	backEnd := time.Now()
 	j.lossv[0] = float32(local)
-	j.ops = append(j.ops, m.Start(ctx, j.lossv))
+	j.start(j.lossv)
 	var first error
 	for _, op := range j.ops {
 		if err := op.Wait(); err != nil && first == nil {
@@ -278,7 +278,18 @@ func (j *job) onGrad(p *models.Param) {
 	if len(j.ops) == 0 {
 		j.firstStart = time.Now()
 	}
-	j.ops = append(j.ops, j.stepMember.Start(j.stepCtx, p.Grad))
+	j.start(p.Grad)
+}
+
+// start starts the all-reduce of one bucket of the step in flight, reusing
+// the Op of the same bucket of the last step (all of which were waited).
+func (j *job) start(buf []float32) {
+	n := len(j.ops)
+	var op *allreduce.Op
+	if n < cap(j.ops) {
+		op = j.ops[:n+1][n]
+	}
+	j.ops = append(j.ops[:n], j.stepMember.StartOp(j.stepCtx, op, buf))
 }
 
 // save writes a checkpoint of the current step (unless one is there).

@@ -42,8 +42,6 @@ type Config struct {
 	// subdirectory is not added): the embedded cluster points every worker
 	// at its --out.
 	CheckpointDir string
-	// ID names the worker; "" reads it from DataDir or creates one there.
-	ID string
 	// Threads is the compute threads of the worker's kernels.
 	Threads int
 	// RingTimeout is how long a silent ring peer is waited for
@@ -119,12 +117,9 @@ func New(cfg Config) (*Worker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("worker: data directory: %w", err)
 	}
-	id := cfg.ID
-	if id == "" {
-		var err error
-		if id, err = loadID(cfg.DataDir); err != nil {
-			return nil, err
-		}
+	id, err := loadID(cfg.DataDir)
+	if err != nil {
+		return nil, err
 	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {

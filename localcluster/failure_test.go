@@ -170,22 +170,9 @@ func TestKillLeader(t *testing.T) {
 // waitWorkers waits until n workers are registered.
 func waitWorkers(t *testing.T, c *Cluster, n int) {
 	t.Helper()
-	cl, err := coordinator.NewClient(c.Addrs())
-	if err != nil {
+	if err := c.AwaitWorkers(context.Background(), 30*time.Second, n); err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		st, err := cl.Status(ctx)
-		cancel()
-		if err == nil && len(st.GetWorkers()) == n {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%d workers did not all join within 30s", n)
 }
 
 // TestJobFails: a job whose loss diverges, and one whose data set the

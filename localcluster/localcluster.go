@@ -183,6 +183,52 @@ func (c *Cluster) Submit(ctx context.Context, spec *pb.JobSpec) (string, error) 
 	return cl.Submit(ctx, spec)
 }
 
+// Await reads the cluster's status every 5 ms until cond holds; it gives
+// up when ctx ends or after timeout, naming what it waited for.
+func (c *Cluster) Await(ctx context.Context, timeout time.Duration, what string, cond func(*pb.StatusResponse) bool) error {
+	cl, err := coordinator.NewClient(c.addrs)
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	for {
+		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := cl.Status(sctx)
+		scancel()
+		if err == nil && cond(st) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("localcluster: waiting for %s: %w", what, ctx.Err())
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+// AwaitJob waits until the job satisfies cond and returns it as the
+// status showed it then.
+func (c *Cluster) AwaitJob(ctx context.Context, timeout time.Duration, id string, cond func(*pb.JobInfo) bool) (*pb.JobInfo, error) {
+	var job *pb.JobInfo
+	err := c.Await(ctx, timeout, "job "+id, func(st *pb.StatusResponse) bool {
+		for _, j := range st.GetJobs() {
+			if j.GetId() == id && cond(j) {
+				job = j
+				return true
+			}
+		}
+		return false
+	})
+	return job, err
+}
+
+// AwaitWorkers waits until n workers are registered.
+func (c *Cluster) AwaitWorkers(ctx context.Context, timeout time.Duration, n int) error {
+	return c.Await(ctx, timeout, fmt.Sprintf("%d workers", n), func(st *pb.StatusResponse) bool { return len(st.GetWorkers()) == n })
+}
+
 // Close stops every worker, then the coordinators, and removes nothing on
 // disk (StateDir is the caller's).
 func (c *Cluster) Close() error {

@@ -12,7 +12,6 @@ import (
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/checkpoint"
-	"github.com/gencluster/gencluster/coordinator"
 	"github.com/gencluster/gencluster/training"
 	"github.com/gencluster/gencluster/worker"
 )
@@ -61,30 +60,16 @@ func testLogger(t *testing.T) *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// waitJob polls the cluster until the job is done (or failed, or timeout).
+// waitJob waits until the job is done or failed.
 func waitJob(t *testing.T, c *Cluster, jobID string, timeout time.Duration) *pb.JobInfo {
 	t.Helper()
-	cl, err := coordinator.NewClient(c.Addrs())
+	j, err := c.AwaitJob(context.Background(), timeout, jobID, func(j *pb.JobInfo) bool {
+		return j.GetState() == "done" || j.GetState() == "failed"
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer cl.Close()
-	deadline := time.Now().Add(timeout)
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		st, err := cl.Status(ctx)
-		cancel()
-		if err == nil {
-			for _, j := range st.GetJobs() {
-				if j.GetId() == jobID && (j.GetState() == "done" || j.GetState() == "failed") {
-					return j
-				}
-			}
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	t.Fatalf("job %s did not end within %v", jobID, timeout)
-	return nil
+	return j
 }
 
 func startCluster(t *testing.T, coords int, wcfg worker.Config) *Cluster {

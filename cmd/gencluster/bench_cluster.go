@@ -124,7 +124,8 @@ func (a *app) runClusterBench(ctx context.Context, model string, batch, steps, w
 		if err != nil {
 			return err
 		}
-		return awaitJob(ctx, c, id, func(j *pb.JobInfo) bool { return j.GetState() == "done" })
+		_, err = c.AwaitJob(ctx, 30*time.Minute, id, func(j *pb.JobInfo) bool { return j.GetState() == "done" })
+		return err
 	})
 	if err != nil {
 		return nil, err
@@ -189,49 +190,10 @@ func withCluster(ctx context.Context, log *slog.Logger, coords, workers int, onS
 		}
 		ws = append(ws, w)
 	}
-	if err := awaitWorkers(ctx, c, workers); err != nil {
+	if err := c.AwaitWorkers(ctx, time.Minute, workers); err != nil {
 		return err
 	}
 	return fn(c, ws)
-}
-
-func awaitWorkers(ctx context.Context, c *localcluster.Cluster, n int) error {
-	return poll(ctx, c, time.Minute, fmt.Sprintf("%d workers joined", n), func(st *pb.StatusResponse) bool { return len(st.GetWorkers()) == n })
-}
-
-func awaitJob(ctx context.Context, c *localcluster.Cluster, id string, cond func(*pb.JobInfo) bool) error {
-	return poll(ctx, c, 30*time.Minute, "job "+id, func(st *pb.StatusResponse) bool {
-		for _, j := range st.GetJobs() {
-			if j.GetId() == id && cond(j) {
-				return true
-			}
-		}
-		return false
-	})
-}
-
-// poll reads the cluster's status every 5 ms until cond holds.
-func poll(ctx context.Context, c *localcluster.Cluster, timeout time.Duration, what string, cond func(*pb.StatusResponse) bool) error {
-	cl, err := coordinator.NewClient(c.Addrs())
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	for {
-		sctx, scancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := cl.Status(sctx)
-		scancel()
-		if err == nil && cond(st) {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("bench cluster: waiting for %s: %w", what, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
-		}
-	}
 }
 
 // workerKillRecovery kills one of three workers mid-job and times the first
@@ -291,7 +253,7 @@ func leaderKillRecovery(ctx context.Context, log *slog.Logger, model string, bat
 		if err != nil {
 			return err
 		}
-		if err := awaitJob(ctx, c, id, func(j *pb.JobInfo) bool { return j.GetStep() >= 3 }); err != nil {
+		if _, err := c.AwaitJob(ctx, time.Minute, id, func(j *pb.JobInfo) bool { return j.GetStep() >= 3 }); err != nil {
 			return err
 		}
 		cl, err := coordinator.NewClient(c.Addrs())
@@ -317,7 +279,7 @@ func leaderKillRecovery(ctx context.Context, log *slog.Logger, model string, bat
 		if err := c.KillCoordinator(leader); err != nil {
 			return err
 		}
-		if err := awaitJob(ctx, c, id, func(j *pb.JobInfo) bool { return j.GetStep() > step }); err != nil {
+		if _, err := c.AwaitJob(ctx, time.Minute, id, func(j *pb.JobInfo) bool { return j.GetStep() > step }); err != nil {
 			return err
 		}
 		d = time.Since(t0)

@@ -6,9 +6,11 @@ package training
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -280,7 +282,7 @@ func openCurve(path string, start int64) (*curveFile, error) {
 			return nil, fmt.Errorf("loss curve: %w", err)
 		}
 		w := bufio.NewWriter(f)
-		w.WriteString("step,loss,images_per_sec,elapsed_s\n")
+		w.WriteString(curveHeader)
 		return &curveFile{f: f, w: w}, nil
 	}
 	// Resuming: keep the rows up to start, drop any written after it.
@@ -294,15 +296,36 @@ func openCurve(path string, start int64) (*curveFile, error) {
 	}
 	for _, r := range rows {
 		if r.Step <= start {
-			fmt.Fprintf(c.w, "%d,%.6g,%.6g,%.3f\n", r.Step, r.Loss, r.ImagesPerSec, r.Elapsed)
+			writeRow(c.w, r)
 		}
 	}
 	return c, nil
 }
 
 func (c *curveFile) add(step int64, loss, ips float64, el time.Duration) error {
-	_, err := fmt.Fprintf(c.w, "%d,%.6g,%.6g,%.3f\n", step, loss, ips, el.Seconds())
-	if err != nil {
+	if err := writeRow(c.w, CurveRow{Step: step, Loss: loss, ImagesPerSec: ips, Elapsed: el.Seconds()}); err != nil {
+		return fmt.Errorf("loss curve: %w", err)
+	}
+	return nil
+}
+
+// curveHeader and writeRow are loss.csv's format (ReadCurve reads it).
+const curveHeader = "step,loss,images_per_sec,elapsed_s\n"
+
+func writeRow(w io.Writer, r CurveRow) error {
+	_, err := fmt.Fprintf(w, "%d,%.6g,%.6g,%.3f\n", r.Step, r.Loss, r.ImagesPerSec, r.Elapsed)
+	return err
+}
+
+// WriteCurve writes rows as a loss.csv, as Train writes it (for a curve
+// collected elsewhere, such as from a cluster's rank 0).
+func WriteCurve(path string, rows []CurveRow) error {
+	var b bytes.Buffer
+	b.WriteString(curveHeader)
+	for _, r := range rows {
+		writeRow(&b, r)
+	}
+	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		return fmt.Errorf("loss curve: %w", err)
 	}
 	return nil

@@ -1,10 +1,11 @@
 package main
 
 import (
-	"bufio"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -250,27 +251,6 @@ func (c *localCurve) add(s worker.StepInfo, el time.Duration) {
 func (c *localCurve) write(path string) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	steps := make([]int64, 0, len(c.rows))
-	for s := range c.rows {
-		steps = append(steps, s)
-	}
-	slices.Sort(steps)
-	f, err := os.Create(path)
-	if err != nil {
-		return fmt.Errorf("loss curve: %w", err)
-	}
-	w := bufio.NewWriter(f)
-	fmt.Fprintln(w, "step,loss,images_per_sec,elapsed_s")
-	for _, s := range steps {
-		r := c.rows[s]
-		fmt.Fprintf(w, "%d,%.6f,%.2f,%.3f\n", r.Step, r.Loss, r.ImagesPerSec, r.Elapsed)
-	}
-	if err := w.Flush(); err != nil {
-		f.Close()
-		return fmt.Errorf("loss curve: %w", err)
-	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("loss curve: %w", err)
-	}
-	return nil
+	rows := slices.SortedFunc(maps.Values(c.rows), func(a, b training.CurveRow) int { return cmp.Compare(a.Step, b.Step) })
+	return training.WriteCurve(path, rows)
 }

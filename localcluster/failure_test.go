@@ -61,7 +61,8 @@ func (r *replicas) allIdentical(t *testing.T, total int64) {
 // disturbance the next step completed.
 // With newGen the recovery is timed to the first step of a later ring
 // generation than the one running when disturb was called.
-func runDisturbed(t *testing.T, coords, workers int, newGen bool, disturb func(c *Cluster, ws []*Worker)) time.Duration {
+// want is how many workers must complete the last step.
+func runDisturbed(t *testing.T, coords, workers, want int, newGen bool, disturb func(c *Cluster, ws []*Worker)) time.Duration {
 	reps := newReplicas()
 	stepAt := make(chan worker.StepInfo, 1<<16)
 	c := startCluster(t, coords, worker.Config{Threads: 1, OnStep: func(s worker.StepInfo) {
@@ -110,12 +111,15 @@ func runDisturbed(t *testing.T, coords, workers int, newGen bool, disturb func(c
 		t.Fatalf("job ended %s at step %d, want done at %d", j.GetState(), j.GetStep(), spec.GetSteps())
 	}
 	reps.allIdentical(t, spec.GetSteps())
+	if n := reps.workersAt(spec.GetSteps()); n != want {
+		t.Errorf("%d workers completed the last step, want %d", n, want)
+	}
 	t.Logf("first step after the disturbance (in a new generation: %v) completed %v later; generations seen %d", newGen, recovery.Round(time.Millisecond), len(reps.gens))
 	return recovery
 }
 
 func TestKillWorker(t *testing.T) {
-	runDisturbed(t, 1, 3, true, func(c *Cluster, ws []*Worker) {
+	runDisturbed(t, 1, 3, 2, true, func(c *Cluster, ws []*Worker) {
 		if err := ws[1].Kill(); err != nil {
 			t.Logf("kill: %v", err)
 		}
@@ -123,7 +127,7 @@ func TestKillWorker(t *testing.T) {
 }
 
 func TestJoinWorkerMidJob(t *testing.T) {
-	runDisturbed(t, 1, 2, true, func(c *Cluster, ws []*Worker) {
+	runDisturbed(t, 1, 2, 3, true, func(c *Cluster, ws []*Worker) {
 		if _, err := c.AddWorker(); err != nil {
 			t.Fatal(err)
 		}
@@ -131,7 +135,7 @@ func TestJoinWorkerMidJob(t *testing.T) {
 }
 
 func TestRestartWorker(t *testing.T) {
-	runDisturbed(t, 1, 3, true, func(c *Cluster, ws []*Worker) {
+	runDisturbed(t, 1, 3, 3, true, func(c *Cluster, ws []*Worker) {
 		id := ws[2].ID()
 		ws[2].Kill()
 		w, err := c.Restart(ws[2])
@@ -145,7 +149,7 @@ func TestRestartWorker(t *testing.T) {
 }
 
 func TestKillLeader(t *testing.T) {
-	runDisturbed(t, 3, 2, false, func(c *Cluster, ws []*Worker) {
+	runDisturbed(t, 3, 2, 2, false, func(c *Cluster, ws []*Worker) {
 		cl, err := coordinator.NewClient(c.Addrs())
 		if err != nil {
 			t.Fatal(err)

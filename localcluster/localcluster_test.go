@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -21,12 +22,11 @@ import (
 type replicas struct {
 	mu     sync.Mutex
 	hashes map[int64]map[string]string // step -> checksum -> worker ids (for messages)
-	last   map[string]int64            // worker -> last step seen
 	gens   map[uint64]bool
 }
 
 func newReplicas() *replicas {
-	return &replicas{hashes: map[int64]map[string]string{}, last: map[string]int64{}, gens: map[uint64]bool{}}
+	return &replicas{hashes: map[int64]map[string]string{}, gens: map[uint64]bool{}}
 }
 
 func (r *replicas) onStep(s worker.StepInfo) {
@@ -37,8 +37,20 @@ func (r *replicas) onStep(s worker.StepInfo) {
 		r.hashes[s.Step] = map[string]string{}
 	}
 	r.hashes[s.Step][sum] += s.WorkerID + " "
-	r.last[s.WorkerID] = s.Step
 	r.gens[s.Generation] = true
+}
+
+// workersAt counts the workers that completed step.
+func (r *replicas) workersAt(step int64) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ids := map[string]bool{}
+	for _, who := range r.hashes[step] {
+		for _, id := range strings.Fields(who) {
+			ids[id] = true
+		}
+	}
+	return len(ids)
 }
 
 // identicalAt fails if two replicas held different parameters after step

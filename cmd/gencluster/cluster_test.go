@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/coordinator"
 	"github.com/gencluster/gencluster/training"
 )
@@ -166,20 +167,39 @@ func (c *testCluster) client() *coordinator.Client {
 // status polls until cond holds for the job (or fails the test).
 func (c *testCluster) waitJob(cl *coordinator.Client, job string, timeout time.Duration, what string, cond func(state string, step int64, workers int) bool) {
 	c.t.Helper()
+	c.waitStatus(cl, timeout, what, func(st *pb.StatusResponse) (bool, string) {
+		for _, j := range st.GetJobs() {
+			if j.GetId() == job {
+				return cond(j.GetState(), j.GetStep(), len(st.GetWorkers())),
+					fmt.Sprintf("%s at step %d with %d workers", j.GetState(), j.GetStep(), len(st.GetWorkers()))
+			}
+		}
+		return false, "no such job"
+	})
+}
+
+// waitWorkers waits until n workers are registered.
+func (c *testCluster) waitWorkers(cl *coordinator.Client, n int) {
+	c.t.Helper()
+	c.waitStatus(cl, 30*time.Second, fmt.Sprintf("%d workers joined", n), func(st *pb.StatusResponse) (bool, string) {
+		return len(st.GetWorkers()) == n, fmt.Sprintf("%d workers", len(st.GetWorkers()))
+	})
+}
+
+// waitStatus polls the cluster's status until cond holds (it also says
+// what it saw, for the failure message).
+func (c *testCluster) waitStatus(cl *coordinator.Client, timeout time.Duration, what string, cond func(*pb.StatusResponse) (bool, string)) {
+	c.t.Helper()
 	deadline := time.Now().Add(timeout)
-	var last string
+	last := "no status"
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		st, err := cl.Status(ctx)
 		cancel()
 		if err == nil {
-			for _, j := range st.GetJobs() {
-				if j.GetId() == job {
-					last = fmt.Sprintf("%s at step %d with %d workers", j.GetState(), j.GetStep(), len(st.GetWorkers()))
-					if cond(j.GetState(), j.GetStep(), len(st.GetWorkers())) {
-						return
-					}
-				}
+			var ok bool
+			if ok, last = cond(st); ok {
+				return
 			}
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -197,20 +217,8 @@ func runClusterScenario(t *testing.T, coordinators, workers int, disturb func(c 
 	c := newTestCluster(t, coordinators, workers)
 	cl := c.client()
 	const steps, at = 1500, 200
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	// Wait for every worker before submitting, so the job starts with all.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := cl.Status(ctx)
-		if err == nil && len(st.GetWorkers()) == workers {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("workers did not join: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	c.waitWorkers(cl, workers)
 	out, errs, code := gencluster(t, "submit", "--coordinator", strings.Join(c.coords, ","), "--model", "vae", "--batch", "24",
 		"--steps", strconv.Itoa(steps), "--seed", "9", "--checkpoint-every", "500")
 	if code != 0 {
@@ -374,19 +382,7 @@ func TestClusterWholeRestart(t *testing.T) {
 	run := func(c *testCluster, disturb func()) string {
 		t.Helper()
 		cl := c.client()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-			st, err := cl.Status(ctx)
-			cancel()
-			if err == nil && len(st.GetWorkers()) == 2 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("workers did not join: %v", err)
-			}
-			time.Sleep(50 * time.Millisecond)
-		}
+		c.waitWorkers(cl, 2)
 		out, errs, code := gencluster(t, "submit", "--coordinator", strings.Join(c.coords, ","), "--model", "vae", "--batch", "24",
 			"--steps", strconv.Itoa(steps), "--seed", "4", "--checkpoint-every", strconv.Itoa(every), "--min-workers", "2")
 		if code != 0 {

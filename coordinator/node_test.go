@@ -315,6 +315,17 @@ func (c *testCluster) running() []*testNode {
 
 // leader waits until the running nodes agree on exactly one leader among
 // them, and returns it.
+// others returns the cluster's nodes but tn, in order.
+func (c *testCluster) others(tn *testNode) []*testNode {
+	var out []*testNode
+	for _, o := range c.nodes {
+		if o != tn {
+			out = append(out, o)
+		}
+	}
+	return out
+}
+
 func (c *testCluster) leader(among ...*testNode) *testNode {
 	c.t.Helper()
 	if len(among) == 0 {
@@ -425,12 +436,7 @@ func TestNodeElection(t *testing.T) {
 	c.converge(want)
 
 	// A follower refuses, naming the leader.
-	var follower *testNode
-	for _, tn := range c.nodes {
-		if tn != leader {
-			follower = tn
-		}
-	}
+	follower := c.others(leader)[0]
 	_, err := follower.node.Apply(context.Background(), []byte("x=1"))
 	var nle *NotLeaderError
 	if !errors.Is(err, ErrNotLeader) || !errors.As(err, &nle) || nle.LeaderAddr != leader.addr || nle.LeaderID != leader.id {
@@ -510,12 +516,7 @@ func TestNodeLeaderHardStop(t *testing.T) {
 
 	start := time.Now()
 	c.stop(old)
-	var survivors []*testNode
-	for _, tn := range c.nodes {
-		if tn != old {
-			survivors = append(survivors, tn)
-		}
-	}
+	survivors := c.others(old)
 	leader := c.leader(survivors...)
 	t.Logf("new leader %s %v after the old one stopped", leader.id, time.Since(start).Round(time.Millisecond))
 	if time.Since(start) > 5*time.Second {
@@ -541,13 +542,7 @@ func TestNodeRestartCatchesUp(t *testing.T) {
 	writes(c, leader, "a", 10, want)
 	c.converge(want)
 
-	var down *testNode
-	for _, tn := range c.nodes {
-		if tn != leader {
-			down = tn
-			break
-		}
-	}
+	down := c.others(leader)[0]
 	c.stop(down)
 	writes(c, leader, "b", 10, want)
 
@@ -580,13 +575,7 @@ func TestNodeSnapshotInstall(t *testing.T) {
 	writes(c, leader, "a", 5, want)
 	c.converge(want)
 
-	var down *testNode
-	for _, tn := range c.nodes {
-		if tn != leader {
-			down = tn
-			break
-		}
-	}
+	down := c.others(leader)[0]
 	c.stop(down)
 	writes(c, leader, "b", 40, want)
 	if err := leader.node.Snapshot(context.Background()); err != nil {
@@ -1057,13 +1046,7 @@ func TestNodeSnapshotThenLostReply(t *testing.T) {
 	want := map[string]string{}
 	writes(c, leader, "a", 3, want)
 	c.converge(want)
-	var down *testNode
-	for _, tn := range c.nodes {
-		if tn != leader {
-			down = tn
-			break
-		}
-	}
+	down := c.others(leader)[0]
 	c.stop(down)
 	writes(c, leader, "b", 20, want)
 	if err := leader.node.Snapshot(context.Background()); err != nil {

@@ -58,7 +58,7 @@ func TestConcurrentBuckets(t *testing.T) {
 		wg.Go(func() {
 			ops := make([]*Op, len(sizes))
 			for b := range sizes {
-				ops[b] = nd.m.Start(context.Background(), bufs[b][r])
+				ops[b] = nd.g.Start(context.Background(), bufs[b][r])
 			}
 			for _, op := range ops {
 				if err := op.Wait(); err != nil {
@@ -95,7 +95,7 @@ func TestPeerKilled(t *testing.T) {
 	var wg sync.WaitGroup
 	for r, nd := range nodes {
 		wg.Go(func() {
-			errs[r] = nd.m.AllReduce(context.Background(), bufs[r])
+			errs[r] = nd.g.AllReduce(context.Background(), bufs[r])
 		})
 	}
 	<-mid
@@ -129,7 +129,7 @@ func TestPeerKilled(t *testing.T) {
 		t.Errorf("no survivor named the killed rank %d", victim)
 	}
 	// The failed generation stays failed.
-	if err := nodes[0].m.AllReduce(context.Background(), make([]float32, 10)); err == nil {
+	if err := nodes[0].g.AllReduce(context.Background(), make([]float32, 10)); err == nil {
 		t.Error("operation on a failed generation succeeded")
 	}
 	closeAll(nodes)
@@ -179,9 +179,9 @@ func TestSlowPeer(t *testing.T) {
 		if r == slow {
 			continue
 		}
-		wg.Go(func() { errs[r] = nd.m.AllReduce(context.Background(), bufs[r]) })
+		wg.Go(func() { errs[r] = nd.g.AllReduce(context.Background(), bufs[r]) })
 	}
-	slowErr := nodes[slow].m.Start(context.Background(), bufs[slow])
+	slowErr := nodes[slow].g.Start(context.Background(), bufs[slow])
 	wg.Wait()
 	if took := time.Since(start); took > timeout+time.Second {
 		t.Errorf("others took %v to fail, timeout %v", took, timeout)
@@ -227,7 +227,7 @@ func TestCloseRightAfterLastOp(t *testing.T) {
 		var wg sync.WaitGroup
 		for r, nd := range nodes {
 			wg.Go(func() {
-				errs[r] = nd.m.AllReduce(context.Background(), bufs[r])
+				errs[r] = nd.g.AllReduce(context.Background(), bufs[r])
 				nd.srv.Stop() // as a process exiting does, before Close
 				nd.m.Close()
 			})

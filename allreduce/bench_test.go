@@ -37,7 +37,7 @@ func benchAllReduce(b *testing.B, n, size int, cfg Config) {
 		start[r] = make(chan struct{})
 		wg.Go(func() {
 			for range start[r] {
-				done <- nodes[r].m.AllReduce(context.Background(), bufs[r])
+				done <- nodes[r].g.AllReduce(context.Background(), bufs[r])
 			}
 		})
 	}
@@ -51,7 +51,7 @@ func benchAllReduce(b *testing.B, n, size int, cfg Config) {
 		for r := 1; r < n; r++ {
 			start[r] <- struct{}{}
 		}
-		if err := nodes[0].m.AllReduce(context.Background(), bufs[0]); err != nil {
+		if err := nodes[0].g.AllReduce(context.Background(), bufs[0]); err != nil {
 			b.Fatal(err)
 		}
 		for r := 1; r < n; r++ {

@@ -4,8 +4,9 @@
 //
 // A Member registers the AllReduceRing service on the worker's gRPC server
 // (create that server with ServerOptions), is told the ring by SetRing, and
-// then sums buffers with AllReduce, or with Start/Wait to overlap buckets
-// with the backward pass. Every frame is fenced by job, generation and
+// then sums buffers on the Generation SetRing returned with AllReduce, or
+// with Start/Wait to overlap buckets with the backward pass; operations of
+// a superseded generation fail and never reach the next generation's ring. Every frame is fenced by job, generation and
 // operation sequence number; any failure fails the whole generation on every
 // member within Config.Timeout, with an error naming the peer. See DESIGN.md.
 package allreduce

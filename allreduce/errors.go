@@ -8,8 +8,6 @@ import (
 var (
 	// ErrClosed is returned by operations on a closed Member.
 	ErrClosed = errors.New("allreduce: member closed")
-	// ErrNoRing is returned by operations started before SetRing.
-	ErrNoRing = errors.New("allreduce: no ring set")
 	// ErrSuperseded fails the operations of a generation replaced by SetRing.
 	ErrSuperseded = errors.New("allreduce: ring generation superseded")
 	// ErrTimeout is wrapped by a PeerError when a peer stayed silent for

@@ -67,9 +67,11 @@ func TestStaleGenerationRefused(t *testing.T) {
 	m := nodes[0]
 	peer := fakePeer(t)
 	// The member is rank 1 of a 2-ring at generation 2; the test plays rank 0.
-	if err := m.m.SetRing(Ring{JobID: "job", Generation: 2, Rank: 1, Addrs: []string{peer, m.addr}}); err != nil {
+	g, err := m.m.SetRing(Ring{JobID: "job", Generation: 2, Rank: 1, Addrs: []string{peer, m.addr}})
+	if err != nil {
 		t.Fatal(err)
 	}
+	m.g = g
 	for _, tc := range []struct {
 		name  string
 		hello *pb.RingFrame
@@ -97,7 +99,7 @@ func TestStaleGenerationRefused(t *testing.T) {
 	if err := stream.Send(&pb.RingFrame{JobId: "job", Generation: 2, SenderRank: 0}); err != nil {
 		t.Fatal(err)
 	}
-	op := m.m.Start(context.Background(), make([]float32, 8))
+	op := m.g.Start(context.Background(), make([]float32, 8))
 	before := m.m.Refused()
 	if err := stream.Send(&pb.RingFrame{JobId: "job", Generation: 1, SenderRank: 0, Seq: 1, Length: 8, Data: make([]byte, 16)}); err != nil {
 		t.Fatal(err)
@@ -105,7 +107,7 @@ func TestStaleGenerationRefused(t *testing.T) {
 	if _, err := stream.CloseAndRecv(); status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("stale frame: got %v, want FailedPrecondition", err)
 	}
-	err := op.Wait()
+	err = op.Wait()
 	if !errors.Is(err, ErrFenced) {
 		t.Errorf("operation: got %v, want ErrFenced", err)
 	}
@@ -121,14 +123,16 @@ func TestStaleGenerationRefused(t *testing.T) {
 func TestGarbageFrame(t *testing.T) {
 	nodes := startNodes(t, 1, Config{Timeout: 5 * time.Second})
 	m := nodes[0]
-	if err := m.m.SetRing(Ring{JobID: "job", Generation: 1, Rank: 1, Addrs: []string{fakePeer(t), m.addr}}); err != nil {
+	g, err := m.m.SetRing(Ring{JobID: "job", Generation: 1, Rank: 1, Addrs: []string{fakePeer(t), m.addr}})
+	if err != nil {
 		t.Fatal(err)
 	}
+	m.g = g
 	stream := push(t, m.addr)
 	if err := stream.Send(&pb.RingFrame{JobId: "job", Generation: 1, SenderRank: 0}); err != nil {
 		t.Fatal(err)
 	}
-	op := m.m.Start(context.Background(), make([]float32, 8))
+	op := m.g.Start(context.Background(), make([]float32, 8))
 	// Right fence, wrong size.
 	if err := stream.Send(&pb.RingFrame{JobId: "job", Generation: 1, SenderRank: 0, Seq: 1, Length: 8, Data: make([]byte, 3)}); err != nil {
 		t.Fatal(err)
@@ -142,26 +146,94 @@ func TestSetRingSupersedes(t *testing.T) {
 	nodes := startNodes(t, 1, Config{Timeout: 5 * time.Second})
 	m := nodes[0].m
 	peer := fakePeer(t)
-	if err := m.SetRing(Ring{JobID: "job", Generation: 1, Rank: 0, Addrs: []string{nodes[0].addr, peer}}); err != nil {
+	g1, err := m.SetRing(Ring{JobID: "job", Generation: 1, Rank: 0, Addrs: []string{nodes[0].addr, peer}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	op := m.Start(context.Background(), make([]float32, 100))
-	if err := m.SetRing(Ring{JobID: "job", Generation: 1, Rank: 0, Addrs: []string{nodes[0].addr, peer}}); err == nil {
+	op := g1.Start(context.Background(), make([]float32, 100))
+	if _, err := m.SetRing(Ring{JobID: "job", Generation: 1, Rank: 0, Addrs: []string{nodes[0].addr, peer}}); err == nil {
 		t.Error("SetRing accepted the same generation again")
 	}
-	if err := m.SetRing(Ring{JobID: "job", Generation: 2, Rank: 0, Addrs: []string{nodes[0].addr}}); err != nil {
+	g2, err := m.SetRing(Ring{JobID: "job", Generation: 2, Rank: 0, Addrs: []string{nodes[0].addr}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	if err := op.Wait(); !errors.Is(err, ErrSuperseded) {
 		t.Errorf("in-flight op of the old generation: got %v, want ErrSuperseded", err)
 	}
+	if err := g1.AllReduce(context.Background(), make([]float32, 4)); !errors.Is(err, ErrSuperseded) {
+		t.Errorf("op started on the old generation after the switch: got %v, want ErrSuperseded", err)
+	}
+	if !errors.Is(g1.Err(), ErrSuperseded) || g2.Err() != nil {
+		t.Errorf("Err: old %v, current %v", g1.Err(), g2.Err())
+	}
 	buf := []float32{1, 2}
-	if err := m.AllReduce(context.Background(), buf); err != nil || buf[0] != 1 || buf[1] != 2 {
+	if err := g2.AllReduce(context.Background(), buf); err != nil || buf[0] != 1 || buf[1] != 2 {
 		t.Errorf("N=1 all-reduce: %v %v", buf, err)
 	}
+	// A ring of one is superseded like any other.
+	if _, err := m.SetRing(Ring{JobID: "job", Generation: 3, Rank: 0, Addrs: []string{nodes[0].addr}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := g2.AllReduce(context.Background(), buf); !errors.Is(err, ErrSuperseded) {
+		t.Errorf("N=1 op on a superseded generation: got %v, want ErrSuperseded", err)
+	}
+	g4, err := m.SetRing(Ring{JobID: "job", Generation: 4, Rank: 0, Addrs: []string{nodes[0].addr}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	m.Close()
-	if err := m.AllReduce(context.Background(), buf); !errors.Is(err, ErrClosed) {
+	if err := g4.AllReduce(context.Background(), buf); !errors.Is(err, ErrClosed) {
 		t.Errorf("after Close: got %v, want ErrClosed", err)
+	}
+}
+
+// TestGenerationsNeverMix forces the interleaving that broke the cluster: a
+// rank is switched to generation 2 between two buckets of a step it began
+// in generation 1, while its peer has already begun generation 2 with an
+// operation of another length (the new generation's sync). The rest of the
+// old step must fail with ErrSuperseded without a frame reaching the new
+// ring, and generation 2's own operations must then run cleanly.
+func TestGenerationsNeverMix(t *testing.T) {
+	nodes := startNodes(t, 2, Config{Timeout: 5 * time.Second})
+	setRing(t, nodes, "job", 1)
+	a, b := nodes[0], nodes[1]
+	old := a.g
+	// Step in generation 1: the first bucket completes on both ranks.
+	bufs, want := inputs(2, 1000, 1)
+	errs := make([]error, 2)
+	var wg sync.WaitGroup
+	wg.Go(func() { errs[0] = old.AllReduce(context.Background(), bufs[0]) })
+	wg.Go(func() { errs[1] = b.g.AllReduce(context.Background(), bufs[1]) })
+	wg.Wait()
+	if errs[0] != nil || errs[1] != nil {
+		t.Fatal(errs)
+	}
+	checkSum(t, bufs, want)
+	// The switch lands between this step's buckets.
+	setRing(t, nodes, "job", 2)
+	refusedBefore := a.m.Refused() + b.m.Refused()
+	// Peer b begins generation 2 with a 2-element sync.
+	syncB := []float32{0, 7}
+	done := make(chan error, 1)
+	go func() { done <- b.g.AllReduce(context.Background(), syncB) }()
+	// Rank a, still in its generation-1 step, starts its next bucket.
+	if err := old.Start(context.Background(), make([]float32, 313600)).Wait(); !errors.Is(err, ErrSuperseded) {
+		t.Fatalf("bucket of the old step: got %v, want ErrSuperseded", err)
+	}
+	// Then a syncs in generation 2: the peer sees a's sync, not the bucket.
+	syncA := []float32{5, 0}
+	if err := a.g.AllReduce(context.Background(), syncA); err != nil {
+		t.Fatalf("generation 2 sync on a: %v", err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("generation 2 sync on b: %v", err)
+	}
+	if syncA[0] != 5 || syncA[1] != 7 || syncB[0] != 5 || syncB[1] != 7 {
+		t.Errorf("sync sums: a %v, b %v, want [5 7]", syncA, syncB)
+	}
+	if r := a.m.Refused() + b.m.Refused() - refusedBefore; r != 0 {
+		t.Errorf("%d frames or streams refused: the old step reached the new ring", r)
 	}
 }
 
@@ -177,7 +249,7 @@ func TestCloseNoLeak(t *testing.T) {
 		checkSum(t, bufs, want)
 	}
 	// Leave one operation in flight on rank 0 only, then close everything.
-	op := nodes[0].m.Start(context.Background(), make([]float32, 1000))
+	op := nodes[0].g.Start(context.Background(), make([]float32, 1000))
 	closeAll(nodes)
 	if err := op.Wait(); err == nil {
 		t.Error("in-flight operation succeeded after Close")
@@ -225,14 +297,14 @@ func TestAllocs(t *testing.T) {
 	var wg sync.WaitGroup
 	wg.Go(func() {
 		for range start {
-			done <- nodes[1].m.AllReduce(context.Background(), b)
+			done <- nodes[1].g.AllReduce(context.Background(), b)
 		}
 	})
 	defer wg.Wait()
 	defer close(start)
 	run := func() {
 		start <- struct{}{}
-		if err := nodes[0].m.AllReduce(context.Background(), a); err != nil {
+		if err := nodes[0].g.AllReduce(context.Background(), a); err != nil {
 			t.Fatal(err)
 		}
 		if err := <-done; err != nil {

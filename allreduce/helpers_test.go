@@ -16,6 +16,7 @@ import (
 // node is one in-process ring member with its own gRPC server.
 type node struct {
 	m    *Member
+	g    *Generation // the last SetRing's
 	srv  *grpc.Server
 	addr string
 }
@@ -54,9 +55,11 @@ func setRing(t testing.TB, nodes []*node, job string, gen uint64) {
 		addrs[i] = nd.addr
 	}
 	for i, nd := range nodes {
-		if err := nd.m.SetRing(Ring{JobID: job, Generation: gen, Rank: i, Addrs: addrs}); err != nil {
+		g, err := nd.m.SetRing(Ring{JobID: job, Generation: gen, Rank: i, Addrs: addrs})
+		if err != nil {
 			t.Fatal(err)
 		}
+		nd.g = g
 	}
 }
 
@@ -73,7 +76,7 @@ func allReduce(nodes []*node, bufs [][]float32) []error {
 	errs := make([]error, len(nodes))
 	var wg sync.WaitGroup
 	for i, nd := range nodes {
-		wg.Go(func() { errs[i] = nd.m.AllReduce(context.Background(), bufs[i]) })
+		wg.Go(func() { errs[i] = nd.g.AllReduce(context.Background(), bufs[i]) })
 	}
 	wg.Wait()
 	return errs

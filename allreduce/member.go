@@ -135,26 +135,56 @@ func NewMember(cfg Config, srv *grpc.Server) (*Member, error) {
 // (or from the wrong peer) this member has refused.
 func (m *Member) Refused() uint64 { return m.refused.Load() }
 
-// SetRing switches to a new ring (new generation); in-flight operations of
-// the old one fail with ErrSuperseded. The generation must grow.
-func (m *Member) SetRing(r Ring) error {
+// Generation is one generation of the ring on this member, as SetRing made
+// it. Operations are started on a Generation, never on whatever ring is
+// current: once SetRing has replaced it, its operations fail with
+// ErrSuperseded and send nothing, so a step that began in one generation
+// can never run a bucket on the next generation's ring.
+type Generation struct {
+	st *ringState
+}
+
+// Ring returns the ring of this generation.
+func (g *Generation) Ring() Ring {
+	r := g.st.ring
+	r.Addrs = append([]string(nil), r.Addrs...)
+	return r
+}
+
+// Err returns nil while the generation is current and healthy, else the
+// error that ended it (wrapping ErrSuperseded, ErrClosed or a peer's
+// failure).
+func (g *Generation) Err() error {
+	g.st.mu.Lock()
+	defer g.st.mu.Unlock()
+	if g.st.err == nil {
+		return nil
+	}
+	return &generationError{job: g.st.ring.JobID, generation: g.st.ring.Generation, err: g.st.err}
+}
+
+// SetRing switches to a new ring (new generation) and returns it; the old
+// generation ends: its queued and in-flight operations fail with
+// ErrSuperseded, as does any operation started on it later. The
+// generation must grow.
+func (m *Member) SetRing(r Ring) (*Generation, error) {
 	n := len(r.Addrs)
 	if n == 0 {
-		return fmt.Errorf("allreduce: ring of job %q generation %d has no members", r.JobID, r.Generation)
+		return nil, fmt.Errorf("allreduce: ring of job %q generation %d has no members", r.JobID, r.Generation)
 	}
 	if r.Rank < 0 || r.Rank >= n {
-		return fmt.Errorf("allreduce: rank %d outside ring of %d members", r.Rank, n)
+		return nil, fmt.Errorf("allreduce: rank %d outside ring of %d members", r.Rank, n)
 	}
 	r.Addrs = append([]string(nil), r.Addrs...)
 	m.mu.Lock()
 	if m.closed {
 		m.mu.Unlock()
-		return ErrClosed
+		return nil, ErrClosed
 	}
 	old := m.st
 	if old != nil && old.ring.JobID == r.JobID && r.Generation <= old.ring.Generation {
 		m.mu.Unlock()
-		return fmt.Errorf("allreduce: job %q generation %d is not newer than current generation %d", r.JobID, r.Generation, old.ring.Generation)
+		return nil, fmt.Errorf("allreduce: job %q generation %d is not newer than current generation %d", r.JobID, r.Generation, old.ring.Generation)
 	}
 	var next *grpc.ClientConn
 	if n > 1 {
@@ -164,7 +194,7 @@ func (m *Member) SetRing(r Ring) error {
 			c, err := grpc.NewClient(addr, m.dial...)
 			if err != nil {
 				m.mu.Unlock()
-				return fmt.Errorf("allreduce: dial successor %s: %w", addr, err)
+				return nil, fmt.Errorf("allreduce: dial successor %s: %w", addr, err)
 			}
 			m.conns[addr] = c
 			next = c
@@ -180,7 +210,7 @@ func (m *Member) SetRing(r Ring) error {
 	}
 	st.start()
 	m.log.Info("ring set", "job", r.JobID, "generation", r.Generation, "rank", r.Rank, "size", n)
-	return nil
+	return &Generation{st: st}, nil
 }
 
 // Op is one started all-reduce.
@@ -205,49 +235,37 @@ func (op *Op) Wait() error {
 	return op.err
 }
 
-// Start begins reducing one bucket and returns at once; buckets must be
-// started in the same order on every rank. buf must not be touched until
-// Wait returns. Cancelling ctx fails the operation and, since the ring can
-// no longer stay in step, the whole generation.
-func (m *Member) Start(ctx context.Context, buf []float32) *Op {
-	return m.StartOp(ctx, nil, buf)
+// Start begins reducing one bucket in this generation and returns at once;
+// buckets must be started in the same order on every rank. buf must not be
+// touched until Wait returns. Cancelling ctx fails the operation and, since
+// the ring can no longer stay in step, the whole generation.
+func (g *Generation) Start(ctx context.Context, buf []float32) *Op {
+	return g.StartOp(ctx, nil, buf)
 }
 
 // StartOp is Start reusing op, an Op whose Wait has returned (nil: a new
 // one), so that a training loop starts its buckets step after step without
 // allocating.
-func (m *Member) StartOp(ctx context.Context, op *Op, buf []float32) *Op {
+func (g *Generation) StartOp(ctx context.Context, op *Op, buf []float32) *Op {
 	if op == nil {
 		op = &Op{done: make(chan error, 1)}
 	}
-	m.start(ctx, op, buf)
+	op.ctx, op.buf, op.waited, op.err = ctx, buf, false, nil
+	g.st.enqueue(op)
 	return op
 }
 
-// AllReduce sums buf in place across the ring; every rank calls it with the
-// same length.
-func (m *Member) AllReduce(ctx context.Context, buf []float32) error {
+// AllReduce sums buf in place across the ring of this generation; every
+// rank calls it with the same length.
+func (g *Generation) AllReduce(ctx context.Context, buf []float32) error {
+	m := g.st.m
 	op := m.ops.Get().(*Op)
-	m.start(ctx, op, buf)
+	op.ctx, op.buf, op.waited, op.err = ctx, buf, false, nil
+	g.st.enqueue(op)
 	err := <-op.done
 	op.ctx, op.buf = nil, nil
 	m.ops.Put(op)
 	return err
-}
-
-func (m *Member) start(ctx context.Context, op *Op, buf []float32) {
-	op.ctx, op.buf, op.waited, op.err = ctx, buf, false, nil
-	m.mu.Lock()
-	st, closed := m.st, m.closed
-	m.mu.Unlock()
-	switch {
-	case closed:
-		op.done <- ErrClosed
-	case st == nil:
-		op.done <- ErrNoRing
-	default:
-		st.enqueue(op)
-	}
 }
 
 // Abort is Close without the goodbyes, as if the process died: every

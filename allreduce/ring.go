@@ -115,16 +115,20 @@ func (st *ringState) failure() error {
 	return &generationError{job: st.ring.JobID, generation: st.ring.Generation, err: st.err}
 }
 
+// enqueue queues op in this generation, or fails it at once if the
+// generation has ended (superseded, closed or failed). A ring of one sums
+// nothing: op succeeds at once while the generation is current.
 func (st *ringState) enqueue(op *Op) {
-	if st.n == 1 {
-		op.done <- nil
-		return
-	}
 	st.mu.Lock()
 	if st.err != nil {
 		err := &generationError{job: st.ring.JobID, generation: st.ring.Generation, err: st.err}
 		st.mu.Unlock()
 		op.done <- err
+		return
+	}
+	if st.n == 1 {
+		st.mu.Unlock()
+		op.done <- nil
 		return
 	}
 	st.nextSeq++

@@ -59,8 +59,9 @@ type job struct {
 	order  []*models.Param // the gradient hook's order (backward order)
 
 	// The step in flight, for the gradient hook.
+	bucketHook func(step int64, bucket int) // tests only
 	stepCtx    context.Context
-	stepMember *allreduce.Member
+	stepRing   *allreduce.Generation
 	firstStart time.Time
 
 	// Communication of the last step: from the first bucket's start to the
@@ -112,7 +113,7 @@ func (w *Worker) openJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 		id: a.GetJobId(), spec: spec, pool: pool, model: m, data: images, seq: seq,
 		opt:   optim.NewAdam(adamCfg, training.ParamLengths(m)),
 		log:   w.log.With("job", a.GetJobId()),
-		saved: -1,
+		saved: -1, bucketHook: w.testBucketHook,
 		meta: checkpoint.Job{Model: spec.GetModel(), Dataset: spec.GetDataset(), Batch: int(spec.GetBatch()),
 			TotalSteps: spec.GetSteps(), Seed: spec.GetSeed(), LR: spec.GetLr()},
 	}
@@ -165,7 +166,7 @@ func (j *job) resume() error {
 // A step that completed on some ranks and not on others before the ring
 // broke is thereby completed everywhere; a new or restarted worker receives
 // the current state.
-func (j *job) sync(ctx context.Context, m *allreduce.Member, a *pb.Assignment) error {
+func (j *job) sync(ctx context.Context, m *allreduce.Generation, a *pb.Assignment) error {
 	n, rank := len(a.GetRing()), int(a.GetRank())
 	j.gather = grow(j.gather, n)
 	clear(j.gather)
@@ -218,9 +219,12 @@ func (j *job) sync(ctx context.Context, m *allreduce.Member, a *pb.Assignment) e
 }
 
 // trainStep computes this rank's share of the next global batch, sums the
-// gradients (and the loss) over the ring and applies the Adam step. On an
-// error nothing has changed: the step is done again in the next generation.
-func (j *job) trainStep(ctx context.Context, m *allreduce.Member, a *pb.Assignment) error {
+// gradients (and the loss) over the ring of generation m and applies the
+// Adam step. On an error nothing has changed: the step is done again in the
+// next generation. Every bucket runs in m: if the member is switched to a
+// newer generation under the step, the step's remaining buckets fail with
+// allreduce.ErrSuperseded and never reach the new ring.
+func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assignment) error {
 	batch := int(j.spec.GetBatch())
 	lo, hi := sharding.Split(batch, int(a.GetRank()), len(a.GetRing()))
 	dim := j.model.Rows() * j.model.Cols()
@@ -231,7 +235,7 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Member, a *pb.Assignme
 	// Every gradient is a bucket, started by the hook as soon as backward
 	// has finished it (j.order, the same on every rank), so that summing it
 	// over the ring overlaps the rest of the backward pass; the loss last.
-	j.ops, j.stepCtx, j.stepMember = j.ops[:0], ctx, m
+	j.ops, j.stepCtx, j.stepRing = j.ops[:0], ctx, m
 	var local float64
 	if hi > lo {
 		noise := training.StepNoise(j.spec.GetSeed(), j.step, batch)
@@ -254,7 +258,7 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Member, a *pb.Assignme
 	}
 	end := time.Now()
 	j.comm, j.exposed = end.Sub(j.firstStart), end.Sub(backEnd)
-	j.stepCtx, j.stepMember = nil, nil
+	j.stepCtx, j.stepRing = nil, nil
 	if first != nil {
 		return fmt.Errorf("step %d: %w", j.step+1, first)
 	}
@@ -272,7 +276,7 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Member, a *pb.Assignme
 
 // onGrad starts the all-reduce of a gradient backward has just finished.
 func (j *job) onGrad(p *models.Param) {
-	if j.stepMember == nil {
+	if j.stepRing == nil {
 		return
 	}
 	if len(j.ops) == 0 {
@@ -285,11 +289,14 @@ func (j *job) onGrad(p *models.Param) {
 // the Op of the same bucket of the last step (all of which were waited).
 func (j *job) start(buf []float32) {
 	n := len(j.ops)
+	if j.bucketHook != nil {
+		j.bucketHook(j.step, n)
+	}
 	var op *allreduce.Op
 	if n < cap(j.ops) {
 		op = j.ops[:n+1][n]
 	}
-	j.ops = append(j.ops[:n], j.stepMember.StartOp(j.stepCtx, op, buf))
+	j.ops = append(j.ops[:n], j.stepRing.StartOp(j.stepCtx, op, buf))
 }
 
 // save writes a checkpoint of the current step (unless one is there).

@@ -25,11 +25,11 @@ const peerLeftGrace = 2 * time.Second
 func (w *Worker) trainLoop(ctx context.Context) error {
 	var (
 		j          *job
-		gen        uint64 // generation the ring member is set to
-		synced     bool   // the replicas are identical in generation gen
-		finished   string // job whose last step this worker reached ...
-		finishedAt uint64 // ... in this generation
-		failedJob  string // job id whose replica could not be built
+		ring       *allreduce.Generation // the generation this loop works in
+		synced     bool                  // the replicas are identical in ring
+		finished   string                // job whose last step this worker reached ...
+		finishedAt uint64                // ... in this generation
+		failedJob  string                // job id whose replica could not be built
 		lastReport time.Time
 	)
 	defer func() {
@@ -62,14 +62,19 @@ func (w *Worker) trainLoop(ctx context.Context) error {
 			j = nj
 			synced = false
 		}
-		if a.GetGeneration() != gen {
-			if err := w.switchRing(a); err != nil {
+		if ring == nil || ring.Ring().Generation != a.GetGeneration() || ring.Ring().JobID != a.GetJobId() {
+			g, err := w.ringFor(a)
+			if err != nil {
 				return fmt.Errorf("worker %s: %w", w.id, err)
 			}
-			gen, synced = a.GetGeneration(), false
+			if g == nil {
+				continue // a is stale: the heartbeat has moved the member on
+			}
+			ring, synced = g, false
 		}
+		gen := a.GetGeneration()
 		if !synced {
-			if err := j.sync(ctx, w.member, a); err != nil {
+			if err := j.sync(ctx, ring, a); err != nil {
 				w.recover(ctx, a, err)
 				continue
 			}
@@ -94,7 +99,7 @@ func (w *Worker) trainLoop(ctx context.Context) error {
 			finished, finishedAt = j.id, gen
 			continue
 		}
-		err := j.trainStep(ctx, w.member, a)
+		err := j.trainStep(ctx, ring, a)
 		var jerr *jobError
 		switch {
 		case errors.As(err, &jerr):

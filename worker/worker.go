@@ -87,12 +87,16 @@ type Worker struct {
 	changed chan struct{} // cap 1: assign changed
 	leaseMs atomic.Int64
 
-	ringMu  sync.Mutex
-	ringGen uint64 // generation the ring member is in
+	ringMu sync.Mutex
+	ring   *allreduce.Generation // the ring member's current generation; nil before the first
 
 	serveErr chan error
 	closeMu  sync.Mutex
 	closed   bool
+
+	// testBucketHook, if set (by tests, before Run), runs on the train
+	// loop before each gradient bucket of a step is started.
+	testBucketHook func(step int64, bucket int)
 }
 
 // New opens the worker's listener and gRPC server (serving the ring
@@ -293,12 +297,17 @@ func (w *Worker) join(ctx context.Context) error {
 	return nil
 }
 
+// setAssignment records a newer assignment and wakes the train loop. An
+// assignment older than the one held (from a coordinator that has not yet
+// learnt it lost leadership) is ignored: what a worker acts on never goes
+// back in generation.
 func (w *Worker) setAssignment(a *pb.Assignment) {
 	if a == nil {
 		return
 	}
 	old := w.assign.Load()
-	if old != nil && old.GetGeneration() == a.GetGeneration() && old.GetJobId() == a.GetJobId() {
+	if old != nil && (a.GetGeneration() < old.GetGeneration() ||
+		old.GetGeneration() == a.GetGeneration() && old.GetJobId() == a.GetJobId()) {
 		return
 	}
 	w.assign.Store(a)
@@ -352,18 +361,42 @@ func (w *Worker) heartbeat(ctx context.Context) error {
 }
 
 // switchRing moves the ring member to a's generation if it is newer than
-// the one it is in; it reports whether it did.
+// the one it is in.
 func (w *Worker) switchRing(a *pb.Assignment) error {
+	_, err := w.ringFor(a)
+	return err
+}
+
+// ringFor returns the ring member's generation for assignment a, switching
+// the member to it if it is in an older one (or in another job's ring). It
+// returns nil if the member is already in a newer generation: a is stale.
+func (w *Worker) ringFor(a *pb.Assignment) (*allreduce.Generation, error) {
 	w.ringMu.Lock()
 	defer w.ringMu.Unlock()
-	if a.GetGeneration() <= w.ringGen {
-		return nil
+	if w.ring != nil {
+		cur := w.ring.Ring()
+		switch {
+		case cur.JobID == a.GetJobId() && cur.Generation == a.GetGeneration():
+			return w.ring, nil
+		case a.GetGeneration() < cur.Generation:
+			return nil, nil
+		}
+		// A newer generation, or the same ring moving on to the next job.
 	}
-	if err := w.member.SetRing(ringOf(a)); err != nil {
-		return err
+	g, err := w.member.SetRing(ringOf(a))
+	if err != nil {
+		return nil, err
 	}
-	w.ringGen = a.GetGeneration()
-	return nil
+	w.ring = g
+	return g, nil
+}
+
+// currentRing returns the ring member's current generation (nil before
+// the first).
+func (w *Worker) currentRing() *allreduce.Generation {
+	w.ringMu.Lock()
+	defer w.ringMu.Unlock()
+	return w.ring
 }
 
 // isClosed reports whether Close or Abort was called.

@@ -211,7 +211,8 @@ func (a *app) benchAllreduceMemberCommand() *cobra.Command {
 				return fmt.Errorf("read the ring: %w", err)
 			}
 			addrs := strings.Split(strings.TrimSpace(line), ",")
-			if err := m.SetRing(allreduce.Ring{JobID: "bench", Generation: 1, Rank: rank, Addrs: addrs}); err != nil {
+			g, err := m.SetRing(allreduce.Ring{JobID: "bench", Generation: 1, Rank: rank, Addrs: addrs})
+			if err != nil {
 				return err
 			}
 			buf := make([]float32, mib<<20/4)
@@ -220,17 +221,17 @@ func (a *app) benchAllreduceMemberCommand() *cobra.Command {
 			}
 			barrier := make([]float32, 1)
 			for i := 0; i < 2; i++ {
-				if err := m.AllReduce(ctx, buf); err != nil {
+				if err := g.AllReduce(ctx, buf); err != nil {
 					return err
 				}
 			}
 			times := make([]float64, iters)
 			for i := range times {
-				if err := m.AllReduce(ctx, barrier); err != nil {
+				if err := g.AllReduce(ctx, barrier); err != nil {
 					return err
 				}
 				t := time.Now()
-				if err := m.AllReduce(ctx, buf); err != nil {
+				if err := g.AllReduce(ctx, buf); err != nil {
 					return err
 				}
 				times[i] = time.Since(t).Seconds()
@@ -240,7 +241,7 @@ func (a *app) benchAllreduceMemberCommand() *cobra.Command {
 			if got := float64(buf[len(buf)/2]); math.Abs(got-want) > 1e-3*want {
 				return fmt.Errorf("rank %d: element is %v after %d all-reduces, want %v", rank, got, iters+2, want)
 			}
-			if err := m.AllReduce(ctx, barrier); err != nil { // nobody leaves early
+			if err := g.AllReduce(ctx, barrier); err != nil { // nobody leaves early
 				return err
 			}
 			return json.NewEncoder(a.stdout).Encode(times)

@@ -18,7 +18,11 @@ import (
 // CommandVersion is the version of the command set this binary writes and
 // the newest it applies. Bump it when a command gains a meaning an older
 // binary would get wrong; never reuse field numbers.
-const CommandVersion = 1
+//
+// Version 2: worker secrets (RegisterWorker.secret_sha256, issued; a
+// registered id at a new address with its secret takes its place), the
+// RenewRing, SetWorkerUnfit and CancelJob commands, RemoveWorkers.job_warning.
+const CommandVersion = 2
 
 // Limits of what a command may carry.
 const (
@@ -26,6 +30,12 @@ const (
 	MaxTextLen = 1024  // reasons and messages
 	MaxBatch   = 65536 // global batch
 	MaxWorkers = 1024  // bound of min_workers and of one RemoveWorkers
+	// MaxIdentities bounds the worker identities the state remembers; past
+	// it, the least recently registered ids that are not registered now are
+	// forgotten.
+	MaxIdentities = 4096
+	// MaxJobWarnings bounds a job's warnings (the newest are kept).
+	MaxJobWarnings = 20
 	maxAddrLen = 256
 	maxKeyLen  = 512 // CheckpointManifest.key
 )
@@ -41,6 +51,9 @@ var (
 	// ErrAlreadyExists: a worker id is held by a registered worker at
 	// another address.
 	ErrAlreadyExists = errors.New("already exists")
+	// ErrNotOwner: a worker id is registered with a secret the caller does
+	// not hold (another data dir's worker).
+	ErrNotOwner = errors.New("not the owner")
 	// ErrStaleGeneration: the command was made for a ring generation that
 	// is no longer current.
 	ErrStaleGeneration = errors.New("stale ring generation")
@@ -115,6 +128,27 @@ func ValidateCommand(c *pb.Command) error {
 			return fmt.Errorf("record_checkpoint: missing: %w", ErrInvalid)
 		}
 		return validateManifest(b.RecordCheckpoint.GetManifest())
+	case *pb.Command_RenewRing:
+		r := b.RenewRing
+		if r == nil || r.GetGeneration() == 0 {
+			return fmt.Errorf("renew_ring: generation missing: %w", ErrInvalid)
+		}
+		return validateText("renew_ring: reason", r.GetReason(), true)
+	case *pb.Command_SetWorkerUnfit:
+		r := b.SetWorkerUnfit
+		if r == nil {
+			return fmt.Errorf("set_worker_unfit: missing: %w", ErrInvalid)
+		}
+		return errors.Join(validateID("set_worker_unfit: worker_id", r.GetWorkerId()),
+			validateID("set_worker_unfit: job_id", r.GetJobId()),
+			validateText("set_worker_unfit: reason", r.GetReason(), true))
+	case *pb.Command_CancelJob:
+		r := b.CancelJob
+		if r == nil {
+			return fmt.Errorf("cancel_job: missing: %w", ErrInvalid)
+		}
+		return errors.Join(validateID("cancel_job: job_id", r.GetJobId()),
+			validateText("cancel_job: reason", r.GetReason(), false))
 	case nil:
 		return fmt.Errorf("command: no body (unknown to version %d?): %w", CommandVersion, ErrInvalid)
 	default:
@@ -166,6 +200,12 @@ func validateRegisterWorker(r *pb.RegisterWorker) error {
 	if err := validateID("register_worker: worker_id", r.GetWorkerId()); err != nil {
 		return err
 	}
+	if n := len(r.GetSecretSha256()); n != 0 && n != 32 {
+		return fmt.Errorf("register_worker: secret_sha256 has %d bytes, want 32: %w", n, ErrInvalid)
+	}
+	if r.GetIssued() && len(r.GetSecretSha256()) == 0 {
+		return fmt.Errorf("register_worker: issued without secret_sha256: %w", ErrInvalid)
+	}
 	return validateAddr("register_worker: addr", r.GetAddr())
 }
 
@@ -182,7 +222,8 @@ func validateRemoveWorkers(r *pb.RemoveWorkers) error {
 			return err
 		}
 	}
-	return validateText("remove_workers: reason", r.GetReason(), true)
+	return errors.Join(validateText("remove_workers: reason", r.GetReason(), true),
+		validateText("remove_workers: job_warning", r.GetJobWarning(), false))
 }
 
 func validateReportProgress(r *pb.ReportProgress) error {

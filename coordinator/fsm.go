@@ -102,6 +102,12 @@ func apply(s *State, c *pb.Command) (any, error) {
 		return s.finishJob(now, b.FinishJob)
 	case *pb.Command_RecordCheckpoint:
 		return nil, s.recordCheckpoint(b.RecordCheckpoint)
+	case *pb.Command_RenewRing:
+		return s.renewRing(b.RenewRing)
+	case *pb.Command_SetWorkerUnfit:
+		return s.setWorkerUnfit(b.SetWorkerUnfit)
+	case *pb.Command_CancelJob:
+		return s.cancelJob(now, b.CancelJob)
 	}
 	// ValidateCommand lets no other body through.
 	return nil, fmt.Errorf("command: unknown body %T: %w", c.GetBody(), ErrInvalid)

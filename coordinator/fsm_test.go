@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -47,6 +48,12 @@ func envelope(body any) *pb.Command {
 		c.Body = &pb.Command_RecordCheckpoint{RecordCheckpoint: b}
 	case *pb.CheckpointManifest:
 		c.Body = &pb.Command_RecordCheckpoint{RecordCheckpoint: &pb.RecordCheckpoint{Manifest: b}}
+	case *pb.RenewRing:
+		c.Body = &pb.Command_RenewRing{RenewRing: b}
+	case *pb.SetWorkerUnfit:
+		c.Body = &pb.Command_SetWorkerUnfit{SetWorkerUnfit: b}
+	case *pb.CancelJob:
+		c.Body = &pb.Command_CancelJob{CancelJob: b}
 	case nil:
 	default:
 		panic(fmt.Sprintf("envelope: %T", body))
@@ -768,7 +775,16 @@ func randomCommands(t testing.TB, f *FSM, seed uint64, n int) [][]byte {
 		var body any
 		switch rng.IntN(10) {
 		case 0, 1:
-			body = register(pick(), fmt.Sprintf("h%d:%d", rng.IntN(2), 7000+rng.IntN(2)))
+			r := register(pick(), fmt.Sprintf("h%d:%d", rng.IntN(2), 7000+rng.IntN(2)))
+			switch r.SecretSha256 = secretHash(r.GetWorkerId()); rng.IntN(8) {
+			case 0:
+				r.SecretSha256 = nil
+			case 1:
+				r.SecretSha256 = secretHash("wrong")
+			case 2:
+				r.Issued = true
+			}
+			body = r
 		case 2:
 			r := remove("lease", pick(), pick())
 			if rng.IntN(3) == 0 {
@@ -804,7 +820,22 @@ func randomCommands(t testing.TB, f *FSM, seed uint64, n int) [][]byte {
 		case 7:
 			body = finish(jobID, pb.JobState(3+rng.IntN(2)), "")
 		case 8:
-			body = manifest(jobID, int64(rng.IntN(120)), fmt.Sprintf("%x", rng.Uint64()))
+			switch rng.IntN(4) {
+			case 0:
+				body = manifest(jobID, int64(rng.IntN(120)), fmt.Sprintf("%x", rng.Uint64()))
+			case 1:
+				body = &pb.RenewRing{Generation: g - uint64(rng.IntN(2)), Reason: "peer slow"}
+			case 2:
+				u := &pb.SetWorkerUnfit{WorkerId: pick(), JobId: jobID, Reason: "no data"}
+				f.Read(func(s *State) {
+					if j := s.RunningJob(); j != nil {
+						u.JobId = j.GetId()
+					}
+				})
+				body = u
+			case 3:
+				body = &pb.CancelJob{JobId: jobID}
+			}
 		case 9:
 			b := make([]byte, rng.IntN(12))
 			for k := range b {
@@ -842,7 +873,7 @@ func TestFSMDeterministic(t *testing.T) {
 			kinds[fmt.Sprintf("%T", c.GetBody())]++
 		}
 	}
-	if accepted < len(log)/3 || len(kinds) != 6 {
+	if accepted < len(log)/3 || len(kinds) != 9 {
 		t.Fatalf("only %d of %d random entries accepted, of kinds %v: the test exercises little", accepted, len(log), kinds)
 	}
 	sa, sb := snapshotBytes(t, a), snapshotBytes(t, b)
@@ -973,3 +1004,119 @@ func FuzzDecodeCommand(f *testing.F) {
 }
 
 func equal(got []string, want ...string) bool { return slices.Equal(got, want) }
+
+func secretHash(secret string) []byte {
+	h := sha256.Sum256([]byte(secret))
+	return h[:]
+}
+
+// TestFSMWorkerSecret: a registered worker restarted at a new address
+// takes its place in the ring at once with its secret, and only with it.
+func TestFSMWorkerSecret(t *testing.T) {
+	f := newTestFSM(t)
+	w1 := &pb.RegisterWorker{WorkerId: "w1", Addr: "h1:7001", SecretSha256: secretHash("s1"), Issued: true}
+	mustApply(t, f, w1)
+	mustApply(t, f, &pb.RegisterWorker{WorkerId: "w2", Addr: "h2:7001", SecretSha256: secretHash("s2"), Issued: true})
+	if g := generation(f); g != 2 {
+		t.Fatalf("generation %d, want 2", g)
+	}
+	// Issuing another secret for a known id is refused (a lost join reply
+	// is not a new identity).
+	wantErr(t, f, &pb.RegisterWorker{WorkerId: "w1", Addr: "h9:7001", SecretSha256: secretHash("other"), Issued: true}, ErrNotOwner, "already belongs")
+	// Without the secret, or with another one: refused.
+	wantErr(t, f, register("w1", "h9:7001"), ErrNotOwner, "not the one issued")
+	wantErr(t, f, &pb.RegisterWorker{WorkerId: "w1", Addr: "h9:7001", SecretSha256: secretHash("s2")}, ErrNotOwner, "not the one issued")
+	// With it: the same rank at the new address, a new generation.
+	if g := mustApply(t, f, &pb.RegisterWorker{WorkerId: "w1", Addr: "h9:7001", SecretSha256: secretHash("s1")}); g != uint64(3) {
+		t.Fatalf("take-over: generation %v, want 3", g)
+	}
+	a := assignment(t, f, "w1")
+	if a.GetRank() != 0 || a.GetRing()[0].GetAddr() != "h9:7001" || len(a.GetRing()) != 2 {
+		t.Fatalf("after the take-over: %v", a)
+	}
+	// The identity outlives the registration: after a lease expiry only the
+	// secret's holder gets the id back.
+	mustApply(t, f, remove("lease", "w1"))
+	wantErr(t, f, register("w1", "h5:7001"), ErrNotOwner, "not the one issued")
+	mustApply(t, f, &pb.RegisterWorker{WorkerId: "w1", Addr: "h5:7001", SecretSha256: secretHash("s1")})
+	if got := ringIDs(f); !equal(got, "w2", "w1") {
+		t.Fatalf("ring %v", got)
+	}
+	// A registration made before secrets existed: the first secret shown
+	// is kept (trust on first use), then required.
+	mustApply(t, f, register("w3", "h3:7001"))
+	mustApply(t, f, &pb.RegisterWorker{WorkerId: "w3", Addr: "h3:7001", SecretSha256: secretHash("s3")})
+	wantErr(t, f, &pb.RegisterWorker{WorkerId: "w3", Addr: "h4:7001", SecretSha256: secretHash("x")}, ErrNotOwner, "")
+	// Identities survive a snapshot.
+	g := newTestFSM(t)
+	if err := g.Restore(io.NopCloser(bytes.NewReader(snapshotBytes(t, f)))); err != nil {
+		t.Fatal(err)
+	}
+	wantErr(t, g, register("w1", "h6:7001"), ErrNotOwner, "")
+}
+
+// TestFSMRenewUnfitCancel: RenewRing, SetWorkerUnfit and CancelJob.
+func TestFSMRenewUnfitCancel(t *testing.T) {
+	f := newTestFSM(t)
+	for _, id := range []string{"w1", "w2", "w3"} {
+		mustApply(t, f, register(id, id+":7000"))
+	}
+	if g := mustApply(t, f, &pb.RenewRing{Generation: 3, Reason: "slow peer"}); g != uint64(4) {
+		t.Fatalf("renew: generation %v, want 4", g)
+	}
+	wantErr(t, f, &pb.RenewRing{Generation: 3, Reason: "again"}, ErrStaleGeneration, "")
+	if got := ringIDs(f); !equal(got, "w1", "w2", "w3") {
+		t.Fatalf("renew changed the ring: %v", got)
+	}
+	wantErr(t, f, &pb.SetWorkerUnfit{WorkerId: "w2", JobId: "job-1", Reason: "no data"}, ErrNotFound, "")
+	a := mustApply(t, f, submit(spec())).(string)
+	b := mustApply(t, f, submit(spec())).(string)
+	if g := mustApply(t, f, &pb.SetWorkerUnfit{WorkerId: "w2", JobId: a, Reason: "idx:/data: no such directory"}); g != uint64(5) {
+		t.Fatalf("unfit: generation %v, want 5", g)
+	}
+	if got := ringIDs(f); !equal(got, "w1", "w3") {
+		t.Fatalf("ring with w2 unfit: %v", got)
+	}
+	if as := assignment(t, f, "w3"); as.GetRank() != 1 || as.GetJobId() != a {
+		t.Fatalf("w3: %v", as)
+	}
+	if as := assignment(t, f, "w2"); as.GetJobId() != "" || as.GetRank() != -1 || !strings.Contains(as.GetUnfitReason(), "no such directory") {
+		t.Fatalf("unfit w2: %v", as)
+	}
+	var w *pb.WorkerInfo
+	f.Read(func(s *State) { w, _ = s.Worker("w2") })
+	if w.GetState() != WorkerUnfit || w.GetReason() == "" {
+		t.Fatalf("status of w2: %v", w)
+	}
+	if info := job(t, f, b); info.GetWaitingReason() != "queued behind "+a {
+		t.Fatalf("queued job: %v", info)
+	}
+	// Cancelling the running job starts the next; w2 is back in the ring.
+	if next := mustApply(t, f, &pb.CancelJob{JobId: a, Reason: "by the operator"}); next != b {
+		t.Fatalf("cancel: next %v, want %s", next, b)
+	}
+	if got := ringIDs(f); !equal(got, "w1", "w2", "w3") || generation(f) != 6 {
+		t.Fatalf("after cancel: ring %v generation %d", got, generation(f))
+	}
+	if info := job(t, f, a); info.GetState() != JobCancelled || info.GetMessage() != "cancelled: by the operator" {
+		t.Fatalf("cancelled job: %v", info)
+	}
+	if next := mustApply(t, f, &pb.CancelJob{JobId: a}); next != "" {
+		t.Fatalf("retried cancel: %v", next)
+	}
+	wantErr(t, f, finish(a, pb.JobState_JOB_STATE_DONE, ""), ErrNotRunning, "")
+	// A queued job can be cancelled without touching the running one.
+	c := mustApply(t, f, submit(spec())).(string)
+	mustApply(t, f, &pb.CancelJob{JobId: c})
+	if info := job(t, f, b); info.GetState() != JobRunning {
+		t.Fatalf("running job after cancelling a queued one: %v", info)
+	}
+	mustApply(t, f, finish(b, pb.JobState_JOB_STATE_DONE, ""))
+	wantErr(t, f, &pb.CancelJob{JobId: b}, ErrNotRunning, "already done")
+	// A removal that lets a job go on without workers leaves a warning.
+	d := mustApply(t, f, submit(spec())).(string)
+	mustApply(t, f, &pb.RemoveWorkers{WorkerIds: []string{"w3"}, Reason: "lease", JobWarning: "went on without w3"})
+	if info := job(t, f, d); !slices.Equal(info.GetWarnings(), []string{"went on without w3"}) {
+		t.Fatalf("warnings: %v", info.GetWarnings())
+	}
+}

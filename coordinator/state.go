@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"fmt"
 	"slices"
 
@@ -28,15 +29,18 @@ const (
 	JobQueued  = "queued"
 	JobRunning = "running"
 	JobWaiting = "waiting"
-	JobDone    = "done"
-	JobFailed  = "failed"
+	JobDone      = "done"
+	JobFailed    = "failed"
+	JobCancelled = "cancelled"
 )
 
 // Worker states as Status shows them: a ring member trains while a job runs
-// with enough workers, else it is ready.
+// with enough workers, else it is ready; a worker that cannot build the
+// running job's replica is unfit (out of that job's ring).
 const (
 	WorkerReady    = "ready"
 	WorkerTraining = "training"
+	WorkerUnfit    = "unfit"
 )
 
 // State is the coordinators' replicated state: the workers in ring order,
@@ -59,13 +63,34 @@ func newState() *State { return &State{r: &pb.StateSnapshot{}} }
 // one more for every command that changed the ring.
 func (s *State) Generation() uint64 { return s.r.GetGeneration() }
 
-// Ring returns the ring members in rank order.
+// Ring returns the ring members in rank order: the registered workers in
+// registration order, less those unfit for the running job.
 func (s *State) Ring() []*pb.RingMember {
-	ring := make([]*pb.RingMember, len(s.r.Workers))
-	for i, w := range s.r.Workers {
-		ring[i] = &pb.RingMember{WorkerId: w.GetId(), Addr: w.GetAddr()}
+	ring := make([]*pb.RingMember, 0, len(s.r.Workers))
+	for _, w := range s.r.Workers {
+		if s.inRing(w) {
+			ring = append(ring, &pb.RingMember{WorkerId: w.GetId(), Addr: w.GetAddr()})
+		}
 	}
 	return ring
+}
+
+// inRing reports whether a registered worker is in the ring: it is unless
+// it could not build the running job's replica.
+func (s *State) inRing(w *pb.WorkerRecord) bool {
+	j := s.running()
+	return j == nil || w.GetUnfitJob() != j.GetId()
+}
+
+// ringSize is len(s.Ring()) without building it.
+func (s *State) ringSize() int {
+	n := 0
+	for _, w := range s.r.Workers {
+		if s.inRing(w) {
+			n++
+		}
+	}
+	return n
 }
 
 // Workers returns every registered worker in ring order.
@@ -148,7 +173,14 @@ func (s *State) Assignment(workerID string) (*pb.Assignment, error) {
 	if i < 0 {
 		return nil, fmt.Errorf("worker %q: %w", workerID, ErrNotFound)
 	}
-	a := &pb.Assignment{Generation: s.r.GetGeneration(), Rank: int32(i), Ring: s.Ring()}
+	w := s.r.Workers[i]
+	ring := s.Ring()
+	a := &pb.Assignment{Generation: s.r.GetGeneration(), Rank: -1, Ring: ring}
+	if !s.inRing(w) {
+		a.UnfitReason = w.GetUnfitReason()
+		return a, nil
+	}
+	a.Rank = int32(slices.IndexFunc(ring, func(m *pb.RingMember) bool { return m.GetWorkerId() == workerID }))
 	if j := s.running(); j != nil && !s.waiting(j) {
 		a.JobId = j.GetId()
 		a.Job = proto.CloneOf(j.GetSpec())
@@ -207,6 +239,11 @@ func (s *State) check() error {
 			return fmt.Errorf("worker %d: id %q empty or repeated: %w", i, w.GetId(), ErrCorrupt)
 		}
 	}
+	for i, id := range s.r.Identities {
+		if id.GetId() == "" || slices.IndexFunc(s.r.Identities, func(x *pb.WorkerIdentity) bool { return x.GetId() == id.GetId() }) != i {
+			return fmt.Errorf("identity %d: id %q empty or repeated: %w", i, id.GetId(), ErrCorrupt)
+		}
+	}
 	running, queued := 0, 0
 	for i, j := range s.r.Jobs {
 		if j.GetId() == "" || s.job(j.GetId()) != j || j.GetSpec() == nil {
@@ -217,7 +254,7 @@ func (s *State) check() error {
 			running++
 		case pb.JobState_JOB_STATE_QUEUED:
 			queued++
-		case pb.JobState_JOB_STATE_DONE, pb.JobState_JOB_STATE_FAILED:
+		case pb.JobState_JOB_STATE_DONE, pb.JobState_JOB_STATE_FAILED, pb.JobState_JOB_STATE_CANCELLED:
 		default:
 			return fmt.Errorf("job %q: state %v: %w", j.GetId(), j.GetState(), ErrCorrupt)
 		}
@@ -229,19 +266,157 @@ func (s *State) check() error {
 }
 
 // registerWorker adds a worker at the end of the ring and bumps the
+// generation. A registered id at a new address is the same worker
+// restarted elsewhere if it proves it with the id's secret: it keeps its
+// place in the ring (ranks keep their order, so a whole-cluster restart
+// sums in the same order as before) at the new address, in a new
 // generation. It returns the generation after the command.
 func (s *State) registerWorker(nowMs int64, c *pb.RegisterWorker) (uint64, error) {
-	if i := s.workerIndex(c.GetWorkerId()); i >= 0 {
-		w := s.r.Workers[i]
-		if w.GetAddr() == c.GetAddr() {
-			return s.r.Generation, nil // a re-join of a registered worker
-		}
-		return s.r.Generation, fmt.Errorf("worker id %q is held by another worker at %s: %w",
-			c.GetWorkerId(), w.GetAddr(), ErrAlreadyExists)
+	id := c.GetWorkerId()
+	ident := s.identity(id)
+	switch {
+	case ident != nil && c.GetIssued():
+		return s.r.Generation, fmt.Errorf("worker id %q already belongs to a data dir that holds its secret: %w", id, ErrNotOwner)
+	case ident != nil && len(ident.GetSecretSha256()) > 0 && !bytes.Equal(ident.GetSecretSha256(), c.GetSecretSha256()):
+		return s.r.Generation, fmt.Errorf("worker id %q: the secret presented is not the one issued to it: %w", id, ErrNotOwner)
 	}
-	s.r.Workers = append(s.r.Workers, &pb.WorkerRecord{Id: c.GetWorkerId(), Addr: c.GetAddr(), JoinedUnixMs: nowMs})
+	if i := s.workerIndex(id); i >= 0 {
+		w := s.r.Workers[i]
+		switch {
+		case w.GetAddr() == c.GetAddr():
+			s.remember(nowMs, id, c.GetSecretSha256()) // a re-join of a registered worker
+			return s.r.Generation, nil
+		case ident == nil || len(ident.GetSecretSha256()) == 0:
+			return s.r.Generation, fmt.Errorf("worker id %q is held by another worker at %s: %w", id, w.GetAddr(), ErrAlreadyExists)
+		}
+		w.Addr, w.JoinedUnixMs = c.GetAddr(), nowMs
+		s.remember(nowMs, id, c.GetSecretSha256())
+		if s.inRing(w) {
+			s.r.Generation++
+		}
+		return s.r.Generation, nil
+	}
+	s.r.Workers = append(s.r.Workers, &pb.WorkerRecord{Id: id, Addr: c.GetAddr(), JoinedUnixMs: nowMs})
+	s.remember(nowMs, id, c.GetSecretSha256())
 	s.r.Generation++
 	return s.r.Generation, nil
+}
+
+// identity returns the identity of a worker id, or nil.
+func (s *State) identity(id string) *pb.WorkerIdentity {
+	if i := slices.IndexFunc(s.r.Identities, func(x *pb.WorkerIdentity) bool { return x.GetId() == id }); i >= 0 {
+		return s.r.Identities[i]
+	}
+	return nil
+}
+
+// remember records a registration of id (with its secret's hash, if the id
+// had none), keeping at most MaxIdentities: past that, the least recently
+// registered ids that are not registered now are forgotten.
+func (s *State) remember(nowMs int64, id string, hash []byte) {
+	if x := s.identity(id); x != nil {
+		x.RegisteredUnixMs = nowMs
+		if len(x.GetSecretSha256()) == 0 && len(hash) > 0 {
+			x.SecretSha256 = slices.Clone(hash)
+		}
+		// Most recently registered last.
+		i := slices.Index(s.r.Identities, x)
+		s.r.Identities = append(slices.Delete(s.r.Identities, i, i+1), x)
+		return
+	}
+	s.r.Identities = append(s.r.Identities, &pb.WorkerIdentity{Id: id, SecretSha256: slices.Clone(hash), RegisteredUnixMs: nowMs})
+	for over := len(s.r.Identities) - MaxIdentities; over > 0; {
+		i := slices.IndexFunc(s.r.Identities, func(x *pb.WorkerIdentity) bool { return s.workerIndex(x.GetId()) < 0 })
+		if i < 0 {
+			break
+		}
+		s.r.Identities = slices.Delete(s.r.Identities, i, i+1)
+		over--
+	}
+}
+
+// renewRing starts a new generation with the same members, if the ring is
+// still at the generation the command names.
+func (s *State) renewRing(c *pb.RenewRing) (uint64, error) {
+	if g := c.GetGeneration(); g != s.r.Generation {
+		return s.r.Generation, fmt.Errorf("renew ring (%s) seen in generation %d, ring is at %d: %w", c.GetReason(), g, s.r.Generation, ErrStaleGeneration)
+	}
+	s.r.Generation++
+	return s.r.Generation, nil
+}
+
+// setWorkerUnfit takes a worker out of the running job's ring (it cannot
+// build the job's replica); the generation bumps if it was in the ring.
+func (s *State) setWorkerUnfit(c *pb.SetWorkerUnfit) (uint64, error) {
+	i := s.workerIndex(c.GetWorkerId())
+	if i < 0 {
+		return s.r.Generation, fmt.Errorf("worker %q: %w", c.GetWorkerId(), ErrNotFound)
+	}
+	if _, err := s.startedJob(c.GetJobId()); err != nil {
+		return s.r.Generation, err
+	}
+	w := s.r.Workers[i]
+	was := s.inRing(w)
+	w.UnfitJob, w.UnfitReason = c.GetJobId(), c.GetReason()
+	if was && !s.inRing(w) {
+		s.r.Generation++
+	}
+	return s.r.Generation, nil
+}
+
+// startedJob returns the running job named id (waiting for workers or not).
+func (s *State) startedJob(id string) (*pb.JobRecord, error) {
+	j := s.job(id)
+	switch {
+	case j == nil:
+		return nil, fmt.Errorf("job %q: %w", id, ErrNotFound)
+	case j.GetState() != pb.JobState_JOB_STATE_RUNNING:
+		return nil, fmt.Errorf("job %q is %s: %w", id, stateName(j.GetState()), ErrNotRunning)
+	}
+	return j, nil
+}
+
+// cancelJob ends a queued or running job as cancelled; a running one's
+// successor starts. It returns the id of the job that started ("" if none).
+func (s *State) cancelJob(nowMs int64, c *pb.CancelJob) (string, error) {
+	j := s.job(c.GetJobId())
+	switch {
+	case j == nil:
+		return "", fmt.Errorf("cancel job %q: %w", c.GetJobId(), ErrNotFound)
+	case j.GetState() == pb.JobState_JOB_STATE_CANCELLED:
+		return "", nil // a retried cancel
+	case finished(j):
+		return "", fmt.Errorf("cancel job %q: it is already %s: %w", j.GetId(), stateName(j.GetState()), ErrNotRunning)
+	}
+	msg := "cancelled"
+	if r := c.GetReason(); r != "" {
+		msg += ": " + r
+	}
+	if j.GetState() == pb.JobState_JOB_STATE_QUEUED {
+		j.State, j.FinishedUnixMs, j.Message = pb.JobState_JOB_STATE_CANCELLED, nowMs, msg
+		s.forgetOldJobs()
+		return "", nil
+	}
+	return s.endRunning(nowMs, j, pb.JobState_JOB_STATE_CANCELLED, msg), nil
+}
+
+// endRunning ends the running job j in state, starts the next queued job
+// and returns its id. Workers that were unfit for j are back in the ring
+// (a new generation if there were any).
+func (s *State) endRunning(nowMs int64, j *pb.JobRecord, state pb.JobState, msg string) string {
+	before := s.Ring()
+	j.State, j.FinishedUnixMs, j.Message = state, nowMs, msg
+	for _, w := range s.r.Workers {
+		if w.GetUnfitJob() == j.GetId() {
+			w.UnfitJob, w.UnfitReason = "", ""
+		}
+	}
+	next := s.startNext(nowMs)
+	if !slices.EqualFunc(before, s.Ring(), func(a, b *pb.RingMember) bool { return proto.Equal(a, b) }) {
+		s.r.Generation++
+	}
+	s.forgetOldJobs()
+	return next
 }
 
 // removeWorkers takes the named workers out of the ring, keeping the order
@@ -256,10 +431,17 @@ func (s *State) removeWorkers(c *pb.RemoveWorkers) (uint64, error) {
 	for _, id := range c.GetWorkerIds() {
 		gone[id] = true
 	}
+	before := s.ringSize()
 	n := len(s.r.Workers)
 	s.r.Workers = slices.DeleteFunc(s.r.Workers, func(w *pb.WorkerRecord) bool { return gone[w.GetId()] })
-	if len(s.r.Workers) != n {
+	if s.ringSize() != before {
 		s.r.Generation++
+	}
+	if j := s.running(); j != nil && len(s.r.Workers) != n && c.GetJobWarning() != "" {
+		j.Warnings = append(j.Warnings, c.GetJobWarning())
+		if over := len(j.Warnings) - MaxJobWarnings; over > 0 {
+			j.Warnings = slices.Delete(j.Warnings, 0, over)
+		}
 	}
 	return s.r.Generation, nil
 }
@@ -330,10 +512,7 @@ func (s *State) finishJob(nowMs int64, c *pb.FinishJob) (string, error) {
 	case j.GetState() != pb.JobState_JOB_STATE_RUNNING:
 		return "", fmt.Errorf("finish job %q: it is %s: %w", j.GetId(), stateName(j.GetState()), ErrNotRunning)
 	}
-	j.State, j.FinishedUnixMs, j.Message = c.GetState(), nowMs, c.GetMessage()
-	next := s.startNext(nowMs)
-	s.forgetOldJobs()
-	return next, nil
+	return s.endRunning(nowMs, j, c.GetState(), c.GetMessage()), nil
 }
 
 // recordCheckpoint adds a manifest to a started job's list, keeping the
@@ -407,8 +586,7 @@ func (s *State) runningJob(id string) (*pb.JobRecord, error) {
 	case j.GetState() != pb.JobState_JOB_STATE_RUNNING:
 		return nil, fmt.Errorf("job %q is %s: %w", id, stateName(j.GetState()), ErrNotRunning)
 	case s.waiting(j):
-		return nil, fmt.Errorf("job %q waits for workers (%d of min_workers %d in the ring): %w",
-			id, len(s.r.Workers), j.GetSpec().GetMinWorkers(), ErrNotRunning)
+		return nil, fmt.Errorf("job %q %s: %w", id, s.waitingReason(j), ErrNotRunning)
 	}
 	return j, nil
 }
@@ -435,15 +613,23 @@ func (s *State) running() *pb.JobRecord {
 
 // waiting reports whether a running job lacks workers.
 func (s *State) waiting(j *pb.JobRecord) bool {
-	return len(s.r.Workers) < int(j.GetSpec().GetMinWorkers())
+	return s.ringSize() < int(j.GetSpec().GetMinWorkers())
+}
+
+// waitingReason says why a waiting job waits.
+func (s *State) waitingReason(j *pb.JobRecord) string {
+	return fmt.Sprintf("waits for workers: %d in the ring, min_workers is %d", s.ringSize(), j.GetSpec().GetMinWorkers())
 }
 
 func (s *State) workerInfo(w *pb.WorkerRecord) *pb.WorkerInfo {
-	st := WorkerReady
-	if j := s.running(); j != nil && !s.waiting(j) {
-		st = WorkerTraining
+	info := &pb.WorkerInfo{Id: w.GetId(), Addr: w.GetAddr(), State: WorkerReady, JoinedUnixMs: w.GetJoinedUnixMs()}
+	switch j := s.running(); {
+	case !s.inRing(w):
+		info.State, info.Reason = WorkerUnfit, w.GetUnfitReason()
+	case j != nil && !s.waiting(j):
+		info.State = WorkerTraining
 	}
-	return &pb.WorkerInfo{Id: w.GetId(), Addr: w.GetAddr(), State: st, JoinedUnixMs: w.GetJoinedUnixMs()}
+	return info
 }
 
 func (s *State) jobInfo(j *pb.JobRecord) *pb.JobInfo {
@@ -455,9 +641,17 @@ func (s *State) jobInfo(j *pb.JobRecord) *pb.JobInfo {
 		Loss:            j.GetLoss(),
 		ImagesPerSec:    j.GetImagesPerSec(),
 		SubmittedUnixMs: j.GetSubmittedUnixMs(),
+		Warnings:        slices.Clone(j.GetWarnings()),
+		Message:         j.GetMessage(),
 	}
-	if j.GetState() == pb.JobState_JOB_STATE_RUNNING && s.waiting(j) {
+	switch {
+	case j.GetState() == pb.JobState_JOB_STATE_RUNNING && s.waiting(j):
 		info.State = JobWaiting
+		info.WaitingReason = s.waitingReason(j)
+	case j.GetState() == pb.JobState_JOB_STATE_QUEUED:
+		if r := s.running(); r != nil {
+			info.WaitingReason = "queued behind " + r.GetId()
+		}
 	}
 	if cp := latest(j); cp != nil {
 		info.LastCheckpoint = &pb.CheckpointInfo{Step: cp.GetStep(), TimeUnixMs: cp.GetTimeUnixMs(), Checksum: cp.GetChecksum()}
@@ -473,7 +667,11 @@ func latest(j *pb.JobRecord) *pb.CheckpointManifest {
 }
 
 func finished(j *pb.JobRecord) bool {
-	return j.GetState() == pb.JobState_JOB_STATE_DONE || j.GetState() == pb.JobState_JOB_STATE_FAILED
+	switch j.GetState() {
+	case pb.JobState_JOB_STATE_DONE, pb.JobState_JOB_STATE_FAILED, pb.JobState_JOB_STATE_CANCELLED:
+		return true
+	}
+	return false
 }
 
 func stateName(s pb.JobState) string {
@@ -486,6 +684,8 @@ func stateName(s pb.JobState) string {
 		return JobDone
 	case pb.JobState_JOB_STATE_FAILED:
 		return JobFailed
+	case pb.JobState_JOB_STATE_CANCELLED:
+		return JobCancelled
 	}
 	return s.String()
 }

@@ -42,6 +42,7 @@ const (
 	JobState_JOB_STATE_RUNNING     JobState = 2
 	JobState_JOB_STATE_DONE        JobState = 3
 	JobState_JOB_STATE_FAILED      JobState = 4
+	JobState_JOB_STATE_CANCELLED   JobState = 5
 )
 
 // Enum value maps for JobState.
@@ -52,6 +53,7 @@ var (
 		2: "JOB_STATE_RUNNING",
 		3: "JOB_STATE_DONE",
 		4: "JOB_STATE_FAILED",
+		5: "JOB_STATE_CANCELLED",
 	}
 	JobState_value = map[string]int32{
 		"JOB_STATE_UNSPECIFIED": 0,
@@ -59,6 +61,7 @@ var (
 		"JOB_STATE_RUNNING":     2,
 		"JOB_STATE_DONE":        3,
 		"JOB_STATE_FAILED":      4,
+		"JOB_STATE_CANCELLED":   5,
 	}
 )
 
@@ -106,6 +109,9 @@ type Command struct {
 	//	*Command_ReportProgress
 	//	*Command_FinishJob
 	//	*Command_RecordCheckpoint
+	//	*Command_RenewRing
+	//	*Command_SetWorkerUnfit
+	//	*Command_CancelJob
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -216,6 +222,33 @@ func (x *Command) GetRecordCheckpoint() *RecordCheckpoint {
 	return nil
 }
 
+func (x *Command) GetRenewRing() *RenewRing {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RenewRing); ok {
+			return x.RenewRing
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetSetWorkerUnfit() *SetWorkerUnfit {
+	if x != nil {
+		if x, ok := x.Body.(*Command_SetWorkerUnfit); ok {
+			return x.SetWorkerUnfit
+		}
+	}
+	return nil
+}
+
+func (x *Command) GetCancelJob() *CancelJob {
+	if x != nil {
+		if x, ok := x.Body.(*Command_CancelJob); ok {
+			return x.CancelJob
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -244,6 +277,18 @@ type Command_RecordCheckpoint struct {
 	RecordCheckpoint *RecordCheckpoint `protobuf:"bytes,8,opt,name=record_checkpoint,json=recordCheckpoint,proto3,oneof"`
 }
 
+type Command_RenewRing struct {
+	RenewRing *RenewRing `protobuf:"bytes,9,opt,name=renew_ring,json=renewRing,proto3,oneof"`
+}
+
+type Command_SetWorkerUnfit struct {
+	SetWorkerUnfit *SetWorkerUnfit `protobuf:"bytes,10,opt,name=set_worker_unfit,json=setWorkerUnfit,proto3,oneof"`
+}
+
+type Command_CancelJob struct {
+	CancelJob *CancelJob `protobuf:"bytes,11,opt,name=cancel_job,json=cancelJob,proto3,oneof"`
+}
+
 func (*Command_RegisterWorker) isCommand_Body() {}
 
 func (*Command_RemoveWorkers) isCommand_Body() {}
@@ -256,13 +301,26 @@ func (*Command_FinishJob) isCommand_Body() {}
 
 func (*Command_RecordCheckpoint) isCommand_Body() {}
 
+func (*Command_RenewRing) isCommand_Body() {}
+
+func (*Command_SetWorkerUnfit) isCommand_Body() {}
+
+func (*Command_CancelJob) isCommand_Body() {}
+
 // RegisterWorker adds a worker at the end of the ring. The same id at the
-// same address while registered is a no-op; the same id at another address
-// while registered is refused.
+// same address while registered is a no-op. The same id at another address
+// while registered is the worker restarted elsewhere: with the id's secret
+// it takes its old place in the ring at the new address (a new
+// generation); without it, it is refused.
 type RegisterWorker struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"` // host:port its ring peers dial
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Addr     string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"` // host:port its ring peers dial
+	// secret_sha256 is the SHA-256 of the secret the worker presented, or of
+	// the one the proposer just issued to it (issued). The log never holds a
+	// secret, only its hash.
+	SecretSha256  []byte `protobuf:"bytes,3,opt,name=secret_sha256,json=secretSha256,proto3" json:"secret_sha256,omitempty"`
+	Issued        bool   `protobuf:"varint,4,opt,name=issued,proto3" json:"issued,omitempty"` // a new secret: refused if the id already has one
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -311,6 +369,20 @@ func (x *RegisterWorker) GetAddr() string {
 	return ""
 }
 
+func (x *RegisterWorker) GetSecretSha256() []byte {
+	if x != nil {
+		return x.SecretSha256
+	}
+	return nil
+}
+
+func (x *RegisterWorker) GetIssued() bool {
+	if x != nil {
+		return x.Issued
+	}
+	return false
+}
+
 // RemoveWorkers takes workers out of the ring: lease expiry, leave, or a
 // peer's failure report. Unknown ids are skipped.
 type RemoveWorkers struct {
@@ -320,7 +392,10 @@ type RemoveWorkers struct {
 	// generation, if not 0, makes the removal conditional: it is refused as
 	// stale unless the ring is still at this generation (a failure seen in an
 	// old ring must not remove a worker that has since re-joined).
-	Generation    uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	Generation uint64 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	// job_warning, if set and a job runs, is added to that job's warnings
+	// (status shows them): the job went on without these workers.
+	JobWarning    string `protobuf:"bytes,4,opt,name=job_warning,json=jobWarning,proto3" json:"job_warning,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -376,6 +451,185 @@ func (x *RemoveWorkers) GetGeneration() uint64 {
 	return 0
 }
 
+func (x *RemoveWorkers) GetJobWarning() string {
+	if x != nil {
+		return x.JobWarning
+	}
+	return ""
+}
+
+// RenewRing starts a new generation with the same members: a ring whose
+// generation failed without a dead member to remove (a peer that was slow
+// but is alive) forms again. Conditional on generation, like RemoveWorkers.
+type RenewRing struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RenewRing) Reset() {
+	*x = RenewRing{}
+	mi := &file_command_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RenewRing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RenewRing) ProtoMessage() {}
+
+func (x *RenewRing) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RenewRing.ProtoReflect.Descriptor instead.
+func (*RenewRing) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *RenewRing) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RenewRing) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// SetWorkerUnfit takes a registered worker out of the ring while job_id
+// runs: it could not build that job's replica (reason says why). It stays
+// registered and is back in the ring for the next job.
+type SetWorkerUnfit struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetWorkerUnfit) Reset() {
+	*x = SetWorkerUnfit{}
+	mi := &file_command_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetWorkerUnfit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetWorkerUnfit) ProtoMessage() {}
+
+func (x *SetWorkerUnfit) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetWorkerUnfit.ProtoReflect.Descriptor instead.
+func (*SetWorkerUnfit) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *SetWorkerUnfit) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *SetWorkerUnfit) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *SetWorkerUnfit) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+// CancelJob ends a queued or running job as cancelled; if it was running,
+// the next queued job starts.
+type CancelJob struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelJob) Reset() {
+	*x = CancelJob{}
+	mi := &file_command_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelJob) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelJob) ProtoMessage() {}
+
+func (x *CancelJob) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelJob.ProtoReflect.Descriptor instead.
+func (*CancelJob) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *CancelJob) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CancelJob) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // SubmitJob queues a job. The state machine names it ("job-<n>" from its own
 // counter) and returns the id; the proposer does not choose it.
 type SubmitJob struct {
@@ -388,7 +642,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_command_proto_msgTypes[3]
+	mi := &file_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -400,7 +654,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[3]
+	mi := &file_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -413,7 +667,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{3}
+	return file_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *SubmitJob) GetSpec() *JobSpec {
@@ -444,7 +698,7 @@ type ReportProgress struct {
 
 func (x *ReportProgress) Reset() {
 	*x = ReportProgress{}
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -456,7 +710,7 @@ func (x *ReportProgress) String() string {
 func (*ReportProgress) ProtoMessage() {}
 
 func (x *ReportProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -469,7 +723,7 @@ func (x *ReportProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProgress.ProtoReflect.Descriptor instead.
 func (*ReportProgress) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{4}
+	return file_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ReportProgress) GetJobId() string {
@@ -519,7 +773,7 @@ type FinishJob struct {
 
 func (x *FinishJob) Reset() {
 	*x = FinishJob{}
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +785,7 @@ func (x *FinishJob) String() string {
 func (*FinishJob) ProtoMessage() {}
 
 func (x *FinishJob) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +798,7 @@ func (x *FinishJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishJob.ProtoReflect.Descriptor instead.
 func (*FinishJob) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{5}
+	return file_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *FinishJob) GetJobId() string {
@@ -578,7 +832,7 @@ type RecordCheckpoint struct {
 
 func (x *RecordCheckpoint) Reset() {
 	*x = RecordCheckpoint{}
-	mi := &file_command_proto_msgTypes[6]
+	mi := &file_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -590,7 +844,7 @@ func (x *RecordCheckpoint) String() string {
 func (*RecordCheckpoint) ProtoMessage() {}
 
 func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[6]
+	mi := &file_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -603,7 +857,7 @@ func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCheckpoint.ProtoReflect.Descriptor instead.
 func (*RecordCheckpoint) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{6}
+	return file_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RecordCheckpoint) GetManifest() *CheckpointManifest {
@@ -631,7 +885,7 @@ type CheckpointManifest struct {
 
 func (x *CheckpointManifest) Reset() {
 	*x = CheckpointManifest{}
-	mi := &file_command_proto_msgTypes[7]
+	mi := &file_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -643,7 +897,7 @@ func (x *CheckpointManifest) String() string {
 func (*CheckpointManifest) ProtoMessage() {}
 
 func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[7]
+	mi := &file_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -656,7 +910,7 @@ func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointManifest.ProtoReflect.Descriptor instead.
 func (*CheckpointManifest) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{7}
+	return file_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *CheckpointManifest) GetJobId() string {
@@ -730,13 +984,14 @@ type StateSnapshot struct {
 	JobsSubmitted uint64                 `protobuf:"varint,3,opt,name=jobs_submitted,json=jobsSubmitted,proto3" json:"jobs_submitted,omitempty"` // counter behind job ids
 	Workers       []*WorkerRecord        `protobuf:"bytes,4,rep,name=workers,proto3" json:"workers,omitempty"`                                   // ring order
 	Jobs          []*JobRecord           `protobuf:"bytes,5,rep,name=jobs,proto3" json:"jobs,omitempty"`                                         // submission order
+	Identities    []*WorkerIdentity      `protobuf:"bytes,6,rep,name=identities,proto3" json:"identities,omitempty"`                             // every worker id ever registered (bounded), oldest first
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *StateSnapshot) Reset() {
 	*x = StateSnapshot{}
-	mi := &file_command_proto_msgTypes[8]
+	mi := &file_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -748,7 +1003,7 @@ func (x *StateSnapshot) String() string {
 func (*StateSnapshot) ProtoMessage() {}
 
 func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[8]
+	mi := &file_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -761,7 +1016,7 @@ func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSnapshot.ProtoReflect.Descriptor instead.
 func (*StateSnapshot) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{8}
+	return file_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StateSnapshot) GetVersion() uint32 {
@@ -799,18 +1054,27 @@ func (x *StateSnapshot) GetJobs() []*JobRecord {
 	return nil
 }
 
+func (x *StateSnapshot) GetIdentities() []*WorkerIdentity {
+	if x != nil {
+		return x.Identities
+	}
+	return nil
+}
+
 type WorkerRecord struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
 	JoinedUnixMs  int64                  `protobuf:"varint,3,opt,name=joined_unix_ms,json=joinedUnixMs,proto3" json:"joined_unix_ms,omitempty"`
+	UnfitJob      string                 `protobuf:"bytes,4,opt,name=unfit_job,json=unfitJob,proto3" json:"unfit_job,omitempty"` // the job whose replica it cannot build (not in that job's ring)
+	UnfitReason   string                 `protobuf:"bytes,5,opt,name=unfit_reason,json=unfitReason,proto3" json:"unfit_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *WorkerRecord) Reset() {
 	*x = WorkerRecord{}
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -822,7 +1086,7 @@ func (x *WorkerRecord) String() string {
 func (*WorkerRecord) ProtoMessage() {}
 
 func (x *WorkerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -835,7 +1099,7 @@ func (x *WorkerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerRecord.ProtoReflect.Descriptor instead.
 func (*WorkerRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{9}
+	return file_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WorkerRecord) GetId() string {
@@ -859,6 +1123,82 @@ func (x *WorkerRecord) GetJoinedUnixMs() int64 {
 	return 0
 }
 
+func (x *WorkerRecord) GetUnfitJob() string {
+	if x != nil {
+		return x.UnfitJob
+	}
+	return ""
+}
+
+func (x *WorkerRecord) GetUnfitReason() string {
+	if x != nil {
+		return x.UnfitReason
+	}
+	return ""
+}
+
+// WorkerIdentity binds a worker id to the secret kept in its data dir:
+// only the holder of the secret can register the id.
+type WorkerIdentity struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Id               string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	SecretSha256     []byte                 `protobuf:"bytes,2,opt,name=secret_sha256,json=secretSha256,proto3" json:"secret_sha256,omitempty"`
+	RegisteredUnixMs int64                  `protobuf:"varint,3,opt,name=registered_unix_ms,json=registeredUnixMs,proto3" json:"registered_unix_ms,omitempty"` // last registration
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *WorkerIdentity) Reset() {
+	*x = WorkerIdentity{}
+	mi := &file_command_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WorkerIdentity) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WorkerIdentity) ProtoMessage() {}
+
+func (x *WorkerIdentity) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WorkerIdentity.ProtoReflect.Descriptor instead.
+func (*WorkerIdentity) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *WorkerIdentity) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *WorkerIdentity) GetSecretSha256() []byte {
+	if x != nil {
+		return x.SecretSha256
+	}
+	return nil
+}
+
+func (x *WorkerIdentity) GetRegisteredUnixMs() int64 {
+	if x != nil {
+		return x.RegisteredUnixMs
+	}
+	return 0
+}
+
 type JobRecord struct {
 	state              protoimpl.MessageState `protogen:"open.v1"`
 	Id                 string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -874,13 +1214,14 @@ type JobRecord struct {
 	ProgressGeneration uint64                 `protobuf:"varint,11,opt,name=progress_generation,json=progressGeneration,proto3" json:"progress_generation,omitempty"` // generation of the last progress report
 	Checkpoints        []*CheckpointManifest  `protobuf:"bytes,12,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`                                          // oldest first, at most coordinator.CheckpointRetention
 	RequestId          string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`                             // the submit's idempotency key, if it had one
+	Warnings           []string               `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`                                                // what went wrong without failing the job (bounded)
 	unknownFields      protoimpl.UnknownFields
 	sizeCache          protoimpl.SizeCache
 }
 
 func (x *JobRecord) Reset() {
 	*x = JobRecord{}
-	mi := &file_command_proto_msgTypes[10]
+	mi := &file_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -892,7 +1233,7 @@ func (x *JobRecord) String() string {
 func (*JobRecord) ProtoMessage() {}
 
 func (x *JobRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[10]
+	mi := &file_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -905,7 +1246,7 @@ func (x *JobRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
 func (*JobRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{10}
+	return file_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JobRecord) GetId() string {
@@ -999,11 +1340,18 @@ func (x *JobRecord) GetRequestId() string {
 	return ""
 }
 
+func (x *JobRecord) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\rgencluster.v1\x1a\x10gencluster.proto\"\xee\x03\n" +
+	"\rcommand.proto\x12\rgencluster.v1\x1a\x10gencluster.proto\"\xaf\x05\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +
@@ -1015,18 +1363,40 @@ const file_command_proto_rawDesc = "" +
 	"\x0freport_progress\x18\x06 \x01(\v2\x1d.gencluster.v1.ReportProgressH\x00R\x0ereportProgress\x129\n" +
 	"\n" +
 	"finish_job\x18\a \x01(\v2\x18.gencluster.v1.FinishJobH\x00R\tfinishJob\x12N\n" +
-	"\x11record_checkpoint\x18\b \x01(\v2\x1f.gencluster.v1.RecordCheckpointH\x00R\x10recordCheckpointB\x06\n" +
-	"\x04body\"A\n" +
+	"\x11record_checkpoint\x18\b \x01(\v2\x1f.gencluster.v1.RecordCheckpointH\x00R\x10recordCheckpoint\x129\n" +
+	"\n" +
+	"renew_ring\x18\t \x01(\v2\x18.gencluster.v1.RenewRingH\x00R\trenewRing\x12I\n" +
+	"\x10set_worker_unfit\x18\n" +
+	" \x01(\v2\x1d.gencluster.v1.SetWorkerUnfitH\x00R\x0esetWorkerUnfit\x129\n" +
+	"\n" +
+	"cancel_job\x18\v \x01(\v2\x18.gencluster.v1.CancelJobH\x00R\tcancelJobB\x06\n" +
+	"\x04body\"~\n" +
 	"\x0eRegisterWorker\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"f\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12#\n" +
+	"\rsecret_sha256\x18\x03 \x01(\fR\fsecretSha256\x12\x16\n" +
+	"\x06issued\x18\x04 \x01(\bR\x06issued\"\x87\x01\n" +
 	"\rRemoveWorkers\x12\x1d\n" +
 	"\n" +
 	"worker_ids\x18\x01 \x03(\tR\tworkerIds\x12\x16\n" +
 	"\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
-	"generation\"V\n" +
+	"generation\x12\x1f\n" +
+	"\vjob_warning\x18\x04 \x01(\tR\n" +
+	"jobWarning\"C\n" +
+	"\tRenewRing\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\\\n" +
+	"\x0eSetWorkerUnfit\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\":\n" +
+	"\tCancelJob\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"V\n" +
 	"\tSubmitJob\x12*\n" +
 	"\x04spec\x18\x01 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12\x1d\n" +
 	"\n" +
@@ -1059,7 +1429,7 @@ const file_command_proto_rawDesc = "" +
 	"\n" +
 	"world_size\x18\a \x01(\x05R\tworldSize\x12\x1b\n" +
 	"\twriter_id\x18\b \x01(\tR\bwriterId\x12\x10\n" +
-	"\x03key\x18\t \x01(\tR\x03key\"\xd5\x01\n" +
+	"\x03key\x18\t \x01(\tR\x03key\"\x94\x02\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1e\n" +
 	"\n" +
@@ -1067,11 +1437,20 @@ const file_command_proto_rawDesc = "" +
 	"generation\x12%\n" +
 	"\x0ejobs_submitted\x18\x03 \x01(\x04R\rjobsSubmitted\x125\n" +
 	"\aworkers\x18\x04 \x03(\v2\x1b.gencluster.v1.WorkerRecordR\aworkers\x12,\n" +
-	"\x04jobs\x18\x05 \x03(\v2\x18.gencluster.v1.JobRecordR\x04jobs\"X\n" +
+	"\x04jobs\x18\x05 \x03(\v2\x18.gencluster.v1.JobRecordR\x04jobs\x12=\n" +
+	"\n" +
+	"identities\x18\x06 \x03(\v2\x1d.gencluster.v1.WorkerIdentityR\n" +
+	"identities\"\x98\x01\n" +
 	"\fWorkerRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12$\n" +
-	"\x0ejoined_unix_ms\x18\x03 \x01(\x03R\fjoinedUnixMs\"\xf1\x03\n" +
+	"\x0ejoined_unix_ms\x18\x03 \x01(\x03R\fjoinedUnixMs\x12\x1b\n" +
+	"\tunfit_job\x18\x04 \x01(\tR\bunfitJob\x12!\n" +
+	"\funfit_reason\x18\x05 \x01(\tR\vunfitReason\"s\n" +
+	"\x0eWorkerIdentity\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
+	"\rsecret_sha256\x18\x02 \x01(\fR\fsecretSha256\x12,\n" +
+	"\x12registered_unix_ms\x18\x03 \x01(\x03R\x10registeredUnixMs\"\x8d\x04\n" +
 	"\tJobRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04spec\x18\x02 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12-\n" +
@@ -1087,13 +1466,15 @@ const file_command_proto_rawDesc = "" +
 	"\x13progress_generation\x18\v \x01(\x04R\x12progressGeneration\x12C\n" +
 	"\vcheckpoints\x18\f \x03(\v2!.gencluster.v1.CheckpointManifestR\vcheckpoints\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\r \x01(\tR\trequestId*|\n" +
+	"request_id\x18\r \x01(\tR\trequestId\x12\x1a\n" +
+	"\bwarnings\x18\x0e \x03(\tR\bwarnings*\x95\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +
 	"\x11JOB_STATE_RUNNING\x10\x02\x12\x12\n" +
 	"\x0eJOB_STATE_DONE\x10\x03\x12\x14\n" +
-	"\x10JOB_STATE_FAILED\x10\x04B@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"
+	"\x10JOB_STATE_FAILED\x10\x04\x12\x17\n" +
+	"\x13JOB_STATE_CANCELLED\x10\x05B@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"
 
 var (
 	file_command_proto_rawDescOnce sync.Once
@@ -1108,42 +1489,50 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_command_proto_goTypes = []any{
 	(JobState)(0),              // 0: gencluster.v1.JobState
 	(*Command)(nil),            // 1: gencluster.v1.Command
 	(*RegisterWorker)(nil),     // 2: gencluster.v1.RegisterWorker
 	(*RemoveWorkers)(nil),      // 3: gencluster.v1.RemoveWorkers
-	(*SubmitJob)(nil),          // 4: gencluster.v1.SubmitJob
-	(*ReportProgress)(nil),     // 5: gencluster.v1.ReportProgress
-	(*FinishJob)(nil),          // 6: gencluster.v1.FinishJob
-	(*RecordCheckpoint)(nil),   // 7: gencluster.v1.RecordCheckpoint
-	(*CheckpointManifest)(nil), // 8: gencluster.v1.CheckpointManifest
-	(*StateSnapshot)(nil),      // 9: gencluster.v1.StateSnapshot
-	(*WorkerRecord)(nil),       // 10: gencluster.v1.WorkerRecord
-	(*JobRecord)(nil),          // 11: gencluster.v1.JobRecord
-	(*JobSpec)(nil),            // 12: gencluster.v1.JobSpec
+	(*RenewRing)(nil),          // 4: gencluster.v1.RenewRing
+	(*SetWorkerUnfit)(nil),     // 5: gencluster.v1.SetWorkerUnfit
+	(*CancelJob)(nil),          // 6: gencluster.v1.CancelJob
+	(*SubmitJob)(nil),          // 7: gencluster.v1.SubmitJob
+	(*ReportProgress)(nil),     // 8: gencluster.v1.ReportProgress
+	(*FinishJob)(nil),          // 9: gencluster.v1.FinishJob
+	(*RecordCheckpoint)(nil),   // 10: gencluster.v1.RecordCheckpoint
+	(*CheckpointManifest)(nil), // 11: gencluster.v1.CheckpointManifest
+	(*StateSnapshot)(nil),      // 12: gencluster.v1.StateSnapshot
+	(*WorkerRecord)(nil),       // 13: gencluster.v1.WorkerRecord
+	(*WorkerIdentity)(nil),     // 14: gencluster.v1.WorkerIdentity
+	(*JobRecord)(nil),          // 15: gencluster.v1.JobRecord
+	(*JobSpec)(nil),            // 16: gencluster.v1.JobSpec
 }
 var file_command_proto_depIdxs = []int32{
 	2,  // 0: gencluster.v1.Command.register_worker:type_name -> gencluster.v1.RegisterWorker
 	3,  // 1: gencluster.v1.Command.remove_workers:type_name -> gencluster.v1.RemoveWorkers
-	4,  // 2: gencluster.v1.Command.submit_job:type_name -> gencluster.v1.SubmitJob
-	5,  // 3: gencluster.v1.Command.report_progress:type_name -> gencluster.v1.ReportProgress
-	6,  // 4: gencluster.v1.Command.finish_job:type_name -> gencluster.v1.FinishJob
-	7,  // 5: gencluster.v1.Command.record_checkpoint:type_name -> gencluster.v1.RecordCheckpoint
-	12, // 6: gencluster.v1.SubmitJob.spec:type_name -> gencluster.v1.JobSpec
-	0,  // 7: gencluster.v1.FinishJob.state:type_name -> gencluster.v1.JobState
-	8,  // 8: gencluster.v1.RecordCheckpoint.manifest:type_name -> gencluster.v1.CheckpointManifest
-	10, // 9: gencluster.v1.StateSnapshot.workers:type_name -> gencluster.v1.WorkerRecord
-	11, // 10: gencluster.v1.StateSnapshot.jobs:type_name -> gencluster.v1.JobRecord
-	12, // 11: gencluster.v1.JobRecord.spec:type_name -> gencluster.v1.JobSpec
-	0,  // 12: gencluster.v1.JobRecord.state:type_name -> gencluster.v1.JobState
-	8,  // 13: gencluster.v1.JobRecord.checkpoints:type_name -> gencluster.v1.CheckpointManifest
-	14, // [14:14] is the sub-list for method output_type
-	14, // [14:14] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	7,  // 2: gencluster.v1.Command.submit_job:type_name -> gencluster.v1.SubmitJob
+	8,  // 3: gencluster.v1.Command.report_progress:type_name -> gencluster.v1.ReportProgress
+	9,  // 4: gencluster.v1.Command.finish_job:type_name -> gencluster.v1.FinishJob
+	10, // 5: gencluster.v1.Command.record_checkpoint:type_name -> gencluster.v1.RecordCheckpoint
+	4,  // 6: gencluster.v1.Command.renew_ring:type_name -> gencluster.v1.RenewRing
+	5,  // 7: gencluster.v1.Command.set_worker_unfit:type_name -> gencluster.v1.SetWorkerUnfit
+	6,  // 8: gencluster.v1.Command.cancel_job:type_name -> gencluster.v1.CancelJob
+	16, // 9: gencluster.v1.SubmitJob.spec:type_name -> gencluster.v1.JobSpec
+	0,  // 10: gencluster.v1.FinishJob.state:type_name -> gencluster.v1.JobState
+	11, // 11: gencluster.v1.RecordCheckpoint.manifest:type_name -> gencluster.v1.CheckpointManifest
+	13, // 12: gencluster.v1.StateSnapshot.workers:type_name -> gencluster.v1.WorkerRecord
+	15, // 13: gencluster.v1.StateSnapshot.jobs:type_name -> gencluster.v1.JobRecord
+	14, // 14: gencluster.v1.StateSnapshot.identities:type_name -> gencluster.v1.WorkerIdentity
+	16, // 15: gencluster.v1.JobRecord.spec:type_name -> gencluster.v1.JobSpec
+	0,  // 16: gencluster.v1.JobRecord.state:type_name -> gencluster.v1.JobState
+	11, // 17: gencluster.v1.JobRecord.checkpoints:type_name -> gencluster.v1.CheckpointManifest
+	18, // [18:18] is the sub-list for method output_type
+	18, // [18:18] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -1159,6 +1548,9 @@ func file_command_proto_init() {
 		(*Command_ReportProgress)(nil),
 		(*Command_FinishJob)(nil),
 		(*Command_RecordCheckpoint)(nil),
+		(*Command_RenewRing)(nil),
+		(*Command_SetWorkerUnfit)(nil),
+		(*Command_CancelJob)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1166,7 +1558,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

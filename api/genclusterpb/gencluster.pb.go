@@ -29,9 +29,13 @@ const (
 )
 
 type JoinRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"` // stable across restarts of the same worker
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`                         // host:port its ring peers dial
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"` // stable across restarts of the same worker
+	Addr     string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`                         // host:port its ring peers dial
+	// secret is the one the worker received at its first join and keeps in
+	// its data dir; empty at the first join. With it, a worker restarted on
+	// a new address takes over its registration at once.
+	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -80,11 +84,19 @@ func (x *JoinRequest) GetAddr() string {
 	return ""
 }
 
+func (x *JoinRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
 type JoinResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Assignment    *Assignment            `protobuf:"bytes,1,opt,name=assignment,proto3" json:"assignment,omitempty"`
 	LeaseMs       int64                  `protobuf:"varint,2,opt,name=lease_ms,json=leaseMs,proto3" json:"lease_ms,omitempty"` // heartbeat well within this
 	Coordinators  []string               `protobuf:"bytes,3,rep,name=coordinators,proto3" json:"coordinators,omitempty"`       // every coordinator address known
+	Secret        string                 `protobuf:"bytes,4,opt,name=secret,proto3" json:"secret,omitempty"`                   // issued at the first join (empty otherwise): keep it
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -138,6 +150,13 @@ func (x *JoinResponse) GetCoordinators() []string {
 		return x.Coordinators
 	}
 	return nil
+}
+
+func (x *JoinResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
 }
 
 type HeartbeatRequest struct {
@@ -340,6 +359,10 @@ func (*LeaveResponse) Descriptor() ([]byte, []int) {
 	return file_gencluster_proto_rawDescGZIP(), []int{5}
 }
 
+// ReportFailureRequest says that generation failed, and which peer the
+// reporter saw fail (failed_id; empty if it saw no one fail, only peers
+// passing a failure on). The coordinator removes that peer only if it finds
+// the peer dead itself; otherwise the ring forms again with everyone.
 type ReportFailureRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	ReporterId    string                 `protobuf:"bytes,1,opt,name=reporter_id,json=reporterId,proto3" json:"reporter_id,omitempty"`
@@ -410,7 +433,9 @@ func (x *ReportFailureRequest) GetReason() string {
 
 type ReportFailureResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
-	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"` // the new generation
+	Removed       bool                   `protobuf:"varint,2,opt,name=removed,proto3" json:"removed,omitempty"`       // failed_id was removed (else the ring was renewed)
+	Verdict       string                 `protobuf:"bytes,3,opt,name=verdict,proto3" json:"verdict,omitempty"`        // why
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -452,14 +477,36 @@ func (x *ReportFailureResponse) GetGeneration() uint64 {
 	return 0
 }
 
+func (x *ReportFailureResponse) GetRemoved() bool {
+	if x != nil {
+		return x.Removed
+	}
+	return false
+}
+
+func (x *ReportFailureResponse) GetVerdict() string {
+	if x != nil {
+		return x.Verdict
+	}
+	return ""
+}
+
 // Assignment is what a worker is told to do.
 type Assignment struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"` // empty: no job to run now
-	Job           *JobSpec               `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
-	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"` // ring generation; bumps on every membership change
-	Rank          int32                  `protobuf:"varint,4,opt,name=rank,proto3" json:"rank,omitempty"`             // this worker's position in ring
-	Ring          []*RingMember          `protobuf:"bytes,5,rep,name=ring,proto3" json:"ring,omitempty"`              // ring order
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	JobId      string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"` // empty: no job to run now
+	Job        *JobSpec               `protobuf:"bytes,2,opt,name=job,proto3" json:"job,omitempty"`
+	Generation uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"` // ring generation; bumps on every membership change
+	Rank       int32                  `protobuf:"varint,4,opt,name=rank,proto3" json:"rank,omitempty"`             // this worker's position in ring
+	Ring       []*RingMember          `protobuf:"bytes,5,rep,name=ring,proto3" json:"ring,omitempty"`              // ring order
+	// waiting_for lists ring members the coordinators wait for before this
+	// generation may start (workers of an interrupted ring that have not
+	// come back yet); a worker starts the generation only when it is empty.
+	WaitingFor []string `protobuf:"bytes,6,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
+	WaitReason string   `protobuf:"bytes,7,opt,name=wait_reason,json=waitReason,proto3" json:"wait_reason,omitempty"`
+	// unfit_reason is set when this worker is out of the running job's ring
+	// because it could not build the job's replica.
+	UnfitReason   string `protobuf:"bytes,8,opt,name=unfit_reason,json=unfitReason,proto3" json:"unfit_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -527,6 +574,27 @@ func (x *Assignment) GetRing() []*RingMember {
 		return x.Ring
 	}
 	return nil
+}
+
+func (x *Assignment) GetWaitingFor() []string {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return nil
+}
+
+func (x *Assignment) GetWaitReason() string {
+	if x != nil {
+		return x.WaitReason
+	}
+	return ""
+}
+
+func (x *Assignment) GetUnfitReason() string {
+	if x != nil {
+		return x.UnfitReason
+	}
+	return ""
 }
 
 type RingMember struct {
@@ -781,7 +849,10 @@ func (x *SubmitResponse) GetJobId() string {
 }
 
 type StatusRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// local asks for this coordinator's own view (a follower otherwise asks
+	// the leader first, which alone knows leases and holds).
+	Local         bool `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -814,6 +885,13 @@ func (x *StatusRequest) ProtoReflect() protoreflect.Message {
 // Deprecated: Use StatusRequest.ProtoReflect.Descriptor instead.
 func (*StatusRequest) Descriptor() ([]byte, []int) {
 	return file_gencluster_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *StatusRequest) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
 }
 
 type StatusResponse struct {
@@ -972,8 +1050,9 @@ type WorkerInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
 	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // ready, training
+	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // ready, training, unfit
 	JoinedUnixMs  int64                  `protobuf:"varint,4,opt,name=joined_unix_ms,json=joinedUnixMs,proto3" json:"joined_unix_ms,omitempty"`
+	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"` // why it is unfit
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1036,6 +1115,13 @@ func (x *WorkerInfo) GetJoinedUnixMs() int64 {
 	return 0
 }
 
+func (x *WorkerInfo) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 type JobInfo struct {
 	state           protoimpl.MessageState `protogen:"open.v1"`
 	Id              string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1046,6 +1132,9 @@ type JobInfo struct {
 	ImagesPerSec    float64                `protobuf:"fixed64,6,opt,name=images_per_sec,json=imagesPerSec,proto3" json:"images_per_sec,omitempty"`
 	SubmittedUnixMs int64                  `protobuf:"varint,7,opt,name=submitted_unix_ms,json=submittedUnixMs,proto3" json:"submitted_unix_ms,omitempty"`
 	LastCheckpoint  *CheckpointInfo        `protobuf:"bytes,8,opt,name=last_checkpoint,json=lastCheckpoint,proto3" json:"last_checkpoint,omitempty"`
+	WaitingReason   string                 `protobuf:"bytes,9,opt,name=waiting_reason,json=waitingReason,proto3" json:"waiting_reason,omitempty"` // why a waiting job waits
+	Warnings        []string               `protobuf:"bytes,10,rep,name=warnings,proto3" json:"warnings,omitempty"`                               // e.g. it went on without workers that did not return
+	Message         string                 `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`                                 // why it failed or was cancelled
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1134,6 +1223,27 @@ func (x *JobInfo) GetLastCheckpoint() *CheckpointInfo {
 		return x.LastCheckpoint
 	}
 	return nil
+}
+
+func (x *JobInfo) GetWaitingReason() string {
+	if x != nil {
+		return x.WaitingReason
+	}
+	return ""
+}
+
+func (x *JobInfo) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
+func (x *JobInfo) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
 }
 
 type CheckpointInfo struct {
@@ -1540,6 +1650,206 @@ func (x *DatasetChunk) GetPixels() []byte {
 	return nil
 }
 
+type CancelRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelRequest) Reset() {
+	*x = CancelRequest{}
+	mi := &file_gencluster_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelRequest) ProtoMessage() {}
+
+func (x *CancelRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
+func (*CancelRequest) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *CancelRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CancelRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type CancelResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	NextJobId     string                 `protobuf:"bytes,1,opt,name=next_job_id,json=nextJobId,proto3" json:"next_job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CancelResponse) Reset() {
+	*x = CancelResponse{}
+	mi := &file_gencluster_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CancelResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CancelResponse) ProtoMessage() {}
+
+func (x *CancelResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
+func (*CancelResponse) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *CancelResponse) GetNextJobId() string {
+	if x != nil {
+		return x.NextJobId
+	}
+	return ""
+}
+
+type ReportUnfitRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Reason        string                 `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportUnfitRequest) Reset() {
+	*x = ReportUnfitRequest{}
+	mi := &file_gencluster_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportUnfitRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportUnfitRequest) ProtoMessage() {}
+
+func (x *ReportUnfitRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportUnfitRequest.ProtoReflect.Descriptor instead.
+func (*ReportUnfitRequest) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ReportUnfitRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *ReportUnfitRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *ReportUnfitRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type ReportUnfitResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Generation    uint64                 `protobuf:"varint,1,opt,name=generation,proto3" json:"generation,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReportUnfitResponse) Reset() {
+	*x = ReportUnfitResponse{}
+	mi := &file_gencluster_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReportUnfitResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReportUnfitResponse) ProtoMessage() {}
+
+func (x *ReportUnfitResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReportUnfitResponse.ProtoReflect.Descriptor instead.
+func (*ReportUnfitResponse) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *ReportUnfitResponse) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
 type AddCoordinatorRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -1550,7 +1860,7 @@ type AddCoordinatorRequest struct {
 
 func (x *AddCoordinatorRequest) Reset() {
 	*x = AddCoordinatorRequest{}
-	mi := &file_gencluster_proto_msgTypes[25]
+	mi := &file_gencluster_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1872,7 @@ func (x *AddCoordinatorRequest) String() string {
 func (*AddCoordinatorRequest) ProtoMessage() {}
 
 func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[25]
+	mi := &file_gencluster_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1885,7 @@ func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{25}
+	return file_gencluster_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AddCoordinatorRequest) GetId() string {
@@ -1600,7 +1910,7 @@ type AddCoordinatorResponse struct {
 
 func (x *AddCoordinatorResponse) Reset() {
 	*x = AddCoordinatorResponse{}
-	mi := &file_gencluster_proto_msgTypes[26]
+	mi := &file_gencluster_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1612,7 +1922,7 @@ func (x *AddCoordinatorResponse) String() string {
 func (*AddCoordinatorResponse) ProtoMessage() {}
 
 func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[26]
+	mi := &file_gencluster_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1625,7 +1935,7 @@ func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{26}
+	return file_gencluster_proto_rawDescGZIP(), []int{30}
 }
 
 type RemoveCoordinatorRequest struct {
@@ -1637,7 +1947,7 @@ type RemoveCoordinatorRequest struct {
 
 func (x *RemoveCoordinatorRequest) Reset() {
 	*x = RemoveCoordinatorRequest{}
-	mi := &file_gencluster_proto_msgTypes[27]
+	mi := &file_gencluster_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1649,7 +1959,7 @@ func (x *RemoveCoordinatorRequest) String() string {
 func (*RemoveCoordinatorRequest) ProtoMessage() {}
 
 func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[27]
+	mi := &file_gencluster_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1662,7 +1972,7 @@ func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{27}
+	return file_gencluster_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RemoveCoordinatorRequest) GetId() string {
@@ -1680,7 +1990,7 @@ type RemoveCoordinatorResponse struct {
 
 func (x *RemoveCoordinatorResponse) Reset() {
 	*x = RemoveCoordinatorResponse{}
-	mi := &file_gencluster_proto_msgTypes[28]
+	mi := &file_gencluster_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1692,7 +2002,7 @@ func (x *RemoveCoordinatorResponse) String() string {
 func (*RemoveCoordinatorResponse) ProtoMessage() {}
 
 func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[28]
+	mi := &file_gencluster_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1705,23 +2015,25 @@ func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{28}
+	return file_gencluster_proto_rawDescGZIP(), []int{32}
 }
 
 var File_gencluster_proto protoreflect.FileDescriptor
 
 const file_gencluster_proto_rawDesc = "" +
 	"\n" +
-	"\x10gencluster.proto\x12\rgencluster.v1\">\n" +
+	"\x10gencluster.proto\x12\rgencluster.v1\"V\n" +
 	"\vJoinRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x88\x01\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"\xa0\x01\n" +
 	"\fJoinResponse\x129\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x19.gencluster.v1.AssignmentR\n" +
 	"assignment\x12\x19\n" +
 	"\blease_ms\x18\x02 \x01(\x03R\aleaseMs\x12\"\n" +
-	"\fcoordinators\x18\x03 \x03(\tR\fcoordinators\"c\n" +
+	"\fcoordinators\x18\x03 \x03(\tR\fcoordinators\x12\x16\n" +
+	"\x06secret\x18\x04 \x01(\tR\x06secret\"c\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1e\n" +
@@ -1744,11 +2056,13 @@ const file_gencluster_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12\x16\n" +
-	"\x06reason\x18\x04 \x01(\tR\x06reason\"7\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\"k\n" +
 	"\x15ReportFailureResponse\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x01 \x01(\x04R\n" +
-	"generation\"\xb0\x01\n" +
+	"generation\x12\x18\n" +
+	"\aremoved\x18\x02 \x01(\bR\aremoved\x12\x18\n" +
+	"\averdict\x18\x03 \x01(\tR\averdict\"\x95\x02\n" +
 	"\n" +
 	"Assignment\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
@@ -1757,7 +2071,12 @@ const file_gencluster_proto_rawDesc = "" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12\x12\n" +
 	"\x04rank\x18\x04 \x01(\x05R\x04rank\x12-\n" +
-	"\x04ring\x18\x05 \x03(\v2\x19.gencluster.v1.RingMemberR\x04ring\"=\n" +
+	"\x04ring\x18\x05 \x03(\v2\x19.gencluster.v1.RingMemberR\x04ring\x12\x1f\n" +
+	"\vwaiting_for\x18\x06 \x03(\tR\n" +
+	"waitingFor\x12\x1f\n" +
+	"\vwait_reason\x18\a \x01(\tR\n" +
+	"waitReason\x12!\n" +
+	"\funfit_reason\x18\b \x01(\tR\vunfitReason\"=\n" +
 	"\n" +
 	"RingMember\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
@@ -1777,8 +2096,9 @@ const file_gencluster_proto_rawDesc = "" +
 	"\n" +
 	"request_id\x18\x02 \x01(\tR\trequestId\"'\n" +
 	"\x0eSubmitResponse\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"\x0f\n" +
-	"\rStatusRequest\"\x9c\x02\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"%\n" +
+	"\rStatusRequest\x12\x14\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"\x9c\x02\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12B\n" +
 	"\fcoordinators\x18\x02 \x03(\v2\x1e.gencluster.v1.CoordinatorInfoR\fcoordinators\x123\n" +
@@ -1792,13 +2112,14 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12\x14\n" +
-	"\x05voter\x18\x04 \x01(\bR\x05voter\"l\n" +
+	"\x05voter\x18\x04 \x01(\bR\x05voter\"\x84\x01\n" +
 	"\n" +
 	"WorkerInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12$\n" +
-	"\x0ejoined_unix_ms\x18\x04 \x01(\x03R\fjoinedUnixMs\"\x9d\x02\n" +
+	"\x0ejoined_unix_ms\x18\x04 \x01(\x03R\fjoinedUnixMs\x12\x16\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xfa\x02\n" +
 	"\aJobInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04spec\x18\x02 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -1807,7 +2128,11 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x04loss\x18\x05 \x01(\x01R\x04loss\x12$\n" +
 	"\x0eimages_per_sec\x18\x06 \x01(\x01R\fimagesPerSec\x12*\n" +
 	"\x11submitted_unix_ms\x18\a \x01(\x03R\x0fsubmittedUnixMs\x12F\n" +
-	"\x0flast_checkpoint\x18\b \x01(\v2\x1d.gencluster.v1.CheckpointInfoR\x0elastCheckpoint\"b\n" +
+	"\x0flast_checkpoint\x18\b \x01(\v2\x1d.gencluster.v1.CheckpointInfoR\x0elastCheckpoint\x12%\n" +
+	"\x0ewaiting_reason\x18\t \x01(\tR\rwaitingReason\x12\x1a\n" +
+	"\bwarnings\x18\n" +
+	" \x03(\tR\bwarnings\x12\x18\n" +
+	"\amessage\x18\v \x01(\tR\amessage\"b\n" +
 	"\x0eCheckpointInfo\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +
@@ -1836,14 +2161,27 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x06images\x18\x01 \x01(\x03R\x06images\x12\x12\n" +
 	"\x04rows\x18\x02 \x01(\x05R\x04rows\x12\x12\n" +
 	"\x04cols\x18\x03 \x01(\x05R\x04cols\x12\x16\n" +
-	"\x06pixels\x18\x04 \x01(\fR\x06pixels\";\n" +
+	"\x06pixels\x18\x04 \x01(\fR\x06pixels\">\n" +
+	"\rCancelRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"0\n" +
+	"\x0eCancelResponse\x12\x1e\n" +
+	"\vnext_job_id\x18\x01 \x01(\tR\tnextJobId\"`\n" +
+	"\x12ReportUnfitRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"5\n" +
+	"\x13ReportUnfitResponse\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x01 \x01(\x04R\n" +
+	"generation\";\n" +
 	"\x15AddCoordinatorRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x18\n" +
 	"\x16AddCoordinatorResponse\"*\n" +
 	"\x18RemoveCoordinatorRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1b\n" +
-	"\x19RemoveCoordinatorResponse2\x95\a\n" +
+	"\x19RemoveCoordinatorResponse2\xb2\b\n" +
 	"\vCoordinator\x12?\n" +
 	"\x04Join\x12\x1a.gencluster.v1.JoinRequest\x1a\x1b.gencluster.v1.JoinResponse\x12N\n" +
 	"\tHeartbeat\x12\x1f.gencluster.v1.HeartbeatRequest\x1a .gencluster.v1.HeartbeatResponse\x12B\n" +
@@ -1855,7 +2193,9 @@ const file_gencluster_proto_rawDesc = "" +
 	"\tFinishJob\x12\x1f.gencluster.v1.FinishJobRequest\x1a .gencluster.v1.FinishJobResponse\x12Q\n" +
 	"\fFetchDataset\x12\".gencluster.v1.FetchDatasetRequest\x1a\x1b.gencluster.v1.DatasetChunk0\x01\x12]\n" +
 	"\x0eAddCoordinator\x12$.gencluster.v1.AddCoordinatorRequest\x1a%.gencluster.v1.AddCoordinatorResponse\x12f\n" +
-	"\x11RemoveCoordinator\x12'.gencluster.v1.RemoveCoordinatorRequest\x1a(.gencluster.v1.RemoveCoordinatorResponseB@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"
+	"\x11RemoveCoordinator\x12'.gencluster.v1.RemoveCoordinatorRequest\x1a(.gencluster.v1.RemoveCoordinatorResponse\x12E\n" +
+	"\x06Cancel\x12\x1c.gencluster.v1.CancelRequest\x1a\x1d.gencluster.v1.CancelResponse\x12T\n" +
+	"\vReportUnfit\x12!.gencluster.v1.ReportUnfitRequest\x1a\".gencluster.v1.ReportUnfitResponseB@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"
 
 var (
 	file_gencluster_proto_rawDescOnce sync.Once
@@ -1869,7 +2209,7 @@ func file_gencluster_proto_rawDescGZIP() []byte {
 	return file_gencluster_proto_rawDescData
 }
 
-var file_gencluster_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
+var file_gencluster_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
 var file_gencluster_proto_goTypes = []any{
 	(*JoinRequest)(nil),               // 0: gencluster.v1.JoinRequest
 	(*JoinResponse)(nil),              // 1: gencluster.v1.JoinResponse
@@ -1896,10 +2236,14 @@ var file_gencluster_proto_goTypes = []any{
 	(*FinishJobResponse)(nil),         // 22: gencluster.v1.FinishJobResponse
 	(*FetchDatasetRequest)(nil),       // 23: gencluster.v1.FetchDatasetRequest
 	(*DatasetChunk)(nil),              // 24: gencluster.v1.DatasetChunk
-	(*AddCoordinatorRequest)(nil),     // 25: gencluster.v1.AddCoordinatorRequest
-	(*AddCoordinatorResponse)(nil),    // 26: gencluster.v1.AddCoordinatorResponse
-	(*RemoveCoordinatorRequest)(nil),  // 27: gencluster.v1.RemoveCoordinatorRequest
-	(*RemoveCoordinatorResponse)(nil), // 28: gencluster.v1.RemoveCoordinatorResponse
+	(*CancelRequest)(nil),             // 25: gencluster.v1.CancelRequest
+	(*CancelResponse)(nil),            // 26: gencluster.v1.CancelResponse
+	(*ReportUnfitRequest)(nil),        // 27: gencluster.v1.ReportUnfitRequest
+	(*ReportUnfitResponse)(nil),       // 28: gencluster.v1.ReportUnfitResponse
+	(*AddCoordinatorRequest)(nil),     // 29: gencluster.v1.AddCoordinatorRequest
+	(*AddCoordinatorResponse)(nil),    // 30: gencluster.v1.AddCoordinatorResponse
+	(*RemoveCoordinatorRequest)(nil),  // 31: gencluster.v1.RemoveCoordinatorRequest
+	(*RemoveCoordinatorResponse)(nil), // 32: gencluster.v1.RemoveCoordinatorResponse
 }
 var file_gencluster_proto_depIdxs = []int32{
 	8,  // 0: gencluster.v1.JoinResponse.assignment:type_name -> gencluster.v1.Assignment
@@ -1922,21 +2266,25 @@ var file_gencluster_proto_depIdxs = []int32{
 	19, // 17: gencluster.v1.Coordinator.ReportProgress:input_type -> gencluster.v1.ReportProgressRequest
 	21, // 18: gencluster.v1.Coordinator.FinishJob:input_type -> gencluster.v1.FinishJobRequest
 	23, // 19: gencluster.v1.Coordinator.FetchDataset:input_type -> gencluster.v1.FetchDatasetRequest
-	25, // 20: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
-	27, // 21: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
-	1,  // 22: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
-	3,  // 23: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
-	5,  // 24: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
-	7,  // 25: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
-	12, // 26: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
-	14, // 27: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
-	20, // 28: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
-	22, // 29: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
-	24, // 30: gencluster.v1.Coordinator.FetchDataset:output_type -> gencluster.v1.DatasetChunk
-	26, // 31: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
-	28, // 32: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
-	22, // [22:33] is the sub-list for method output_type
-	11, // [11:22] is the sub-list for method input_type
+	29, // 20: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
+	31, // 21: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
+	25, // 22: gencluster.v1.Coordinator.Cancel:input_type -> gencluster.v1.CancelRequest
+	27, // 23: gencluster.v1.Coordinator.ReportUnfit:input_type -> gencluster.v1.ReportUnfitRequest
+	1,  // 24: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
+	3,  // 25: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
+	5,  // 26: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
+	7,  // 27: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
+	12, // 28: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
+	14, // 29: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
+	20, // 30: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
+	22, // 31: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
+	24, // 32: gencluster.v1.Coordinator.FetchDataset:output_type -> gencluster.v1.DatasetChunk
+	30, // 33: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
+	32, // 34: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
+	26, // 35: gencluster.v1.Coordinator.Cancel:output_type -> gencluster.v1.CancelResponse
+	28, // 36: gencluster.v1.Coordinator.ReportUnfit:output_type -> gencluster.v1.ReportUnfitResponse
+	24, // [24:37] is the sub-list for method output_type
+	11, // [11:24] is the sub-list for method input_type
 	11, // [11:11] is the sub-list for extension type_name
 	11, // [11:11] is the sub-list for extension extendee
 	0,  // [0:11] is the sub-list for field type_name
@@ -1953,7 +2301,7 @@ func file_gencluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gencluster_proto_rawDesc), len(file_gencluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   29,
+			NumMessages:   33,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

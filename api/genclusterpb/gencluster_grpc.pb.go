@@ -37,6 +37,8 @@ const (
 	Coordinator_FetchDataset_FullMethodName      = "/gencluster.v1.Coordinator/FetchDataset"
 	Coordinator_AddCoordinator_FullMethodName    = "/gencluster.v1.Coordinator/AddCoordinator"
 	Coordinator_RemoveCoordinator_FullMethodName = "/gencluster.v1.Coordinator/RemoveCoordinator"
+	Coordinator_Cancel_FullMethodName            = "/gencluster.v1.Coordinator/Cancel"
+	Coordinator_ReportUnfit_FullMethodName       = "/gencluster.v1.Coordinator/ReportUnfit"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -71,6 +73,12 @@ type CoordinatorClient interface {
 	// AddCoordinator and RemoveCoordinator change the raft group at run time.
 	AddCoordinator(ctx context.Context, in *AddCoordinatorRequest, opts ...grpc.CallOption) (*AddCoordinatorResponse, error)
 	RemoveCoordinator(ctx context.Context, in *RemoveCoordinatorRequest, opts ...grpc.CallOption) (*RemoveCoordinatorResponse, error)
+	// Cancel ends a queued or running job (state cancelled).
+	Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error)
+	// ReportUnfit says that a worker cannot build a job's replica: it is
+	// taken out of that job's ring (with the reason in status) and stays
+	// registered for the next job.
+	ReportUnfit(ctx context.Context, in *ReportUnfitRequest, opts ...grpc.CallOption) (*ReportUnfitResponse, error)
 }
 
 type coordinatorClient struct {
@@ -200,6 +208,26 @@ func (c *coordinatorClient) RemoveCoordinator(ctx context.Context, in *RemoveCoo
 	return out, nil
 }
 
+func (c *coordinatorClient) Cancel(ctx context.Context, in *CancelRequest, opts ...grpc.CallOption) (*CancelResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(CancelResponse)
+	err := c.cc.Invoke(ctx, Coordinator_Cancel_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) ReportUnfit(ctx context.Context, in *ReportUnfitRequest, opts ...grpc.CallOption) (*ReportUnfitResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ReportUnfitResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ReportUnfit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -232,6 +260,12 @@ type CoordinatorServer interface {
 	// AddCoordinator and RemoveCoordinator change the raft group at run time.
 	AddCoordinator(context.Context, *AddCoordinatorRequest) (*AddCoordinatorResponse, error)
 	RemoveCoordinator(context.Context, *RemoveCoordinatorRequest) (*RemoveCoordinatorResponse, error)
+	// Cancel ends a queued or running job (state cancelled).
+	Cancel(context.Context, *CancelRequest) (*CancelResponse, error)
+	// ReportUnfit says that a worker cannot build a job's replica: it is
+	// taken out of that job's ring (with the reason in status) and stays
+	// registered for the next job.
+	ReportUnfit(context.Context, *ReportUnfitRequest) (*ReportUnfitResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -274,6 +308,12 @@ func (UnimplementedCoordinatorServer) AddCoordinator(context.Context, *AddCoordi
 }
 func (UnimplementedCoordinatorServer) RemoveCoordinator(context.Context, *RemoveCoordinatorRequest) (*RemoveCoordinatorResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RemoveCoordinator not implemented")
+}
+func (UnimplementedCoordinatorServer) Cancel(context.Context, *CancelRequest) (*CancelResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Cancel not implemented")
+}
+func (UnimplementedCoordinatorServer) ReportUnfit(context.Context, *ReportUnfitRequest) (*ReportUnfitResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ReportUnfit not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -487,6 +527,42 @@ func _Coordinator_RemoveCoordinator_Handler(srv interface{}, ctx context.Context
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_Cancel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(CancelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).Cancel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_Cancel_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).Cancel(ctx, req.(*CancelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_ReportUnfit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ReportUnfitRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ReportUnfit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ReportUnfit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ReportUnfit(ctx, req.(*ReportUnfitRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -533,6 +609,14 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RemoveCoordinator",
 			Handler:    _Coordinator_RemoveCoordinator_Handler,
+		},
+		{
+			MethodName: "Cancel",
+			Handler:    _Coordinator_Cancel_Handler,
+		},
+		{
+			MethodName: "ReportUnfit",
+			Handler:    _Coordinator_ReportUnfit_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

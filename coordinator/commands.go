@@ -36,8 +36,8 @@ const (
 	MaxIdentities = 4096
 	// MaxJobWarnings bounds a job's warnings (the newest are kept).
 	MaxJobWarnings = 20
-	maxAddrLen = 256
-	maxKeyLen  = 512 // CheckpointManifest.key
+	maxAddrLen     = 256
+	maxKeyLen      = 512 // CheckpointManifest.key
 )
 
 // Errors of the state machine and its commands. Every error Apply returns

@@ -26,9 +26,9 @@ const FinishedJobRetention = 100
 // Job states as Status shows them. JobWaiting is not stored: it is how a
 // running job shows while the ring has fewer workers than its min_workers.
 const (
-	JobQueued  = "queued"
-	JobRunning = "running"
-	JobWaiting = "waiting"
+	JobQueued    = "queued"
+	JobRunning   = "running"
+	JobWaiting   = "waiting"
 	JobDone      = "done"
 	JobFailed    = "failed"
 	JobCancelled = "cancelled"

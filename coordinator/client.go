@@ -214,13 +214,31 @@ func (c *Client) Leave(ctx context.Context, workerID string) error {
 	return err
 }
 
-// ReportFailure tells the coordinators that a ring peer failed in a
-// generation; it returns the generation the cluster is in afterwards.
-func (c *Client) ReportFailure(ctx context.Context, req *pb.ReportFailureRequest) (uint64, error) {
-	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.ReportFailureResponse, error) {
+// ReportFailure tells the coordinators that a ring generation failed and
+// which peer the reporter saw fail (if any); the answer says whether that
+// peer was removed and the generation the cluster is in afterwards.
+func (c *Client) ReportFailure(ctx context.Context, req *pb.ReportFailureRequest) (*pb.ReportFailureResponse, error) {
+	return call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.ReportFailureResponse, error) {
 		return cl.ReportFailure(ctx, req)
 	})
-	return r.GetGeneration(), err
+}
+
+// ReportUnfit takes a worker out of a job's ring: it cannot build the
+// job's replica.
+func (c *Client) ReportUnfit(ctx context.Context, req *pb.ReportUnfitRequest) error {
+	_, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.ReportUnfitResponse, error) {
+		return cl.ReportUnfit(ctx, req)
+	})
+	return err
+}
+
+// Cancel ends a queued or running job; it returns the id of the job that
+// started instead, if any.
+func (c *Client) Cancel(ctx context.Context, jobID, reason string) (string, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.CancelResponse, error) {
+		return cl.Cancel(ctx, &pb.CancelRequest{JobId: jobID, Reason: reason})
+	})
+	return r.GetNextJobId(), err
 }
 
 // ReportProgress records the running job's progress after a completed step.

@@ -105,7 +105,7 @@ func apply(s *State, c *pb.Command) (any, error) {
 	case *pb.Command_RenewRing:
 		return s.renewRing(b.RenewRing)
 	case *pb.Command_SetWorkerUnfit:
-		return s.setWorkerUnfit(b.SetWorkerUnfit)
+		return s.setWorkerUnfit(now, b.SetWorkerUnfit)
 	case *pb.Command_CancelJob:
 		return s.cancelJob(now, b.CancelJob)
 	}

@@ -483,8 +483,8 @@ func TestFSMMinWorkersWaiting(t *testing.T) {
 	if j := job(t, f, "job-1"); j.GetState() != JobWaiting {
 		t.Fatalf("job with 2 of 3 workers: %v", j)
 	}
-	if a := assignment(t, f, "w1"); a.GetJobId() != "" || a.GetJob() != nil {
-		t.Fatalf("waiting job assigned: %v", a)
+	if a := assignment(t, f, "w1"); a.GetJobId() != "job-1" || a.GetWaitReason() != "waits for workers: 2 in the ring, min_workers is 3" {
+		t.Fatalf("waiting job not assigned as waiting: %v", a)
 	}
 	if lo, hi := ShardRange(assignment(t, f, "w1")); lo != 0 || hi != 0 {
 		t.Fatalf("shard of no job: [%d, %d)", lo, hi)
@@ -1113,6 +1113,21 @@ func TestFSMRenewUnfitCancel(t *testing.T) {
 	}
 	mustApply(t, f, finish(b, pb.JobState_JOB_STATE_DONE, ""))
 	wantErr(t, f, &pb.CancelJob{JobId: b}, ErrNotRunning, "already done")
+	// A job no worker can run fails; the next one starts with everyone.
+	e := mustApply(t, f, submit(spec())).(string)
+	for _, id := range []string{"w1", "w2"} {
+		mustApply(t, f, &pb.SetWorkerUnfit{WorkerId: id, JobId: e, Reason: "idx:/x: missing"})
+	}
+	if info := job(t, f, e); info.GetState() != JobRunning {
+		t.Fatalf("job with one fit worker left: %v", info)
+	}
+	mustApply(t, f, &pb.SetWorkerUnfit{WorkerId: "w3", JobId: e, Reason: "idx:/x: missing"})
+	if info := job(t, f, e); info.GetState() != JobFailed || !strings.Contains(info.GetMessage(), "no worker can run it") {
+		t.Fatalf("job no worker can run: %v", info)
+	}
+	if got := ringIDs(f); !equal(got, "w1", "w2", "w3") {
+		t.Fatalf("ring after the unrunnable job: %v", got)
+	}
 	// A removal that lets a job go on without workers leaves a warning.
 	d := mustApply(t, f, submit(spec())).(string)
 	mustApply(t, f, &pb.RemoveWorkers{WorkerIds: []string{"w3"}, Reason: "lease", JobWarning: "went on without w3"})

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -11,88 +12,162 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 )
 
-// leases holds the workers' lease deadlines. Only the leader's copy
-// matters: heartbeats renew it in memory and are never replicated; when a
-// deadline passes, the leader commits the worker's removal. A new leader
-// starts every registered worker's lease afresh, so a leader change gives
-// workers one full lease to find it.
+// leases holds the workers' lease deadlines and what the leader has heard
+// from them. Only the leader's copy matters: heartbeats renew it in memory
+// and are never replicated; when a deadline passes, the leader commits the
+// worker's removal.
+//
+// A new leader has heard from no one: every registered worker is
+// unconfirmed until it joins or heartbeats, and may take until holdUntil
+// (the election plus the rejoin wait) to do so. After a whole-cluster
+// restart that is the time the workers of the interrupted ring have to
+// come back; meanwhile a ring with unconfirmed members does not start a
+// new generation (Service.hold), so the first worker back never runs ahead
+// alone. Those that do not come back are removed at holdUntil and the job
+// goes on without them, with a warning.
 type leases struct {
-	mu       sync.Mutex
-	deadline map[string]time.Time
+	mu        sync.Mutex
+	leading   bool
+	holdUntil time.Time
+	deadline  map[string]time.Time
+	confirmed map[string]bool
+	// accused counts, per worker, the failed generations in a row for
+	// which a ring peer blamed it while it answered the leader's probe.
+	accused map[string]int
 }
 
-func newLeases() *leases { return &leases{deadline: map[string]time.Time{}} }
+func newLeases() *leases {
+	return &leases{deadline: map[string]time.Time{}, confirmed: map[string]bool{}, accused: map[string]int{}}
+}
 
+// elected starts the leader's term of leases: no one confirmed, every
+// registered worker given until max(now+lease, now+rejoinWait).
+func (l *leases) elected(now time.Time, rejoinWait time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leading = true
+	l.holdUntil = now.Add(rejoinWait)
+	clear(l.deadline)
+	clear(l.confirmed)
+	clear(l.accused)
+}
+
+// deposed forgets everything: only a leader keeps leases.
+func (l *leases) deposed() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.leading = false
+	clear(l.deadline)
+	clear(l.confirmed)
+	clear(l.accused)
+}
+
+func (l *leases) isLeading() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.leading
+}
+
+// renew records that the worker was heard from: confirmed, leased until.
 func (l *leases) renew(id string, until time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.deadline[id] = until
+	l.confirmed[id] = true
 }
 
 func (l *leases) drop(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	delete(l.deadline, id)
+	delete(l.confirmed, id)
+	delete(l.accused, id)
 }
 
-func (l *leases) reset() {
+// accuse counts one more failed generation blamed on a live worker and
+// returns the count.
+func (l *leases) accuse(id string) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	clear(l.deadline)
+	l.accused[id]++
+	return l.accused[id]
 }
 
-// expired reconciles the leases with the registered workers (new ones get
-// a lease until fresh, removed ones are forgotten) and returns, sorted, the
-// workers whose lease ended before now.
-func (l *leases) expired(registered []string, now, fresh time.Time) []string {
+// acquit clears every accusation: the ring made progress.
+func (l *leases) acquit() {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	clear(l.accused)
+}
+
+// unconfirmed returns, in the given order, the ids not heard from since
+// the election while the hold lasts; nil once it is over.
+func (l *leases) unconfirmed(ids []string, now time.Time) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.leading || !now.Before(l.holdUntil) {
+		return nil
+	}
 	var out []string
+	for _, id := range ids {
+		if !l.confirmed[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// expired reconciles the leases with the registered workers (one not seen
+// yet gets a lease until fresh, or until the hold ends if that is later;
+// removed ones are forgotten) and returns, sorted, the workers whose lease
+// ended before now, and which of those were never heard from since the
+// election.
+func (l *leases) expired(registered []string, now, fresh time.Time) (dead, silent []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
 	known := make(map[string]bool, len(registered))
 	for _, id := range registered {
 		known[id] = true
 		d, ok := l.deadline[id]
 		if !ok {
 			l.deadline[id] = fresh
+			if !l.confirmed[id] && l.holdUntil.After(fresh) {
+				l.deadline[id] = l.holdUntil
+			}
 			continue
 		}
 		if now.After(d) {
-			out = append(out, id)
+			dead = append(dead, id)
+			if !l.confirmed[id] {
+				silent = append(silent, id)
+			}
 		}
 	}
 	for id := range l.deadline {
 		if !known[id] {
 			delete(l.deadline, id)
+			delete(l.confirmed, id)
 		}
 	}
-	slices.Sort(out)
-	return out
+	slices.Sort(dead)
+	slices.Sort(silent)
+	return dead, silent
 }
 
-// keepLeases runs until Close: while this node leads, it removes workers
-// whose lease expired.
+// keepLeases runs until Close: while this node leads (as raft tells
+// OnLeadershipChange), it removes workers whose lease expired.
 func (s *Service) keepLeases() {
 	defer close(s.done)
 	tick := time.NewTicker(max(s.lease/5, 20*time.Millisecond))
 	defer tick.Stop()
-	leading := false
 	for {
 		select {
 		case <-s.stop:
 			return
 		case <-tick.C:
 		}
-		if !s.node.IsLeader() {
-			if leading {
-				s.leases.reset()
-			}
-			leading = false
+		if !s.leases.isLeading() {
 			continue
-		}
-		if !leading {
-			// Just elected: every worker gets a full lease from now.
-			s.leases.reset()
-			leading = true
 		}
 		var ids []string
 		s.fsm.Read(func(st *State) {
@@ -101,12 +176,16 @@ func (s *Service) keepLeases() {
 			}
 		})
 		now := time.Now()
-		dead := s.leases.expired(ids, now, now.Add(s.lease))
+		dead, silent := s.leases.expired(ids, now, now.Add(s.lease))
 		if len(dead) == 0 {
 			continue
 		}
+		rm := &pb.RemoveWorkers{WorkerIds: dead, Reason: "lease"}
+		if len(silent) > 0 {
+			rm.JobWarning = fmt.Sprintf("went on without %v: not back within %v of the coordinators' leader change (--rejoin-wait)", silent, s.rejoinWait)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), s.lease)
-		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_RemoveWorkers{RemoveWorkers: &pb.RemoveWorkers{WorkerIds: dead, Reason: "lease"}}})
+		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_RemoveWorkers{RemoveWorkers: rm}})
 		cancel()
 		if err != nil {
 			s.log.Warn("removing workers whose lease expired failed", "workers", dead, "err", err)
@@ -115,7 +194,11 @@ func (s *Service) keepLeases() {
 		for _, id := range dead {
 			s.leases.drop(id)
 		}
-		s.log.Warn("workers removed: lease expired", "workers", dead, "generation", v)
+		if len(silent) > 0 {
+			s.log.Warn("workers of the interrupted ring did not come back; going on without them", "workers", silent, "waited", s.rejoinWait, "generation", v)
+		} else {
+			s.log.Warn("workers removed: lease expired", "workers", dead, "generation", v)
+		}
 	}
 }
 

@@ -2,16 +2,20 @@ package coordinator
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
 	"time"
+	"unicode/utf8"
 
 	"github.com/hashicorp/raft"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -21,12 +25,33 @@ import (
 // DefaultLease is how long a worker stays registered without a heartbeat.
 const DefaultLease = 5 * time.Second
 
+// DefaultRejoinWait is how long a new leader waits for the registered
+// workers it has not heard from (after a whole-cluster restart: the
+// workers of the interrupted ring) before the ring goes on without them.
+const DefaultRejoinWait = 30 * time.Second
+
+// DefaultProbeTimeout bounds the leader's probe of a worker reported
+// failed: one that does not answer within it is dead.
+const DefaultProbeTimeout = time.Second
+
+// accusationLimit is how many failed generations in a row a live worker
+// may be blamed for by its ring peers before it is removed anyway (it is
+// alive for the coordinator but its peers cannot work with it: a partial
+// partition).
+const accusationLimit = 3
+
 // ServiceConfig configures a Service.
 type ServiceConfig struct {
 	Node   *Node
 	FSM    *FSM
 	Lease  time.Duration // DefaultLease if 0
-	Logger *slog.Logger
+	// RejoinWait is how long a new leader holds a ring whose members it has
+	// not heard from yet (DefaultRejoinWait if 0; at least Lease).
+	RejoinWait time.Duration
+	// ProbeTimeout bounds the probe of a worker reported failed
+	// (DefaultProbeTimeout if 0).
+	ProbeTimeout time.Duration
+	Logger       *slog.Logger
 	// DialOptions for forwarding calls to the leader (credentials);
 	// insecure if empty.
 	DialOptions []grpc.DialOption
@@ -40,10 +65,12 @@ type ServiceConfig struct {
 type Service struct {
 	pb.UnimplementedCoordinatorServer
 
-	node   *Node
-	fsm    *FSM
-	lease  time.Duration
-	log    *slog.Logger
+	node       *Node
+	fsm        *FSM
+	lease      time.Duration
+	rejoinWait time.Duration
+	probeWait  time.Duration
+	log        *slog.Logger
 	dial   []grpc.DialOption
 	leases *leases
 
@@ -61,6 +88,13 @@ func NewService(cfg ServiceConfig) *Service {
 	if cfg.Lease <= 0 {
 		cfg.Lease = DefaultLease
 	}
+	if cfg.RejoinWait <= 0 {
+		cfg.RejoinWait = DefaultRejoinWait
+	}
+	cfg.RejoinWait = max(cfg.RejoinWait, cfg.Lease)
+	if cfg.ProbeTimeout <= 0 {
+		cfg.ProbeTimeout = DefaultProbeTimeout
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -68,7 +102,7 @@ func NewService(cfg ServiceConfig) *Service {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
 	s := &Service{
-		node: cfg.Node, fsm: cfg.FSM, lease: cfg.Lease,
+		node: cfg.Node, fsm: cfg.FSM, lease: cfg.Lease, rejoinWait: cfg.RejoinWait, probeWait: cfg.ProbeTimeout,
 		log:    cfg.Logger.With("component", "coordinator-service"),
 		dial:   cfg.DialOptions,
 		leases: newLeases(),
@@ -76,6 +110,16 @@ func NewService(cfg ServiceConfig) *Service {
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 	}
+	// Leases follow leadership as raft signals it (at once if this node
+	// leads already; false at the latest when the node closes).
+	cfg.Node.OnLeadershipChange(func(leading bool) {
+		if leading {
+			s.leases.elected(time.Now(), s.rejoinWait)
+			s.log.Info("leading: waiting for every registered worker to check in", "rejoin_wait", s.rejoinWait)
+		} else {
+			s.leases.deposed()
+		}
+	})
 	go s.keepLeases()
 	return s
 }
@@ -181,6 +225,8 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, ErrAlreadyExists), errors.Is(err, ErrServerConflict):
 		code = codes.AlreadyExists
+	case errors.Is(err, ErrNotOwner):
+		code = codes.PermissionDenied
 	case errors.Is(err, ErrStaleGeneration), errors.Is(err, ErrNotRunning):
 		code = codes.FailedPrecondition
 	case errors.Is(err, ErrNotLeader), errors.Is(err, raft.ErrLeadershipLost),
@@ -212,18 +258,56 @@ func (s *Service) coordinators(ctx context.Context) []string {
 	return addrs
 }
 
-// assignment reads a worker's assignment from the local replica.
+// assignment reads a worker's assignment from the local replica and, on
+// the leader, adds the hold: the ring members not heard from since this
+// node was elected, which the generation waits for.
 func (s *Service) assignment(id string) (*pb.Assignment, error) {
 	var a *pb.Assignment
 	var err error
 	s.fsm.Read(func(st *State) { a, err = st.Assignment(id) })
-	return a, err
+	if err != nil || a.GetJobId() == "" {
+		return a, err
+	}
+	if wait := s.hold(a.GetRing()); len(wait) > 0 {
+		a.WaitingFor = wait
+		a.WaitReason = s.holdReason(wait)
+	}
+	return a, nil
 }
 
-// Join registers a worker and starts its lease.
+// hold returns the members of ring this leader has not heard from while it
+// waits for them (empty when it does not).
+func (s *Service) hold(ring []*pb.RingMember) []string {
+	ids := make([]string, len(ring))
+	for i, m := range ring {
+		ids[i] = m.GetWorkerId()
+	}
+	return s.leases.unconfirmed(ids, time.Now())
+}
+
+func (s *Service) holdReason(wait []string) string {
+	return fmt.Sprintf("waiting up to %v after a leader change for ring members to come back: %v", s.rejoinWait, wait)
+}
+
+// Join registers a worker and starts its lease. A worker's first join is
+// issued a secret (only its SHA-256 enters the log); with it, the worker
+// restarted on a new address takes over its registration at once.
 func (s *Service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
+	if err := validateText("secret", req.GetSecret(), false); err != nil {
+		return nil, toStatus(err)
+	}
 	return write(ctx, s, func() (*pb.JoinResponse, error) {
-		_, err := s.propose(ctx, &pb.Command{Body: &pb.Command_RegisterWorker{RegisterWorker: &pb.RegisterWorker{WorkerId: req.GetWorkerId(), Addr: req.GetAddr()}}})
+		reg := &pb.RegisterWorker{WorkerId: req.GetWorkerId(), Addr: req.GetAddr()}
+		secret := req.GetSecret()
+		issued := ""
+		if secret == "" {
+			issued = rand.Text()
+			secret, reg.Issued = issued, true
+		}
+		h := sha256.Sum256([]byte(secret))
+		reg.SecretSha256 = h[:]
+		before := s.workerAddr(req.GetWorkerId())
+		_, err := s.propose(ctx, &pb.Command{Body: &pb.Command_RegisterWorker{RegisterWorker: reg}})
 		if err != nil {
 			return nil, err
 		}
@@ -232,8 +316,12 @@ func (s *Service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 		if err != nil {
 			return nil, err
 		}
-		s.log.Info("worker joined", "worker", req.GetWorkerId(), "addr", req.GetAddr(), "generation", a.GetGeneration())
-		return &pb.JoinResponse{Assignment: a, LeaseMs: s.lease.Milliseconds(), Coordinators: s.coordinators(ctx)}, nil
+		if before != "" && before != req.GetAddr() {
+			s.log.Info("worker came back at a new address", "worker", req.GetWorkerId(), "addr", req.GetAddr(), "was", before, "generation", a.GetGeneration())
+		} else {
+			s.log.Info("worker joined", "worker", req.GetWorkerId(), "addr", req.GetAddr(), "generation", a.GetGeneration())
+		}
+		return &pb.JoinResponse{Assignment: a, LeaseMs: s.lease.Milliseconds(), Coordinators: s.coordinators(ctx), Secret: issued}, nil
 	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.JoinResponse, error) { return c.Join(ctx, req) })
 }
 
@@ -283,27 +371,134 @@ func (s *Service) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.LeaveRes
 	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.LeaveResponse, error) { return c.Leave(ctx, req) })
 }
 
-// ReportFailure removes a failed ring peer at once, if the ring is still
-// at the generation the failure was seen in.
+// ReportFailure ends a failed ring generation. The peer the reporter blames
+// is removed only on direct evidence: the leader probes it and it does not
+// answer (dead, or paused), or its peers have blamed it for accusationLimit
+// failed generations in a row. A live peer, or no one blamed, gets a new
+// generation with the same members instead. Either way the report is
+// conditional on the generation it was made in: the first one wins.
 func (s *Service) ReportFailure(ctx context.Context, req *pb.ReportFailureRequest) (*pb.ReportFailureResponse, error) {
-	if err := validateID("reporter_id", req.GetReporterId()); err != nil {
+	if err := errors.Join(validateID("reporter_id", req.GetReporterId()), validateText("reason", req.GetReason(), false)); err != nil {
 		return nil, toStatus(err)
 	}
+	if f := req.GetFailedId(); f != "" {
+		if err := validateID("failed_id", f); err != nil {
+			return nil, toStatus(err)
+		}
+	}
 	return write(ctx, s, func() (*pb.ReportFailureResponse, error) {
-		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_RemoveWorkers{RemoveWorkers: &pb.RemoveWorkers{
-			WorkerIds: []string{req.GetFailedId()}, Generation: req.GetGeneration(),
-			Reason: "failure reported by " + req.GetReporterId(),
+		if !s.node.IsLeader() {
+			return nil, ErrNotLeader
+		}
+		var cur uint64
+		s.fsm.Read(func(st *State) { cur = st.Generation() })
+		if g := req.GetGeneration(); g != cur {
+			return nil, fmt.Errorf("failure seen in generation %d, ring is at %d: %w", g, cur, ErrStaleGeneration)
+		}
+		failed := req.GetFailedId()
+		verdict := "no peer blamed"
+		remove := false
+		if addr := s.workerAddr(failed); addr != "" {
+			if perr := s.probe(ctx, addr); perr != nil {
+				remove, verdict = true, fmt.Sprintf("does not answer the leader's probe: %v", perr)
+			} else if n := s.leases.accuse(failed); n >= accusationLimit {
+				remove, verdict = true, fmt.Sprintf("answers the leader but its ring peers failed with it in %d generations in a row", n)
+			} else {
+				verdict = "answers the leader's probe: alive, not removed"
+			}
+		} else if failed != "" {
+			verdict = "not registered"
+		}
+		var cmd *pb.Command
+		if remove {
+			cmd = &pb.Command{Body: &pb.Command_RemoveWorkers{RemoveWorkers: &pb.RemoveWorkers{
+				WorkerIds: []string{failed}, Generation: req.GetGeneration(),
+				Reason: truncate("failure reported by "+req.GetReporterId()+": "+verdict, MaxTextLen),
+			}}}
+		} else {
+			cmd = &pb.Command{Body: &pb.Command_RenewRing{RenewRing: &pb.RenewRing{
+				Generation: req.GetGeneration(), Reason: "generation failed, reported by " + req.GetReporterId(),
+			}}}
+		}
+		v, err := s.propose(ctx, cmd)
+		if err != nil {
+			return nil, err
+		}
+		gen, _ := v.(uint64)
+		if remove {
+			s.leases.drop(failed)
+			s.log.Warn("worker removed on a failure report", "failed", failed, "reporter", req.GetReporterId(), "verdict", verdict, "reason", req.GetReason(), "generation", gen)
+		} else {
+			s.log.Info("ring generation failed; forming it again", "blamed", failed, "verdict", verdict, "reporter", req.GetReporterId(), "reason", req.GetReason(), "generation", gen)
+		}
+		return &pb.ReportFailureResponse{Generation: gen, Removed: remove, Verdict: verdict}, nil
+	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.ReportFailureResponse, error) {
+		return c.ReportFailure(ctx, req)
+	})
+}
+
+// probe asks the worker's gRPC server whether it serves (the standard
+// health service), within the probe timeout: nil if it answers.
+func (s *Service) probe(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithTimeout(ctx, s.probeWait)
+	defer cancel()
+	conn, err := grpc.NewClient(addr, s.dial...)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+	if err != nil {
+		return err
+	}
+	if r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("health %v", r.GetStatus())
+	}
+	return nil
+}
+
+// ReportUnfit takes a worker out of a job's ring: it cannot build the
+// job's replica.
+func (s *Service) ReportUnfit(ctx context.Context, req *pb.ReportUnfitRequest) (*pb.ReportUnfitResponse, error) {
+	return write(ctx, s, func() (*pb.ReportUnfitResponse, error) {
+		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_SetWorkerUnfit{SetWorkerUnfit: &pb.SetWorkerUnfit{
+			WorkerId: req.GetWorkerId(), JobId: req.GetJobId(), Reason: truncate(req.GetReason(), MaxTextLen),
 		}}})
 		if err != nil {
 			return nil, err
 		}
-		s.leases.drop(req.GetFailedId())
 		gen, _ := v.(uint64)
-		s.log.Warn("worker failure reported", "failed", req.GetFailedId(), "reporter", req.GetReporterId(), "reason", req.GetReason(), "generation", gen)
-		return &pb.ReportFailureResponse{Generation: gen}, nil
-	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.ReportFailureResponse, error) {
-		return c.ReportFailure(ctx, req)
+		s.log.Warn("worker cannot run the job; out of its ring", "worker", req.GetWorkerId(), "job", req.GetJobId(), "reason", req.GetReason(), "generation", gen)
+		return &pb.ReportUnfitResponse{Generation: gen}, nil
+	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.ReportUnfitResponse, error) {
+		return c.ReportUnfit(ctx, req)
 	})
+}
+
+// Cancel ends a queued or running job.
+func (s *Service) Cancel(ctx context.Context, req *pb.CancelRequest) (*pb.CancelResponse, error) {
+	return write(ctx, s, func() (*pb.CancelResponse, error) {
+		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_CancelJob{CancelJob: &pb.CancelJob{JobId: req.GetJobId(), Reason: req.GetReason()}}})
+		if err != nil {
+			return nil, err
+		}
+		next, _ := v.(string)
+		s.log.Info("job cancelled", "job", req.GetJobId(), "reason", req.GetReason(), "next", next)
+		return &pb.CancelResponse{NextJobId: next}, nil
+	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.CancelResponse, error) {
+		return c.Cancel(ctx, req)
+	})
+}
+
+// truncate cuts s to at most n bytes, on a rune boundary.
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
 }
 
 // Submit queues a job and returns its id.
@@ -324,8 +519,24 @@ func (s *Service) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.Submit
 	})
 }
 
-// Status reads the cluster from the local replica.
-func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusResponse, error) {
+// statusFromLeader bounds a follower's attempt to answer Status with the
+// leader's view.
+const statusFromLeader = 500 * time.Millisecond
+
+// Status reads the cluster. A follower answers with the leader's view if
+// the leader answers quickly (only the leader knows which workers it
+// waits for), else with its own replica's.
+func (s *Service) Status(ctx context.Context, req *pb.StatusRequest) (*pb.StatusResponse, error) {
+	if !req.GetLocal() && !isForwarded(ctx) && !s.node.IsLeader() {
+		if c, err := s.leaderClient(); err == nil {
+			lctx, cancel := context.WithTimeout(ctx, statusFromLeader)
+			r, err := c.Status(markForwarded(lctx), &pb.StatusRequest{Local: true})
+			cancel()
+			if err == nil {
+				return r, nil
+			}
+		}
+	}
 	resp := &pb.StatusResponse{}
 	_, resp.Leader = s.node.Leader()
 	servers, err := s.node.Servers(ctx)
@@ -341,6 +552,16 @@ func (s *Service) Status(ctx context.Context, _ *pb.StatusRequest) (*pb.StatusRe
 		resp.Generation = st.Generation()
 		resp.Ring = st.Ring()
 	})
+	if s.node.IsLeader() {
+		for _, j := range resp.Jobs {
+			if j.GetState() != JobRunning {
+				continue
+			}
+			if wait := s.hold(resp.Ring); len(wait) > 0 {
+				j.State, j.WaitingFor, j.WaitingReason = JobWaiting, wait, s.holdReason(wait)
+			}
+		}
+	}
 	return resp, nil
 }
 
@@ -354,6 +575,7 @@ func (s *Service) ReportProgress(ctx context.Context, req *pb.ReportProgressRequ
 		if err != nil {
 			return nil, err
 		}
+		s.leases.acquit() // the ring works
 		return &pb.ReportProgressResponse{}, nil
 	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.ReportProgressResponse, error) {
 		return c.ReportProgress(ctx, req)

@@ -155,8 +155,23 @@ func TestServiceThroughFollower(t *testing.T) {
 	if len(j.GetCoordinators()) != 3 || j.GetLeaseMs() != 2000 || j.GetAssignment().GetGeneration() == 0 {
 		t.Fatalf("join response %v", j)
 	}
-	if _, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9002"}); status.Code(err) != codes.AlreadyExists {
-		t.Fatalf("claiming w1's id from another address: %v", err)
+	if j.GetSecret() == "" {
+		t.Fatal("the first join issued no secret")
+	}
+	if _, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9002"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("claiming w1's id from another address without its secret: %v", err)
+	}
+	if _, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9002", Secret: "guess"}); status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("claiming w1's id from another address with a wrong secret: %v", err)
+	}
+	// With the secret, the worker restarted elsewhere takes over at once.
+	moved, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9003", Secret: j.GetSecret()})
+	if err != nil || moved.GetSecret() != "" || moved.GetAssignment().GetGeneration() != j.GetAssignment().GetGeneration()+1 ||
+		moved.GetAssignment().GetRing()[0].GetAddr() != "127.0.0.1:9003" {
+		t.Fatalf("take-over with the secret: %v, %v", moved, err)
+	}
+	if _, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9001", Secret: j.GetSecret()}); err != nil {
+		t.Fatalf("moving back: %v", err)
 	}
 	if _, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "", Addr: "127.0.0.1:9002"}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("empty worker id: %v", err)
@@ -487,7 +502,7 @@ func TestServiceBadInput(t *testing.T) {
 		{"another worker's id", func() error {
 			_, err := f.client.Join(ctx, &pb.JoinRequest{WorkerId: "w1", Addr: "127.0.0.1:9002"})
 			return err
-		}, codes.AlreadyExists, "w1"},
+		}, codes.PermissionDenied, "w1"},
 		{"heartbeat claiming another's id", func() error {
 			_, err := f.client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: "w1", Addr: "127.0.0.1:9002"})
 			return err

@@ -181,19 +181,23 @@ func (s *State) Assignment(workerID string) (*pb.Assignment, error) {
 		return a, nil
 	}
 	a.Rank = int32(slices.IndexFunc(ring, func(m *pb.RingMember) bool { return m.GetWorkerId() == workerID }))
-	if j := s.running(); j != nil && !s.waiting(j) {
+	if j := s.running(); j != nil {
 		a.JobId = j.GetId()
 		a.Job = proto.CloneOf(j.GetSpec())
+		if s.waiting(j) {
+			// Build the replica, but start no generation yet.
+			a.WaitReason = s.waitingReason(j)
+		}
 	}
 	return a, nil
 }
 
 // ShardRange is the part [lo, hi) of every global batch that an
 // assignment's rank computes (sharding.Split over the ring); 0, 0 when the
-// assignment holds no job. With more ranks than images in a batch some
+// assignment holds no job or its job waits. With more ranks than images in a batch some
 // ranks get an empty range.
 func ShardRange(a *pb.Assignment) (lo, hi int) {
-	if a.GetJob() == nil || len(a.GetRing()) == 0 {
+	if a.GetJob() == nil || len(a.GetRing()) == 0 || a.GetWaitReason() != "" || a.GetRank() < 0 {
 		return 0, 0
 	}
 	return sharding.Split(int(a.GetJob().GetBatch()), int(a.GetRank()), len(a.GetRing()))
@@ -347,7 +351,8 @@ func (s *State) renewRing(c *pb.RenewRing) (uint64, error) {
 
 // setWorkerUnfit takes a worker out of the running job's ring (it cannot
 // build the job's replica); the generation bumps if it was in the ring.
-func (s *State) setWorkerUnfit(c *pb.SetWorkerUnfit) (uint64, error) {
+// When no registered worker is left in the ring, the job fails.
+func (s *State) setWorkerUnfit(nowMs int64, c *pb.SetWorkerUnfit) (uint64, error) {
 	i := s.workerIndex(c.GetWorkerId())
 	if i < 0 {
 		return s.r.Generation, fmt.Errorf("worker %q: %w", c.GetWorkerId(), ErrNotFound)
@@ -360,6 +365,12 @@ func (s *State) setWorkerUnfit(c *pb.SetWorkerUnfit) (uint64, error) {
 	w.UnfitJob, w.UnfitReason = c.GetJobId(), c.GetReason()
 	if was && !s.inRing(w) {
 		s.r.Generation++
+	}
+	if s.ringSize() == 0 {
+		// No registered worker can run it: the job fails (with the last
+		// reason) rather than waiting for ever.
+		j := s.job(c.GetJobId())
+		s.endRunning(nowMs, j, pb.JobState_JOB_STATE_FAILED, "no worker can run it: "+c.GetWorkerId()+": "+c.GetReason())
 	}
 	return s.r.Generation, nil
 }

@@ -2,21 +2,21 @@ package worker
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/gencluster/gencluster/allreduce"
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
@@ -76,6 +76,8 @@ type StepInfo struct {
 type Worker struct {
 	cfg    Config
 	id     string
+	secret string   // issued to id at its first join; "" until then
+	lock   *os.File // holds the data dir
 	log    *slog.Logger
 	lis    net.Listener
 	addr   string // advertised
@@ -89,6 +91,8 @@ type Worker struct {
 
 	ringMu sync.Mutex
 	ring   *allreduce.Generation // the ring member's current generation; nil before the first
+
+	runCancel atomic.Pointer[context.CancelCauseFunc] // ends Run (stop)
 
 	serveErr chan error
 	closeMu  sync.Mutex
@@ -121,7 +125,24 @@ func New(cfg Config) (*Worker, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o755); err != nil {
 		return nil, fmt.Errorf("worker: data directory: %w", err)
 	}
+	lock, err := lockDir(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	w, err := newWorker(cfg, log, lock)
+	if err != nil {
+		unlockDir(lock)
+		return nil, err
+	}
+	return w, nil
+}
+
+func newWorker(cfg Config, log *slog.Logger, lock *os.File) (*Worker, error) {
 	id, err := loadID(cfg.DataDir)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := loadSecret(cfg.DataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -135,6 +156,9 @@ func New(cfg Config) (*Worker, error) {
 		lis.Close()
 		return nil, err
 	}
+	// The coordinators probe a worker reported failed through the standard
+	// health service: answering it is what "alive" means.
+	healthpb.RegisterHealthServer(srv, health.NewServer())
 	client, err := coordinator.NewClient(cfg.Coordinators)
 	if err != nil {
 		lis.Close()
@@ -149,7 +173,7 @@ func New(cfg Config) (*Worker, error) {
 		}
 	}
 	w := &Worker{
-		cfg: cfg, id: id, log: log.With("worker", id), lis: lis, srv: srv, member: member, client: client,
+		cfg: cfg, id: id, secret: secret, lock: lock, log: log.With("worker", id), lis: lis, srv: srv, member: member, client: client,
 		addr: advertise, changed: make(chan struct{}, 1), serveErr: make(chan error, 1),
 	}
 	go func() { w.serveErr <- srv.Serve(lis) }()
@@ -189,7 +213,7 @@ func (w *Worker) Close() error {
 	err := w.member.Close()
 	w.srv.Stop()
 	<-w.serveErr
-	return errors.Join(err, w.client.Close())
+	return errors.Join(err, w.client.Close(), unlockDir(w.lock))
 }
 
 // Abort stops the worker as its process dying would: the gRPC server and
@@ -207,48 +231,35 @@ func (w *Worker) Abort() error {
 	cerr := w.client.Close() // first: a dead process reports nothing
 	w.srv.Stop()
 	<-w.serveErr
-	return errors.Join(w.member.Abort(), cerr)
-}
-
-// loadID reads the worker id kept in dir, creating one the first time, so a
-// restarted worker comes back as itself.
-func loadID(dir string) (string, error) {
-	path := filepath.Join(dir, "worker-id")
-	b, err := os.ReadFile(path)
-	if err == nil {
-		id := strings.TrimSpace(string(b))
-		if id == "" || len(id) > 128 {
-			return "", fmt.Errorf("worker: %s holds no valid worker id", path)
-		}
-		return id, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("worker: read id: %w", err)
-	}
-	id := "w-" + strings.ToLower(rand.Text()[:10])
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(id+"\n"), 0o644); err != nil {
-		return "", fmt.Errorf("worker: write id: %w", err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return "", fmt.Errorf("worker: write id: %w", err)
-	}
-	return id, nil
+	return errors.Join(w.member.Abort(), cerr, unlockDir(w.lock))
 }
 
 // Run joins the cluster and trains whatever job the coordinators assign
 // until ctx ends. A job's failure (a diverged loss, a bad data set) is
 // reported to the coordinators, and the worker waits for the next job.
-func (w *Worker) Run(ctx context.Context) error {
-	if err := w.join(ctx); err != nil {
+func (w *Worker) Run(parent context.Context) error {
+	ctx, cancel := context.WithCancelCause(parent)
+	defer cancel(nil)
+	w.runCancel.Store(&cancel)
+	// A worker joins the ring only with its replica ready: if a job runs,
+	// its data set and model are built before the join, so the ring never
+	// waits for a newcomer's loading.
+	pre := w.prepare(ctx)
+	if err := w.join(ctx, true); err != nil {
+		if pre != nil {
+			pre.close()
+		}
 		return err
 	}
-	hctx, cancel := context.WithCancel(ctx)
+	hctx, hcancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { w.heartbeats(hctx) })
-	err := w.trainLoop(ctx)
-	cancel()
+	err := w.trainLoop(ctx, pre)
+	hcancel()
 	wg.Wait()
+	if cause := context.Cause(ctx); errors.Is(cause, errTakenOver) {
+		return fmt.Errorf("worker %s: %w", w.id, cause) // and never Leave: the id is the other process's now
+	}
 	if ctx.Err() == nil {
 		return err
 	}
@@ -267,34 +278,99 @@ func (w *Worker) Run(ctx context.Context) error {
 	return nil
 }
 
-// join registers with the coordinators, retrying until one answers. A
-// worker restarted on another port finds its id still registered at the
-// old address until its predecessor is reported failed or its lease
-// expires: it waits for that.
-func (w *Worker) join(ctx context.Context) error {
-	var r *pb.JoinResponse
-	var err error
-	for warned := false; ; warned = true {
-		r, err = w.client.Join(ctx, &pb.JoinRequest{WorkerId: w.id, Addr: w.Addr()})
-		if status.Code(err) != codes.AlreadyExists {
-			break
+// prepare builds the replica of the job the cluster runs, if any, before
+// the worker joins; nil if there is none or the coordinators do not answer
+// in time (the train loop then builds it after joining).
+func (w *Worker) prepare(ctx context.Context) *job {
+	sctx, cancel := context.WithTimeout(ctx, joinWarnEvery)
+	st, err := w.client.Status(sctx)
+	cancel()
+	if err != nil {
+		return nil
+	}
+	for _, j := range st.GetJobs() {
+		if j.GetState() != coordinator.JobRunning && j.GetState() != coordinator.JobWaiting {
+			continue
 		}
-		if !warned {
-			w.log.Warn("this worker id is still registered at its old address; waiting for that registration to end", "err", err)
+		w.log.Info("a job runs: building its replica before joining", "job", j.GetId())
+		nj, err := w.openJob(ctx, &pb.Assignment{JobId: j.GetId(), Job: j.GetSpec()})
+		if err != nil {
+			w.log.Warn("cannot build the running job's replica", "job", j.GetId(), "err", err)
+			return nil
+		}
+		return nj
+	}
+	return nil
+}
+
+// joinWarnEvery is how often a worker whose coordinators do not answer
+// says so while it keeps trying.
+const joinWarnEvery = 5 * time.Second
+
+// join registers with the coordinators, retrying until one answers (and
+// saying so in the log every few seconds while none does). The first join
+// of an id is issued a secret, kept in the data dir before anything else
+// happens; with it, a worker restarted on a new address takes over its
+// registration at once. A worker holding no secret whose id belongs to
+// another data dir (its secret was never saved) becomes a new worker.
+func (w *Worker) join(ctx context.Context, first bool) error {
+	start, warned := time.Now(), time.Now()
+	for {
+		actx, cancel := context.WithTimeout(ctx, joinWarnEvery)
+		r, err := w.client.Join(actx, &pb.JoinRequest{WorkerId: w.id, Addr: w.Addr(), Secret: w.secret})
+		cancel()
+		switch {
+		case err == nil:
+			if s := r.GetSecret(); s != "" {
+				if err := saveSecret(w.cfg.DataDir, s); err != nil {
+					return err
+				}
+				w.secret = s
+			}
+			w.leaseMs.Store(r.GetLeaseMs())
+			w.setAssignment(r.GetAssignment())
+			w.log.Info("joined", "addr", w.Addr(), "generation", r.GetAssignment().GetGeneration(), "rank", r.GetAssignment().GetRank())
+			return nil
+		case status.Code(err) == codes.PermissionDenied && w.secret == "" && first:
+			id, nerr := newID(w.cfg.DataDir)
+			if nerr != nil {
+				return nerr
+			}
+			w.log.Warn("this worker id belongs to a data dir that holds its secret; joining as a new worker", "old_id", w.id, "id", id, "err", err)
+			w.id, w.log = id, w.log.With("worker", id)
+			continue
+		case status.Code(err) == codes.PermissionDenied:
+			return fmt.Errorf("worker %s: join: %w (the data dir's secret is not the one the coordinators issued to this id; remove %s and %s from %s to join as a new worker)",
+				w.id, err, idFile, secretFile, w.cfg.DataDir)
+		case status.Code(err) == codes.AlreadyExists:
+			// Registered at its old address by a coordinator that has no
+			// secret for it (state from before secrets): wait for the
+			// old registration to end.
+		case ctx.Err() != nil:
+			return fmt.Errorf("worker %s: join: %w", w.id, ctx.Err())
+		case status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded):
+			return fmt.Errorf("worker %s: join: %w", w.id, err)
+		}
+		if time.Since(warned) >= joinWarnEvery || status.Code(err) == codes.AlreadyExists && warned == start {
+			w.log.Warn("not joined yet; still trying", "coordinators", w.client.Addrs(), "for", time.Since(start).Round(time.Second), "err", err)
+			warned = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("worker %s: join: %w", w.id, err)
+			return fmt.Errorf("worker %s: join: %w", w.id, ctx.Err())
 		case <-time.After(250 * time.Millisecond):
 		}
 	}
-	if err != nil {
-		return fmt.Errorf("worker %s: join: %w", w.id, err)
+}
+
+// errTakenOver ends Run when another process took this worker's id over.
+var errTakenOver = errors.New("this worker's id was taken over by a process at another address (holding its secret)")
+
+// stop ends Run with cause.
+func (w *Worker) stop(cause error) {
+	if c := w.runCancel.Load(); c != nil {
+		(*c)(cause)
 	}
-	w.leaseMs.Store(r.GetLeaseMs())
-	w.setAssignment(r.GetAssignment())
-	w.log.Info("joined", "addr", w.Addr(), "generation", r.GetAssignment().GetGeneration(), "rank", r.GetAssignment().GetRank())
-	return nil
 }
 
 // setAssignment records a newer assignment and wakes the train loop. An
@@ -306,8 +382,7 @@ func (w *Worker) setAssignment(a *pb.Assignment) {
 		return
 	}
 	old := w.assign.Load()
-	if old != nil && (a.GetGeneration() < old.GetGeneration() ||
-		old.GetGeneration() == a.GetGeneration() && old.GetJobId() == a.GetJobId()) {
+	if old != nil && (a.GetGeneration() < old.GetGeneration() || proto.Equal(old, a)) {
 		return
 	}
 	w.assign.Store(a)
@@ -341,11 +416,17 @@ func (w *Worker) heartbeat(ctx context.Context) error {
 		gen = a.GetGeneration()
 	}
 	r, err := w.client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: w.id, Addr: w.Addr(), Generation: gen})
-	if status.Code(err) == codes.NotFound {
+	switch status.Code(err) {
+	case codes.OK:
+	case codes.NotFound:
 		w.log.Warn("registration lost; joining again")
-		return w.join(ctx)
-	}
-	if err != nil {
+		return w.join(ctx, false)
+	case codes.AlreadyExists:
+		// Another process holding this data dir's secret took the id over
+		// at another address: this one is a leftover.
+		w.stop(fmt.Errorf("%w: %v", errTakenOver, err))
+		return err
+	default:
 		return err
 	}
 	w.leaseMs.Store(r.GetLeaseMs())

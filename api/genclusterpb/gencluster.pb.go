@@ -499,9 +499,10 @@ type Assignment struct {
 	Generation uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"` // ring generation; bumps on every membership change
 	Rank       int32                  `protobuf:"varint,4,opt,name=rank,proto3" json:"rank,omitempty"`             // this worker's position in ring
 	Ring       []*RingMember          `protobuf:"bytes,5,rep,name=ring,proto3" json:"ring,omitempty"`              // ring order
-	// waiting_for lists ring members the coordinators wait for before this
-	// generation may start (workers of an interrupted ring that have not
-	// come back yet); a worker starts the generation only when it is empty.
+	// wait_reason, if set, says why this generation may not start yet: the
+	// job waits for min_workers, or for ring members of an interrupted ring
+	// that have not come back (listed in waiting_for). A worker builds the
+	// job's replica but starts the generation only when it is empty.
 	WaitingFor []string `protobuf:"bytes,6,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`
 	WaitReason string   `protobuf:"bytes,7,opt,name=wait_reason,json=waitReason,proto3" json:"wait_reason,omitempty"`
 	// unfit_reason is set when this worker is out of the running job's ring
@@ -1135,6 +1136,7 @@ type JobInfo struct {
 	WaitingReason   string                 `protobuf:"bytes,9,opt,name=waiting_reason,json=waitingReason,proto3" json:"waiting_reason,omitempty"` // why a waiting job waits
 	Warnings        []string               `protobuf:"bytes,10,rep,name=warnings,proto3" json:"warnings,omitempty"`                               // e.g. it went on without workers that did not return
 	Message         string                 `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`                                 // why it failed or was cancelled
+	WaitingFor      []string               `protobuf:"bytes,12,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`         // workers a waiting job waits for
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1244,6 +1246,13 @@ func (x *JobInfo) GetMessage() string {
 		return x.Message
 	}
 	return ""
+}
+
+func (x *JobInfo) GetWaitingFor() []string {
+	if x != nil {
+		return x.WaitingFor
+	}
+	return nil
 }
 
 type CheckpointInfo struct {
@@ -2119,7 +2128,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12$\n" +
 	"\x0ejoined_unix_ms\x18\x04 \x01(\x03R\fjoinedUnixMs\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\xfa\x02\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x9b\x03\n" +
 	"\aJobInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04spec\x18\x02 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -2132,7 +2141,9 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x0ewaiting_reason\x18\t \x01(\tR\rwaitingReason\x12\x1a\n" +
 	"\bwarnings\x18\n" +
 	" \x03(\tR\bwarnings\x12\x18\n" +
-	"\amessage\x18\v \x01(\tR\amessage\"b\n" +
+	"\amessage\x18\v \x01(\tR\amessage\x12\x1f\n" +
+	"\vwaiting_for\x18\f \x03(\tR\n" +
+	"waitingFor\"b\n" +
 	"\x0eCheckpointInfo\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +

@@ -42,9 +42,9 @@ const accusationLimit = 3
 
 // ServiceConfig configures a Service.
 type ServiceConfig struct {
-	Node   *Node
-	FSM    *FSM
-	Lease  time.Duration // DefaultLease if 0
+	Node  *Node
+	FSM   *FSM
+	Lease time.Duration // DefaultLease if 0
 	// RejoinWait is how long a new leader holds a ring whose members it has
 	// not heard from yet (DefaultRejoinWait if 0; at least Lease).
 	RejoinWait time.Duration
@@ -71,8 +71,8 @@ type Service struct {
 	rejoinWait time.Duration
 	probeWait  time.Duration
 	log        *slog.Logger
-	dial   []grpc.DialOption
-	leases *leases
+	dial       []grpc.DialOption
+	leases     *leases
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // leader address -> connection, for forwarding

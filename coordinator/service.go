@@ -335,14 +335,18 @@ func (s *Service) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 		if !s.node.IsLeader() {
 			return nil, ErrNotLeader
 		}
-		a, err := s.assignment(req.GetWorkerId())
-		if err != nil {
-			return nil, err // not registered (lease expired): join again
+		w := s.workerAddr(req.GetWorkerId())
+		if w == "" {
+			return nil, fmt.Errorf("worker %q: %w", req.GetWorkerId(), ErrNotFound) // lease expired: join again
 		}
-		if w := s.workerAddr(req.GetWorkerId()); req.GetAddr() != "" && w != req.GetAddr() {
+		if req.GetAddr() != "" && w != req.GetAddr() {
 			return nil, fmt.Errorf("worker id %q is held by the worker at %s, not %s: %w", req.GetWorkerId(), w, req.GetAddr(), ErrAlreadyExists)
 		}
 		s.leases.renew(req.GetWorkerId(), time.Now().Add(s.lease))
+		a, err := s.assignment(req.GetWorkerId())
+		if err != nil {
+			return nil, err
+		}
 		return &pb.HeartbeatResponse{Assignment: a, LeaseMs: s.lease.Milliseconds(), Coordinators: s.coordinators(ctx)}, nil
 	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.HeartbeatResponse, error) {
 		return c.Heartbeat(ctx, req)

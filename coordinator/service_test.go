@@ -40,6 +40,13 @@ func (m *svcMember) stop() {
 // startServiceGroup starts n coordinators on loopback with short timeouts.
 func startServiceGroup(t testing.TB, n int, lease time.Duration) []*svcMember {
 	t.Helper()
+	return startServiceGroupWith(t, n, ServiceConfig{Lease: lease})
+}
+
+// startServiceGroupWith is startServiceGroup with the services configured
+// as cfg (Node and FSM are filled in).
+func startServiceGroupWith(t testing.TB, n int, cfg ServiceConfig) []*svcMember {
+	t.Helper()
 	// Registered first, so it runs last: after the group is stopped, no
 	// goroutine of it may remain.
 	t.Cleanup(checkGoroutines(t))
@@ -65,7 +72,9 @@ func startServiceGroup(t testing.TB, n int, lease time.Duration) []*svcMember {
 		if err != nil {
 			t.Fatal(err)
 		}
-		svc := NewService(ServiceConfig{Node: node, FSM: fsm, Lease: lease})
+		sc := cfg
+		sc.Node, sc.FSM = node, fsm
+		svc := NewService(sc)
 		pb.RegisterCoordinatorServer(srv, svc)
 		go srv.Serve(lis[i])
 		conn, err := grpc.NewClient(peers[i].Addr, grpc.WithTransportCredentials(insecure.NewCredentials()))

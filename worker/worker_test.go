@@ -1,11 +1,14 @@
 package worker
 
 import (
+	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLoadID: a data dir keeps its worker id across restarts; a damaged id
@@ -53,5 +56,96 @@ func TestNewBadConfig(t *testing.T) {
 	}
 	if _, err := New(Config{Coordinators: []string{"127.0.0.1:1"}, DataDir: t.TempDir(), Listen: "nonsense"}); err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Errorf("bad listen address: %v", err)
+	}
+}
+
+// TestDataDirLocked: a second worker on the same data dir is refused with a
+// clear error while the first runs, and starts once the first has closed.
+func TestDataDirLocked(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Coordinators: []string{"127.0.0.1:1"}, DataDir: dir, Listen: "127.0.0.1:0"}
+	a, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New(cfg); !errors.Is(err, ErrDataDirInUse) || !strings.Contains(err.Error(), dir) {
+		t.Fatalf("second worker on the data dir: %v", err)
+	}
+	if err := a.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err := New(cfg)
+	if err != nil {
+		t.Fatalf("after the first closed: %v", err)
+	}
+	if b.ID() != a.ID() {
+		t.Errorf("id changed across restarts: %s, %s", a.ID(), b.ID())
+	}
+	b.Abort()
+	c, err := New(cfg) // an aborted (killed) worker's lock is gone too
+	if err != nil {
+		t.Fatalf("after the second was aborted: %v", err)
+	}
+	c.Close()
+}
+
+// TestSecretKept: the secret issued at the first join is kept in the data
+// dir, readable by its owner only, and presented at the next start, which
+// takes over the registration from a new address at once.
+func TestSecretKept(t *testing.T) {
+	coord, cl := startCoordinator(t)
+	dir := t.TempDir()
+	cfg := Config{Coordinators: []string{coord}, DataDir: dir, Listen: "127.0.0.1:0", Logger: testLogger()}
+	w, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := w.join(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(filepath.Join(dir, secretFile))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("secret file: %v, %v", fi, err)
+	}
+	first := w.Addr()
+	w.Abort() // killed: still registered at its old address
+	w2, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w2.Close()
+	if w2.Addr() == first {
+		t.Fatalf("restarted on the same port %s", first)
+	}
+	start := time.Now()
+	if err := w2.join(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Errorf("re-registering at the new address took %v (waited for the old lease?)", d)
+	}
+	st, err := cl.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.GetWorkers()) != 1 || st.GetWorkers()[0].GetAddr() != w2.Addr() || st.GetWorkers()[0].GetId() != w.ID() {
+		t.Fatalf("workers after the restart: %v", st.GetWorkers())
+	}
+	// Another data dir claiming the id without the secret is refused.
+	other := t.TempDir()
+	if err := os.WriteFile(filepath.Join(other, idFile), []byte(w.ID()+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(other, secretFile), []byte("guess\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w3, err := New(Config{Coordinators: []string{coord}, DataDir: other, Listen: "127.0.0.1:0", Logger: testLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w3.Close()
+	if err := w3.join(ctx, true); err == nil || !strings.Contains(err.Error(), "secret") {
+		t.Fatalf("a stranger with a wrong secret joined: %v", err)
 	}
 }

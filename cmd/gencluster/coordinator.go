@@ -16,7 +16,7 @@ import (
 
 func (a *app) coordinatorCommand() *cobra.Command {
 	var id, listen, advertise, peers, dataDir, join string
-	var lease time.Duration
+	var lease, rejoinWait time.Duration
 	cmd := &cobra.Command{
 		Use:   "coordinator --id ID --listen HOST:PORT --peers id=addr,... --data-dir DIR",
 		Short: "Run a coordinator: a member of the raft-replicated control plane",
@@ -40,7 +40,7 @@ data dir and asks the group at ADDR to add it.`,
 			if join != "" && len(ps) > 0 {
 				return fmt.Errorf("give --peers (a new group) or --join (an existing one), not both")
 			}
-			return a.runCoordinator(cmd.Context(), id, listen, advertise, dataDir, join, ps, lease)
+			return a.runCoordinator(cmd.Context(), id, listen, advertise, dataDir, join, ps, coordinator.ServiceConfig{Lease: lease, RejoinWait: rejoinWait})
 		},
 	}
 	f := cmd.Flags()
@@ -51,6 +51,8 @@ data dir and asks the group at ADDR to add it.`,
 	f.StringVar(&dataDir, "data-dir", "", "directory for the raft log, stable store and snapshots (required)")
 	f.StringVar(&join, "join", "", "address of a coordinator of an existing group to join")
 	f.DurationVar(&lease, "lease", coordinator.DefaultLease, "worker lease: a worker silent this long is removed")
+	f.DurationVar(&rejoinWait, "rejoin-wait", coordinator.DefaultRejoinWait,
+		"after a leader change (a whole-cluster restart), how long a ring waits for members not heard from before going on without them")
 	cmd.AddCommand(a.coordinatorRemoveCommand())
 	return cmd
 }
@@ -88,7 +90,7 @@ Restart the remaining ones without --peers, or with the new list.`,
 	return cmd
 }
 
-func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir, join string, peers []coordinator.Peer, lease time.Duration) error {
+func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir, join string, peers []coordinator.Peer, svcCfg coordinator.ServiceConfig) error {
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
@@ -102,7 +104,8 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 		lis.Close()
 		return err
 	}
-	svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: lease, Logger: a.log})
+	svcCfg.Node, svcCfg.FSM, svcCfg.Logger = node, fsm, a.log
+	svc := coordinator.NewService(svcCfg)
 	pb.RegisterCoordinatorServer(srv, svc)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()

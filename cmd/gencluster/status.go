@@ -32,10 +32,11 @@ type coordinatorJSON struct {
 }
 
 type workerJSON struct {
-	ID    string `json:"id"`
-	Addr  string `json:"addr"`
-	State string `json:"state"`
-	Rank  int    `json:"rank"`
+	ID     string `json:"id"`
+	Addr   string `json:"addr"`
+	State  string `json:"state"` // ready, training, unfit
+	Rank   int    `json:"rank"`
+	Reason string `json:"reason,omitempty"` // why it is unfit
 }
 
 type jobJSON struct {
@@ -47,6 +48,15 @@ type jobJSON struct {
 	TotalSteps   int64   `json:"total_steps"`
 	Loss         float64 `json:"loss"`
 	ImagesPerSec float64 `json:"images_per_sec"`
+	// WaitingReason says why a waiting or queued job does not run;
+	// WaitingFor lists the workers a waiting job waits for.
+	WaitingReason string   `json:"waiting_reason,omitempty"`
+	WaitingFor    []string `json:"waiting_for,omitempty"`
+	// Warnings: what went wrong without failing the job (it went on
+	// without workers that did not come back). Message: why a job failed
+	// or was cancelled.
+	Warnings []string `json:"warnings,omitempty"`
+	Message  string   `json:"message,omitempty"`
 }
 
 type checkpointJSON struct {
@@ -69,12 +79,13 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 		if !ok {
 			rk = -1
 		}
-		s.Workers = append(s.Workers, workerJSON{ID: w.GetId(), Addr: w.GetAddr(), State: w.GetState(), Rank: rk})
+		s.Workers = append(s.Workers, workerJSON{ID: w.GetId(), Addr: w.GetAddr(), State: w.GetState(), Rank: rk, Reason: w.GetReason()})
 	}
 	for _, j := range r.GetJobs() {
 		jj := jobJSON{
 			ID: j.GetId(), Model: j.GetSpec().GetModel(), Dataset: j.GetSpec().GetDataset(), State: j.GetState(),
 			Step: j.GetStep(), TotalSteps: j.GetSpec().GetSteps(), Loss: j.GetLoss(), ImagesPerSec: j.GetImagesPerSec(),
+			WaitingReason: j.GetWaitingReason(), WaitingFor: j.GetWaitingFor(), Warnings: j.GetWarnings(), Message: j.GetMessage(),
 		}
 		if s.Job == nil && (j.GetState() == "running" || j.GetState() == "waiting") {
 			s.Job = &jj
@@ -146,10 +157,20 @@ func printStatus(a *app, s statusJSON) {
 		fmt.Fprintf(a.stdout, "  coordinator %-8s %-22s %s\n", c.ID, c.Addr, c.State)
 	}
 	for _, w := range s.Workers {
-		fmt.Fprintf(a.stdout, "  worker      %-8s %-22s %s (rank %d)\n", w.ID, w.Addr, w.State, w.Rank)
+		fmt.Fprintf(a.stdout, "  worker      %-8s %-22s %s (rank %d)", w.ID, w.Addr, w.State, w.Rank)
+		if w.Reason != "" {
+			fmt.Fprintf(a.stdout, ": %s", w.Reason)
+		}
+		fmt.Fprintln(a.stdout)
 	}
 	if j := s.Job; j != nil {
 		fmt.Fprintf(a.stdout, "job %s: %s on %s, %s, step %d/%d, loss %.3f, %.1f img/s\n", j.ID, j.Model, j.Dataset, j.State, j.Step, j.TotalSteps, j.Loss, j.ImagesPerSec)
+		if j.WaitingReason != "" {
+			fmt.Fprintf(a.stdout, "  %s\n", j.WaitingReason)
+		}
+		for _, w := range j.Warnings {
+			fmt.Fprintf(a.stdout, "  warning: %s\n", w)
+		}
 	} else {
 		fmt.Fprintln(a.stdout, "no job running")
 	}
@@ -157,7 +178,14 @@ func printStatus(a *app, s statusJSON) {
 		fmt.Fprintf(a.stdout, "last checkpoint: step %d at %s, sha256 %s\n", c.Step, c.Time.Format(time.RFC3339), c.Checksum)
 	}
 	for _, j := range s.Queue {
-		fmt.Fprintf(a.stdout, "  job %s: %s, %s, step %d/%d\n", j.ID, j.Model, j.State, j.Step, j.TotalSteps)
+		fmt.Fprintf(a.stdout, "  job %s: %s, %s, step %d/%d", j.ID, j.Model, j.State, j.Step, j.TotalSteps)
+		switch {
+		case j.Message != "":
+			fmt.Fprintf(a.stdout, ": %s", j.Message)
+		case j.WaitingReason != "":
+			fmt.Fprintf(a.stdout, ": %s", j.WaitingReason)
+		}
+		fmt.Fprintln(a.stdout)
 	}
 }
 

@@ -56,3 +56,36 @@ func (a *app) submitCommand() *cobra.Command {
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
 	return cmd
 }
+
+func (a *app) cancelCommand() *cobra.Command {
+	var addrs, reason string
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:   "cancel --coordinator ADDR JOB",
+		Short: "Remove a queued job, or stop a running one (the next queued job starts)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := coordinator.NewClient(splitAddrs(addrs))
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
+			defer cancel()
+			next, err := c.Cancel(ctx, args[0], reason)
+			if err != nil {
+				return fmt.Errorf("cancel %s: %w", args[0], err)
+			}
+			if next != "" {
+				fmt.Fprintf(a.stdout, "cancelled %s; %s started\n", args[0], next)
+			} else {
+				fmt.Fprintf(a.stdout, "cancelled %s\n", args[0])
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")
+	cmd.Flags().StringVar(&reason, "reason", "", "why (shown by status)")
+	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
+	return cmd
+}

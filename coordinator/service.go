@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -112,13 +113,36 @@ func NewService(cfg ServiceConfig) *Service {
 	}
 	// Leases follow leadership as raft signals it (at once if this node
 	// leads already; false at the latest when the node closes).
+	// A new leader first applies everything committed before its term
+	// (a barrier), so that no assignment it hands out is older than one a
+	// worker already has; until then it answers Unavailable.
+	var term atomic.Uint64
 	cfg.Node.OnLeadershipChange(func(leading bool) {
-		if leading {
+		t := term.Add(1)
+		if !leading {
+			s.leases.deposed()
+			return
+		}
+		go func() {
+			ctx, cancel := context.WithTimeout(context.Background(), s.rejoinWait)
+			defer cancel()
+			go func() {
+				select {
+				case <-s.stop:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+			if err := s.node.Barrier(ctx); err != nil {
+				s.log.Warn("leader barrier", "err", err)
+				return
+			}
+			if term.Load() != t {
+				return // deposed meanwhile
+			}
 			s.leases.elected(time.Now(), s.rejoinWait)
 			s.log.Info("leading: waiting for every registered worker to check in", "rejoin_wait", s.rejoinWait)
-		} else {
-			s.leases.deposed()
-		}
+		}()
 	})
 	go s.keepLeases()
 	return s
@@ -297,6 +321,9 @@ func (s *Service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 		return nil, toStatus(err)
 	}
 	return write(ctx, s, func() (*pb.JoinResponse, error) {
+		if s.node.IsLeader() && !s.leases.isLeading() {
+			return nil, status.Error(codes.Unavailable, "new leader catching up with the log; retry")
+		}
 		reg := &pb.RegisterWorker{WorkerId: req.GetWorkerId(), Addr: req.GetAddr()}
 		secret := req.GetSecret()
 		issued := ""
@@ -334,6 +361,9 @@ func (s *Service) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 	return write(ctx, s, func() (*pb.HeartbeatResponse, error) {
 		if !s.node.IsLeader() {
 			return nil, ErrNotLeader
+		}
+		if !s.leases.isLeading() {
+			return nil, status.Error(codes.Unavailable, "new leader catching up with the log; retry")
 		}
 		w := s.workerAddr(req.GetWorkerId())
 		if w == "" {

@@ -170,9 +170,11 @@ func (s *Service) keepLeases() {
 			continue
 		}
 		var ids []string
+		addrs := map[string]string{}
 		s.fsm.Read(func(st *State) {
 			for _, w := range st.Workers() {
 				ids = append(ids, w.GetId())
+				addrs[w.GetId()] = w.GetAddr()
 			}
 		})
 		now := time.Now()
@@ -193,11 +195,14 @@ func (s *Service) keepLeases() {
 		}
 		for _, id := range dead {
 			s.leases.drop(id)
+			why := "lease expired"
+			if slices.Contains(silent, id) {
+				why = "not back within the rejoin wait after a leader change"
+			}
+			s.log.Warn("worker removed", "worker", id, "addr", addrs[id], "why", why, "generation", v)
 		}
 		if len(silent) > 0 {
 			s.log.Warn("workers of the interrupted ring did not come back; going on without them", "workers", silent, "waited", s.rejoinWait, "generation", v)
-		} else {
-			s.log.Warn("workers removed: lease expired", "workers", dead, "generation", v)
 		}
 	}
 }

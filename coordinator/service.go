@@ -444,6 +444,7 @@ func (s *Service) ReportFailure(ctx context.Context, req *pb.ReportFailureReques
 			verdict = "not registered"
 		}
 		var cmd *pb.Command
+		addr := s.workerAddr(failed)
 		if remove {
 			cmd = &pb.Command{Body: &pb.Command_RemoveWorkers{RemoveWorkers: &pb.RemoveWorkers{
 				WorkerIds: []string{failed}, Generation: req.GetGeneration(),
@@ -461,7 +462,7 @@ func (s *Service) ReportFailure(ctx context.Context, req *pb.ReportFailureReques
 		gen, _ := v.(uint64)
 		if remove {
 			s.leases.drop(failed)
-			s.log.Warn("worker removed on a failure report", "failed", failed, "reporter", req.GetReporterId(), "verdict", verdict, "reason", req.GetReason(), "generation", gen)
+			s.log.Warn("worker removed", "worker", failed, "addr", addr, "why", "failure report", "reporter", req.GetReporterId(), "verdict", verdict, "reason", req.GetReason(), "generation", gen)
 		} else {
 			s.log.Info("ring generation failed; forming it again", "blamed", failed, "verdict", verdict, "reporter", req.GetReporterId(), "reason", req.GetReason(), "generation", gen)
 		}

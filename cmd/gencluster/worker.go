@@ -28,6 +28,11 @@ and the checkpoints it writes as the ring's rank 0.`,
 			}
 			w, err := worker.New(worker.Config{
 				Coordinators: splitAddrs(join), Listen: listen, Advertise: advertise, DataDir: dataDir, Threads: threads, Logger: a.log,
+				OnStep: func(s worker.StepInfo) {
+					// One line per applied step at debug level: the fault tests
+					// check from it that no step is skipped or applied twice.
+					a.log.Debug("step", "job", s.JobID, "step", s.Step, "generation", s.Generation, "rank", s.Rank, "world", s.World, "loss", s.Loss)
+				},
 			})
 			if err != nil {
 				return err

@@ -596,3 +596,80 @@ func (c *chaosRefs) get(t *testing.T, n int, steps int64) string {
 	c.sums[n] = sum
 	return sum
 }
+
+// TestChaosCheck: the invariant checks catch what they are for, on
+// synthetic logs: a live, running worker removed; steps skipped or applied
+// twice; replicas that differ; a job not done. And they let legitimate
+// removals (a dead or paused process) pass.
+func TestChaosCheck(t *testing.T) {
+	t0 := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	at := func(d time.Duration) string { return t0.Add(d).Format(time.RFC3339Nano) }
+	newProc := func(name, log string, dead bool) *proc {
+		p := &proc{name: name, log: &syncBuffer{}, done: make(chan struct{})}
+		p.log.Write([]byte(log))
+		if dead {
+			close(p.done)
+		}
+		return p
+	}
+	stepLines := func(from, to int64, d time.Duration) string {
+		var b strings.Builder
+		for s := from; s <= to; s++ {
+			fmt.Fprintf(&b, "time=%s level=DEBUG msg=step job=job-1 step=%d generation=2 rank=0 world=2\n", at(d), s)
+		}
+		return b.String()
+	}
+	done := func(sum string) string {
+		return fmt.Sprintf("time=%s level=INFO msg=\"job complete\" job=job-1 step=10 generation=2 rank=0 params_checksum=%s\n", at(time.Minute), sum)
+	}
+	build := func(removal string, aLog, bLog string, aDead bool) *chaosRound {
+		a := newProc("worker a", "time="+at(0)+" level=INFO msg=\"worker serving\" id=w-a addr=127.0.0.1:1001 data_dir=x\n"+aLog, aDead)
+		b := newProc("worker b", "time="+at(0)+" level=INFO msg=\"worker serving\" id=w-b addr=127.0.0.1:1002 data_dir=y\n"+bLog, false)
+		c := newProc("coordinator", removal, false)
+		r := &chaosRound{t: t, job: "job-1", steps: 10, start: 2, lives: map[*proc]*life{a: {from: t0}, b: {from: t0}}, allCoords: []*proc{c},
+			workers: []*chaosProc{{procs: []*proc{a}}, {procs: []*proc{b}}}}
+		if aDead {
+			r.lives[a].to = t0.Add(10 * time.Second)
+		}
+		r.lives[b].paused = [][2]time.Time{{t0.Add(20 * time.Second), t0.Add(25 * time.Second)}}
+		return r
+	}
+	good := stepLines(1, 10, time.Second) + done("abc")
+	jobDone := &pb.JobInfo{State: "done", Step: 10}
+	refs := &chaosRefs{sums: map[int]string{2: "abc"}}
+	removal := func(addr string, d time.Duration) string {
+		return fmt.Sprintf("time=%s level=WARN msg=\"worker removed\" worker=w-x addr=%s why=\"failure report\" verdict=\"x\"\n", at(d), addr)
+	}
+	cases := []struct {
+		name  string
+		r     *chaosRound
+		job   *pb.JobInfo
+		wants []string // substrings of the violations, in order; none: clean
+	}{
+		{"clean", build("", good, good, false), jobDone, nil},
+		{"live worker removed", build(removal("127.0.0.1:1002", 5*time.Second), good, good, false), jobDone, []string{"removed", "while alive"}},
+		{"dead worker removed", build(removal("127.0.0.1:1001", 12*time.Second), good, good, true), jobDone, nil},
+		{"paused worker removed", build(removal("127.0.0.1:1002", 22*time.Second), good, good, false), jobDone, nil},
+		{"step skipped", build("", stepLines(1, 4, time.Second)+stepLines(6, 10, time.Second)+done("abc"), good, false), jobDone, []string{"applied step 6 after step 4"}},
+		{"step applied twice", build("", stepLines(1, 5, time.Second)+stepLines(5, 10, time.Second)+done("abc"), good, false), jobDone, []string{"applied step 5 after step 5"}},
+		{"replicas differ", build("", stepLines(1, 10, time.Second)+done("abd"), good, false), jobDone, []string{"final replicas differ"}},
+		{"weights differ from the uninterrupted run", build("", stepLines(1, 10, time.Second)+done("abd"), stepLines(1, 10, time.Second)+done("abd"), false), jobDone, []string{"differ from the uninterrupted run"}},
+		{"job not done", build("", good, good, false), &pb.JobInfo{State: "failed", Step: 7}, []string{"job ended failed at step 7"}},
+	}
+	for _, c := range cases {
+		got, _ := c.r.check(c.job, refs)
+		if len(got) != len(c.wants) && !(len(c.wants) > 0 && len(got) >= 1) {
+			t.Errorf("%s: violations %q, want %d", c.name, got, len(c.wants))
+			continue
+		}
+		joined := strings.Join(got, "; ")
+		for _, w := range c.wants {
+			if !strings.Contains(joined, w) {
+				t.Errorf("%s: violations %q do not mention %q", c.name, got, w)
+			}
+		}
+		if len(c.wants) == 0 && len(got) > 0 {
+			t.Errorf("%s: unexpected violations %q", c.name, got)
+		}
+	}
+}

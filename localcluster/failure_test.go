@@ -214,8 +214,9 @@ func TestJobFails(t *testing.T) {
 }
 
 // TestRestartOnlyWorker: the only worker dies and comes back on a new port
-// at once. Nobody reports it, so its id stays registered at the old address
-// until the lease expires: the new process waits for that, joins, resumes
+// at once. Its id is still registered at the old address; the new process
+// presents the id's secret, takes the registration over at its new address
+// at once (no wait for the old lease), resumes
 // from its newest checkpoint and finishes the job.
 func TestRestartOnlyWorker(t *testing.T) {
 	reps := newReplicas()

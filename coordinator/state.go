@@ -590,13 +590,11 @@ func (s *State) forgetOldJobs() {
 
 // runningJob returns the job if it runs with enough workers.
 func (s *State) runningJob(id string) (*pb.JobRecord, error) {
-	j := s.job(id)
-	switch {
-	case j == nil:
-		return nil, fmt.Errorf("job %q: %w", id, ErrNotFound)
-	case j.GetState() != pb.JobState_JOB_STATE_RUNNING:
-		return nil, fmt.Errorf("job %q is %s: %w", id, stateName(j.GetState()), ErrNotRunning)
-	case s.waiting(j):
+	j, err := s.startedJob(id)
+	if err != nil {
+		return nil, err
+	}
+	if s.waiting(j) {
 		return nil, fmt.Errorf("job %q %s: %w", id, s.waitingReason(j), ErrNotRunning)
 	}
 	return j, nil

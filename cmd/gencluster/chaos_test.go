@@ -2,7 +2,6 @@ package main
 
 import (
 	"bufio"
-	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -370,23 +369,7 @@ func (r *chaosRound) waitStep(cl *coordinator.Client, at int64) int64 {
 
 func (r *chaosRound) waitStatus(cl *coordinator.Client, timeout time.Duration, what string, cond func(*pb.StatusResponse) (bool, string)) {
 	r.t.Helper()
-	deadline := time.Now().Add(timeout)
-	last := "no status"
-	for time.Now().Before(deadline) {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-		st, err := cl.Status(ctx)
-		cancel()
-		if err == nil {
-			var ok bool
-			if ok, last = cond(st); ok {
-				return
-			}
-		} else {
-			last = err.Error()
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	r.t.Fatalf("%s: not within %v (last: %s)", what, timeout, last)
+	pollStatus(r.t, cl, timeout, what, cond)
 }
 
 // logLine is one parsed slog text line.

@@ -195,13 +195,22 @@ func (c *testCluster) waitWorkers(cl *coordinator.Client, n int) {
 // what it saw, for the failure message).
 func (c *testCluster) waitStatus(cl *coordinator.Client, timeout time.Duration, what string, cond func(*pb.StatusResponse) (bool, string)) {
 	c.t.Helper()
+	pollStatus(c.t, cl, timeout, what, cond)
+}
+
+// pollStatus polls a cluster's status until cond holds, or fails the test
+// saying what it last saw.
+func pollStatus(t *testing.T, cl *coordinator.Client, timeout time.Duration, what string, cond func(*pb.StatusResponse) (bool, string)) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	last := "no status"
 	for time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		st, err := cl.Status(ctx)
 		cancel()
-		if err == nil {
+		if err != nil {
+			last = err.Error()
+		} else {
 			var ok bool
 			if ok, last = cond(st); ok {
 				return
@@ -209,7 +218,7 @@ func (c *testCluster) waitStatus(cl *coordinator.Client, timeout time.Duration, 
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	c.t.Fatalf("%s: not within %v (last: %s)", what, timeout, last)
+	t.Fatalf("%s: not within %v (last: %s)", what, timeout, last)
 }
 
 // runClusterScenario submits a VAE job, disturbs the cluster once the job

@@ -57,11 +57,13 @@ func startCoordinator(t *testing.T) (string, *coordinator.Client) {
 	return addr, cl
 }
 
-// runWorker starts a worker on loopback and runs it until the test ends.
+// runWorker starts a worker on loopback and runs it until the test ends. Its
+// ring timeout is long: under the race detector on a loaded machine a sync
+// can stall for seconds, and these tests are not about timeouts.
 func runWorker(t *testing.T, coord string, onStep func(StepInfo), hook func(w *Worker) func(int64, int)) *Worker {
 	t.Helper()
 	w, err := New(Config{Coordinators: []string{coord}, Listen: "127.0.0.1:0", DataDir: t.TempDir(),
-		Threads: 1, RingTimeout: 5 * time.Second, Logger: testLogger(), OnStep: onStep})
+		Threads: 1, RingTimeout: 30 * time.Second, Logger: testLogger(), OnStep: onStep})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -303,9 +303,12 @@ func (w *Worker) prepare(ctx context.Context) *job {
 	return nil
 }
 
-// joinWarnEvery is how often a worker whose coordinators do not answer
-// says so while it keeps trying.
-const joinWarnEvery = 5 * time.Second
+// A worker whose coordinators do not answer says so after its first
+// attempt (joinAttempt) and then every joinWarnEvery while it keeps trying.
+const (
+	joinAttempt   = 2 * time.Second
+	joinWarnEvery = 5 * time.Second
+)
 
 // join registers with the coordinators, retrying until one answers (and
 // saying so in the log every few seconds while none does). The first join
@@ -314,9 +317,10 @@ const joinWarnEvery = 5 * time.Second
 // registration at once. A worker holding no secret whose id belongs to
 // another data dir (its secret was never saved) becomes a new worker.
 func (w *Worker) join(ctx context.Context, first bool) error {
-	start, warned := time.Now(), time.Now()
+	start := time.Now()
+	warned := start
 	for {
-		actx, cancel := context.WithTimeout(ctx, joinWarnEvery)
+		actx, cancel := context.WithTimeout(ctx, joinAttempt)
 		r, err := w.client.Join(actx, &pb.JoinRequest{WorkerId: w.id, Addr: w.Addr(), Secret: w.secret})
 		cancel()
 		switch {
@@ -351,7 +355,7 @@ func (w *Worker) join(ctx context.Context, first bool) error {
 		case status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("worker %s: join: %w", w.id, err)
 		}
-		if time.Since(warned) >= joinWarnEvery || status.Code(err) == codes.AlreadyExists && warned == start {
+		if time.Since(warned) >= joinWarnEvery || warned == start {
 			w.log.Warn("not joined yet; still trying", "coordinators", w.client.Addrs(), "for", time.Since(start).Round(time.Second), "err", err)
 			warned = time.Now()
 		}

@@ -3,12 +3,16 @@ package worker
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
 )
 
 // TestLoadID: a data dir keeps its worker id across restarts; a damaged id
@@ -147,5 +151,70 @@ func TestSecretKept(t *testing.T) {
 	defer w3.Close()
 	if err := w3.join(ctx, true); err == nil || !strings.Contains(err.Error(), "secret") {
 		t.Fatalf("a stranger with a wrong secret joined: %v", err)
+	}
+}
+
+// syncLog is a log sink safe for concurrent writes and reads.
+type syncLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *syncLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *syncLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestJoinSaysWhenNobodyAnswers: a worker whose --join addresses never
+// answer says so in its log within seconds, and keeps trying until
+// stopped.
+func TestJoinSaysWhenNobodyAnswers(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := lis.Addr().String()
+	lis.Close()
+	var log syncLog
+	w, err := New(Config{Coordinators: []string{dead}, DataDir: t.TempDir(), Listen: "127.0.0.1:0",
+		Logger: slog.New(slog.NewTextHandler(&log, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), joinAttempt+time.Second)
+	defer cancel()
+	err = w.join(ctx, true)
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("join returned %v before it was stopped", err)
+	}
+	if s := log.String(); !strings.Contains(s, "not joined yet; still trying") || !strings.Contains(s, dead) {
+		t.Fatalf("log does not say that %s does not answer:\n%s", dead, s)
+	}
+}
+
+// TestAssignmentNeverGoesBack: an assignment of an older generation (from
+// a coordinator that has not learnt it lost leadership) is ignored.
+func TestAssignmentNeverGoesBack(t *testing.T) {
+	w := &Worker{changed: make(chan struct{}, 1)}
+	w.setAssignment(&pb.Assignment{JobId: "job-1", Generation: 5})
+	w.setAssignment(&pb.Assignment{JobId: "job-1", Generation: 4})
+	if g := w.assign.Load().GetGeneration(); g != 5 {
+		t.Fatalf("generation went back to %d", g)
+	}
+	w.setAssignment(&pb.Assignment{JobId: "job-1", Generation: 5, WaitReason: "waiting for w-2"})
+	if w.assign.Load().GetWaitReason() == "" {
+		t.Fatal("a change within the generation (a hold) was dropped")
+	}
+	w.setAssignment(&pb.Assignment{JobId: "job-2", Generation: 6})
+	if w.assign.Load().GetJobId() != "job-2" {
+		t.Fatal("a newer generation was dropped")
 	}
 }

@@ -445,10 +445,11 @@ func TestClusterWholeRestart(t *testing.T) {
 		restart := func(p *proc) *proc { return startProc(t, p.name+" (restarted)", p.args...) }
 		c.cprocs[0] = restart(c.cprocs[0])
 		coords = append(coords, c.cprocs[0])
-		// One worker, then the other 3 s later: without the hold the first
+		// One worker, then the other 15 s later (well past the ring timeout
+		// and the lease, within the rejoin wait): without the hold the first
 		// would train alone from its checkpoint.
 		c.workers[0] = restart(c.workers[0])
-		time.Sleep(3 * time.Second)
+		time.Sleep(15 * time.Second)
 		c.workers[1] = restart(c.workers[1])
 	})
 	if got != want {

@@ -482,7 +482,10 @@ func (s *Service) probe(ctx context.Context, addr string) error {
 		return err
 	}
 	defer conn.Close()
-	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true))
+	// Not WaitForReady: a refused connection fails at once (a dead
+	// process); a paused one completes the TCP handshake but never speaks
+	// HTTP/2, and the probe times out.
+	r, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil {
 		return err
 	}

@@ -33,11 +33,17 @@ type leases struct {
 	confirmed map[string]bool
 	// accused counts, per worker, the failed generations in a row for
 	// which a ring peer blamed it while it answered the leader's probe.
-	accused map[string]int
+	accused map[string]accusation
+}
+
+// accusation: how many generations in a row, the last of them.
+type accusation struct {
+	count      int
+	generation uint64
 }
 
 func newLeases() *leases {
-	return &leases{deadline: map[string]time.Time{}, confirmed: map[string]bool{}, accused: map[string]int{}}
+	return &leases{deadline: map[string]time.Time{}, confirmed: map[string]bool{}, accused: map[string]accusation{}}
 }
 
 // elected starts the leader's term of leases: no one confirmed, every
@@ -84,13 +90,18 @@ func (l *leases) drop(id string) {
 	delete(l.accused, id)
 }
 
-// accuse counts one more failed generation blamed on a live worker and
-// returns the count.
-func (l *leases) accuse(id string) int {
+// accuse counts a failed generation blamed on a live worker (once per
+// generation, however many peers blame it) and returns the count.
+func (l *leases) accuse(id string, generation uint64) int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.accused[id]++
-	return l.accused[id]
+	a := l.accused[id]
+	if a.generation != generation {
+		a.count++
+		a.generation = generation
+		l.accused[id] = a
+	}
+	return a.count
 }
 
 // acquit clears every accusation: the ring made progress.

@@ -432,10 +432,11 @@ func (s *Service) ReportFailure(ctx context.Context, req *pb.ReportFailureReques
 		failed := req.GetFailedId()
 		verdict := "no peer blamed"
 		remove := false
-		if addr := s.workerAddr(failed); addr != "" {
+		addr := s.workerAddr(failed)
+		if addr != "" {
 			if perr := s.probe(ctx, addr); perr != nil {
 				remove, verdict = true, fmt.Sprintf("does not answer the leader's probe: %v", perr)
-			} else if n := s.leases.accuse(failed); n >= accusationLimit {
+			} else if n := s.leases.accuse(failed, req.GetGeneration()); n >= accusationLimit {
 				remove, verdict = true, fmt.Sprintf("answers the leader but its ring peers failed with it in %d generations in a row", n)
 			} else {
 				verdict = "answers the leader's probe: alive, not removed"
@@ -444,7 +445,6 @@ func (s *Service) ReportFailure(ctx context.Context, req *pb.ReportFailureReques
 			verdict = "not registered"
 		}
 		var cmd *pb.Command
-		addr := s.workerAddr(failed)
 		if remove {
 			cmd = &pb.Command{Body: &pb.Command_RemoveWorkers{RemoveWorkers: &pb.RemoveWorkers{
 				WorkerIds: []string{failed}, Generation: req.GetGeneration(),

@@ -135,7 +135,6 @@ type chaosRefs struct {
 type chaosProc struct {
 	dataDir string
 	procs   []*proc
-	paused  bool
 }
 
 func (w *chaosProc) cur() *proc { return w.procs[len(w.procs)-1] }
@@ -260,12 +259,12 @@ func (r *chaosRound) startWorker(w *chaosProc) {
 	r.lives[p] = &life{from: time.Now()}
 }
 
-// killWorker SIGKILLs w's process and records its end.
+// killWorker SIGKILLs w's process and records its end: from the moment the
+// signal is sent, the process may be dead, and its removal is legitimate.
 func (r *chaosRound) killWorker(w *chaosProc) {
 	p := w.cur()
-	p.kill()
 	r.lives[p].to = time.Now()
-	w.paused = false
+	p.kill()
 }
 
 func (r *chaosRound) workerID(w *chaosProc) string {

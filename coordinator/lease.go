@@ -31,6 +31,10 @@ type leases struct {
 	holdUntil time.Time
 	deadline  map[string]time.Time
 	confirmed map[string]bool
+	// ready is the job whose replica each worker last said it has built;
+	// jobSeen, when this leader first held a job's ring for readiness.
+	ready   map[string]string
+	jobSeen map[string]time.Time
 	// accused counts, per worker, the failed generations in a row for
 	// which a ring peer blamed it while it answered the leader's probe.
 	accused map[string]accusation
@@ -43,7 +47,8 @@ type accusation struct {
 }
 
 func newLeases() *leases {
-	return &leases{deadline: map[string]time.Time{}, confirmed: map[string]bool{}, accused: map[string]accusation{}}
+	return &leases{deadline: map[string]time.Time{}, confirmed: map[string]bool{}, accused: map[string]accusation{},
+		ready: map[string]string{}, jobSeen: map[string]time.Time{}}
 }
 
 // elected starts the leader's term of leases: no one confirmed, every
@@ -56,6 +61,8 @@ func (l *leases) elected(now time.Time, rejoinWait time.Duration) {
 	clear(l.deadline)
 	clear(l.confirmed)
 	clear(l.accused)
+	clear(l.ready)
+	clear(l.jobSeen)
 }
 
 // deposed forgets everything: only a leader keeps leases.
@@ -66,6 +73,8 @@ func (l *leases) deposed() {
 	clear(l.deadline)
 	clear(l.confirmed)
 	clear(l.accused)
+	clear(l.ready)
+	clear(l.jobSeen)
 }
 
 func (l *leases) isLeading() bool {
@@ -74,12 +83,14 @@ func (l *leases) isLeading() bool {
 	return l.leading
 }
 
-// renew records that the worker was heard from: confirmed, leased until.
-func (l *leases) renew(id string, until time.Time) {
+// renew records that the worker was heard from: confirmed, leased until,
+// holding the replica of readyJob ("" if none).
+func (l *leases) renew(id string, until time.Time, readyJob string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.deadline[id] = until
 	l.confirmed[id] = true
+	l.ready[id] = readyJob
 }
 
 func (l *leases) drop(id string) {
@@ -88,6 +99,7 @@ func (l *leases) drop(id string) {
 	delete(l.deadline, id)
 	delete(l.confirmed, id)
 	delete(l.accused, id)
+	delete(l.ready, id)
 }
 
 // accuse counts a failed generation blamed on a live worker (once per
@@ -122,6 +134,33 @@ func (l *leases) unconfirmed(ids []string, now time.Time) []string {
 	var out []string
 	for _, id := range ids {
 		if !l.confirmed[id] {
+			out = append(out, id)
+		}
+	}
+	return out
+}
+
+// unready returns, in the given order, the confirmed ids that have not
+// said they hold job's replica, for at most wait after this leader first
+// asked about the job (then nil: a member that takes longer is waited for
+// by the ring's own timeout, as before).
+func (l *leases) unready(ids []string, job string, now time.Time, wait time.Duration) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.leading {
+		return nil
+	}
+	seen, ok := l.jobSeen[job]
+	if !ok {
+		seen = now
+		l.jobSeen[job] = now
+	}
+	if !now.Before(seen.Add(wait)) {
+		return nil
+	}
+	var out []string
+	for _, id := range ids {
+		if l.confirmed[id] && l.ready[id] != job {
 			out = append(out, id)
 		}
 	}

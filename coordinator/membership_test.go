@@ -145,7 +145,9 @@ func TestReportFailureProbes(t *testing.T) {
 	}
 }
 
-// TestLeaderHoldsInterruptedRing: a new leader has heard from no worker.
+// TestLeaderHoldsInterruptedRing: a job's first generation waits until
+// every member has built the job's replica. A new leader has heard from no
+// worker.
 // A running job's generation is held (the workers it has not heard from
 // are listed, by the leader and by a follower's status) until they check
 // in; one that never does is removed after the rejoin wait, and the job
@@ -161,6 +163,13 @@ func TestLeaderHoldsInterruptedRing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A job's first generation waits until every member has built the
+	// job's replica (the heartbeat says so).
+	if a := heartbeat(t, l, "w1"); !slices.Equal(a.GetWaitingFor(), []string{"w2", "w3"}) || !strings.Contains(a.GetWaitReason(), "build the job's replica") {
+		t.Fatalf("w1 ready, w2 and w3 not yet: %v", a)
+	}
+	heartbeat(t, l, "w2")
+	heartbeat(t, l, "w3")
 	if a := heartbeat(t, l, "w1"); a.GetJobId() != sub.GetJobId() || a.GetWaitReason() != "" {
 		t.Fatalf("before the leader change: %v", a)
 	}
@@ -214,7 +223,7 @@ func heartbeat(t *testing.T, m *svcMember, id string) *pb.Assignment {
 	t.Helper()
 	var a *pb.Assignment
 	eventually(t, 5*time.Second, "heartbeat "+id, func() error {
-		r, err := m.client.Heartbeat(context.Background(), &pb.HeartbeatRequest{WorkerId: id})
+		r, err := m.client.Heartbeat(context.Background(), &pb.HeartbeatRequest{WorkerId: id, ReadyJob: "job-1"})
 		if err != nil && status.Code(err) != codes.Unavailable {
 			t.Fatalf("heartbeat %s: %v", id, err)
 		}

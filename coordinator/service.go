@@ -292,25 +292,30 @@ func (s *Service) assignment(id string) (*pb.Assignment, error) {
 	if err != nil || a.GetJobId() == "" {
 		return a, err
 	}
-	if wait := s.hold(a.GetRing()); len(wait) > 0 {
-		a.WaitingFor = wait
-		a.WaitReason = s.holdReason(wait)
+	if wait, why := s.hold(a.GetJobId(), a.GetRing()); len(wait) > 0 {
+		a.WaitingFor, a.WaitReason = wait, why
 	}
 	return a, nil
 }
 
-// hold returns the members of ring this leader has not heard from while it
-// waits for them (empty when it does not).
-func (s *Service) hold(ring []*pb.RingMember) []string {
+// hold returns the members of job's ring that a generation waits for on
+// this leader, and why: those it has not heard from since its election
+// (after a whole-cluster restart, the interrupted ring's members coming
+// back), else those that have not built the job's replica yet (at a job's
+// start), each wait bounded by the rejoin wait. Empty when none.
+func (s *Service) hold(job string, ring []*pb.RingMember) ([]string, string) {
 	ids := make([]string, len(ring))
 	for i, m := range ring {
 		ids[i] = m.GetWorkerId()
 	}
-	return s.leases.unconfirmed(ids, time.Now())
-}
-
-func (s *Service) holdReason(wait []string) string {
-	return fmt.Sprintf("waiting up to %v after a leader change for ring members to come back: %v", s.rejoinWait, wait)
+	now := time.Now()
+	if wait := s.leases.unconfirmed(ids, now); len(wait) > 0 {
+		return wait, fmt.Sprintf("waiting up to %v after a leader change for ring members to come back: %v", s.rejoinWait, wait)
+	}
+	if wait := s.leases.unready(ids, job, now, s.rejoinWait); len(wait) > 0 {
+		return wait, fmt.Sprintf("waiting up to %v for ring members to build the job's replica: %v", s.rejoinWait, wait)
+	}
+	return nil, ""
 }
 
 // Join registers a worker and starts its lease. A worker's first join is
@@ -338,7 +343,7 @@ func (s *Service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 		if err != nil {
 			return nil, err
 		}
-		s.leases.renew(req.GetWorkerId(), time.Now().Add(s.lease))
+		s.leases.renew(req.GetWorkerId(), time.Now().Add(s.lease), req.GetReadyJob())
 		a, err := s.assignment(req.GetWorkerId())
 		if err != nil {
 			return nil, err
@@ -372,7 +377,7 @@ func (s *Service) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 		if req.GetAddr() != "" && w != req.GetAddr() {
 			return nil, fmt.Errorf("worker id %q is held by the worker at %s, not %s: %w", req.GetWorkerId(), w, req.GetAddr(), ErrAlreadyExists)
 		}
-		s.leases.renew(req.GetWorkerId(), time.Now().Add(s.lease))
+		s.leases.renew(req.GetWorkerId(), time.Now().Add(s.lease), req.GetReadyJob())
 		a, err := s.assignment(req.GetWorkerId())
 		if err != nil {
 			return nil, err
@@ -595,8 +600,8 @@ func (s *Service) Status(ctx context.Context, req *pb.StatusRequest) (*pb.Status
 			if j.GetState() != JobRunning {
 				continue
 			}
-			if wait := s.hold(resp.Ring); len(wait) > 0 {
-				j.State, j.WaitingFor, j.WaitingReason = JobWaiting, wait, s.holdReason(wait)
+			if wait, why := s.hold(j.GetId(), resp.Ring); len(wait) > 0 {
+				j.State, j.WaitingFor, j.WaitingReason = JobWaiting, wait, why
 			}
 		}
 	}

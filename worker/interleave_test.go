@@ -57,19 +57,28 @@ func startCoordinator(t *testing.T) (string, *coordinator.Client) {
 	return addr, cl
 }
 
-// runWorker starts a worker on loopback and runs it until the test ends. Its
+// runWorker starts a worker on loopback and runs it until the test ends
+// (ring timeout 30 s; see runWorkerWith). Its
 // ring timeout is long: under the race detector on a loaded machine a sync
 // can stall for seconds, and these tests are not about timeouts.
 func runWorker(t *testing.T, coord string, onStep func(StepInfo), hook func(w *Worker) func(int64, int)) *Worker {
 	t.Helper()
+	return runWorkerWith(t, coord, 30*time.Second, onStep, hook, nil)
+}
+
+// runWorkerWith is runWorker with a ring timeout and a hook run before
+// each replica is built.
+func runWorkerWith(t *testing.T, coord string, ringTimeout time.Duration, onStep func(StepInfo), hook func(w *Worker) func(int64, int), openHook func()) *Worker {
+	t.Helper()
 	w, err := New(Config{Coordinators: []string{coord}, Listen: "127.0.0.1:0", DataDir: t.TempDir(),
-		Threads: 1, RingTimeout: 30 * time.Second, Logger: testLogger(), OnStep: onStep})
+		Threads: 1, RingTimeout: ringTimeout, Logger: testLogger(), OnStep: onStep})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if hook != nil {
 		w.testBucketHook = hook(w)
 	}
+	w.testOpenHook = openHook
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
@@ -202,5 +211,49 @@ func awaitStatus(t *testing.T, cl *coordinator.Client, what string, cond func(*p
 			t.Fatalf("waiting for %s: last status %v, %v", what, st, err)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestJobWaitsForReplicas: at a job's start, a member that takes longer
+// than the ring timeout to build its replica is waited for: the first
+// generation starts when every member is ready, with no failed generation
+// (before, the others' sync timed out and the ring was formed again, once
+// per timeout, until the slow one was ready).
+func TestJobWaitsForReplicas(t *testing.T) {
+	coord, cl := startCoordinator(t)
+	const ringTimeout = time.Second
+	steps := map[string]int64{}
+	var mu sync.Mutex
+	onStep := func(s StepInfo) {
+		mu.Lock()
+		defer mu.Unlock()
+		steps[s.WorkerID] = s.Step
+	}
+	runWorkerWith(t, coord, ringTimeout, onStep, nil, nil)
+	runWorkerWith(t, coord, ringTimeout, onStep, nil, func() { time.Sleep(3 * ringTimeout) })
+	awaitStatus(t, cl, "two workers", func(s *pb.StatusResponse) bool { return len(s.GetWorkers()) == 2 })
+	st, err := cl.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := st.GetGeneration()
+	if _, err := cl.Submit(context.Background(), &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 16, Steps: 6, Lr: 1e-3, Seed: 3, MinWorkers: 1}); err != nil {
+		t.Fatal(err)
+	}
+	st = awaitStatus(t, cl, "the job done", func(s *pb.StatusResponse) bool {
+		return len(s.GetJobs()) > 0 && s.GetJobs()[0].GetState() == coordinator.JobDone
+	})
+	if st.GetGeneration() != before {
+		t.Errorf("generation went from %d to %d: a generation failed while the slow worker built its replica", before, st.GetGeneration())
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(steps) != 2 {
+		t.Errorf("workers that trained: %v, want both", steps)
+	}
+	for id, s := range steps {
+		if s != 6 {
+			t.Errorf("worker %s ended at step %d", id, s)
+		}
 	}
 }

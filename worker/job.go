@@ -76,6 +76,9 @@ type job struct {
 // checkpoint in its directory if there is one, else from the job's seed
 // (as `gencluster train` starts).
 func (w *Worker) openJob(ctx context.Context, a *pb.Assignment) (*job, error) {
+	if w.testOpenHook != nil {
+		w.testOpenHook()
+	}
 	spec := a.GetJob()
 	if spec.GetSteps() > maxSteps {
 		return nil, fmt.Errorf("job %s: %d steps, more than the %d a worker can count", a.GetJobId(), spec.GetSteps(), maxSteps)

@@ -110,9 +110,10 @@ func (l *loop) idle(ctx context.Context) {
 	}
 }
 
-// opening builds the assigned job's replica. A worker that cannot (say,
-// its data set has the wrong shape) is taken out of that job's ring with
-// its reason, rather than failing the job for everyone or stalling it.
+// opening builds the assigned job's replica and tells the coordinators it
+// is ready. A worker that cannot (say, its data set has the wrong shape) is
+// taken out of that job's ring with its reason, rather than failing the job
+// for everyone or stalling it.
 func (l *loop) opening(ctx context.Context) {
 	if l.j != nil {
 		l.j.close()
@@ -134,6 +135,12 @@ func (l *loop) opening(ctx context.Context) {
 		return
 	}
 	l.j, l.phase = j, phaseEntering
+	// Tell the coordinators at once: the job's first generation is held
+	// until every ring member has built its replica.
+	l.w.setReady(j.id)
+	if err := l.w.heartbeat(ctx); err != nil && ctx.Err() == nil {
+		l.w.log.Debug("heartbeat after building the replica", "err", err)
+	}
 }
 
 // entering sets the ring member to the assignment's generation, unless

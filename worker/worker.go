@@ -85,9 +85,10 @@ type Worker struct {
 	member *allreduce.Member
 	client *coordinator.Client
 
-	assign  atomic.Pointer[pb.Assignment]
-	changed chan struct{} // cap 1: assign changed
-	leaseMs atomic.Int64
+	assign   atomic.Pointer[pb.Assignment]
+	readyJob atomic.Pointer[string] // the job whose replica this worker has built; told to the coordinators
+	changed  chan struct{}          // cap 1: assign changed
+	leaseMs  atomic.Int64
 
 	ringMu sync.Mutex
 	ring   *allreduce.Generation // the ring member's current generation; nil before the first
@@ -99,8 +100,10 @@ type Worker struct {
 	closed   bool
 
 	// testBucketHook, if set (by tests, before Run), runs on the train
-	// loop before each gradient bucket of a step is started.
+	// loop before each gradient bucket of a step is started;
+	// testOpenHook before each replica is built.
 	testBucketHook func(step int64, bucket int)
+	testOpenHook   func()
 }
 
 // New opens the worker's listener and gRPC server (serving the ring
@@ -298,6 +301,7 @@ func (w *Worker) prepare(ctx context.Context) *job {
 			w.log.Warn("cannot build the running job's replica", "job", j.GetId(), "err", err)
 			return nil
 		}
+		w.setReady(nj.id)
 		return nj
 	}
 	return nil
@@ -321,7 +325,7 @@ func (w *Worker) join(ctx context.Context, first bool) error {
 	warned := start
 	for {
 		actx, cancel := context.WithTimeout(ctx, joinAttempt)
-		r, err := w.client.Join(actx, &pb.JoinRequest{WorkerId: w.id, Addr: w.Addr(), Secret: w.secret})
+		r, err := w.client.Join(actx, &pb.JoinRequest{WorkerId: w.id, Addr: w.Addr(), Secret: w.secret, ReadyJob: w.ready()})
 		cancel()
 		switch {
 		case err == nil:
@@ -366,6 +370,17 @@ func (w *Worker) join(ctx context.Context, first bool) error {
 		}
 	}
 }
+
+// ready is the job whose replica this worker holds ("" if none).
+func (w *Worker) ready() string {
+	if p := w.readyJob.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// setReady records the job whose replica this worker holds.
+func (w *Worker) setReady(job string) { w.readyJob.Store(&job) }
 
 // errTakenOver ends Run when another process took this worker's id over.
 var errTakenOver = errors.New("this worker's id was taken over by a process at another address (holding its secret)")
@@ -419,7 +434,7 @@ func (w *Worker) heartbeat(ctx context.Context) error {
 	if a := w.assign.Load(); a != nil {
 		gen = a.GetGeneration()
 	}
-	r, err := w.client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: w.id, Addr: w.Addr(), Generation: gen})
+	r, err := w.client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: w.id, Addr: w.Addr(), Generation: gen, ReadyJob: w.ready()})
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.NotFound:

@@ -36,6 +36,7 @@ type JoinRequest struct {
 	// its data dir; empty at the first join. With it, a worker restarted on
 	// a new address takes over its registration at once.
 	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	ReadyJob      string `protobuf:"bytes,4,opt,name=ready_job,json=readyJob,proto3" json:"ready_job,omitempty"` // the job whose replica the worker has built before joining ("" if none)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -87,6 +88,13 @@ func (x *JoinRequest) GetAddr() string {
 func (x *JoinRequest) GetSecret() string {
 	if x != nil {
 		return x.Secret
+	}
+	return ""
+}
+
+func (x *JoinRequest) GetReadyJob() string {
+	if x != nil {
+		return x.ReadyJob
 	}
 	return ""
 }
@@ -163,7 +171,8 @@ type HeartbeatRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
 	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"` // the ring generation the worker is in (0: none)
+	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`            // the ring generation the worker is in (0: none)
+	ReadyJob      string                 `protobuf:"bytes,4,opt,name=ready_job,json=readyJob,proto3" json:"ready_job,omitempty"` // the job whose replica the worker has built ("" if none)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -217,6 +226,13 @@ func (x *HeartbeatRequest) GetGeneration() uint64 {
 		return x.Generation
 	}
 	return 0
+}
+
+func (x *HeartbeatRequest) GetReadyJob() string {
+	if x != nil {
+		return x.ReadyJob
+	}
+	return ""
 }
 
 type HeartbeatResponse struct {
@@ -2031,24 +2047,26 @@ var File_gencluster_proto protoreflect.FileDescriptor
 
 const file_gencluster_proto_rawDesc = "" +
 	"\n" +
-	"\x10gencluster.proto\x12\rgencluster.v1\"V\n" +
+	"\x10gencluster.proto\x12\rgencluster.v1\"s\n" +
 	"\vJoinRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x16\n" +
-	"\x06secret\x18\x03 \x01(\tR\x06secret\"\xa0\x01\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\x12\x1b\n" +
+	"\tready_job\x18\x04 \x01(\tR\breadyJob\"\xa0\x01\n" +
 	"\fJoinResponse\x129\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x19.gencluster.v1.AssignmentR\n" +
 	"assignment\x12\x19\n" +
 	"\blease_ms\x18\x02 \x01(\x03R\aleaseMs\x12\"\n" +
 	"\fcoordinators\x18\x03 \x03(\tR\fcoordinators\x12\x16\n" +
-	"\x06secret\x18\x04 \x01(\tR\x06secret\"c\n" +
+	"\x06secret\x18\x04 \x01(\tR\x06secret\"\x80\x01\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
-	"generation\"\x8d\x01\n" +
+	"generation\x12\x1b\n" +
+	"\tready_job\x18\x04 \x01(\tR\breadyJob\"\x8d\x01\n" +
 	"\x11HeartbeatResponse\x129\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x19.gencluster.v1.AssignmentR\n" +

@@ -346,7 +346,9 @@ func TestServiceConcurrentJoins(t *testing.T) {
 			addr := fmt.Sprintf("127.0.0.1:%d", 20000+i)
 			var err error
 			for try := 0; try < 50; try++ {
-				if _, err = m.client.Join(ctx, &pb.JoinRequest{WorkerId: id, Addr: addr}); status.Code(err) != codes.Unavailable {
+				// With a secret: a retry after a lost answer (Unavailable
+				// once the first attempt committed) must find the same one.
+				if _, err = m.client.Join(ctx, &pb.JoinRequest{WorkerId: id, Addr: addr, Secret: "s-" + id}); status.Code(err) != codes.Unavailable {
 					break
 				}
 			}

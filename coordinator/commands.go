@@ -22,7 +22,11 @@ import (
 // Version 2: worker secrets (RegisterWorker.secret_sha256, issued; a
 // registered id at a new address with its secret takes its place), the
 // RenewRing, SetWorkerUnfit and CancelJob commands, RemoveWorkers.job_warning.
-const CommandVersion = 2
+//
+// Version 3: job ids carry the proposer's nonce (SubmitJob.nonce),
+// JobSpec.keep, RecordCheckpoint with holders (a recorded step with the
+// same checksum adds holders).
+const CommandVersion = 3
 
 // Limits of what a command may carry.
 const (
@@ -115,6 +119,9 @@ func ValidateCommand(c *pb.Command) error {
 		if b.SubmitJob == nil {
 			return fmt.Errorf("submit_job: missing: %w", ErrInvalid)
 		}
+		if n := b.SubmitJob.GetNonce(); n != "" && !isNonce(n) {
+			return fmt.Errorf("submit_job: nonce %.20q is not %d lowercase hex digits: %w", n, NonceLen, ErrInvalid)
+		}
 		if err := validateText("request_id", b.SubmitJob.GetRequestId(), false); err != nil {
 			return err
 		}
@@ -189,6 +196,9 @@ func ValidateJobSpec(s *pb.JobSpec) error {
 	}
 	if m := s.GetMinWorkers(); m < 1 || m > MaxWorkers {
 		return fmt.Errorf("job spec: min_workers %d is outside 1..%d: %w", m, MaxWorkers, ErrInvalid)
+	}
+	if k := s.GetKeep(); k < 0 || k > MaxKeep {
+		return fmt.Errorf("job spec: keep %d is outside 0..%d: %w", k, MaxKeep, ErrInvalid)
 	}
 	return nil
 }
@@ -287,7 +297,30 @@ func validateManifest(m *pb.CheckpointManifest) error {
 	if len(m.GetKey()) > maxKeyLen || strings.ContainsRune(m.GetKey(), 0) {
 		return fmt.Errorf("record_checkpoint: key is longer than %d bytes or holds NUL: %w", maxKeyLen, ErrInvalid)
 	}
+	if n := len(m.GetHolders()); n > MaxHolders {
+		return fmt.Errorf("record_checkpoint: %d holders, more than %d: %w", n, MaxHolders, ErrInvalid)
+	}
+	for _, h := range m.GetHolders() {
+		if err := validateID("record_checkpoint: holders", h); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// NonceLen is the length of SubmitJob.nonce: hex digits of random bits.
+const NonceLen = 8
+
+func isNonce(s string) bool {
+	if len(s) != NonceLen {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('0' <= c && c <= '9' || 'a' <= c && c <= 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // validateID accepts 1..MaxIDLen bytes of printable, non-space UTF-8.

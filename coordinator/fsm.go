@@ -101,7 +101,7 @@ func apply(s *State, c *pb.Command) (any, error) {
 	case *pb.Command_FinishJob:
 		return s.finishJob(now, b.FinishJob)
 	case *pb.Command_RecordCheckpoint:
-		return nil, s.recordCheckpoint(b.RecordCheckpoint)
+		return s.recordCheckpoint(b.RecordCheckpoint)
 	case *pb.Command_RenewRing:
 		return s.renewRing(b.RenewRing)
 	case *pb.Command_SetWorkerUnfit:

@@ -566,23 +566,35 @@ func TestFSMRecordCheckpoint(t *testing.T) {
 	}
 	var cps []*pb.CheckpointManifest
 	f.Read(func(s *State) { cps, _ = s.Checkpoints("job-1") })
-	if len(cps) != CheckpointRetention || cps[0].GetStep() != 400 || cps[4].GetStep() != 800 {
+	if len(cps) != DefaultKeep || cps[0].GetStep() != 600 || cps[2].GetStep() != 800 {
 		t.Fatalf("kept %v", cps)
 	}
-	wantErr(t, f, manifest("job-1", 700, "sum700"), ErrInvalid, "behind its latest checkpoint at step 800")
+	wantErr(t, f, manifest("job-1", 650, "sum650"), ErrInvalid, "behind its latest checkpoint at step 800")
 
 	before := encoded(t, f)
 	mustApply(t, f, manifest("job-1", 800, "sum800"))
 	if !bytes.Equal(before, encoded(t, f)) {
 		t.Fatal("an identical manifest changed the state")
 	}
+	// Another checksum at a recorded step: the first one stays.
 	mustApply(t, f, manifest("job-1", 800, "rewritten"))
+	if !bytes.Equal(before, encoded(t, f)) {
+		t.Fatal("a second checkpoint of a recorded step replaced the first")
+	}
+	// Holders of a recorded step accumulate, sorted and without repeats.
+	m := manifest("job-1", 800, "sum800")
+	m.Holders = []string{"c3", "c1"}
+	mustApply(t, f, m)
+	m.Holders = []string{"c2", "c1"}
+	mustApply(t, f, m)
 	j := job(t, f, "job-1")
-	if lc := j.GetLastCheckpoint(); lc.GetStep() != 800 || lc.GetChecksum() != "rewritten" || lc.GetTimeUnixMs() != t0+800 {
+	if lc := j.GetLastCheckpoint(); lc.GetStep() != 800 || lc.GetChecksum() != "sum800" || !slices.Equal(lc.GetHolders(), []string{"c1", "c2", "c3"}) {
 		t.Fatalf("last checkpoint %v", lc)
 	}
+	// An older step than any recorded is refused, as is one between.
+	wantErr(t, f, manifest("job-1", 100, "sum100"), ErrInvalid, "behind")
 	f.Read(func(s *State) { cps, _ = s.Checkpoints("job-1") })
-	if len(cps) != CheckpointRetention {
+	if len(cps) != DefaultKeep {
 		t.Fatalf("kept %d", len(cps))
 	}
 

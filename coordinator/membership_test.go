@@ -218,12 +218,15 @@ func TestLeaderHoldsInterruptedRing(t *testing.T) {
 }
 
 // heartbeat heartbeats a worker through m (retrying while leadership
-// moves) and returns its assignment.
+// moves) and returns its assignment. The worker says it has built the
+// replica of the job the state runs (as a worker does once it has).
 func heartbeat(t *testing.T, m *svcMember, id string) *pb.Assignment {
 	t.Helper()
 	var a *pb.Assignment
 	eventually(t, 5*time.Second, "heartbeat "+id, func() error {
-		r, err := m.client.Heartbeat(context.Background(), &pb.HeartbeatRequest{WorkerId: id, ReadyJob: "job-1"})
+		var ready string
+		m.svc.fsm.Read(func(s *State) { ready = s.RunningJob().GetId() })
+		r, err := m.client.Heartbeat(context.Background(), &pb.HeartbeatRequest{WorkerId: id, ReadyJob: ready})
 		if err != nil && status.Code(err) != codes.Unavailable {
 			t.Fatalf("heartbeat %s: %v", id, err)
 		}

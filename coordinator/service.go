@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -550,7 +551,8 @@ func (s *Service) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.Submit
 		return nil, toStatus(err)
 	}
 	return write(ctx, s, func() (*pb.SubmitResponse, error) {
-		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_SubmitJob{SubmitJob: &pb.SubmitJob{Spec: proto.CloneOf(req.GetJob()), RequestId: req.GetRequestId()}}})
+		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_SubmitJob{SubmitJob: &pb.SubmitJob{
+			Spec: proto.CloneOf(req.GetJob()), RequestId: req.GetRequestId(), Nonce: newNonce()}}})
 		if err != nil {
 			return nil, err
 		}
@@ -560,6 +562,13 @@ func (s *Service) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.Submit
 	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.SubmitResponse, error) {
 		return c.Submit(ctx, req)
 	})
+}
+
+// newNonce draws the random part of a job id (SubmitJob.nonce).
+func newNonce() string {
+	var b [NonceLen / 2]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // statusFromLeader bounds a follower's attempt to answer Status with the

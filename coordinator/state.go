@@ -15,9 +15,16 @@ import (
 // writes and the only one it restores.
 const SnapshotVersion = 1
 
-// CheckpointRetention is how many checkpoint manifests a job keeps (the
-// newest); older ones drop off the list and their data may be collected.
-const CheckpointRetention = 5
+// DefaultKeep is how many checkpoints a job keeps (the newest) when its
+// spec does not say (JobSpec.keep 0); older ones drop off its manifest
+// list and every coordinator deletes their files.
+const DefaultKeep = 3
+
+// MaxKeep bounds JobSpec.keep.
+const MaxKeep = 1000
+
+// MaxHolders bounds a manifest's holders (the coordinators of a group).
+const MaxHolders = 64
 
 // FinishedJobRetention is how many done or failed jobs the state keeps (the
 // most recently finished); older ones are forgotten.
@@ -151,7 +158,7 @@ func (s *State) RunningJob() *pb.JobInfo {
 }
 
 // Checkpoints returns a job's checkpoint manifests, oldest first (at most
-// CheckpointRetention), or an error wrapping ErrNotFound.
+// its keep), or an error wrapping ErrNotFound.
 func (s *State) Checkpoints(jobID string) ([]*pb.CheckpointManifest, error) {
 	j := s.job(jobID)
 	if j == nil {
@@ -184,6 +191,9 @@ func (s *State) Assignment(workerID string) (*pb.Assignment, error) {
 	if j := s.running(); j != nil {
 		a.JobId = j.GetId()
 		a.Job = proto.CloneOf(j.GetSpec())
+		if cp := latest(j); cp != nil {
+			a.Checkpoint = proto.CloneOf(cp)
+		}
 		if s.waiting(j) {
 			// Build the replica, but start no generation yet.
 			a.WaitReason = s.waitingReason(j)
@@ -457,8 +467,9 @@ func (s *State) removeWorkers(c *pb.RemoveWorkers) (uint64, error) {
 	return s.r.Generation, nil
 }
 
-// submitJob queues a job named "job-<n>" (n counts submissions from 1) and
-// starts it if none runs. It returns the job's id.
+// submitJob queues a job named "job-<n>-<nonce>" (n counts submissions
+// from 1; the proposer drew the nonce) and starts it if none runs. It
+// returns the job's id.
 func (s *State) submitJob(nowMs int64, c *pb.SubmitJob) (string, error) {
 	if rid := c.GetRequestId(); rid != "" {
 		for _, j := range s.r.Jobs {
@@ -469,6 +480,9 @@ func (s *State) submitJob(nowMs int64, c *pb.SubmitJob) (string, error) {
 	}
 	s.r.JobsSubmitted++
 	id := fmt.Sprintf("job-%d", s.r.JobsSubmitted)
+	if n := c.GetNonce(); n != "" {
+		id += "-" + n
+	}
 	s.r.Jobs = append(s.r.Jobs, &pb.JobRecord{
 		Id:              id,
 		Spec:            proto.CloneOf(c.GetSpec()),
@@ -527,34 +541,54 @@ func (s *State) finishJob(nowMs int64, c *pb.FinishJob) (string, error) {
 }
 
 // recordCheckpoint adds a manifest to a started job's list, keeping the
-// newest CheckpointRetention. Steps never go back; a manifest for the
-// latest step replaces it (that checkpoint was written again), an identical
-// one is a no-op.
-func (s *State) recordCheckpoint(c *pb.RecordCheckpoint) error {
+// newest keep (the newest is never dropped: keep is at least 1). Steps
+// never go back. A manifest for a recorded step with the same checksum adds
+// its holders (a coordinator caught up); with another checksum it changes
+// nothing (the first recorded stays: both hold the same step's state). A
+// manifest older than the list's oldest is refused. It returns the
+// manifest as recorded.
+func (s *State) recordCheckpoint(c *pb.RecordCheckpoint) (*pb.CheckpointManifest, error) {
 	m := c.GetManifest()
 	j := s.job(m.GetJobId())
 	switch {
 	case j == nil:
-		return fmt.Errorf("checkpoint of job %q: %w", m.GetJobId(), ErrNotFound)
+		return nil, fmt.Errorf("checkpoint of job %q: %w", m.GetJobId(), ErrNotFound)
 	case j.GetState() == pb.JobState_JOB_STATE_QUEUED:
-		return fmt.Errorf("checkpoint of job %q: it is queued: %w", j.GetId(), ErrNotRunning)
+		return nil, fmt.Errorf("checkpoint of job %q: it is queued: %w", j.GetId(), ErrNotRunning)
 	case m.GetStep() > j.GetSpec().GetSteps():
-		return fmt.Errorf("checkpoint of job %q: step %d is past its %d steps: %w", j.GetId(), m.GetStep(), j.GetSpec().GetSteps(), ErrInvalid)
+		return nil, fmt.Errorf("checkpoint of job %q: step %d is past its %d steps: %w", j.GetId(), m.GetStep(), j.GetSpec().GetSteps(), ErrInvalid)
 	}
-	if last := latest(j); last != nil {
-		switch {
-		case m.GetStep() < last.GetStep():
-			return fmt.Errorf("checkpoint of job %q: step %d is behind its latest checkpoint at step %d: %w", j.GetId(), m.GetStep(), last.GetStep(), ErrInvalid)
-		case m.GetStep() == last.GetStep():
-			j.Checkpoints[len(j.Checkpoints)-1] = proto.CloneOf(m)
-			return nil
+	if i := slices.IndexFunc(j.Checkpoints, func(o *pb.CheckpointManifest) bool { return o.GetStep() == m.GetStep() }); i >= 0 {
+		have := j.Checkpoints[i]
+		if have.GetChecksum() == m.GetChecksum() {
+			for _, h := range m.GetHolders() {
+				if !slices.Contains(have.Holders, h) && len(have.Holders) < MaxHolders {
+					have.Holders = append(have.Holders, h)
+				}
+			}
+			slices.Sort(have.Holders)
 		}
+		return proto.CloneOf(have), nil
 	}
-	j.Checkpoints = append(j.Checkpoints, proto.CloneOf(m))
-	if n := len(j.Checkpoints) - CheckpointRetention; n > 0 {
+	if last := latest(j); last != nil && m.GetStep() < last.GetStep() {
+		return nil, fmt.Errorf("checkpoint of job %q: step %d is behind its latest checkpoint at step %d: %w", j.GetId(), m.GetStep(), last.GetStep(), ErrInvalid)
+	}
+	add := proto.CloneOf(m)
+	slices.Sort(add.Holders)
+	add.Holders = slices.Compact(add.Holders)
+	j.Checkpoints = append(j.Checkpoints, add)
+	if n := len(j.Checkpoints) - keepOf(j.GetSpec()); n > 0 {
 		j.Checkpoints = slices.Delete(j.Checkpoints, 0, n)
 	}
-	return nil
+	return proto.CloneOf(add), nil
+}
+
+// keepOf is how many checkpoints a job keeps.
+func keepOf(spec *pb.JobSpec) int {
+	if k := int(spec.GetKeep()); k > 0 {
+		return k
+	}
+	return DefaultKeep
 }
 
 // startNext starts the first queued job, if any, and returns its id.
@@ -663,7 +697,8 @@ func (s *State) jobInfo(j *pb.JobRecord) *pb.JobInfo {
 		}
 	}
 	if cp := latest(j); cp != nil {
-		info.LastCheckpoint = &pb.CheckpointInfo{Step: cp.GetStep(), TimeUnixMs: cp.GetTimeUnixMs(), Checksum: cp.GetChecksum()}
+		info.LastCheckpoint = &pb.CheckpointInfo{Step: cp.GetStep(), TimeUnixMs: cp.GetTimeUnixMs(), Checksum: cp.GetChecksum(),
+			SizeBytes: cp.GetSizeBytes(), Holders: slices.Clone(cp.GetHolders())}
 	}
 	return info
 }

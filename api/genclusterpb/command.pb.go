@@ -633,9 +633,13 @@ func (x *CancelJob) GetReason() string {
 // SubmitJob queues a job. The state machine names it ("job-<n>" from its own
 // counter) and returns the id; the proposer does not choose it.
 type SubmitJob struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Spec          *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
-	RequestId     string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"` // idempotency key (SubmitRequest.request_id); may be empty
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Spec      *JobSpec               `protobuf:"bytes,1,opt,name=spec,proto3" json:"spec,omitempty"`
+	RequestId string                 `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"` // idempotency key (SubmitRequest.request_id); may be empty
+	// nonce is drawn at random by the proposer: the job is named
+	// "job-<n>-<nonce>", so ids never repeat across re-bootstrapped groups
+	// (whose counters start again at 1). Empty in older logs: "job-<n>".
+	Nonce         string `protobuf:"bytes,3,opt,name=nonce,proto3" json:"nonce,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -680,6 +684,13 @@ func (x *SubmitJob) GetSpec() *JobSpec {
 func (x *SubmitJob) GetRequestId() string {
 	if x != nil {
 		return x.RequestId
+	}
+	return ""
+}
+
+func (x *SubmitJob) GetNonce() string {
+	if x != nil {
+		return x.Nonce
 	}
 	return ""
 }
@@ -822,7 +833,11 @@ func (x *FinishJob) GetMessage() string {
 	return ""
 }
 
-// RecordCheckpoint adds a durable checkpoint to the job's manifest list.
+// RecordCheckpoint adds a checkpoint a majority of coordinators hold to
+// the job's manifest list (the last JobSpec.keep are kept). For a step
+// already recorded with the same checksum it adds the manifest's holders
+// (a coordinator that caught up); with another checksum it is a no-op
+// (the first one recorded stays).
 type RecordCheckpoint struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Manifest      *CheckpointManifest    `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
@@ -867,115 +882,6 @@ func (x *RecordCheckpoint) GetManifest() *CheckpointManifest {
 	return nil
 }
 
-// CheckpointManifest describes one durable checkpoint of a job.
-type CheckpointManifest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
-	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`                                 // completed steps it holds
-	Checksum      string                 `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"`                          // hex SHA-256 (package checkpoint)
-	TimeUnixMs    int64                  `protobuf:"varint,4,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"` // when the writer finished it
-	SizeBytes     int64                  `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
-	Generation    uint64                 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`                // ring generation that wrote it
-	WorldSize     int32                  `protobuf:"varint,7,opt,name=world_size,json=worldSize,proto3" json:"world_size,omitempty"` // ranks in that ring (bit-for-bit resumes need the same)
-	WriterId      string                 `protobuf:"bytes,8,opt,name=writer_id,json=writerId,proto3" json:"writer_id,omitempty"`     // worker that wrote it
-	Key           string                 `protobuf:"bytes,9,opt,name=key,proto3" json:"key,omitempty"`                               // where it is stored (name in the checkpoint store)
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CheckpointManifest) Reset() {
-	*x = CheckpointManifest{}
-	mi := &file_command_proto_msgTypes[10]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CheckpointManifest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CheckpointManifest) ProtoMessage() {}
-
-func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[10]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CheckpointManifest.ProtoReflect.Descriptor instead.
-func (*CheckpointManifest) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{10}
-}
-
-func (x *CheckpointManifest) GetJobId() string {
-	if x != nil {
-		return x.JobId
-	}
-	return ""
-}
-
-func (x *CheckpointManifest) GetStep() int64 {
-	if x != nil {
-		return x.Step
-	}
-	return 0
-}
-
-func (x *CheckpointManifest) GetChecksum() string {
-	if x != nil {
-		return x.Checksum
-	}
-	return ""
-}
-
-func (x *CheckpointManifest) GetTimeUnixMs() int64 {
-	if x != nil {
-		return x.TimeUnixMs
-	}
-	return 0
-}
-
-func (x *CheckpointManifest) GetSizeBytes() int64 {
-	if x != nil {
-		return x.SizeBytes
-	}
-	return 0
-}
-
-func (x *CheckpointManifest) GetGeneration() uint64 {
-	if x != nil {
-		return x.Generation
-	}
-	return 0
-}
-
-func (x *CheckpointManifest) GetWorldSize() int32 {
-	if x != nil {
-		return x.WorldSize
-	}
-	return 0
-}
-
-func (x *CheckpointManifest) GetWriterId() string {
-	if x != nil {
-		return x.WriterId
-	}
-	return ""
-}
-
-func (x *CheckpointManifest) GetKey() string {
-	if x != nil {
-		return x.Key
-	}
-	return ""
-}
-
 // StateSnapshot is the whole state machine, as raft snapshots store it.
 type StateSnapshot struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -991,7 +897,7 @@ type StateSnapshot struct {
 
 func (x *StateSnapshot) Reset() {
 	*x = StateSnapshot{}
-	mi := &file_command_proto_msgTypes[11]
+	mi := &file_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +909,7 @@ func (x *StateSnapshot) String() string {
 func (*StateSnapshot) ProtoMessage() {}
 
 func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[11]
+	mi := &file_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +922,7 @@ func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSnapshot.ProtoReflect.Descriptor instead.
 func (*StateSnapshot) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{11}
+	return file_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *StateSnapshot) GetVersion() uint32 {
@@ -1074,7 +980,7 @@ type WorkerRecord struct {
 
 func (x *WorkerRecord) Reset() {
 	*x = WorkerRecord{}
-	mi := &file_command_proto_msgTypes[12]
+	mi := &file_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1086,7 +992,7 @@ func (x *WorkerRecord) String() string {
 func (*WorkerRecord) ProtoMessage() {}
 
 func (x *WorkerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[12]
+	mi := &file_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1099,7 +1005,7 @@ func (x *WorkerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerRecord.ProtoReflect.Descriptor instead.
 func (*WorkerRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{12}
+	return file_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *WorkerRecord) GetId() string {
@@ -1150,7 +1056,7 @@ type WorkerIdentity struct {
 
 func (x *WorkerIdentity) Reset() {
 	*x = WorkerIdentity{}
-	mi := &file_command_proto_msgTypes[13]
+	mi := &file_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1162,7 +1068,7 @@ func (x *WorkerIdentity) String() string {
 func (*WorkerIdentity) ProtoMessage() {}
 
 func (x *WorkerIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[13]
+	mi := &file_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1175,7 +1081,7 @@ func (x *WorkerIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerIdentity.ProtoReflect.Descriptor instead.
 func (*WorkerIdentity) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{13}
+	return file_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WorkerIdentity) GetId() string {
@@ -1212,7 +1118,7 @@ type JobRecord struct {
 	FinishedUnixMs     int64                  `protobuf:"varint,9,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
 	Message            string                 `protobuf:"bytes,10,opt,name=message,proto3" json:"message,omitempty"`
 	ProgressGeneration uint64                 `protobuf:"varint,11,opt,name=progress_generation,json=progressGeneration,proto3" json:"progress_generation,omitempty"` // generation of the last progress report
-	Checkpoints        []*CheckpointManifest  `protobuf:"bytes,12,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`                                          // oldest first, at most coordinator.CheckpointRetention
+	Checkpoints        []*CheckpointManifest  `protobuf:"bytes,12,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`                                          // oldest first, at most JobSpec.keep
 	RequestId          string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`                             // the submit's idempotency key, if it had one
 	Warnings           []string               `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`                                                // what went wrong without failing the job (bounded)
 	unknownFields      protoimpl.UnknownFields
@@ -1221,7 +1127,7 @@ type JobRecord struct {
 
 func (x *JobRecord) Reset() {
 	*x = JobRecord{}
-	mi := &file_command_proto_msgTypes[14]
+	mi := &file_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1233,7 +1139,7 @@ func (x *JobRecord) String() string {
 func (*JobRecord) ProtoMessage() {}
 
 func (x *JobRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[14]
+	mi := &file_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1246,7 +1152,7 @@ func (x *JobRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
 func (*JobRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{14}
+	return file_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *JobRecord) GetId() string {
@@ -1396,11 +1302,12 @@ const file_command_proto_rawDesc = "" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\":\n" +
 	"\tCancelJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x16\n" +
-	"\x06reason\x18\x02 \x01(\tR\x06reason\"V\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"l\n" +
 	"\tSubmitJob\x12*\n" +
 	"\x04spec\x18\x01 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"\x95\x01\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x14\n" +
+	"\x05nonce\x18\x03 \x01(\tR\x05nonce\"\x95\x01\n" +
 	"\x0eReportProgress\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1e\n" +
 	"\n" +
@@ -1414,22 +1321,7 @@ const file_command_proto_rawDesc = "" +
 	"\x05state\x18\x02 \x01(\x0e2\x17.gencluster.v1.JobStateR\x05state\x12\x18\n" +
 	"\amessage\x18\x03 \x01(\tR\amessage\"Q\n" +
 	"\x10RecordCheckpoint\x12=\n" +
-	"\bmanifest\x18\x01 \x01(\v2!.gencluster.v1.CheckpointManifestR\bmanifest\"\x8a\x02\n" +
-	"\x12CheckpointManifest\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
-	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x1a\n" +
-	"\bchecksum\x18\x03 \x01(\tR\bchecksum\x12 \n" +
-	"\ftime_unix_ms\x18\x04 \x01(\x03R\n" +
-	"timeUnixMs\x12\x1d\n" +
-	"\n" +
-	"size_bytes\x18\x05 \x01(\x03R\tsizeBytes\x12\x1e\n" +
-	"\n" +
-	"generation\x18\x06 \x01(\x04R\n" +
-	"generation\x12\x1d\n" +
-	"\n" +
-	"world_size\x18\a \x01(\x05R\tworldSize\x12\x1b\n" +
-	"\twriter_id\x18\b \x01(\tR\bwriterId\x12\x10\n" +
-	"\x03key\x18\t \x01(\tR\x03key\"\x94\x02\n" +
+	"\bmanifest\x18\x01 \x01(\v2!.gencluster.v1.CheckpointManifestR\bmanifest\"\x94\x02\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1e\n" +
 	"\n" +
@@ -1489,7 +1381,7 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_command_proto_goTypes = []any{
 	(JobState)(0),              // 0: gencluster.v1.JobState
 	(*Command)(nil),            // 1: gencluster.v1.Command
@@ -1502,12 +1394,12 @@ var file_command_proto_goTypes = []any{
 	(*ReportProgress)(nil),     // 8: gencluster.v1.ReportProgress
 	(*FinishJob)(nil),          // 9: gencluster.v1.FinishJob
 	(*RecordCheckpoint)(nil),   // 10: gencluster.v1.RecordCheckpoint
-	(*CheckpointManifest)(nil), // 11: gencluster.v1.CheckpointManifest
-	(*StateSnapshot)(nil),      // 12: gencluster.v1.StateSnapshot
-	(*WorkerRecord)(nil),       // 13: gencluster.v1.WorkerRecord
-	(*WorkerIdentity)(nil),     // 14: gencluster.v1.WorkerIdentity
-	(*JobRecord)(nil),          // 15: gencluster.v1.JobRecord
-	(*JobSpec)(nil),            // 16: gencluster.v1.JobSpec
+	(*StateSnapshot)(nil),      // 11: gencluster.v1.StateSnapshot
+	(*WorkerRecord)(nil),       // 12: gencluster.v1.WorkerRecord
+	(*WorkerIdentity)(nil),     // 13: gencluster.v1.WorkerIdentity
+	(*JobRecord)(nil),          // 14: gencluster.v1.JobRecord
+	(*JobSpec)(nil),            // 15: gencluster.v1.JobSpec
+	(*CheckpointManifest)(nil), // 16: gencluster.v1.CheckpointManifest
 }
 var file_command_proto_depIdxs = []int32{
 	2,  // 0: gencluster.v1.Command.register_worker:type_name -> gencluster.v1.RegisterWorker
@@ -1519,15 +1411,15 @@ var file_command_proto_depIdxs = []int32{
 	4,  // 6: gencluster.v1.Command.renew_ring:type_name -> gencluster.v1.RenewRing
 	5,  // 7: gencluster.v1.Command.set_worker_unfit:type_name -> gencluster.v1.SetWorkerUnfit
 	6,  // 8: gencluster.v1.Command.cancel_job:type_name -> gencluster.v1.CancelJob
-	16, // 9: gencluster.v1.SubmitJob.spec:type_name -> gencluster.v1.JobSpec
+	15, // 9: gencluster.v1.SubmitJob.spec:type_name -> gencluster.v1.JobSpec
 	0,  // 10: gencluster.v1.FinishJob.state:type_name -> gencluster.v1.JobState
-	11, // 11: gencluster.v1.RecordCheckpoint.manifest:type_name -> gencluster.v1.CheckpointManifest
-	13, // 12: gencluster.v1.StateSnapshot.workers:type_name -> gencluster.v1.WorkerRecord
-	15, // 13: gencluster.v1.StateSnapshot.jobs:type_name -> gencluster.v1.JobRecord
-	14, // 14: gencluster.v1.StateSnapshot.identities:type_name -> gencluster.v1.WorkerIdentity
-	16, // 15: gencluster.v1.JobRecord.spec:type_name -> gencluster.v1.JobSpec
+	16, // 11: gencluster.v1.RecordCheckpoint.manifest:type_name -> gencluster.v1.CheckpointManifest
+	12, // 12: gencluster.v1.StateSnapshot.workers:type_name -> gencluster.v1.WorkerRecord
+	14, // 13: gencluster.v1.StateSnapshot.jobs:type_name -> gencluster.v1.JobRecord
+	13, // 14: gencluster.v1.StateSnapshot.identities:type_name -> gencluster.v1.WorkerIdentity
+	15, // 15: gencluster.v1.JobRecord.spec:type_name -> gencluster.v1.JobSpec
 	0,  // 16: gencluster.v1.JobRecord.state:type_name -> gencluster.v1.JobState
-	11, // 17: gencluster.v1.JobRecord.checkpoints:type_name -> gencluster.v1.CheckpointManifest
+	16, // 17: gencluster.v1.JobRecord.checkpoints:type_name -> gencluster.v1.CheckpointManifest
 	18, // [18:18] is the sub-list for method output_type
 	18, // [18:18] is the sub-list for method input_type
 	18, // [18:18] is the sub-list for extension type_name
@@ -1558,7 +1450,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   15,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

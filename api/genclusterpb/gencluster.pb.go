@@ -523,7 +523,10 @@ type Assignment struct {
 	WaitReason string   `protobuf:"bytes,7,opt,name=wait_reason,json=waitReason,proto3" json:"wait_reason,omitempty"`
 	// unfit_reason is set when this worker is out of the running job's ring
 	// because it could not build the job's replica.
-	UnfitReason   string `protobuf:"bytes,8,opt,name=unfit_reason,json=unfitReason,proto3" json:"unfit_reason,omitempty"`
+	UnfitReason string `protobuf:"bytes,8,opt,name=unfit_reason,json=unfitReason,proto3" json:"unfit_reason,omitempty"`
+	// checkpoint is the job's latest committed checkpoint: a worker with no
+	// newer state of the job fetches it and resumes from there.
+	Checkpoint    *CheckpointManifest `protobuf:"bytes,9,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -614,6 +617,13 @@ func (x *Assignment) GetUnfitReason() string {
 	return ""
 }
 
+func (x *Assignment) GetCheckpoint() *CheckpointManifest {
+	if x != nil {
+		return x.Checkpoint
+	}
+	return nil
+}
+
 type RingMember struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
@@ -676,6 +686,7 @@ type JobSpec struct {
 	Seed            uint64                 `protobuf:"varint,6,opt,name=seed,proto3" json:"seed,omitempty"`
 	CheckpointEvery int64                  `protobuf:"varint,7,opt,name=checkpoint_every,json=checkpointEvery,proto3" json:"checkpoint_every,omitempty"`
 	MinWorkers      int32                  `protobuf:"varint,8,opt,name=min_workers,json=minWorkers,proto3" json:"min_workers,omitempty"`
+	Keep            int32                  `protobuf:"varint,9,opt,name=keep,proto3" json:"keep,omitempty"` // checkpoints the coordinators keep (0: coordinator.DefaultKeep)
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -762,6 +773,13 @@ func (x *JobSpec) GetCheckpointEvery() int64 {
 func (x *JobSpec) GetMinWorkers() int32 {
 	if x != nil {
 		return x.MinWorkers
+	}
+	return 0
+}
+
+func (x *JobSpec) GetKeep() int32 {
+	if x != nil {
+		return x.Keep
 	}
 	return 0
 }
@@ -1276,6 +1294,8 @@ type CheckpointInfo struct {
 	Step          int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
 	TimeUnixMs    int64                  `protobuf:"varint,2,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
 	Checksum      string                 `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"`
+	SizeBytes     int64                  `protobuf:"varint,4,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`
+	Holders       []string               `protobuf:"bytes,5,rep,name=holders,proto3" json:"holders,omitempty"` // coordinator ids holding it durably
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1331,6 +1351,627 @@ func (x *CheckpointInfo) GetChecksum() string {
 	return ""
 }
 
+func (x *CheckpointInfo) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *CheckpointInfo) GetHolders() []string {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+// CheckpointManifest describes one checkpoint the coordinators hold (it is
+// committed through raft; the bytes are in the coordinators' stores).
+type CheckpointManifest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`                                 // completed steps it holds
+	Checksum      string                 `protobuf:"bytes,3,opt,name=checksum,proto3" json:"checksum,omitempty"`                          // hex SHA-256 of its contents (package checkpoint)
+	TimeUnixMs    int64                  `protobuf:"varint,4,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"` // when the writer copied the state
+	SizeBytes     int64                  `protobuf:"varint,5,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"`      // of the file
+	Generation    uint64                 `protobuf:"varint,6,opt,name=generation,proto3" json:"generation,omitempty"`                     // ring generation that wrote it
+	WorldSize     int32                  `protobuf:"varint,7,opt,name=world_size,json=worldSize,proto3" json:"world_size,omitempty"`      // ranks in that ring (bit-for-bit resumes need the same)
+	WriterId      string                 `protobuf:"bytes,8,opt,name=writer_id,json=writerId,proto3" json:"writer_id,omitempty"`          // worker that wrote it
+	Key           string                 `protobuf:"bytes,9,opt,name=key,proto3" json:"key,omitempty"`                                    // its name in a coordinator's store (job/file)
+	Holders       []string               `protobuf:"bytes,10,rep,name=holders,proto3" json:"holders,omitempty"`                           // coordinator ids that hold it durably (fsynced)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointManifest) Reset() {
+	*x = CheckpointManifest{}
+	mi := &file_gencluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointManifest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointManifest) ProtoMessage() {}
+
+func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointManifest.ProtoReflect.Descriptor instead.
+func (*CheckpointManifest) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CheckpointManifest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CheckpointManifest) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *CheckpointManifest) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+func (x *CheckpointManifest) GetTimeUnixMs() int64 {
+	if x != nil {
+		return x.TimeUnixMs
+	}
+	return 0
+}
+
+func (x *CheckpointManifest) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *CheckpointManifest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *CheckpointManifest) GetWorldSize() int32 {
+	if x != nil {
+		return x.WorldSize
+	}
+	return 0
+}
+
+func (x *CheckpointManifest) GetWriterId() string {
+	if x != nil {
+		return x.WriterId
+	}
+	return ""
+}
+
+func (x *CheckpointManifest) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *CheckpointManifest) GetHolders() []string {
+	if x != nil {
+		return x.Holders
+	}
+	return nil
+}
+
+// CheckpointChunk frames a checkpoint file in transit: the first chunk
+// carries the header (and may carry data), every chunk some of the bytes
+// in order, the last one the SHA-256 of all of them.
+type CheckpointChunk struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Header        *CheckpointHeader      `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
+	FileSha256    []byte                 `protobuf:"bytes,3,opt,name=file_sha256,json=fileSha256,proto3" json:"file_sha256,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointChunk) Reset() {
+	*x = CheckpointChunk{}
+	mi := &file_gencluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointChunk) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointChunk) ProtoMessage() {}
+
+func (x *CheckpointChunk) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointChunk.ProtoReflect.Descriptor instead.
+func (*CheckpointChunk) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *CheckpointChunk) GetHeader() *CheckpointHeader {
+	if x != nil {
+		return x.Header
+	}
+	return nil
+}
+
+func (x *CheckpointChunk) GetData() []byte {
+	if x != nil {
+		return x.Data
+	}
+	return nil
+}
+
+func (x *CheckpointChunk) GetFileSha256() []byte {
+	if x != nil {
+		return x.FileSha256
+	}
+	return nil
+}
+
+// CheckpointHeader says what a stream carries; the receiver checks all of
+// it against the bytes before it stores them.
+type CheckpointHeader struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`
+	SizeBytes     int64                  `protobuf:"varint,3,opt,name=size_bytes,json=sizeBytes,proto3" json:"size_bytes,omitempty"` // bytes of data that follow
+	Checksum      string                 `protobuf:"bytes,4,opt,name=checksum,proto3" json:"checksum,omitempty"`                     // the contents' checksum, as the file records it
+	Generation    uint64                 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	WorldSize     int32                  `protobuf:"varint,6,opt,name=world_size,json=worldSize,proto3" json:"world_size,omitempty"`
+	WriterId      string                 `protobuf:"bytes,7,opt,name=writer_id,json=writerId,proto3" json:"writer_id,omitempty"`
+	TimeUnixMs    int64                  `protobuf:"varint,8,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckpointHeader) Reset() {
+	*x = CheckpointHeader{}
+	mi := &file_gencluster_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckpointHeader) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckpointHeader) ProtoMessage() {}
+
+func (x *CheckpointHeader) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckpointHeader.ProtoReflect.Descriptor instead.
+func (*CheckpointHeader) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *CheckpointHeader) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *CheckpointHeader) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *CheckpointHeader) GetSizeBytes() int64 {
+	if x != nil {
+		return x.SizeBytes
+	}
+	return 0
+}
+
+func (x *CheckpointHeader) GetChecksum() string {
+	if x != nil {
+		return x.Checksum
+	}
+	return ""
+}
+
+func (x *CheckpointHeader) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *CheckpointHeader) GetWorldSize() int32 {
+	if x != nil {
+		return x.WorldSize
+	}
+	return 0
+}
+
+func (x *CheckpointHeader) GetWriterId() string {
+	if x != nil {
+		return x.WriterId
+	}
+	return ""
+}
+
+func (x *CheckpointHeader) GetTimeUnixMs() int64 {
+	if x != nil {
+		return x.TimeUnixMs
+	}
+	return 0
+}
+
+type PutCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Manifest      *CheckpointManifest    `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutCheckpointResponse) Reset() {
+	*x = PutCheckpointResponse{}
+	mi := &file_gencluster_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutCheckpointResponse) ProtoMessage() {}
+
+func (x *PutCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*PutCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *PutCheckpointResponse) GetManifest() *CheckpointManifest {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+type ReplicateCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	CoordinatorId string                 `protobuf:"bytes,1,opt,name=coordinator_id,json=coordinatorId,proto3" json:"coordinator_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReplicateCheckpointResponse) Reset() {
+	*x = ReplicateCheckpointResponse{}
+	mi := &file_gencluster_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReplicateCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReplicateCheckpointResponse) ProtoMessage() {}
+
+func (x *ReplicateCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReplicateCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*ReplicateCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *ReplicateCheckpointResponse) GetCoordinatorId() string {
+	if x != nil {
+		return x.CoordinatorId
+	}
+	return ""
+}
+
+type GetCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Step          int64                  `protobuf:"varint,2,opt,name=step,proto3" json:"step,omitempty"`   // 0: the latest good one
+	Local         bool                   `protobuf:"varint,3,opt,name=local,proto3" json:"local,omitempty"` // only from this coordinator's own store
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetCheckpointRequest) Reset() {
+	*x = GetCheckpointRequest{}
+	mi := &file_gencluster_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetCheckpointRequest) ProtoMessage() {}
+
+func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *GetCheckpointRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *GetCheckpointRequest) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *GetCheckpointRequest) GetLocal() bool {
+	if x != nil {
+		return x.Local
+	}
+	return false
+}
+
+type ListCheckpointsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsRequest) Reset() {
+	*x = ListCheckpointsRequest{}
+	mi := &file_gencluster_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsRequest) ProtoMessage() {}
+
+func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ListCheckpointsRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+type ListCheckpointsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Checkpoints   []*CheckpointManifest  `protobuf:"bytes,1,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"` // jobs in submission order, oldest step first
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListCheckpointsResponse) Reset() {
+	*x = ListCheckpointsResponse{}
+	mi := &file_gencluster_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListCheckpointsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListCheckpointsResponse) ProtoMessage() {}
+
+func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
+func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointManifest {
+	if x != nil {
+		return x.Checkpoints
+	}
+	return nil
+}
+
+type RecordCheckpointRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Manifest      *CheckpointManifest    `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordCheckpointRequest) Reset() {
+	*x = RecordCheckpointRequest{}
+	mi := &file_gencluster_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordCheckpointRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordCheckpointRequest) ProtoMessage() {}
+
+func (x *RecordCheckpointRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordCheckpointRequest.ProtoReflect.Descriptor instead.
+func (*RecordCheckpointRequest) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *RecordCheckpointRequest) GetManifest() *CheckpointManifest {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
+type RecordCheckpointResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Manifest      *CheckpointManifest    `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordCheckpointResponse) Reset() {
+	*x = RecordCheckpointResponse{}
+	mi := &file_gencluster_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordCheckpointResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordCheckpointResponse) ProtoMessage() {}
+
+func (x *RecordCheckpointResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordCheckpointResponse.ProtoReflect.Descriptor instead.
+func (*RecordCheckpointResponse) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *RecordCheckpointResponse) GetManifest() *CheckpointManifest {
+	if x != nil {
+		return x.Manifest
+	}
+	return nil
+}
+
 type ReportProgressRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
@@ -1345,7 +1986,7 @@ type ReportProgressRequest struct {
 
 func (x *ReportProgressRequest) Reset() {
 	*x = ReportProgressRequest{}
-	mi := &file_gencluster_proto_msgTypes[19]
+	mi := &file_gencluster_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1357,7 +1998,7 @@ func (x *ReportProgressRequest) String() string {
 func (*ReportProgressRequest) ProtoMessage() {}
 
 func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[19]
+	mi := &file_gencluster_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1370,7 +2011,7 @@ func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProgressRequest.ProtoReflect.Descriptor instead.
 func (*ReportProgressRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{19}
+	return file_gencluster_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ReportProgressRequest) GetWorkerId() string {
@@ -1423,7 +2064,7 @@ type ReportProgressResponse struct {
 
 func (x *ReportProgressResponse) Reset() {
 	*x = ReportProgressResponse{}
-	mi := &file_gencluster_proto_msgTypes[20]
+	mi := &file_gencluster_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1435,7 +2076,7 @@ func (x *ReportProgressResponse) String() string {
 func (*ReportProgressResponse) ProtoMessage() {}
 
 func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[20]
+	mi := &file_gencluster_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1448,7 +2089,7 @@ func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProgressResponse.ProtoReflect.Descriptor instead.
 func (*ReportProgressResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{20}
+	return file_gencluster_proto_rawDescGZIP(), []int{30}
 }
 
 type FinishJobRequest struct {
@@ -1463,7 +2104,7 @@ type FinishJobRequest struct {
 
 func (x *FinishJobRequest) Reset() {
 	*x = FinishJobRequest{}
-	mi := &file_gencluster_proto_msgTypes[21]
+	mi := &file_gencluster_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1475,7 +2116,7 @@ func (x *FinishJobRequest) String() string {
 func (*FinishJobRequest) ProtoMessage() {}
 
 func (x *FinishJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[21]
+	mi := &file_gencluster_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1488,7 +2129,7 @@ func (x *FinishJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishJobRequest.ProtoReflect.Descriptor instead.
 func (*FinishJobRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{21}
+	return file_gencluster_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *FinishJobRequest) GetWorkerId() string {
@@ -1528,7 +2169,7 @@ type FinishJobResponse struct {
 
 func (x *FinishJobResponse) Reset() {
 	*x = FinishJobResponse{}
-	mi := &file_gencluster_proto_msgTypes[22]
+	mi := &file_gencluster_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1540,7 +2181,7 @@ func (x *FinishJobResponse) String() string {
 func (*FinishJobResponse) ProtoMessage() {}
 
 func (x *FinishJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[22]
+	mi := &file_gencluster_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1553,7 +2194,7 @@ func (x *FinishJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishJobResponse.ProtoReflect.Descriptor instead.
 func (*FinishJobResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{22}
+	return file_gencluster_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *FinishJobResponse) GetNextJobId() string {
@@ -1572,7 +2213,7 @@ type FetchDatasetRequest struct {
 
 func (x *FetchDatasetRequest) Reset() {
 	*x = FetchDatasetRequest{}
-	mi := &file_gencluster_proto_msgTypes[23]
+	mi := &file_gencluster_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1584,7 +2225,7 @@ func (x *FetchDatasetRequest) String() string {
 func (*FetchDatasetRequest) ProtoMessage() {}
 
 func (x *FetchDatasetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[23]
+	mi := &file_gencluster_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1597,7 +2238,7 @@ func (x *FetchDatasetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchDatasetRequest.ProtoReflect.Descriptor instead.
 func (*FetchDatasetRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{23}
+	return file_gencluster_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *FetchDatasetRequest) GetDataset() string {
@@ -1619,7 +2260,7 @@ type DatasetChunk struct {
 
 func (x *DatasetChunk) Reset() {
 	*x = DatasetChunk{}
-	mi := &file_gencluster_proto_msgTypes[24]
+	mi := &file_gencluster_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1631,7 +2272,7 @@ func (x *DatasetChunk) String() string {
 func (*DatasetChunk) ProtoMessage() {}
 
 func (x *DatasetChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[24]
+	mi := &file_gencluster_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1644,7 +2285,7 @@ func (x *DatasetChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetChunk.ProtoReflect.Descriptor instead.
 func (*DatasetChunk) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{24}
+	return file_gencluster_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *DatasetChunk) GetImages() int64 {
@@ -1685,7 +2326,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_gencluster_proto_msgTypes[25]
+	mi := &file_gencluster_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1697,7 +2338,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[25]
+	mi := &file_gencluster_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1710,7 +2351,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{25}
+	return file_gencluster_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *CancelRequest) GetJobId() string {
@@ -1736,7 +2377,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_gencluster_proto_msgTypes[26]
+	mi := &file_gencluster_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1748,7 +2389,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[26]
+	mi := &file_gencluster_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1761,7 +2402,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{26}
+	return file_gencluster_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *CancelResponse) GetNextJobId() string {
@@ -1782,7 +2423,7 @@ type ReportUnfitRequest struct {
 
 func (x *ReportUnfitRequest) Reset() {
 	*x = ReportUnfitRequest{}
-	mi := &file_gencluster_proto_msgTypes[27]
+	mi := &file_gencluster_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1794,7 +2435,7 @@ func (x *ReportUnfitRequest) String() string {
 func (*ReportUnfitRequest) ProtoMessage() {}
 
 func (x *ReportUnfitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[27]
+	mi := &file_gencluster_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1807,7 +2448,7 @@ func (x *ReportUnfitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUnfitRequest.ProtoReflect.Descriptor instead.
 func (*ReportUnfitRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{27}
+	return file_gencluster_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *ReportUnfitRequest) GetWorkerId() string {
@@ -1840,7 +2481,7 @@ type ReportUnfitResponse struct {
 
 func (x *ReportUnfitResponse) Reset() {
 	*x = ReportUnfitResponse{}
-	mi := &file_gencluster_proto_msgTypes[28]
+	mi := &file_gencluster_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1852,7 +2493,7 @@ func (x *ReportUnfitResponse) String() string {
 func (*ReportUnfitResponse) ProtoMessage() {}
 
 func (x *ReportUnfitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[28]
+	mi := &file_gencluster_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1865,7 +2506,7 @@ func (x *ReportUnfitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUnfitResponse.ProtoReflect.Descriptor instead.
 func (*ReportUnfitResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{28}
+	return file_gencluster_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *ReportUnfitResponse) GetGeneration() uint64 {
@@ -1885,7 +2526,7 @@ type AddCoordinatorRequest struct {
 
 func (x *AddCoordinatorRequest) Reset() {
 	*x = AddCoordinatorRequest{}
-	mi := &file_gencluster_proto_msgTypes[29]
+	mi := &file_gencluster_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1897,7 +2538,7 @@ func (x *AddCoordinatorRequest) String() string {
 func (*AddCoordinatorRequest) ProtoMessage() {}
 
 func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[29]
+	mi := &file_gencluster_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1910,7 +2551,7 @@ func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{29}
+	return file_gencluster_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *AddCoordinatorRequest) GetId() string {
@@ -1935,7 +2576,7 @@ type AddCoordinatorResponse struct {
 
 func (x *AddCoordinatorResponse) Reset() {
 	*x = AddCoordinatorResponse{}
-	mi := &file_gencluster_proto_msgTypes[30]
+	mi := &file_gencluster_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1947,7 +2588,7 @@ func (x *AddCoordinatorResponse) String() string {
 func (*AddCoordinatorResponse) ProtoMessage() {}
 
 func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[30]
+	mi := &file_gencluster_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1960,7 +2601,7 @@ func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{30}
+	return file_gencluster_proto_rawDescGZIP(), []int{40}
 }
 
 type RemoveCoordinatorRequest struct {
@@ -1972,7 +2613,7 @@ type RemoveCoordinatorRequest struct {
 
 func (x *RemoveCoordinatorRequest) Reset() {
 	*x = RemoveCoordinatorRequest{}
-	mi := &file_gencluster_proto_msgTypes[31]
+	mi := &file_gencluster_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2625,7 @@ func (x *RemoveCoordinatorRequest) String() string {
 func (*RemoveCoordinatorRequest) ProtoMessage() {}
 
 func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[31]
+	mi := &file_gencluster_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2638,7 @@ func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{31}
+	return file_gencluster_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *RemoveCoordinatorRequest) GetId() string {
@@ -2015,7 +2656,7 @@ type RemoveCoordinatorResponse struct {
 
 func (x *RemoveCoordinatorResponse) Reset() {
 	*x = RemoveCoordinatorResponse{}
-	mi := &file_gencluster_proto_msgTypes[32]
+	mi := &file_gencluster_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2668,7 @@ func (x *RemoveCoordinatorResponse) String() string {
 func (*RemoveCoordinatorResponse) ProtoMessage() {}
 
 func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[32]
+	mi := &file_gencluster_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2681,7 @@ func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{32}
+	return file_gencluster_proto_rawDescGZIP(), []int{42}
 }
 
 var File_gencluster_proto protoreflect.FileDescriptor
@@ -2089,7 +2730,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\x12\x18\n" +
-	"\averdict\x18\x03 \x01(\tR\averdict\"\x95\x02\n" +
+	"\averdict\x18\x03 \x01(\tR\averdict\"\xd8\x02\n" +
 	"\n" +
 	"Assignment\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
@@ -2103,11 +2744,14 @@ const file_gencluster_proto_rawDesc = "" +
 	"waitingFor\x12\x1f\n" +
 	"\vwait_reason\x18\a \x01(\tR\n" +
 	"waitReason\x12!\n" +
-	"\funfit_reason\x18\b \x01(\tR\vunfitReason\"=\n" +
+	"\funfit_reason\x18\b \x01(\tR\vunfitReason\x12A\n" +
+	"\n" +
+	"checkpoint\x18\t \x01(\v2!.gencluster.v1.CheckpointManifestR\n" +
+	"checkpoint\"=\n" +
 	"\n" +
 	"RingMember\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xd5\x01\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xe9\x01\n" +
 	"\aJobSpec\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12\x14\n" +
@@ -2117,7 +2761,8 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x04seed\x18\x06 \x01(\x04R\x04seed\x12)\n" +
 	"\x10checkpoint_every\x18\a \x01(\x03R\x0fcheckpointEvery\x12\x1f\n" +
 	"\vmin_workers\x18\b \x01(\x05R\n" +
-	"minWorkers\"X\n" +
+	"minWorkers\x12\x12\n" +
+	"\x04keep\x18\t \x01(\x05R\x04keep\"X\n" +
 	"\rSubmitRequest\x12(\n" +
 	"\x03job\x18\x01 \x01(\v2\x16.gencluster.v1.JobSpecR\x03job\x12\x1d\n" +
 	"\n" +
@@ -2161,12 +2806,67 @@ const file_gencluster_proto_rawDesc = "" +
 	" \x03(\tR\bwarnings\x12\x18\n" +
 	"\amessage\x18\v \x01(\tR\amessage\x12\x1f\n" +
 	"\vwaiting_for\x18\f \x03(\tR\n" +
-	"waitingFor\"b\n" +
+	"waitingFor\"\x9b\x01\n" +
 	"\x0eCheckpointInfo\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +
 	"timeUnixMs\x12\x1a\n" +
-	"\bchecksum\x18\x03 \x01(\tR\bchecksum\"\xb9\x01\n" +
+	"\bchecksum\x18\x03 \x01(\tR\bchecksum\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x04 \x01(\x03R\tsizeBytes\x12\x18\n" +
+	"\aholders\x18\x05 \x03(\tR\aholders\"\xa4\x02\n" +
+	"\x12CheckpointManifest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x1a\n" +
+	"\bchecksum\x18\x03 \x01(\tR\bchecksum\x12 \n" +
+	"\ftime_unix_ms\x18\x04 \x01(\x03R\n" +
+	"timeUnixMs\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x05 \x01(\x03R\tsizeBytes\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x06 \x01(\x04R\n" +
+	"generation\x12\x1d\n" +
+	"\n" +
+	"world_size\x18\a \x01(\x05R\tworldSize\x12\x1b\n" +
+	"\twriter_id\x18\b \x01(\tR\bwriterId\x12\x10\n" +
+	"\x03key\x18\t \x01(\tR\x03key\x12\x18\n" +
+	"\aholders\x18\n" +
+	" \x03(\tR\aholders\"\x7f\n" +
+	"\x0fCheckpointChunk\x127\n" +
+	"\x06header\x18\x01 \x01(\v2\x1f.gencluster.v1.CheckpointHeaderR\x06header\x12\x12\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1f\n" +
+	"\vfile_sha256\x18\x03 \x01(\fR\n" +
+	"fileSha256\"\xf6\x01\n" +
+	"\x10CheckpointHeader\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x1d\n" +
+	"\n" +
+	"size_bytes\x18\x03 \x01(\x03R\tsizeBytes\x12\x1a\n" +
+	"\bchecksum\x18\x04 \x01(\tR\bchecksum\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x05 \x01(\x04R\n" +
+	"generation\x12\x1d\n" +
+	"\n" +
+	"world_size\x18\x06 \x01(\x05R\tworldSize\x12\x1b\n" +
+	"\twriter_id\x18\a \x01(\tR\bwriterId\x12 \n" +
+	"\ftime_unix_ms\x18\b \x01(\x03R\n" +
+	"timeUnixMs\"V\n" +
+	"\x15PutCheckpointResponse\x12=\n" +
+	"\bmanifest\x18\x01 \x01(\v2!.gencluster.v1.CheckpointManifestR\bmanifest\"D\n" +
+	"\x1bReplicateCheckpointResponse\x12%\n" +
+	"\x0ecoordinator_id\x18\x01 \x01(\tR\rcoordinatorId\"W\n" +
+	"\x14GetCheckpointRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
+	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x14\n" +
+	"\x05local\x18\x03 \x01(\bR\x05local\"/\n" +
+	"\x16ListCheckpointsRequest\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"^\n" +
+	"\x17ListCheckpointsResponse\x12C\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2!.gencluster.v1.CheckpointManifestR\vcheckpoints\"X\n" +
+	"\x17RecordCheckpointRequest\x12=\n" +
+	"\bmanifest\x18\x01 \x01(\v2!.gencluster.v1.CheckpointManifestR\bmanifest\"Y\n" +
+	"\x18RecordCheckpointResponse\x12=\n" +
+	"\bmanifest\x18\x01 \x01(\v2!.gencluster.v1.CheckpointManifestR\bmanifest\"\xb9\x01\n" +
 	"\x15ReportProgressRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x15\n" +
 	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1e\n" +
@@ -2210,7 +2910,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x16AddCoordinatorResponse\"*\n" +
 	"\x18RemoveCoordinatorRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1b\n" +
-	"\x19RemoveCoordinatorResponse2\xb2\b\n" +
+	"\x19RemoveCoordinatorResponse2\x8f\f\n" +
 	"\vCoordinator\x12?\n" +
 	"\x04Join\x12\x1a.gencluster.v1.JoinRequest\x1a\x1b.gencluster.v1.JoinResponse\x12N\n" +
 	"\tHeartbeat\x12\x1f.gencluster.v1.HeartbeatRequest\x1a .gencluster.v1.HeartbeatResponse\x12B\n" +
@@ -2224,7 +2924,12 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x0eAddCoordinator\x12$.gencluster.v1.AddCoordinatorRequest\x1a%.gencluster.v1.AddCoordinatorResponse\x12f\n" +
 	"\x11RemoveCoordinator\x12'.gencluster.v1.RemoveCoordinatorRequest\x1a(.gencluster.v1.RemoveCoordinatorResponse\x12E\n" +
 	"\x06Cancel\x12\x1c.gencluster.v1.CancelRequest\x1a\x1d.gencluster.v1.CancelResponse\x12T\n" +
-	"\vReportUnfit\x12!.gencluster.v1.ReportUnfitRequest\x1a\".gencluster.v1.ReportUnfitResponseB@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"
+	"\vReportUnfit\x12!.gencluster.v1.ReportUnfitRequest\x1a\".gencluster.v1.ReportUnfitResponse\x12W\n" +
+	"\rPutCheckpoint\x12\x1e.gencluster.v1.CheckpointChunk\x1a$.gencluster.v1.PutCheckpointResponse(\x01\x12c\n" +
+	"\x13ReplicateCheckpoint\x12\x1e.gencluster.v1.CheckpointChunk\x1a*.gencluster.v1.ReplicateCheckpointResponse(\x01\x12V\n" +
+	"\rGetCheckpoint\x12#.gencluster.v1.GetCheckpointRequest\x1a\x1e.gencluster.v1.CheckpointChunk0\x01\x12`\n" +
+	"\x0fListCheckpoints\x12%.gencluster.v1.ListCheckpointsRequest\x1a&.gencluster.v1.ListCheckpointsResponse\x12c\n" +
+	"\x10RecordCheckpoint\x12&.gencluster.v1.RecordCheckpointRequest\x1a'.gencluster.v1.RecordCheckpointResponseB@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"
 
 var (
 	file_gencluster_proto_rawDescOnce sync.Once
@@ -2238,85 +2943,111 @@ func file_gencluster_proto_rawDescGZIP() []byte {
 	return file_gencluster_proto_rawDescData
 }
 
-var file_gencluster_proto_msgTypes = make([]protoimpl.MessageInfo, 33)
+var file_gencluster_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
 var file_gencluster_proto_goTypes = []any{
-	(*JoinRequest)(nil),               // 0: gencluster.v1.JoinRequest
-	(*JoinResponse)(nil),              // 1: gencluster.v1.JoinResponse
-	(*HeartbeatRequest)(nil),          // 2: gencluster.v1.HeartbeatRequest
-	(*HeartbeatResponse)(nil),         // 3: gencluster.v1.HeartbeatResponse
-	(*LeaveRequest)(nil),              // 4: gencluster.v1.LeaveRequest
-	(*LeaveResponse)(nil),             // 5: gencluster.v1.LeaveResponse
-	(*ReportFailureRequest)(nil),      // 6: gencluster.v1.ReportFailureRequest
-	(*ReportFailureResponse)(nil),     // 7: gencluster.v1.ReportFailureResponse
-	(*Assignment)(nil),                // 8: gencluster.v1.Assignment
-	(*RingMember)(nil),                // 9: gencluster.v1.RingMember
-	(*JobSpec)(nil),                   // 10: gencluster.v1.JobSpec
-	(*SubmitRequest)(nil),             // 11: gencluster.v1.SubmitRequest
-	(*SubmitResponse)(nil),            // 12: gencluster.v1.SubmitResponse
-	(*StatusRequest)(nil),             // 13: gencluster.v1.StatusRequest
-	(*StatusResponse)(nil),            // 14: gencluster.v1.StatusResponse
-	(*CoordinatorInfo)(nil),           // 15: gencluster.v1.CoordinatorInfo
-	(*WorkerInfo)(nil),                // 16: gencluster.v1.WorkerInfo
-	(*JobInfo)(nil),                   // 17: gencluster.v1.JobInfo
-	(*CheckpointInfo)(nil),            // 18: gencluster.v1.CheckpointInfo
-	(*ReportProgressRequest)(nil),     // 19: gencluster.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil),    // 20: gencluster.v1.ReportProgressResponse
-	(*FinishJobRequest)(nil),          // 21: gencluster.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),         // 22: gencluster.v1.FinishJobResponse
-	(*FetchDatasetRequest)(nil),       // 23: gencluster.v1.FetchDatasetRequest
-	(*DatasetChunk)(nil),              // 24: gencluster.v1.DatasetChunk
-	(*CancelRequest)(nil),             // 25: gencluster.v1.CancelRequest
-	(*CancelResponse)(nil),            // 26: gencluster.v1.CancelResponse
-	(*ReportUnfitRequest)(nil),        // 27: gencluster.v1.ReportUnfitRequest
-	(*ReportUnfitResponse)(nil),       // 28: gencluster.v1.ReportUnfitResponse
-	(*AddCoordinatorRequest)(nil),     // 29: gencluster.v1.AddCoordinatorRequest
-	(*AddCoordinatorResponse)(nil),    // 30: gencluster.v1.AddCoordinatorResponse
-	(*RemoveCoordinatorRequest)(nil),  // 31: gencluster.v1.RemoveCoordinatorRequest
-	(*RemoveCoordinatorResponse)(nil), // 32: gencluster.v1.RemoveCoordinatorResponse
+	(*JoinRequest)(nil),                 // 0: gencluster.v1.JoinRequest
+	(*JoinResponse)(nil),                // 1: gencluster.v1.JoinResponse
+	(*HeartbeatRequest)(nil),            // 2: gencluster.v1.HeartbeatRequest
+	(*HeartbeatResponse)(nil),           // 3: gencluster.v1.HeartbeatResponse
+	(*LeaveRequest)(nil),                // 4: gencluster.v1.LeaveRequest
+	(*LeaveResponse)(nil),               // 5: gencluster.v1.LeaveResponse
+	(*ReportFailureRequest)(nil),        // 6: gencluster.v1.ReportFailureRequest
+	(*ReportFailureResponse)(nil),       // 7: gencluster.v1.ReportFailureResponse
+	(*Assignment)(nil),                  // 8: gencluster.v1.Assignment
+	(*RingMember)(nil),                  // 9: gencluster.v1.RingMember
+	(*JobSpec)(nil),                     // 10: gencluster.v1.JobSpec
+	(*SubmitRequest)(nil),               // 11: gencluster.v1.SubmitRequest
+	(*SubmitResponse)(nil),              // 12: gencluster.v1.SubmitResponse
+	(*StatusRequest)(nil),               // 13: gencluster.v1.StatusRequest
+	(*StatusResponse)(nil),              // 14: gencluster.v1.StatusResponse
+	(*CoordinatorInfo)(nil),             // 15: gencluster.v1.CoordinatorInfo
+	(*WorkerInfo)(nil),                  // 16: gencluster.v1.WorkerInfo
+	(*JobInfo)(nil),                     // 17: gencluster.v1.JobInfo
+	(*CheckpointInfo)(nil),              // 18: gencluster.v1.CheckpointInfo
+	(*CheckpointManifest)(nil),          // 19: gencluster.v1.CheckpointManifest
+	(*CheckpointChunk)(nil),             // 20: gencluster.v1.CheckpointChunk
+	(*CheckpointHeader)(nil),            // 21: gencluster.v1.CheckpointHeader
+	(*PutCheckpointResponse)(nil),       // 22: gencluster.v1.PutCheckpointResponse
+	(*ReplicateCheckpointResponse)(nil), // 23: gencluster.v1.ReplicateCheckpointResponse
+	(*GetCheckpointRequest)(nil),        // 24: gencluster.v1.GetCheckpointRequest
+	(*ListCheckpointsRequest)(nil),      // 25: gencluster.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),     // 26: gencluster.v1.ListCheckpointsResponse
+	(*RecordCheckpointRequest)(nil),     // 27: gencluster.v1.RecordCheckpointRequest
+	(*RecordCheckpointResponse)(nil),    // 28: gencluster.v1.RecordCheckpointResponse
+	(*ReportProgressRequest)(nil),       // 29: gencluster.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),      // 30: gencluster.v1.ReportProgressResponse
+	(*FinishJobRequest)(nil),            // 31: gencluster.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),           // 32: gencluster.v1.FinishJobResponse
+	(*FetchDatasetRequest)(nil),         // 33: gencluster.v1.FetchDatasetRequest
+	(*DatasetChunk)(nil),                // 34: gencluster.v1.DatasetChunk
+	(*CancelRequest)(nil),               // 35: gencluster.v1.CancelRequest
+	(*CancelResponse)(nil),              // 36: gencluster.v1.CancelResponse
+	(*ReportUnfitRequest)(nil),          // 37: gencluster.v1.ReportUnfitRequest
+	(*ReportUnfitResponse)(nil),         // 38: gencluster.v1.ReportUnfitResponse
+	(*AddCoordinatorRequest)(nil),       // 39: gencluster.v1.AddCoordinatorRequest
+	(*AddCoordinatorResponse)(nil),      // 40: gencluster.v1.AddCoordinatorResponse
+	(*RemoveCoordinatorRequest)(nil),    // 41: gencluster.v1.RemoveCoordinatorRequest
+	(*RemoveCoordinatorResponse)(nil),   // 42: gencluster.v1.RemoveCoordinatorResponse
 }
 var file_gencluster_proto_depIdxs = []int32{
 	8,  // 0: gencluster.v1.JoinResponse.assignment:type_name -> gencluster.v1.Assignment
 	8,  // 1: gencluster.v1.HeartbeatResponse.assignment:type_name -> gencluster.v1.Assignment
 	10, // 2: gencluster.v1.Assignment.job:type_name -> gencluster.v1.JobSpec
 	9,  // 3: gencluster.v1.Assignment.ring:type_name -> gencluster.v1.RingMember
-	10, // 4: gencluster.v1.SubmitRequest.job:type_name -> gencluster.v1.JobSpec
-	15, // 5: gencluster.v1.StatusResponse.coordinators:type_name -> gencluster.v1.CoordinatorInfo
-	16, // 6: gencluster.v1.StatusResponse.workers:type_name -> gencluster.v1.WorkerInfo
-	17, // 7: gencluster.v1.StatusResponse.jobs:type_name -> gencluster.v1.JobInfo
-	9,  // 8: gencluster.v1.StatusResponse.ring:type_name -> gencluster.v1.RingMember
-	10, // 9: gencluster.v1.JobInfo.spec:type_name -> gencluster.v1.JobSpec
-	18, // 10: gencluster.v1.JobInfo.last_checkpoint:type_name -> gencluster.v1.CheckpointInfo
-	0,  // 11: gencluster.v1.Coordinator.Join:input_type -> gencluster.v1.JoinRequest
-	2,  // 12: gencluster.v1.Coordinator.Heartbeat:input_type -> gencluster.v1.HeartbeatRequest
-	4,  // 13: gencluster.v1.Coordinator.Leave:input_type -> gencluster.v1.LeaveRequest
-	6,  // 14: gencluster.v1.Coordinator.ReportFailure:input_type -> gencluster.v1.ReportFailureRequest
-	11, // 15: gencluster.v1.Coordinator.Submit:input_type -> gencluster.v1.SubmitRequest
-	13, // 16: gencluster.v1.Coordinator.Status:input_type -> gencluster.v1.StatusRequest
-	19, // 17: gencluster.v1.Coordinator.ReportProgress:input_type -> gencluster.v1.ReportProgressRequest
-	21, // 18: gencluster.v1.Coordinator.FinishJob:input_type -> gencluster.v1.FinishJobRequest
-	23, // 19: gencluster.v1.Coordinator.FetchDataset:input_type -> gencluster.v1.FetchDatasetRequest
-	29, // 20: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
-	31, // 21: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
-	25, // 22: gencluster.v1.Coordinator.Cancel:input_type -> gencluster.v1.CancelRequest
-	27, // 23: gencluster.v1.Coordinator.ReportUnfit:input_type -> gencluster.v1.ReportUnfitRequest
-	1,  // 24: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
-	3,  // 25: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
-	5,  // 26: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
-	7,  // 27: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
-	12, // 28: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
-	14, // 29: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
-	20, // 30: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
-	22, // 31: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
-	24, // 32: gencluster.v1.Coordinator.FetchDataset:output_type -> gencluster.v1.DatasetChunk
-	30, // 33: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
-	32, // 34: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
-	26, // 35: gencluster.v1.Coordinator.Cancel:output_type -> gencluster.v1.CancelResponse
-	28, // 36: gencluster.v1.Coordinator.ReportUnfit:output_type -> gencluster.v1.ReportUnfitResponse
-	24, // [24:37] is the sub-list for method output_type
-	11, // [11:24] is the sub-list for method input_type
-	11, // [11:11] is the sub-list for extension type_name
-	11, // [11:11] is the sub-list for extension extendee
-	0,  // [0:11] is the sub-list for field type_name
+	19, // 4: gencluster.v1.Assignment.checkpoint:type_name -> gencluster.v1.CheckpointManifest
+	10, // 5: gencluster.v1.SubmitRequest.job:type_name -> gencluster.v1.JobSpec
+	15, // 6: gencluster.v1.StatusResponse.coordinators:type_name -> gencluster.v1.CoordinatorInfo
+	16, // 7: gencluster.v1.StatusResponse.workers:type_name -> gencluster.v1.WorkerInfo
+	17, // 8: gencluster.v1.StatusResponse.jobs:type_name -> gencluster.v1.JobInfo
+	9,  // 9: gencluster.v1.StatusResponse.ring:type_name -> gencluster.v1.RingMember
+	10, // 10: gencluster.v1.JobInfo.spec:type_name -> gencluster.v1.JobSpec
+	18, // 11: gencluster.v1.JobInfo.last_checkpoint:type_name -> gencluster.v1.CheckpointInfo
+	21, // 12: gencluster.v1.CheckpointChunk.header:type_name -> gencluster.v1.CheckpointHeader
+	19, // 13: gencluster.v1.PutCheckpointResponse.manifest:type_name -> gencluster.v1.CheckpointManifest
+	19, // 14: gencluster.v1.ListCheckpointsResponse.checkpoints:type_name -> gencluster.v1.CheckpointManifest
+	19, // 15: gencluster.v1.RecordCheckpointRequest.manifest:type_name -> gencluster.v1.CheckpointManifest
+	19, // 16: gencluster.v1.RecordCheckpointResponse.manifest:type_name -> gencluster.v1.CheckpointManifest
+	0,  // 17: gencluster.v1.Coordinator.Join:input_type -> gencluster.v1.JoinRequest
+	2,  // 18: gencluster.v1.Coordinator.Heartbeat:input_type -> gencluster.v1.HeartbeatRequest
+	4,  // 19: gencluster.v1.Coordinator.Leave:input_type -> gencluster.v1.LeaveRequest
+	6,  // 20: gencluster.v1.Coordinator.ReportFailure:input_type -> gencluster.v1.ReportFailureRequest
+	11, // 21: gencluster.v1.Coordinator.Submit:input_type -> gencluster.v1.SubmitRequest
+	13, // 22: gencluster.v1.Coordinator.Status:input_type -> gencluster.v1.StatusRequest
+	29, // 23: gencluster.v1.Coordinator.ReportProgress:input_type -> gencluster.v1.ReportProgressRequest
+	31, // 24: gencluster.v1.Coordinator.FinishJob:input_type -> gencluster.v1.FinishJobRequest
+	33, // 25: gencluster.v1.Coordinator.FetchDataset:input_type -> gencluster.v1.FetchDatasetRequest
+	39, // 26: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
+	41, // 27: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
+	35, // 28: gencluster.v1.Coordinator.Cancel:input_type -> gencluster.v1.CancelRequest
+	37, // 29: gencluster.v1.Coordinator.ReportUnfit:input_type -> gencluster.v1.ReportUnfitRequest
+	20, // 30: gencluster.v1.Coordinator.PutCheckpoint:input_type -> gencluster.v1.CheckpointChunk
+	20, // 31: gencluster.v1.Coordinator.ReplicateCheckpoint:input_type -> gencluster.v1.CheckpointChunk
+	24, // 32: gencluster.v1.Coordinator.GetCheckpoint:input_type -> gencluster.v1.GetCheckpointRequest
+	25, // 33: gencluster.v1.Coordinator.ListCheckpoints:input_type -> gencluster.v1.ListCheckpointsRequest
+	27, // 34: gencluster.v1.Coordinator.RecordCheckpoint:input_type -> gencluster.v1.RecordCheckpointRequest
+	1,  // 35: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
+	3,  // 36: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
+	5,  // 37: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
+	7,  // 38: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
+	12, // 39: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
+	14, // 40: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
+	30, // 41: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
+	32, // 42: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
+	34, // 43: gencluster.v1.Coordinator.FetchDataset:output_type -> gencluster.v1.DatasetChunk
+	40, // 44: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
+	42, // 45: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
+	36, // 46: gencluster.v1.Coordinator.Cancel:output_type -> gencluster.v1.CancelResponse
+	38, // 47: gencluster.v1.Coordinator.ReportUnfit:output_type -> gencluster.v1.ReportUnfitResponse
+	22, // 48: gencluster.v1.Coordinator.PutCheckpoint:output_type -> gencluster.v1.PutCheckpointResponse
+	23, // 49: gencluster.v1.Coordinator.ReplicateCheckpoint:output_type -> gencluster.v1.ReplicateCheckpointResponse
+	20, // 50: gencluster.v1.Coordinator.GetCheckpoint:output_type -> gencluster.v1.CheckpointChunk
+	26, // 51: gencluster.v1.Coordinator.ListCheckpoints:output_type -> gencluster.v1.ListCheckpointsResponse
+	28, // 52: gencluster.v1.Coordinator.RecordCheckpoint:output_type -> gencluster.v1.RecordCheckpointResponse
+	35, // [35:53] is the sub-list for method output_type
+	17, // [17:35] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_gencluster_proto_init() }
@@ -2330,7 +3061,7 @@ func file_gencluster_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gencluster_proto_rawDesc), len(file_gencluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   33,
+			NumMessages:   43,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

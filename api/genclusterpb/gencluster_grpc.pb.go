@@ -26,19 +26,24 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Coordinator_Join_FullMethodName              = "/gencluster.v1.Coordinator/Join"
-	Coordinator_Heartbeat_FullMethodName         = "/gencluster.v1.Coordinator/Heartbeat"
-	Coordinator_Leave_FullMethodName             = "/gencluster.v1.Coordinator/Leave"
-	Coordinator_ReportFailure_FullMethodName     = "/gencluster.v1.Coordinator/ReportFailure"
-	Coordinator_Submit_FullMethodName            = "/gencluster.v1.Coordinator/Submit"
-	Coordinator_Status_FullMethodName            = "/gencluster.v1.Coordinator/Status"
-	Coordinator_ReportProgress_FullMethodName    = "/gencluster.v1.Coordinator/ReportProgress"
-	Coordinator_FinishJob_FullMethodName         = "/gencluster.v1.Coordinator/FinishJob"
-	Coordinator_FetchDataset_FullMethodName      = "/gencluster.v1.Coordinator/FetchDataset"
-	Coordinator_AddCoordinator_FullMethodName    = "/gencluster.v1.Coordinator/AddCoordinator"
-	Coordinator_RemoveCoordinator_FullMethodName = "/gencluster.v1.Coordinator/RemoveCoordinator"
-	Coordinator_Cancel_FullMethodName            = "/gencluster.v1.Coordinator/Cancel"
-	Coordinator_ReportUnfit_FullMethodName       = "/gencluster.v1.Coordinator/ReportUnfit"
+	Coordinator_Join_FullMethodName                = "/gencluster.v1.Coordinator/Join"
+	Coordinator_Heartbeat_FullMethodName           = "/gencluster.v1.Coordinator/Heartbeat"
+	Coordinator_Leave_FullMethodName               = "/gencluster.v1.Coordinator/Leave"
+	Coordinator_ReportFailure_FullMethodName       = "/gencluster.v1.Coordinator/ReportFailure"
+	Coordinator_Submit_FullMethodName              = "/gencluster.v1.Coordinator/Submit"
+	Coordinator_Status_FullMethodName              = "/gencluster.v1.Coordinator/Status"
+	Coordinator_ReportProgress_FullMethodName      = "/gencluster.v1.Coordinator/ReportProgress"
+	Coordinator_FinishJob_FullMethodName           = "/gencluster.v1.Coordinator/FinishJob"
+	Coordinator_FetchDataset_FullMethodName        = "/gencluster.v1.Coordinator/FetchDataset"
+	Coordinator_AddCoordinator_FullMethodName      = "/gencluster.v1.Coordinator/AddCoordinator"
+	Coordinator_RemoveCoordinator_FullMethodName   = "/gencluster.v1.Coordinator/RemoveCoordinator"
+	Coordinator_Cancel_FullMethodName              = "/gencluster.v1.Coordinator/Cancel"
+	Coordinator_ReportUnfit_FullMethodName         = "/gencluster.v1.Coordinator/ReportUnfit"
+	Coordinator_PutCheckpoint_FullMethodName       = "/gencluster.v1.Coordinator/PutCheckpoint"
+	Coordinator_ReplicateCheckpoint_FullMethodName = "/gencluster.v1.Coordinator/ReplicateCheckpoint"
+	Coordinator_GetCheckpoint_FullMethodName       = "/gencluster.v1.Coordinator/GetCheckpoint"
+	Coordinator_ListCheckpoints_FullMethodName     = "/gencluster.v1.Coordinator/ListCheckpoints"
+	Coordinator_RecordCheckpoint_FullMethodName    = "/gencluster.v1.Coordinator/RecordCheckpoint"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -79,6 +84,29 @@ type CoordinatorClient interface {
 	// taken out of that job's ring (with the reason in status) and stays
 	// registered for the next job.
 	ReportUnfit(ctx context.Context, in *ReportUnfitRequest, opts ...grpc.CallOption) (*ReportUnfitResponse, error)
+	// Checkpoints. The bytes travel beside the raft log, as a stream of
+	// CheckpointChunk (a header first, then the file's bytes, its SHA-256
+	// last); only the manifest is committed through raft.
+	//
+	// PutCheckpoint takes a checkpoint file from the worker that wrote it:
+	// the coordinator stores it durably, copies it to the other coordinators
+	// and answers once a majority of the raft group holds it and its
+	// manifest is committed (Unavailable, naming each coordinator's failure,
+	// if no majority could be reached).
+	PutCheckpoint(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[CheckpointChunk, PutCheckpointResponse], error)
+	// ReplicateCheckpoint is the coordinators' copy among themselves: the
+	// receiver stores the file durably and answers; it commits nothing.
+	ReplicateCheckpoint(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[CheckpointChunk, ReplicateCheckpointResponse], error)
+	// GetCheckpoint streams a committed checkpoint (step 0: the job's
+	// latest good one). A coordinator that does not hold a good copy fetches
+	// it from one that does, unless local is set.
+	GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CheckpointChunk], error)
+	// ListCheckpoints lists the committed checkpoint manifests.
+	ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error)
+	// RecordCheckpoint commits a manifest (coordinators only: a follower that
+	// received a checkpoint forwards its manifest to the leader). A manifest
+	// for a step already committed with the same checksum adds its holders.
+	RecordCheckpoint(ctx context.Context, in *RecordCheckpointRequest, opts ...grpc.CallOption) (*RecordCheckpointResponse, error)
 }
 
 type coordinatorClient struct {
@@ -228,6 +256,71 @@ func (c *coordinatorClient) ReportUnfit(ctx context.Context, in *ReportUnfitRequ
 	return out, nil
 }
 
+func (c *coordinatorClient) PutCheckpoint(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[CheckpointChunk, PutCheckpointResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[1], Coordinator_PutCheckpoint_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CheckpointChunk, PutCheckpointResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_PutCheckpointClient = grpc.ClientStreamingClient[CheckpointChunk, PutCheckpointResponse]
+
+func (c *coordinatorClient) ReplicateCheckpoint(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[CheckpointChunk, ReplicateCheckpointResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[2], Coordinator_ReplicateCheckpoint_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[CheckpointChunk, ReplicateCheckpointResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_ReplicateCheckpointClient = grpc.ClientStreamingClient[CheckpointChunk, ReplicateCheckpointResponse]
+
+func (c *coordinatorClient) GetCheckpoint(ctx context.Context, in *GetCheckpointRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[CheckpointChunk], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Coordinator_ServiceDesc.Streams[3], Coordinator_GetCheckpoint_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[GetCheckpointRequest, CheckpointChunk]{ClientStream: stream}
+	if err := x.ClientStream.SendMsg(in); err != nil {
+		return nil, err
+	}
+	if err := x.ClientStream.CloseSend(); err != nil {
+		return nil, err
+	}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_GetCheckpointClient = grpc.ServerStreamingClient[CheckpointChunk]
+
+func (c *coordinatorClient) ListCheckpoints(ctx context.Context, in *ListCheckpointsRequest, opts ...grpc.CallOption) (*ListCheckpointsResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ListCheckpointsResponse)
+	err := c.cc.Invoke(ctx, Coordinator_ListCheckpoints_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *coordinatorClient) RecordCheckpoint(ctx context.Context, in *RecordCheckpointRequest, opts ...grpc.CallOption) (*RecordCheckpointResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(RecordCheckpointResponse)
+	err := c.cc.Invoke(ctx, Coordinator_RecordCheckpoint_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -266,6 +359,29 @@ type CoordinatorServer interface {
 	// taken out of that job's ring (with the reason in status) and stays
 	// registered for the next job.
 	ReportUnfit(context.Context, *ReportUnfitRequest) (*ReportUnfitResponse, error)
+	// Checkpoints. The bytes travel beside the raft log, as a stream of
+	// CheckpointChunk (a header first, then the file's bytes, its SHA-256
+	// last); only the manifest is committed through raft.
+	//
+	// PutCheckpoint takes a checkpoint file from the worker that wrote it:
+	// the coordinator stores it durably, copies it to the other coordinators
+	// and answers once a majority of the raft group holds it and its
+	// manifest is committed (Unavailable, naming each coordinator's failure,
+	// if no majority could be reached).
+	PutCheckpoint(grpc.ClientStreamingServer[CheckpointChunk, PutCheckpointResponse]) error
+	// ReplicateCheckpoint is the coordinators' copy among themselves: the
+	// receiver stores the file durably and answers; it commits nothing.
+	ReplicateCheckpoint(grpc.ClientStreamingServer[CheckpointChunk, ReplicateCheckpointResponse]) error
+	// GetCheckpoint streams a committed checkpoint (step 0: the job's
+	// latest good one). A coordinator that does not hold a good copy fetches
+	// it from one that does, unless local is set.
+	GetCheckpoint(*GetCheckpointRequest, grpc.ServerStreamingServer[CheckpointChunk]) error
+	// ListCheckpoints lists the committed checkpoint manifests.
+	ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error)
+	// RecordCheckpoint commits a manifest (coordinators only: a follower that
+	// received a checkpoint forwards its manifest to the leader). A manifest
+	// for a step already committed with the same checksum adds its holders.
+	RecordCheckpoint(context.Context, *RecordCheckpointRequest) (*RecordCheckpointResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -314,6 +430,21 @@ func (UnimplementedCoordinatorServer) Cancel(context.Context, *CancelRequest) (*
 }
 func (UnimplementedCoordinatorServer) ReportUnfit(context.Context, *ReportUnfitRequest) (*ReportUnfitResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method ReportUnfit not implemented")
+}
+func (UnimplementedCoordinatorServer) PutCheckpoint(grpc.ClientStreamingServer[CheckpointChunk, PutCheckpointResponse]) error {
+	return status.Error(codes.Unimplemented, "method PutCheckpoint not implemented")
+}
+func (UnimplementedCoordinatorServer) ReplicateCheckpoint(grpc.ClientStreamingServer[CheckpointChunk, ReplicateCheckpointResponse]) error {
+	return status.Error(codes.Unimplemented, "method ReplicateCheckpoint not implemented")
+}
+func (UnimplementedCoordinatorServer) GetCheckpoint(*GetCheckpointRequest, grpc.ServerStreamingServer[CheckpointChunk]) error {
+	return status.Error(codes.Unimplemented, "method GetCheckpoint not implemented")
+}
+func (UnimplementedCoordinatorServer) ListCheckpoints(context.Context, *ListCheckpointsRequest) (*ListCheckpointsResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method ListCheckpoints not implemented")
+}
+func (UnimplementedCoordinatorServer) RecordCheckpoint(context.Context, *RecordCheckpointRequest) (*RecordCheckpointResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method RecordCheckpoint not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -563,6 +694,67 @@ func _Coordinator_ReportUnfit_Handler(srv interface{}, ctx context.Context, dec 
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_PutCheckpoint_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CoordinatorServer).PutCheckpoint(&grpc.GenericServerStream[CheckpointChunk, PutCheckpointResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_PutCheckpointServer = grpc.ClientStreamingServer[CheckpointChunk, PutCheckpointResponse]
+
+func _Coordinator_ReplicateCheckpoint_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(CoordinatorServer).ReplicateCheckpoint(&grpc.GenericServerStream[CheckpointChunk, ReplicateCheckpointResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_ReplicateCheckpointServer = grpc.ClientStreamingServer[CheckpointChunk, ReplicateCheckpointResponse]
+
+func _Coordinator_GetCheckpoint_Handler(srv interface{}, stream grpc.ServerStream) error {
+	m := new(GetCheckpointRequest)
+	if err := stream.RecvMsg(m); err != nil {
+		return err
+	}
+	return srv.(CoordinatorServer).GetCheckpoint(m, &grpc.GenericServerStream[GetCheckpointRequest, CheckpointChunk]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Coordinator_GetCheckpointServer = grpc.ServerStreamingServer[CheckpointChunk]
+
+func _Coordinator_ListCheckpoints_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListCheckpointsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).ListCheckpoints(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_ListCheckpoints_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).ListCheckpoints(ctx, req.(*ListCheckpointsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Coordinator_RecordCheckpoint_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(RecordCheckpointRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).RecordCheckpoint(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_RecordCheckpoint_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).RecordCheckpoint(ctx, req.(*RecordCheckpointRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -618,11 +810,34 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 			MethodName: "ReportUnfit",
 			Handler:    _Coordinator_ReportUnfit_Handler,
 		},
+		{
+			MethodName: "ListCheckpoints",
+			Handler:    _Coordinator_ListCheckpoints_Handler,
+		},
+		{
+			MethodName: "RecordCheckpoint",
+			Handler:    _Coordinator_RecordCheckpoint_Handler,
+		},
 	},
 	Streams: []grpc.StreamDesc{
 		{
 			StreamName:    "FetchDataset",
 			Handler:       _Coordinator_FetchDataset_Handler,
+			ServerStreams: true,
+		},
+		{
+			StreamName:    "PutCheckpoint",
+			Handler:       _Coordinator_PutCheckpoint_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "ReplicateCheckpoint",
+			Handler:       _Coordinator_ReplicateCheckpoint_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "GetCheckpoint",
+			Handler:       _Coordinator_GetCheckpoint_Handler,
 			ServerStreams: true,
 		},
 	},

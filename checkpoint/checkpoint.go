@@ -38,6 +38,10 @@ var ErrNotCheckpoint = errors.New("not a gencluster checkpoint")
 // ErrCorrupt marks a checkpoint whose contents fail their checksum or shape.
 var ErrCorrupt = errors.New("checkpoint is corrupt")
 
+// ErrNonFinite marks a state Write refuses because a tensor holds a NaN or
+// an infinity.
+var ErrNonFinite = errors.New("a tensor holds NaN or Inf")
+
 // Job is the training configuration a checkpoint belongs to.
 type Job struct {
 	Model      string  `json:"model"`
@@ -116,7 +120,7 @@ func encode(d []float32) []byte {
 	return b
 }
 
-func decode(b []byte) []float32 {
+func decodeTensor(b []byte) []float32 {
 	d := make([]float32, len(b)/4)
 	for i := range d {
 		d[i] = math.Float32frombits(binary.LittleEndian.Uint32(b[4*i:]))
@@ -130,13 +134,26 @@ func FileName(step int64) string { return fmt.Sprintf("ckpt-%010d.db", step) }
 // Write stores s at path atomically: it builds a bbolt file beside path,
 // commits it in one transaction (fsynced), renames it over path and fsyncs
 // the directory. It returns the checksum written.
-func Write(path string, s *State) (string, error) {
+func Write(path string, s *State) (string, error) { return write(path, s, 0) }
+
+// write is Write with bbolt pages of pageSize bytes (0: bbolt's default,
+// the OS page size); tests use small pages for small files.
+func write(path string, s *State, pageSize int) (string, error) {
 	if len(s.Data) != len(s.Meta.Tensors) {
 		return "", fmt.Errorf("checkpoint %s: %d tensors described, %d given", path, len(s.Meta.Tensors), len(s.Data))
 	}
 	for i, t := range s.Meta.Tensors {
-		if n := numel(t.Shape); n != len(s.Data[i]) {
+		n, ok := numel(t.Shape)
+		if !ok {
+			return "", fmt.Errorf("checkpoint %s: tensor %s has an impossible shape %v", path, t.Name, t.Shape)
+		}
+		if n != len(s.Data[i]) {
 			return "", fmt.Errorf("checkpoint %s: tensor %s has %d values, shape %v needs %d", path, t.Name, len(s.Data[i]), t.Shape, n)
+		}
+		for j, v := range s.Data[i] {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				return "", fmt.Errorf("checkpoint %s: %w: tensor %s holds %v at index %d", path, ErrNonFinite, t.Name, v, j)
+			}
 		}
 	}
 	s.Meta.Format = FormatVersion
@@ -160,7 +177,7 @@ func Write(path string, s *State) (string, error) {
 			os.Remove(tmpName)
 		}
 	}()
-	db, err := bolt.Open(tmpName, 0o644, &bolt.Options{Timeout: time.Second})
+	db, err := bolt.Open(tmpName, 0o644, &bolt.Options{Timeout: time.Second, PageSize: pageSize})
 	if err != nil {
 		return "", fmt.Errorf("checkpoint %s: open temp file: %w", path, err)
 	}
@@ -206,37 +223,77 @@ func Write(path string, s *State) (string, error) {
 	return sum, nil
 }
 
-func numel(shape []int) int {
+// numel is the number of values of a tensor of shape, and false for a
+// shape with a negative dimension or more values than 4 bytes each can
+// address.
+func numel(shape []int) (int, bool) {
 	n := 1
 	for _, d := range shape {
+		if d < 0 {
+			return 0, false
+		}
+		if d != 0 && n > math.MaxInt/4/d {
+			return 0, false
+		}
 		n *= d
 	}
-	return n
+	return n, true
 }
 
 // Read opens the checkpoint file at path read-only, checks its format and
 // checksum and returns its state. Errors wrap ErrNotCheckpoint or ErrCorrupt
 // where that is what they are.
-func Read(path string) (st *State, err error) {
-	fi, err := os.Stat(path)
+func Read(path string) (*State, error) {
+	st, _, err := read(path, true)
+	return st, err
+}
+
+// Verify checks the checkpoint file at path as Read does, without decoding
+// its tensors, and returns its meta and the checksum it records (which the
+// check has found its contents to have).
+func Verify(path string) (*Meta, string, error) {
+	st, sum, err := read(path, false)
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+		return nil, "", err
 	}
-	if fi.IsDir() {
-		return nil, fmt.Errorf("checkpoint %s: is a directory", path)
+	return &st.Meta, sum, nil
+}
+
+// ReadFile is Read that also returns the checksum the file records (which
+// Read has found its contents to have): one read of the file where Verify
+// then Read, or Read then State.Checksum, would make two.
+func ReadFile(path string) (*State, string, error) { return read(path, true) }
+
+// read is ReadFile, and Verify when not decode (st.Data stays nil).
+func read(path string, decode bool) (st *State, sum string, err error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("checkpoint %s: %w", path, err)
+	}
+	fi, err := f.Stat()
+	if err == nil && fi.IsDir() {
+		err = errors.New("is a directory")
+	}
+	if err == nil {
+		err = checkLayout(f, fi.Size())
+	}
+	f.Close()
+	if err != nil {
+		return nil, "", fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	// bbolt trusts the pages it maps: a damaged or truncated file can make
 	// it index out of range or touch memory past the end of the file
-	// (SIGBUS). Both become panics on this goroutine, recovered as errors.
+	// (SIGBUS). checkLayout has refused the files it knows to do that; as a
+	// second line, both become panics on this goroutine, recovered as errors.
 	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
-			st, err = nil, fmt.Errorf("checkpoint %s: %w: %v", path, ErrCorrupt, r)
+			st, sum, err = nil, "", fmt.Errorf("checkpoint %s: %w: %v", path, ErrCorrupt, r)
 		}
 	}()
 	db, err := bolt.Open(path, 0o444, &bolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w: %w", path, ErrNotCheckpoint, err)
+		return nil, "", fmt.Errorf("checkpoint %s: %w: %w", path, ErrNotCheckpoint, err)
 	}
 	defer db.Close()
 	st = &State{}
@@ -258,25 +315,63 @@ func Read(path string) (st *State, err error) {
 		}
 		raw := make([][]byte, len(st.Meta.Tensors))
 		for i, t := range st.Meta.Tensors {
+			n, ok := numel(t.Shape)
+			if !ok {
+				return fmt.Errorf("%w: tensor %s has an impossible shape %v", ErrCorrupt, t.Name, t.Shape)
+			}
 			v := tb.Get([]byte(t.Name))
-			if len(v) != 4*numel(t.Shape) {
-				return fmt.Errorf("%w: tensor %s has %d bytes, shape %v needs %d", ErrCorrupt, t.Name, len(v), t.Shape, 4*numel(t.Shape))
+			if len(v) != 4*n {
+				return fmt.Errorf("%w: tensor %s has %d bytes, shape %v needs %d", ErrCorrupt, t.Name, len(v), t.Shape, 4*n)
 			}
 			raw[i] = v
 		}
-		if got, want := checksum(meta, raw), string(mb.Get(keySum)); got != want {
-			return fmt.Errorf("%w: checksum %s, recorded %s", ErrCorrupt, got, want)
+		sum = string(mb.Get(keySum))
+		if got := checksum(meta, raw); got != sum {
+			rec := sum
+			if len(rec) > 2*sha256.Size {
+				rec = rec[:2*sha256.Size] + "..."
+			}
+			return fmt.Errorf("%w: checksum %s, recorded %q", ErrCorrupt, got, rec)
 		}
-		st.Data = make([][]float32, len(raw))
-		for i, v := range raw {
-			st.Data[i] = decode(v)
+		if decode {
+			st.Data = make([][]float32, len(raw))
+			for i, v := range raw {
+				st.Data[i] = decodeTensor(v)
+			}
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+		return nil, "", fmt.Errorf("checkpoint %s: %w", path, err)
 	}
-	return st, nil
+	return st, sum, nil
+}
+
+// CleanTemp removes from dir (not its subdirectories) the temp files
+// ("*.tmp-*") that Writes interrupted by a crash left behind, and returns
+// the paths it removed. Call it when no Write into dir is under way: it
+// cannot tell a live Write's temp file from a dead one's.
+func CleanTemp(dir string) ([]string, error) {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint directory %s: clean temp files: %w", dir, err)
+	}
+	var removed []string
+	var errs []error
+	for _, e := range ents {
+		if e.IsDir() || !strings.Contains(e.Name(), ".tmp-") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if err := os.Remove(p); err != nil {
+			if !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("checkpoint directory %s: remove temp file: %w", dir, err))
+			}
+			continue
+		}
+		removed = append(removed, p)
+	}
+	return removed, errors.Join(errs...)
 }
 
 // List returns the checkpoint files in dir, newest step first.

@@ -7,6 +7,9 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
+	"sort"
+	"strings"
 	"testing"
 	"time"
 )
@@ -144,5 +147,104 @@ func TestLoadDirectoryFallsBackToGoodOne(t *testing.T) {
 	}
 	if _, _, err := Load(t.TempDir(), nil); err == nil {
 		t.Fatal("empty directory loaded")
+	}
+}
+
+func TestWriteRefusesNonFinite(t *testing.T) {
+	for name, v := range map[string]float32{"NaN": float32(math.NaN()), "+Inf": float32(math.Inf(1)), "-Inf": float32(math.Inf(-1))} {
+		dir := t.TempDir()
+		s := sample(1, 1)
+		s.Data[0][17] = v
+		s.Data[0][40] = v
+		_, err := Write(filepath.Join(dir, FileName(1)), s)
+		if !errors.Is(err, ErrNonFinite) {
+			t.Fatalf("%s: written with error %v", name, err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, "param/w") || !strings.Contains(msg, "index 17") {
+			t.Errorf("%s: error %q does not name the tensor and the first bad index", name, msg)
+		}
+		if ents, _ := os.ReadDir(dir); len(ents) != 0 {
+			t.Errorf("%s: files left behind: %v", name, ents)
+		}
+	}
+}
+
+func TestWriteRefusesImpossibleShapes(t *testing.T) {
+	for _, shape := range [][]int{{-1, -2}, {1 << 40, 1 << 40}, {math.MaxInt / 2, 0, 4}} {
+		s := sample(1, 1)
+		s.Meta.Tensors[1].Shape = shape
+		if _, err := Write(filepath.Join(t.TempDir(), "x.db"), s); err == nil {
+			t.Errorf("shape %v written", shape)
+		}
+	}
+}
+
+func TestVerifyAndReadFile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), FileName(2))
+	want, err := Write(path, sample(2, 3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, sum, err := Verify(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum != want || m.Step != 2 || len(m.Tensors) != 2 {
+		t.Fatalf("Verify: meta %+v, checksum %s, written %s", m, sum, want)
+	}
+	st, sum2, err := ReadFile(path)
+	if err != nil || sum2 != want || st.Meta.Step != 2 || st.Tensor("param/b")[1] != -2 {
+		t.Fatalf("ReadFile: %v, checksum %s, written %s", err, sum2, want)
+	}
+	flip(t, path, 3)
+	if _, _, err := ReadFile(path); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("ReadFile of a damaged file: %v", err)
+	}
+	if _, _, err := Verify(path); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Verify of a damaged file: %v", err)
+	}
+	if _, _, err := Verify(filepath.Dir(path)); err == nil {
+		t.Fatal("a directory verified as a checkpoint")
+	}
+}
+
+func TestCleanTemp(t *testing.T) {
+	dir := t.TempDir()
+	keep := filepath.Join(dir, FileName(1))
+	if _, err := Write(keep, sample(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	temps := []string{
+		filepath.Join(dir, FileName(2)+".tmp-123456"),
+		filepath.Join(dir, "other.tmp-"),
+	}
+	for _, p := range temps {
+		if err := os.WriteFile(p, []byte("half a checkpoint"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub := filepath.Join(dir, "job.tmp-dir") // a directory is not a temp file, nor searched
+	if err := os.Mkdir(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(sub, "x.tmp-1"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := CleanTemp(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sort.Strings(removed)
+	sort.Strings(temps)
+	if !slices.Equal(removed, temps) {
+		t.Fatalf("removed %v, want %v", removed, temps)
+	}
+	for _, p := range []string{keep, sub, filepath.Join(sub, "x.tmp-1")} {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s: %v", p, err)
+		}
+	}
+	if _, err := CleanTemp(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("missing directory: %v", err)
 	}
 }

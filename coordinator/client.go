@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"time"
@@ -13,8 +14,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/ckptstore"
 )
 
 // Client calls the coordinators and fails over by itself: it keeps every
@@ -117,13 +120,21 @@ const perTry = 3 * time.Second
 // call runs fn against the coordinators until one answers with anything
 // but a retryable error, or ctx ends.
 func call[R any](ctx context.Context, c *Client, fn func(context.Context, pb.CoordinatorClient) (R, error)) (R, error) {
+	return callWithin(ctx, c, perTry, fn)
+}
+
+// transferTry bounds one attempt of a checkpoint transfer.
+const transferTry = 5 * time.Minute
+
+// callWithin is call with each attempt bounded by try.
+func callWithin[R any](ctx context.Context, c *Client, try time.Duration, fn func(context.Context, pb.CoordinatorClient) (R, error)) (R, error) {
 	var zero R
 	var last error
 	backoff := 20 * time.Millisecond
 	for {
 		cl, addr, err := c.pick()
 		if err == nil {
-			tctx, cancel := context.WithTimeout(ctx, perTry)
+			tctx, cancel := context.WithTimeout(ctx, try)
 			var r R
 			r, err = fn(tctx, cl)
 			cancel()
@@ -256,4 +267,46 @@ func (c *Client) FinishJob(ctx context.Context, req *pb.FinishJobRequest) (strin
 		return cl.FinishJob(ctx, req)
 	})
 	return r.GetNextJobId(), err
+}
+
+// PutCheckpoint sends the checkpoint file at path (described by hdr) to
+// the coordinators and returns its manifest once a majority of them hold
+// it and the manifest is committed. A coordinator that cannot take it is
+// left for the next.
+func (c *Client) PutCheckpoint(ctx context.Context, path string, hdr *pb.CheckpointHeader) (*pb.CheckpointManifest, error) {
+	r, err := callWithin(ctx, c, transferTry, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.PutCheckpointResponse, error) {
+		st, err := cl.PutCheckpoint(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := ckptstore.Send(ctx, path, proto.CloneOf(hdr), st.Send); err != nil && !errors.Is(err, io.EOF) {
+			st.CloseSend()
+			return nil, err
+		}
+		// io.EOF from Send: the server ended the stream; its status says why.
+		return st.CloseAndRecv()
+	})
+	return r.GetManifest(), err
+}
+
+// GetCheckpoint fetches a checkpoint (req.step 0: the job's latest good
+// one) into the file dest names once it has seen the header, atomically
+// and verified (package ckptstore). It returns the header received.
+func (c *Client) GetCheckpoint(ctx context.Context, req *pb.GetCheckpointRequest, dest func(*pb.CheckpointHeader) (string, error)) (*pb.CheckpointHeader, error) {
+	return callWithin(ctx, c, transferTry, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.CheckpointHeader, error) {
+		st, err := cl.GetCheckpoint(ctx, req)
+		if err != nil {
+			return nil, err
+		}
+		return ckptstore.ReceiveTo(ctx, st.Recv, dest)
+	})
+}
+
+// ListCheckpoints lists the committed checkpoints of a job (every job if
+// jobID is empty).
+func (c *Client) ListCheckpoints(ctx context.Context, jobID string) ([]*pb.CheckpointManifest, error) {
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.ListCheckpointsResponse, error) {
+		return cl.ListCheckpoints(ctx, &pb.ListCheckpointsRequest{JobId: jobID})
+	})
+	return r.GetCheckpoints(), err
 }

@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/ckptstore"
 )
 
 // DefaultLease is how long a worker stays registered without a heartbeat.
@@ -54,9 +55,13 @@ type ServiceConfig struct {
 	// (DefaultProbeTimeout if 0).
 	ProbeTimeout time.Duration
 	Logger       *slog.Logger
-	// DialOptions for forwarding calls to the leader (credentials);
-	// insecure if empty.
+	// DialOptions for forwarding calls to the leader and copying
+	// checkpoints to peers (credentials); insecure if empty.
 	DialOptions []grpc.DialOption
+	// Checkpoints is this coordinator's checkpoint store (DATA_DIR/
+	// checkpoints); nil: it keeps none (the checkpoint calls answer
+	// Unavailable, and a majority must be found among the others).
+	Checkpoints *ckptstore.Store
 }
 
 // Service is the Coordinator gRPC service. Any coordinator answers any
@@ -75,9 +80,10 @@ type Service struct {
 	log        *slog.Logger
 	dial       []grpc.DialOption
 	leases     *leases
+	ckpt       *keeper // nil if this coordinator keeps no checkpoints
 
 	mu    sync.Mutex
-	conns map[string]*grpc.ClientConn // leader address -> connection, for forwarding
+	conns map[string]*grpc.ClientConn // peer address -> connection, for forwarding and checkpoint copies
 
 	stop chan struct{}
 	done chan struct{}
@@ -146,6 +152,11 @@ func NewService(cfg ServiceConfig) *Service {
 		}()
 	})
 	go s.keepLeases()
+	if cfg.Checkpoints != nil {
+		s.ckpt = newKeeper(s, cfg.Checkpoints)
+		s.ckpt.wg.Add(1)
+		go s.ckpt.run()
+	}
 	return s
 }
 
@@ -157,6 +168,9 @@ func (s *Service) Close() {
 		close(s.stop)
 	}
 	<-s.done
+	if s.ckpt != nil {
+		s.ckpt.close()
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for addr, c := range s.conns {
@@ -198,6 +212,12 @@ func (s *Service) leaderClient() (pb.CoordinatorClient, error) {
 	if addr == s.node.Addr() {
 		return nil, status.Error(codes.Unavailable, "leadership is changing; retry")
 	}
+	return s.peer(addr)
+}
+
+// peer returns a client of the Coordinator service at addr (another
+// coordinator), on a connection kept for the service's life.
+func (s *Service) peer(addr string) (pb.CoordinatorClient, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.conns[addr]
@@ -205,7 +225,7 @@ func (s *Service) leaderClient() (pb.CoordinatorClient, error) {
 		var err error
 		c, err = grpc.NewClient(addr, s.dial...)
 		if err != nil {
-			return nil, status.Errorf(codes.Unavailable, "dial leader %s: %v", addr, err)
+			return nil, status.Errorf(codes.Unavailable, "dial coordinator %s: %v", addr, err)
 		}
 		s.conns[addr] = c
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/ckptstore"
 )
 
 // svcMember is one coordinator of a test group: gRPC server, node, service.
@@ -47,6 +48,13 @@ func startServiceGroup(t testing.TB, n int, lease time.Duration) []*svcMember {
 // as cfg (Node and FSM are filled in).
 func startServiceGroupWith(t testing.TB, n int, cfg ServiceConfig) []*svcMember {
 	t.Helper()
+	return startServiceGroupStores(t, n, cfg, nil)
+}
+
+// startServiceGroupStores is startServiceGroupWith where coordinator i
+// keeps checkpoints in stores[i] (if stores is not nil).
+func startServiceGroupStores(t testing.TB, n int, cfg ServiceConfig, stores []*ckptstore.Store) []*svcMember {
+	t.Helper()
 	// Registered first, so it runs last: after the group is stopped, no
 	// goroutine of it may remain.
 	t.Cleanup(checkGoroutines(t))
@@ -74,6 +82,9 @@ func startServiceGroupWith(t testing.TB, n int, cfg ServiceConfig) []*svcMember 
 		}
 		sc := cfg
 		sc.Node, sc.FSM = node, fsm
+		if stores != nil {
+			sc.Checkpoints = stores[i]
+		}
 		svc := NewService(sc)
 		pb.RegisterCoordinatorServer(srv, svc)
 		go srv.Serve(lis[i])

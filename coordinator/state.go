@@ -570,6 +570,9 @@ func (s *State) recordCheckpoint(c *pb.RecordCheckpoint) (*pb.CheckpointManifest
 		}
 		return proto.CloneOf(have), nil
 	}
+	if c.GetAddHolders() {
+		return nil, nil // that step is no longer kept (or was never recorded)
+	}
 	if last := latest(j); last != nil && m.GetStep() < last.GetStep() {
 		return nil, fmt.Errorf("checkpoint of job %q: step %d is behind its latest checkpoint at step %d: %w", j.GetId(), m.GetStep(), last.GetStep(), ErrInvalid)
 	}

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/ckptstore"
 	"github.com/gencluster/gencluster/coordinator"
 	"github.com/gencluster/gencluster/worker"
 )
@@ -105,7 +106,14 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			}
 			return nil, errors.Join(err, c.Close())
 		}
-		svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: cfg.Lease, Logger: log})
+		store, err := ckptstore.Open(filepath.Join(cfg.StateDir, p.ID, "checkpoints"), log)
+		if err != nil {
+			for _, l := range lis[i:] {
+				l.Close()
+			}
+			return nil, errors.Join(err, node.Close(ctx), c.Close())
+		}
+		svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: cfg.Lease, Logger: log, Checkpoints: store})
 		pb.RegisterCoordinatorServer(srv, svc)
 		co := &coord{srv: srv, node: node, svc: svc, served: make(chan error, 1)}
 		go func(l net.Listener) { co.served <- srv.Serve(l) }(lis[i])

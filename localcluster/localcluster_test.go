@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/checkpoint"
+	"github.com/gencluster/gencluster/coordinator"
 	"github.com/gencluster/gencluster/training"
 	"github.com/gencluster/gencluster/worker"
 )
@@ -128,9 +130,8 @@ func TestEquivalence(t *testing.T) {
 		}
 		for _, n := range []int{2, 3} {
 			t.Run(fmt.Sprintf("%s/N=%d", model, n), func(t *testing.T) {
-				out := t.TempDir()
 				reps := newReplicas()
-				c := startCluster(t, 1, worker.Config{CheckpointDir: out, Threads: 1, OnStep: reps.onStep})
+				c := startCluster(t, 1, worker.Config{Threads: 1, OnStep: reps.onStep})
 				for range n {
 					if _, err := c.AddWorker(); err != nil {
 						t.Fatal(err)
@@ -144,14 +145,32 @@ func TestEquivalence(t *testing.T) {
 					t.Fatalf("job ended %s at step %d, want done at %d", j.GetState(), j.GetStep(), steps)
 				}
 				reps.identicalAt(t, steps)
-				got, _, err := checkpoint.Load(out, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				compareStates(t, got, want)
+				compareStates(t, finalCheckpoint(t, c, id), want)
 			})
 		}
 	}
+}
+
+// finalCheckpoint fetches the job's latest checkpoint from the
+// coordinators.
+func finalCheckpoint(t *testing.T, c *Cluster, job string) *checkpoint.State {
+	t.Helper()
+	cl, err := coordinator.NewClient(c.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	path := filepath.Join(t.TempDir(), "final.db")
+	if _, err := cl.GetCheckpoint(ctx, &pb.GetCheckpointRequest{JobId: job}, func(*pb.CheckpointHeader) (string, error) { return path, nil }); err != nil {
+		t.Fatalf("get the final checkpoint of %s: %v", job, err)
+	}
+	st, err := checkpoint.Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
 
 // compareStates checks every tensor of the checkpoints (parameters and

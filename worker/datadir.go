@@ -12,16 +12,18 @@ import (
 // The worker's data dir holds who the worker is: its id (worker-id), the
 // secret the coordinators issued to that id at its first join
 // (worker-secret, mode 0600), and a lock file that one process at a time
-// holds (lock).
+// holds (lock); and the local store of its job's newest checkpoints
+// (checkpoints/<job>/, package ckptstore).
 
 // ErrDataDirInUse is returned by New when another process (or another
 // Worker in this one) holds the data dir.
 var ErrDataDirInUse = errors.New("worker: data directory in use by another worker process")
 
 const (
-	idFile     = "worker-id"
-	secretFile = "worker-secret"
-	lockFile   = "lock"
+	idFile         = "worker-id"
+	secretFile     = "worker-secret"
+	lockFile       = "lock"
+	checkpointsDir = "checkpoints" // the local checkpoint store
 )
 
 // loadID reads the worker id kept in dir, creating one the first time, so a

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/ckptstore"
 	"github.com/gencluster/gencluster/coordinator"
 )
 
@@ -23,8 +24,8 @@ func testLogger() *slog.Logger {
 	return slog.New(slog.DiscardHandler)
 }
 
-// startCoordinator runs a one-node coordinator group on loopback and
-// returns its address and client.
+// startCoordinator runs a one-node coordinator group on loopback (holding
+// checkpoints in its own store) and returns its address and client.
 func startCoordinator(t *testing.T) (string, *coordinator.Client) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -34,14 +35,19 @@ func startCoordinator(t *testing.T) (string, *coordinator.Client) {
 	addr := lis.Addr().String()
 	srv := grpc.NewServer()
 	fsm := coordinator.NewFSM(testLogger())
+	dir := filepath.Join(t.TempDir(), "c1")
 	node, err := coordinator.NewNode(context.Background(), coordinator.NodeConfig{
-		ID: "c1", Addr: addr, DataDir: filepath.Join(t.TempDir(), "c1"),
+		ID: "c1", Addr: addr, DataDir: dir,
 		Peers: []coordinator.Peer{{ID: "c1", Addr: addr}}, FSM: fsm, Logger: testLogger(),
 	}, srv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: 3 * time.Second, Logger: testLogger()})
+	store, err := ckptstore.Open(filepath.Join(dir, "checkpoints"), testLogger())
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: 3 * time.Second, Logger: testLogger(), Checkpoints: store})
 	pb.RegisterCoordinatorServer(srv, svc)
 	go srv.Serve(lis)
 	cl, err := coordinator.NewClient([]string{addr})

@@ -9,8 +9,6 @@ import (
 	"io/fs"
 	"log/slog"
 	"math"
-	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/gencluster/gencluster/allreduce"
@@ -28,16 +26,12 @@ import (
 // float32, exact up to 2^24.
 const maxSteps = 1 << 24
 
-// keepCheckpoints is how many checkpoints a worker keeps per job.
-const keepCheckpoints = 3
-
 // job is one training job's replica on this worker: the model, the
 // optimizer state, the completed step count, and the buffers of a step.
 type job struct {
 	id    string
 	spec  *pb.JobSpec
 	meta  checkpoint.Job
-	dir   string // checkpoints
 	log   *slog.Logger
 	pool  *kernels.Pool
 	model models.Model
@@ -46,9 +40,15 @@ type job struct {
 	seq   *sharding.Sequence
 
 	params, grads [][]float32
-	step          int64   // completed steps
-	loss          float64 // of the last completed step
-	saved         int64   // step of the last checkpoint written here (-1: none)
+	names         []string // of the parameters, in their order
+	step          int64    // completed steps
+	loss          float64  // of the last completed step
+	held          int64    // step of the last checkpoint known to be held by the coordinators (-1: none)
+	finalFailed   bool     // the final checkpoint could not be given to the coordinators
+
+	// writer writes rank 0's checkpoints in the background (nil until the
+	// first); it ends with the job.
+	writer *ckptWriter
 
 	x      []float32 // this rank's images of a step
 	idx    []int     // the global batch's image indices
@@ -72,13 +72,28 @@ type job struct {
 	startStep int64
 }
 
-// openJob builds the replica of an assigned job: from the newest good
-// checkpoint in its directory if there is one, else from the job's seed
-// (as `gencluster train` starts).
+// openJob builds the replica of an assigned job, from the newest
+// checkpoint of the job in the local store or held by the coordinators
+// (the assignment's), else from the job's seed (as `gencluster train`
+// starts); see resume.
 func (w *Worker) openJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 	if w.testOpenHook != nil {
 		w.testOpenHook()
 	}
+	j, err := w.buildJob(ctx, a)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.resume(ctx, j, a.GetCheckpoint()); err != nil {
+		j.close()
+		return nil, err
+	}
+	return j, nil
+}
+
+// buildJob builds the replica of an assigned job (data set, model,
+// optimizer, buffers), its parameters not yet initialised.
+func (w *Worker) buildJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 	spec := a.GetJob()
 	if spec.GetSteps() > maxSteps {
 		return nil, fmt.Errorf("job %s: %d steps, more than the %d a worker can count", a.GetJobId(), spec.GetSteps(), maxSteps)
@@ -114,20 +129,17 @@ func (w *Worker) openJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 	adamCfg.LR = spec.GetLr()
 	j := &job{
 		id: a.GetJobId(), spec: spec, pool: pool, model: m, data: images, seq: seq,
-		opt:   optim.NewAdam(adamCfg, training.ParamLengths(m)),
-		log:   w.log.With("job", a.GetJobId()),
-		saved: -1, bucketHook: w.testBucketHook,
+		opt:  optim.NewAdam(adamCfg, training.ParamLengths(m)),
+		log:  w.log.With("job", a.GetJobId()),
+		held: -1, bucketHook: w.testBucketHook,
 		meta: checkpoint.Job{Model: spec.GetModel(), Dataset: spec.GetDataset(), Batch: int(spec.GetBatch()),
 			TotalSteps: spec.GetSteps(), Seed: spec.GetSeed(), LR: spec.GetLr()},
-	}
-	j.dir = w.cfg.CheckpointDir
-	if j.dir == "" {
-		j.dir = filepath.Join(w.cfg.DataDir, "checkpoints", j.id)
 	}
 	n := 0
 	for _, p := range m.Params() {
 		j.params = append(j.params, p.Data)
 		j.grads = append(j.grads, p.Grad)
+		j.names = append(j.names, p.Name)
 		n += len(p.Data)
 	}
 	j.state = make([]float32, 3*n+1)
@@ -139,27 +151,16 @@ func (w *Worker) openJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 	m.SetGradHook(func(p *models.Param) { j.order = append(j.order, p) })
 	m.Grad(j.x[:m.Rows()*m.Cols()], 1, models.Noise{})
 	m.SetGradHook(j.onGrad)
-	if err := j.resume(); err != nil {
-		pool.Close()
-		return nil, err
-	}
 	return j, nil
 }
 
-func (j *job) close() { j.pool.Close() }
-
-// resume loads the newest good checkpoint of this job from its directory,
-// or initialises the model from the job's seed, as `train` does.
-func (j *job) resume() error {
-	step, loss, err := training.Resume(j.dir, j.meta, j.model, j.opt, j.log)
-	if err != nil {
-		return fmt.Errorf("job %s: %w", j.id, err)
+// close ends the job's checkpoint writer (a checkpoint in flight is
+// abandoned) and its compute pool.
+func (j *job) close() {
+	if j.writer != nil {
+		j.writer.stop()
 	}
-	j.step, j.loss, j.saved = step, loss, -1
-	if step > 0 {
-		j.saved = step
-	}
-	return nil
+	j.pool.Close()
 }
 
 // sync makes every replica of the ring identical at the start of a
@@ -269,6 +270,12 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return &jobError{fmt.Errorf("step %d: loss is %v; lower the learning rate", j.step+1, loss)}
 	}
+	// A NaN or an infinity in a summed gradient would poison the
+	// parameters (and every later checkpoint): nothing is applied, and the
+	// job fails (every rank sees the same sums).
+	if i := firstNonFinite(j.grads); i >= 0 {
+		return &jobError{fmt.Errorf("step %d: summed gradient of %s holds NaN or Inf", j.step+1, j.names[i])}
+	}
 	if err := j.opt.Step(j.params, j.grads, 1/float32(batch)); err != nil {
 		return &jobError{fmt.Errorf("step %d: %w", j.step+1, err)}
 	}
@@ -302,21 +309,19 @@ func (j *job) start(buf []float32) {
 	j.ops = append(j.ops[:n], j.stepRing.StartOp(j.stepCtx, op, buf))
 }
 
-// save writes a checkpoint of the current step (unless one is there).
-func (j *job) save() error {
-	if j.saved == j.step {
-		return nil
+// firstNonFinite returns the index of the first tensor of ts that holds a
+// NaN or an infinity, or -1. (v-v is 0 for every finite v and NaN for a
+// NaN or an infinity: one subtraction and one well-predicted branch a
+// value.)
+func firstNonFinite(ts [][]float32) int {
+	for i, t := range ts {
+		for _, v := range t {
+			if v-v != 0 {
+				return i
+			}
+		}
 	}
-	if err := os.MkdirAll(j.dir, 0o755); err != nil {
-		return fmt.Errorf("checkpoint directory: %w", err)
-	}
-	path := filepath.Join(j.dir, checkpoint.FileName(j.step))
-	if _, err := checkpoint.Write(path, training.Snapshot(j.meta, j.step, j.loss, j.model, j.opt)); err != nil {
-		return err
-	}
-	j.saved = j.step
-	j.log.Info("checkpoint written", "step", j.step, "path", path)
-	return checkpoint.Prune(j.dir, keepCheckpoints)
+	return -1
 }
 
 // jobError is a failure of the job itself (not of the ring): the job is

@@ -218,9 +218,7 @@ func (l *loop) training(ctx context.Context) {
 		return
 	}
 	if every := j.spec.GetCheckpointEvery(); every > 0 && j.step%every == 0 && j.step < j.spec.GetSteps() {
-		if err := j.save(); err != nil {
-			w.log.Error("checkpoint", "job", j.id, "step", j.step, "err", err)
-		}
+		w.checkpointAsync(ctx, j, a) // a copy; written and sent in the background
 	}
 	if time.Since(l.lastReport) >= progressEvery {
 		l.lastReport = time.Now()
@@ -229,15 +227,16 @@ func (l *loop) training(ctx context.Context) {
 }
 
 // finished: this worker reached the job's last step in generation l.a.
-// Rank 0 writes the final checkpoint and ends the job; every rank then
-// waits for the coordinators to move on (if this generation's rank 0 dies
-// first, the next generation's finishes it).
+// Rank 0 has the coordinators hold the final checkpoint and ends the job;
+// every rank then waits for the coordinators to move on (if this
+// generation's rank 0 dies first, the next generation's finishes it).
 func (l *loop) finished(ctx context.Context) {
 	w, j, a := l.w, l.j, l.a
 	w.log.Info("job complete", "job", j.id, "step", j.step, "generation", a.GetGeneration(), "rank", a.GetRank(), "params_checksum", j.checksum())
 	if a.GetRank() == 0 {
-		if err := j.save(); err != nil {
-			w.log.Error("final checkpoint", "job", j.id, "err", err)
+		w.finalCheckpoint(ctx, j, a)
+		if ctx.Err() != nil {
+			return
 		}
 		w.report(ctx, j, a, true)
 		if err := w.finish(ctx, j.id, nil); err != nil {
@@ -246,6 +245,32 @@ func (l *loop) finished(ctx context.Context) {
 		}
 	}
 	l.done, l.phase = a, phaseIdle
+}
+
+// finalCheckpoint has the coordinators hold the job's last step: it waits
+// for the background writer to finish the checkpoints before it (so that
+// the final one is committed last), then writes the final one and uploads
+// it, retrying for up to holdTimeout. If the coordinators still do not
+// hold it, the job is finished all the same (its replicas are complete)
+// and the error is logged; it is not tried again for this job.
+func (w *Worker) finalCheckpoint(ctx context.Context, j *job, a *pb.Assignment) {
+	if j.held == j.step || j.finalFailed {
+		return
+	}
+	if j.writer != nil {
+		if err := j.writer.drain(ctx); err != nil {
+			return // ctx ended
+		}
+	}
+	if err := w.holdFinal(ctx, j.snapshot(a)); err != nil {
+		if ctx.Err() != nil {
+			return
+		}
+		j.finalFailed = true
+		w.log.Error("the coordinators do not hold the job's final checkpoint; finishing the job without it", "job", j.id, "step", j.step, "err", err)
+		return
+	}
+	j.held = j.step
 }
 
 // wait blocks until the assignment changes (or a heartbeat interval

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/gencluster/gencluster/allreduce"
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/ckptstore"
 	"github.com/gencluster/gencluster/coordinator"
 )
 
@@ -35,13 +37,10 @@ type Config struct {
 	// address, with this machine's host name if it listens on all
 	// interfaces.
 	Advertise string
-	// DataDir holds the worker's id and, unless CheckpointDir is set, the
-	// checkpoints it writes.
+	// DataDir holds the worker's id, its secret, its lock and its local
+	// store of its job's checkpoints (DataDir/checkpoints: the newest few
+	// it wrote or fetched; the coordinators hold the job's checkpoints).
 	DataDir string
-	// CheckpointDir, if set, is where checkpoints go (a job's own
-	// subdirectory is not added): the embedded cluster points every worker
-	// at its --out.
-	CheckpointDir string
 	// Threads is the compute threads of the worker's kernels.
 	Threads int
 	// RingTimeout is how long a silent ring peer is waited for
@@ -51,6 +50,10 @@ type Config struct {
 	Logger *slog.Logger
 	// OnStep, if set, is called after every completed step (on every rank).
 	OnStep func(StepInfo)
+	// OnCheckpoint, if set, is called with the outcome of every checkpoint
+	// this worker takes as rank 0 (on the checkpoint writer's goroutine,
+	// or the train loop's for the final one).
+	OnCheckpoint func(CheckpointEvent)
 }
 
 // StepInfo describes one completed training step on one worker.
@@ -84,6 +87,7 @@ type Worker struct {
 	srv    *grpc.Server
 	member *allreduce.Member
 	client *coordinator.Client
+	store  *ckptstore.Store // DataDir/checkpoints
 
 	assign   atomic.Pointer[pb.Assignment]
 	readyJob atomic.Pointer[string] // the job whose replica this worker has built; told to the coordinators
@@ -104,6 +108,11 @@ type Worker struct {
 	// testOpenHook before each replica is built.
 	testBucketHook func(step int64, bucket int)
 	testOpenHook   func()
+
+	// putCheckpoint and getCheckpoint, if set (by tests), replace the
+	// client's PutCheckpoint and GetCheckpoint.
+	putCheckpoint func(ctx context.Context, path string, hdr *pb.CheckpointHeader) (*pb.CheckpointManifest, error)
+	getCheckpoint func(ctx context.Context, req *pb.GetCheckpointRequest, dest func(*pb.CheckpointHeader) (string, error)) (*pb.CheckpointHeader, error)
 }
 
 // New opens the worker's listener and gRPC server (serving the ring
@@ -149,6 +158,10 @@ func newWorker(cfg Config, log *slog.Logger, lock *os.File) (*Worker, error) {
 	if err != nil {
 		return nil, err
 	}
+	store, err := ckptstore.Open(filepath.Join(cfg.DataDir, checkpointsDir), log)
+	if err != nil {
+		return nil, fmt.Errorf("worker: local checkpoint store: %w", err)
+	}
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return nil, fmt.Errorf("worker: listen on %s: %w", cfg.Listen, err)
@@ -176,7 +189,7 @@ func newWorker(cfg Config, log *slog.Logger, lock *os.File) (*Worker, error) {
 		}
 	}
 	w := &Worker{
-		cfg: cfg, id: id, secret: secret, lock: lock, log: log.With("worker", id), lis: lis, srv: srv, member: member, client: client,
+		cfg: cfg, id: id, secret: secret, lock: lock, log: log.With("worker", id), lis: lis, srv: srv, member: member, client: client, store: store,
 		addr: advertise, changed: make(chan struct{}, 1), serveErr: make(chan error, 1),
 	}
 	go func() { w.serveErr <- srv.Serve(lis) }()
@@ -296,7 +309,7 @@ func (w *Worker) prepare(ctx context.Context) *job {
 			continue
 		}
 		w.log.Info("a job runs: building its replica before joining", "job", j.GetId())
-		nj, err := w.openJob(ctx, &pb.Assignment{JobId: j.GetId(), Job: j.GetSpec()})
+		nj, err := w.openJob(ctx, &pb.Assignment{JobId: j.GetId(), Job: j.GetSpec(), Checkpoint: manifestOf(j.GetId(), j.GetLastCheckpoint())})
 		if err != nil {
 			w.log.Warn("cannot build the running job's replica", "job", j.GetId(), "err", err)
 			return nil

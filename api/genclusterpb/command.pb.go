@@ -839,8 +839,12 @@ func (x *FinishJob) GetMessage() string {
 // (a coordinator that caught up); with another checksum it is a no-op
 // (the first one recorded stays).
 type RecordCheckpoint struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Manifest      *CheckpointManifest    `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Manifest *CheckpointManifest    `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	// add_holders only adds the manifest's holders to a recorded step (a
+	// coordinator that caught up, or one whose copy finished late); it never
+	// records a new step, and is a no-op for a step no longer kept.
+	AddHolders    bool `protobuf:"varint,2,opt,name=add_holders,json=addHolders,proto3" json:"add_holders,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -880,6 +884,13 @@ func (x *RecordCheckpoint) GetManifest() *CheckpointManifest {
 		return x.Manifest
 	}
 	return nil
+}
+
+func (x *RecordCheckpoint) GetAddHolders() bool {
+	if x != nil {
+		return x.AddHolders
+	}
+	return false
 }
 
 // StateSnapshot is the whole state machine, as raft snapshots store it.
@@ -1319,9 +1330,11 @@ const file_command_proto_rawDesc = "" +
 	"\tFinishJob\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12-\n" +
 	"\x05state\x18\x02 \x01(\x0e2\x17.gencluster.v1.JobStateR\x05state\x12\x18\n" +
-	"\amessage\x18\x03 \x01(\tR\amessage\"Q\n" +
+	"\amessage\x18\x03 \x01(\tR\amessage\"r\n" +
 	"\x10RecordCheckpoint\x12=\n" +
-	"\bmanifest\x18\x01 \x01(\v2!.gencluster.v1.CheckpointManifestR\bmanifest\"\x94\x02\n" +
+	"\bmanifest\x18\x01 \x01(\v2!.gencluster.v1.CheckpointManifestR\bmanifest\x12\x1f\n" +
+	"\vadd_holders\x18\x02 \x01(\bR\n" +
+	"addHolders\"\x94\x02\n" +
 	"\rStateSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12\x1e\n" +
 	"\n" +

@@ -1887,6 +1887,7 @@ func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointManifest {
 type RecordCheckpointRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Manifest      *CheckpointManifest    `protobuf:"bytes,1,opt,name=manifest,proto3" json:"manifest,omitempty"`
+	AddHolders    bool                   `protobuf:"varint,2,opt,name=add_holders,json=addHolders,proto3" json:"add_holders,omitempty"` // as RecordCheckpoint.add_holders
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1926,6 +1927,13 @@ func (x *RecordCheckpointRequest) GetManifest() *CheckpointManifest {
 		return x.Manifest
 	}
 	return nil
+}
+
+func (x *RecordCheckpointRequest) GetAddHolders() bool {
+	if x != nil {
+		return x.AddHolders
+	}
+	return false
 }
 
 type RecordCheckpointResponse struct {
@@ -2862,9 +2870,11 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x16ListCheckpointsRequest\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"^\n" +
 	"\x17ListCheckpointsResponse\x12C\n" +
-	"\vcheckpoints\x18\x01 \x03(\v2!.gencluster.v1.CheckpointManifestR\vcheckpoints\"X\n" +
+	"\vcheckpoints\x18\x01 \x03(\v2!.gencluster.v1.CheckpointManifestR\vcheckpoints\"y\n" +
 	"\x17RecordCheckpointRequest\x12=\n" +
-	"\bmanifest\x18\x01 \x01(\v2!.gencluster.v1.CheckpointManifestR\bmanifest\"Y\n" +
+	"\bmanifest\x18\x01 \x01(\v2!.gencluster.v1.CheckpointManifestR\bmanifest\x12\x1f\n" +
+	"\vadd_holders\x18\x02 \x01(\bR\n" +
+	"addHolders\"Y\n" +
 	"\x18RecordCheckpointResponse\x12=\n" +
 	"\bmanifest\x18\x01 \x01(\v2!.gencluster.v1.CheckpointManifestR\bmanifest\"\xb9\x01\n" +
 	"\x15ReportProgressRequest\x12\x1b\n" +

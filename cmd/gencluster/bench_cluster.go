@@ -177,7 +177,7 @@ func withCluster(ctx context.Context, log *slog.Logger, coords, workers int, onS
 	}
 	defer os.RemoveAll(dir)
 	c, err := localcluster.Start(ctx, localcluster.Config{Coordinators: coords, StateDir: dir, Lease: 3 * time.Second, Logger: log,
-		Worker: worker.Config{Threads: 1, CheckpointDir: dir + "/ckpt", OnStep: onStep}})
+		Worker: worker.Config{Threads: 1, OnStep: onStep}})
 	if err != nil {
 		return err
 	}

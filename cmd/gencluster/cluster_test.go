@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -302,7 +303,8 @@ func TestClusterKillLeader(t *testing.T) {
 }
 
 // TestLocal: the embedded cluster trains to the end and leaves what train
-// leaves (checkpoint, loss curve, sample grid); eval reads its checkpoint.
+// leaves (the final checkpoint, fetched from the coordinators; loss curve;
+// sample grid); eval reads its checkpoint.
 func TestLocal(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	stdout, errs, code := gencluster(t, "local", "--workers", "2", "--coordinators", "3", "--model", "vae", "--batch", "16",
@@ -313,10 +315,13 @@ func TestLocal(t *testing.T) {
 	if !strings.Contains(stdout, "step 30/30") || !strings.Contains(stdout, "done: step 30") {
 		t.Errorf("local printed no progress to the last step:\n%s", stdout)
 	}
-	for _, f := range []string{"ckpt-0000000030.db", "ckpt-0000000020.db", "loss.csv", "loss.png", "samples.png"} {
+	for _, f := range []string{"ckpt-0000000030.db", "loss.csv", "loss.png", "samples.png"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Errorf("local left no %s: %v", f, err)
 		}
+	}
+	if _, errs, code := gencluster(t, "checkpoint", "verify", out); code != 0 {
+		t.Errorf("verify of local's checkpoint: %s", errs)
 	}
 	rows, err := training.ReadCurve(filepath.Join(out, "loss.csv"))
 	if err != nil || len(rows) != 30 || rows[29].Step != 30 {
@@ -462,7 +467,7 @@ func TestClusterWholeRestart(t *testing.T) {
 	// It resumed from a checkpoint (>= 200: it was killed past 250),
 	// rather than from the start, and every step after the restart ran on
 	// the whole ring.
-	resumed := regexp.MustCompile(`msg=resuming .*checkpoint=\S+ step=(\d+)`)
+	resumed := regexp.MustCompile(`msg="resuming from checkpoint" .*?step=(\d+) source=(local|coordinators)`)
 	var from int64 = -1
 	for _, w := range c.workers {
 		if m := resumed.FindStringSubmatch(w.log.String()); m != nil {
@@ -479,5 +484,49 @@ func TestClusterWholeRestart(t *testing.T) {
 	}
 	if from < 200 {
 		t.Errorf("no restarted worker resumed from a checkpoint at step 200 or later (got %d)", from)
+	}
+	checkCheckpointCommands(t, c, steps, every)
+}
+
+// checkCheckpointCommands: after a job of steps steps (a checkpoint every
+// `every`) on c, the coordinators list its newest three checkpoints
+// (SPEC: keep 3), the last the final step, held by every coordinator of
+// c; checkpoint get fetches it into a file that verify and eval read.
+func checkCheckpointCommands(t *testing.T, c *testCluster, steps, every int64) {
+	t.Helper()
+	addrs := strings.Join(c.coords, ",")
+	out, errs, code := gencluster(t, "checkpoint", "list", "--coordinator", addrs, "--json")
+	if code != 0 {
+		t.Fatalf("checkpoint list: %s", errs)
+	}
+	var list []checkpointListJSON
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("checkpoint list --json: %v in %q", err, out)
+	}
+	if len(list) == 0 {
+		t.Fatalf("checkpoint list: none held: %q", out)
+	}
+	var got []int64
+	for _, m := range list {
+		got = append(got, m.Step)
+	}
+	want := []int64{steps - 2*every, steps - every, steps}
+	if !slices.Equal(got, want) {
+		t.Errorf("checkpoints held: steps %v, want %v", got, want)
+	}
+	last := list[len(list)-1]
+	if len(last.Holders) != len(c.coords) || last.SizeBytes == 0 || len(last.Checksum) != 64 || last.WriterID == "" || last.WorldSize < 1 {
+		t.Errorf("final checkpoint's manifest: %+v", last)
+	}
+	file := filepath.Join(t.TempDir(), "final.db")
+	out, errs, code = gencluster(t, "checkpoint", "get", "--coordinator", addrs, "--job", last.JobID, "--out", file)
+	if code != 0 || !strings.Contains(out, fmt.Sprintf("step %d", steps)) {
+		t.Fatalf("checkpoint get: exit %d, %q, %s", code, out, errs)
+	}
+	if _, errs, code := gencluster(t, "checkpoint", "verify", file); code != 0 {
+		t.Errorf("verify of the fetched checkpoint: %s", errs)
+	}
+	if _, errs, code := gencluster(t, "eval", "--checkpoint", file, "--json"); code != 0 {
+		t.Errorf("eval of the fetched checkpoint: %s", errs)
 	}
 }

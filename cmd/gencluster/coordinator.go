@@ -5,12 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"time"
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/ckptstore"
 	"github.com/gencluster/gencluster/coordinator"
 )
 
@@ -48,7 +50,7 @@ data dir and asks the group at ADDR to add it.`,
 	f.StringVar(&listen, "listen", "", "host:port to serve gRPC on (required)")
 	f.StringVar(&advertise, "advertise", "", "host:port the others dial (default: --listen)")
 	f.StringVar(&peers, "peers", "", "the whole raft group: id=host:port,... (first start)")
-	f.StringVar(&dataDir, "data-dir", "", "directory for the raft log, stable store and snapshots (required)")
+	f.StringVar(&dataDir, "data-dir", "", "directory for the raft log, stable store, snapshots and checkpoints (required)")
 	f.StringVar(&join, "join", "", "address of a coordinator of an existing group to join")
 	f.DurationVar(&lease, "lease", coordinator.DefaultLease, "worker lease: a worker silent this long is removed")
 	f.DurationVar(&rejoinWait, "rejoin-wait", coordinator.DefaultRejoinWait,
@@ -104,7 +106,12 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 		lis.Close()
 		return err
 	}
-	svcCfg.Node, svcCfg.FSM, svcCfg.Logger = node, fsm, a.log
+	store, err := ckptstore.Open(filepath.Join(dataDir, "checkpoints"), a.log)
+	if err != nil {
+		lis.Close()
+		return errors.Join(fmt.Errorf("data dir %s: %w", dataDir, err), node.Close(context.Background()))
+	}
+	svcCfg.Node, svcCfg.FSM, svcCfg.Logger, svcCfg.Checkpoints = node, fsm, a.log, store
 	svc := coordinator.NewService(svcCfg)
 	pb.RegisterCoordinatorServer(srv, svc)
 	served := make(chan error, 1)

@@ -28,16 +28,17 @@ import (
 
 func (a *app) localCommand() *cobra.Command {
 	var jf jobFlags
-	var workers, coordinators, threads, minWorkers, samples int
+	var workers, coordinators, threads, minWorkers, samples, keep int
 	var out string
 	cmd := &cobra.Command{
 		Use:   "local --workers N [--coordinators 1|3] --model pixelcnn|vae (--steps N | --epochs E) [--out DIR]",
 		Short: "Train on a whole cluster started in this process (coordinators and workers on loopback)",
 		Long: `Start a whole cluster in this process - coordinators (a raft group) and workers,
 each a real gRPC server on loopback - submit one job to it, print its progress,
-and leave the checkpoints, loss.csv, loss.png and samples.png in DIR, as train
-does. Running again with the same settings and DIR resumes from the newest
-good checkpoint.`,
+and leave the final checkpoint (ckpt-<step>.db, fetched from the coordinators,
+who hold the job's checkpoints), loss.csv, loss.png and samples.png in DIR, as
+train does. The cluster's state lives in a temporary directory: every run
+starts the job from the beginning.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			switch {
@@ -65,7 +66,7 @@ good checkpoint.`,
 			}
 			spec := &pb.JobSpec{
 				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: steps, Lr: jf.lr,
-				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers),
+				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
 			}
 			if err := coordinator.ValidateJobSpec(spec); err != nil {
 				return err
@@ -81,6 +82,7 @@ good checkpoint.`,
 	f.IntVar(&minWorkers, "min-workers", 0, "hold the job until this many workers are in the ring (0: --workers)")
 	f.IntVar(&samples, "samples", 64, "images in the final sample grid (0: none)")
 	f.StringVar(&out, "out", "", "output directory (default out/MODEL)")
+	f.IntVar(&keep, "keep", 0, "checkpoints of the job the coordinators keep (default 3)")
 	return cmd
 }
 
@@ -114,13 +116,12 @@ func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, 
 	}
 	defer os.RemoveAll(state)
 
-	// Every worker writes its checkpoints (as rank 0) to out.
 	curve := &localCurve{rows: map[int64]training.CurveRow{}}
 	start := time.Now()
 	cl, err := localcluster.Start(ctx, localcluster.Config{
 		Coordinators: nCoord, StateDir: state, Logger: a.log,
 		Worker: worker.Config{
-			CheckpointDir: out, Threads: threads,
+			Threads: threads,
 			OnStep: func(s worker.StepInfo) {
 				if s.Rank == 0 {
 					curve.add(s, time.Since(start))
@@ -158,7 +159,34 @@ func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, 
 	if job.GetState() != "done" {
 		return fmt.Errorf("job %s %s at step %d (the workers' log says why)", jobID, job.GetState(), job.GetStep())
 	}
-	return a.localOutputs(spec, curve, samples, out)
+	file, err := a.fetchFinal(ctx, client, jobID, spec.GetSteps(), out)
+	if err != nil {
+		return err
+	}
+	return a.localOutputs(spec, curve, samples, out, file)
+}
+
+// fetchFinal fetches the job's latest checkpoint from the coordinators
+// into out (as ckpt-<step>.db, atomically and verified) and returns its
+// path.
+func (a *app) fetchFinal(ctx context.Context, c *coordinator.Client, jobID string, steps int64, out string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	var file string
+	hdr, err := c.GetCheckpoint(ctx, &pb.GetCheckpointRequest{JobId: jobID}, func(h *pb.CheckpointHeader) (string, error) {
+		if h.GetJobId() != jobID {
+			return "", fmt.Errorf("asked for job %s's checkpoint, received job %q's", jobID, h.GetJobId())
+		}
+		file = filepath.Join(out, checkpoint.FileName(h.GetStep()))
+		return file, nil
+	})
+	if err != nil {
+		return "", fmt.Errorf("fetch job %s's final checkpoint from the coordinators: %w", jobID, err)
+	}
+	if hdr.GetStep() != steps {
+		a.log.Warn("the coordinators' latest checkpoint is not the job's last step (the workers' log says why)", "job", jobID, "step", hdr.GetStep(), "last_step", steps)
+	}
+	return file, nil
 }
 
 // watchJob prints the job's progress every two seconds until it ends.
@@ -203,9 +231,9 @@ func (a *app) watchJob(ctx context.Context, c *coordinator.Client, jobID string,
 	}
 }
 
-// localOutputs writes loss.csv, loss.png and samples.png from the run's
-// progress and its final checkpoint in out.
-func (a *app) localOutputs(spec *pb.JobSpec, curve *localCurve, samples int, out string) error {
+// localOutputs writes loss.csv, loss.png and samples.png into out from the
+// run's progress and its final checkpoint, file.
+func (a *app) localOutputs(spec *pb.JobSpec, curve *localCurve, samples int, out, file string) error {
 	csvPath := filepath.Join(out, "loss.csv")
 	if err := curve.write(csvPath); err != nil {
 		return err
@@ -213,7 +241,7 @@ func (a *app) localOutputs(spec *pb.JobSpec, curve *localCurve, samples int, out
 	if err := training.PlotCurve(csvPath, filepath.Join(out, "loss.png"), spec.GetModel()); err != nil {
 		return err
 	}
-	st, file, err := checkpoint.Load(out, func(f string, err error) { a.log.Warn("skipping bad checkpoint", "file", f, "err", err) })
+	st, err := checkpoint.Read(file)
 	if err != nil {
 		return fmt.Errorf("final checkpoint: %w", err)
 	}

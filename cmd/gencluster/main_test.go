@@ -54,6 +54,15 @@ func TestBadInput(t *testing.T) {
 		{[]string{"submit", "--coordinator", "127.0.0.1:1", "--model", "vae", "--steps", "5", "--batch", "0"}, "batch"},
 		{[]string{"status", "--coordinator", "nonsense"}, "nonsense"},
 		{[]string{"status", "--coordinator", "127.0.0.1:1", "--timeout", "300ms"}, "no coordinator answered"},
+		{[]string{"submit", "--coordinator", "127.0.0.1:1", "--model", "vae", "--steps", "5", "--keep", "-1"}, "keep"},
+		{[]string{"checkpoint", "bogus"}, "list, get or verify"},
+		{[]string{"checkpoint", "list", "--coordinator", "127.0.0.1:1", "--timeout", "300ms"}, "no coordinator answered"},
+		{[]string{"checkpoint", "get", "--coordinator", "127.0.0.1:1", "--out", filepath.Join(dir, "c.db")}, "--job"},
+		{[]string{"checkpoint", "get", "--coordinator", "127.0.0.1:1", "--job", "job-1"}, "--out"},
+		{[]string{"checkpoint", "get", "--coordinator", "127.0.0.1:1", "--job", "job-1", "--out", filepath.Join(dir, "c.db"), "--timeout", "300ms"}, "job-1"},
+		{[]string{"checkpoint", "verify"}, "arg"},
+		{[]string{"checkpoint", "verify", foreign}, "bad"},
+		{[]string{"local", "--workers", "1", "--model", "vae", "--steps", "1", "--keep", "-2"}, "keep"},
 	}
 	for _, c := range cases {
 		_, stderr, code := gencluster(t, c.args...)

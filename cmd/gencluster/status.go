@@ -60,9 +60,11 @@ type jobJSON struct {
 }
 
 type checkpointJSON struct {
-	Step     int64     `json:"step"`
-	Time     time.Time `json:"time"`
-	Checksum string    `json:"checksum"`
+	Step      int64     `json:"step"`
+	Time      time.Time `json:"time"`
+	Checksum  string    `json:"checksum"`
+	SizeBytes int64     `json:"size_bytes"`
+	Holders   []string  `json:"holders"` // coordinator ids holding it durably
 }
 
 func toStatusJSON(r *pb.StatusResponse) statusJSON {
@@ -90,7 +92,8 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 		if s.Job == nil && (j.GetState() == "running" || j.GetState() == "waiting") {
 			s.Job = &jj
 			if c := j.GetLastCheckpoint(); c != nil {
-				s.LastCheckpoint = &checkpointJSON{Step: c.GetStep(), Time: time.UnixMilli(c.GetTimeUnixMs()).UTC(), Checksum: c.GetChecksum()}
+				s.LastCheckpoint = &checkpointJSON{Step: c.GetStep(), Time: time.UnixMilli(c.GetTimeUnixMs()).UTC(), Checksum: c.GetChecksum(),
+					SizeBytes: c.GetSizeBytes(), Holders: append([]string{}, c.GetHolders()...)}
 			}
 			continue
 		}
@@ -175,7 +178,8 @@ func printStatus(a *app, s statusJSON) {
 		fmt.Fprintln(a.stdout, "no job running")
 	}
 	if c := s.LastCheckpoint; c != nil {
-		fmt.Fprintf(a.stdout, "last checkpoint: step %d at %s, sha256 %s\n", c.Step, c.Time.Format(time.RFC3339), c.Checksum)
+		fmt.Fprintf(a.stdout, "last checkpoint: step %d at %s, sha256 %s, %s, held by %s\n", c.Step, c.Time.Format(time.RFC3339), c.Checksum,
+			formatBytes(c.SizeBytes), holdersText(c.Holders))
 	}
 	for _, j := range s.Queue {
 		fmt.Fprintf(a.stdout, "  job %s: %s, %s, step %d/%d", j.ID, j.Model, j.State, j.Step, j.TotalSteps)
@@ -187,6 +191,28 @@ func printStatus(a *app, s statusJSON) {
 		}
 		fmt.Fprintln(a.stdout)
 	}
+}
+
+// holdersText lists the coordinators holding a checkpoint.
+func holdersText(h []string) string {
+	if len(h) == 0 {
+		return "no coordinator"
+	}
+	return strings.Join(h, ",")
+}
+
+// formatBytes is a size for people: 512 B, 7.8 MB.
+func formatBytes(n int64) string {
+	const unit = 1000
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	f, i := float64(n), -1
+	for f >= unit && i < 4 {
+		f /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %cB", f, "kMGTP"[i])
 }
 
 func splitAddrs(s string) []string {

@@ -15,7 +15,7 @@ import (
 func (a *app) submitCommand() *cobra.Command {
 	var jf jobFlags
 	var addrs string
-	var minWorkers int
+	var minWorkers, keep int
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "submit --coordinator ADDR --model pixelcnn|vae --steps N [flags]",
@@ -35,7 +35,7 @@ func (a *app) submitCommand() *cobra.Command {
 			defer c.Close()
 			spec := &pb.JobSpec{
 				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: jf.steps, Lr: jf.lr,
-				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers),
+				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
 			}
 			if err := coordinator.ValidateJobSpec(spec); err != nil {
 				return err
@@ -53,6 +53,7 @@ func (a *app) submitCommand() *cobra.Command {
 	jf.register(cmd)
 	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")
 	cmd.Flags().IntVar(&minWorkers, "min-workers", 1, "hold the job until this many workers are in the ring")
+	cmd.Flags().IntVar(&keep, "keep", 0, "checkpoints of the job the coordinators keep (default 3)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
 	return cmd
 }

@@ -20,7 +20,8 @@ the others), receives its place in the ring, and trains the running job: each
 step it computes the gradient of its share of the global batch, sums the
 gradients over the ring and applies the same Adam step as every other worker.
 --data-dir keeps the worker's id (a restarted worker comes back as itself)
-and the checkpoints it writes as the ring's rank 0.`,
+and a local copy of the job's newest checkpoints (DIR/checkpoints); the
+coordinators hold the job's checkpoints, which rank 0 sends them.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if join == "" || listen == "" || dataDir == "" {
@@ -46,7 +47,7 @@ and the checkpoints it writes as the ring's rank 0.`,
 	f.StringVar(&join, "join", "", "coordinator address(es), comma-separated (required)")
 	f.StringVar(&listen, "listen", "", "host:port to serve the ring on, which peers dial (required)")
 	f.StringVar(&advertise, "advertise", "", "host:port ring peers dial (default: the listener's address; the host name if it listens on all interfaces)")
-	f.StringVar(&dataDir, "data-dir", "", "directory for the worker id and checkpoints (required)")
+	f.StringVar(&dataDir, "data-dir", "", "directory for the worker's id and its local copy of the job's checkpoints (required)")
 	f.IntVar(&threads, "threads", runtime.NumCPU(), "compute threads")
 	return cmd
 }

@@ -180,8 +180,7 @@ func (w *Worker) fetchCheckpoint(ctx context.Context, j *job, m *pb.CheckpointMa
 }
 
 // readCheckpoint reads a checkpoint file whole and returns its state and
-// the checksum it records (which both reads have checked its contents
-// against).
+// the checksum it records (checked against its contents).
 func readCheckpoint(path string) (*checkpoint.State, string, error) {
 	return checkpoint.ReadFile(path)
 }

@@ -126,6 +126,12 @@ type testCluster struct {
 }
 
 func newTestCluster(t *testing.T, coordinators, workers int) *testCluster {
+	return newTestClusterWith(t, coordinators, workers)
+}
+
+// newTestClusterWith is newTestCluster with extra flags for every
+// coordinator.
+func newTestClusterWith(t *testing.T, coordinators, workers int, extra ...string) *testCluster {
 	c := &testCluster{t: t, dir: t.TempDir()}
 	var peers []string
 	for i := range coordinators {
@@ -134,8 +140,9 @@ func newTestCluster(t *testing.T, coordinators, workers int) *testCluster {
 		peers = append(peers, fmt.Sprintf("c%d=%s", i, a))
 	}
 	for i, a := range c.coords {
-		c.cprocs = append(c.cprocs, startProc(t, fmt.Sprintf("coordinator c%d", i), "coordinator", "--id", fmt.Sprintf("c%d", i),
-			"--listen", a, "--peers", strings.Join(peers, ","), "--data-dir", filepath.Join(c.dir, fmt.Sprintf("c%d", i)), "--lease", "3s"))
+		args := append([]string{"coordinator", "--id", fmt.Sprintf("c%d", i),
+			"--listen", a, "--peers", strings.Join(peers, ","), "--data-dir", filepath.Join(c.dir, fmt.Sprintf("c%d", i)), "--lease", "3s"}, extra...)
+		c.cprocs = append(c.cprocs, startProc(t, fmt.Sprintf("coordinator c%d", i), args...))
 	}
 	for range workers {
 		c.addWorker()
@@ -400,43 +407,9 @@ func TestClusterWholeRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("process cluster test")
 	}
-	const steps, every = 600, 100
-	run := func(c *testCluster, disturb func()) string {
-		t.Helper()
-		cl := c.client()
-		c.waitWorkers(cl, 2)
-		out, errs, code := gencluster(t, "submit", "--coordinator", strings.Join(c.coords, ","), "--model", "vae", "--batch", "24",
-			"--steps", strconv.Itoa(steps), "--seed", "4", "--checkpoint-every", strconv.Itoa(every), "--min-workers", "1")
-		if code != 0 {
-			t.Fatalf("submit: %s", errs)
-		}
-		job := strings.TrimSpace(out)
-		if disturb != nil {
-			c.waitJob(cl, job, 2*time.Minute, "job past step 250", func(_ string, step int64, _ int) bool { return step >= 250 })
-			disturb()
-			cl = c.client()
-		}
-		c.waitJob(cl, job, 3*time.Minute, "job done", func(state string, _ int64, _ int) bool { return state == "done" || state == "failed" })
-		c.waitJob(cl, job, time.Second, "job done at its last step", func(state string, step int64, _ int) bool { return state == "done" && step == steps })
-		sums := map[string]bool{}
-		for _, w := range c.workers {
-			if step, sum := w.completion(job); step == steps {
-				sums[sum] = true
-			}
-		}
-		if len(sums) != 1 {
-			t.Fatalf("final replicas: %v", sums)
-		}
-		for s := range sums {
-			return s
-		}
-		return ""
-	}
-	ref := newTestCluster(t, 1, 0)
-	ref.anyPort = true
-	ref.addWorker()
-	ref.addWorker()
-	want := run(ref, nil)
+	const steps, every = restartSteps, restartEvery
+	run := func(c *testCluster, disturb func()) string { return runRestartJob(t, c, disturb) }
+	want := uninterrupted(t)
 
 	c := newTestCluster(t, 1, 0)
 	c.anyPort = true
@@ -467,12 +440,8 @@ func TestClusterWholeRestart(t *testing.T) {
 	// It resumed from a checkpoint (>= 200: it was killed past 250),
 	// rather than from the start, and every step after the restart ran on
 	// the whole ring.
-	resumed := regexp.MustCompile(`msg="resuming from checkpoint" .*?step=(\d+) source=(local|coordinators)`)
-	var from int64 = -1
+	from, _ := resumedFrom(c.workers)
 	for _, w := range c.workers {
-		if m := resumed.FindStringSubmatch(w.log.String()); m != nil {
-			from, _ = strconv.ParseInt(m[1], 10, 64)
-		}
 		if strings.Contains(w.log.String(), "world=1") {
 			t.Errorf("%s trained alone after the restart", w.name)
 		}
@@ -486,6 +455,196 @@ func TestClusterWholeRestart(t *testing.T) {
 		t.Errorf("no restarted worker resumed from a checkpoint at step 200 or later (got %d)", from)
 	}
 	checkCheckpointCommands(t, c, steps, every)
+}
+
+// The job the restart tests run: a VAE, 600 steps, a checkpoint every
+// 100, disturbed past step 250.
+const restartSteps, restartEvery = 600, 100
+
+// runRestartJob submits the restart tests' job to c (with 2 workers),
+// calls disturb once it is past step 250, waits until it is done at its
+// last step and returns the final parameters' checksum, which every worker
+// that finished must agree on.
+func runRestartJob(t *testing.T, c *testCluster, disturb func()) string {
+	t.Helper()
+	const steps, every = restartSteps, restartEvery
+	cl := c.client()
+	c.waitWorkers(cl, 2)
+	out, errs, code := gencluster(t, "submit", "--coordinator", strings.Join(c.coords, ","), "--model", "vae", "--batch", "24",
+		"--steps", strconv.Itoa(steps), "--seed", "4", "--checkpoint-every", strconv.Itoa(every), "--min-workers", "1")
+	if code != 0 {
+		t.Fatalf("submit: %s", errs)
+	}
+	job := strings.TrimSpace(out)
+	if disturb != nil {
+		c.waitJob(cl, job, 2*time.Minute, "job past step 250", func(_ string, step int64, _ int) bool { return step >= 250 })
+		disturb()
+		cl = c.client()
+	}
+	c.waitJob(cl, job, 3*time.Minute, "job done", func(state string, _ int64, _ int) bool { return state == "done" || state == "failed" })
+	c.waitJob(cl, job, time.Second, "job done at its last step", func(state string, step int64, _ int) bool { return state == "done" && step == steps })
+	sums := map[string]bool{}
+	for _, w := range c.workers {
+		if step, sum := w.completion(job); step == steps {
+			sums[sum] = true
+		}
+	}
+	if len(sums) != 1 {
+		t.Fatalf("final replicas: %v", sums)
+	}
+	for s := range sums {
+		return s
+	}
+	return ""
+}
+
+// uninterrupted returns the checksum of the restart tests' job run
+// without a disturbance by 2 workers.
+func uninterrupted(t *testing.T) string {
+	t.Helper()
+	ref := newTestCluster(t, 1, 0)
+	ref.anyPort = true
+	ref.addWorker()
+	ref.addWorker()
+	return runRestartJob(t, ref, nil)
+}
+
+// resumedFrom returns the step the workers of ws logged resuming from,
+// and from where (-1, "" if none did).
+func resumedFrom(ws []*proc) (int64, string) {
+	resumed := regexp.MustCompile(`msg="resuming from checkpoint" .*?step=(\d+) source=(local|coordinators)`)
+	var from int64 = -1
+	var source string
+	for _, w := range ws {
+		if m := resumed.FindStringSubmatch(w.log.String()); m != nil {
+			from, _ = strconv.ParseInt(m[1], 10, 64)
+			source = m[2]
+		}
+	}
+	return from, source
+}
+
+// Every process SIGKILLed mid-job and every worker's data dir lost: the
+// coordinators (3) come back with their data dirs, fresh workers join, and
+// the job resumes from the coordinators' latest checkpoint (not from step
+// 0), finishes, and ends bit-for-bit as an uninterrupted run with as many
+// workers.
+func TestClusterWorkerDisksLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process cluster test")
+	}
+	want := uninterrupted(t)
+	c := newTestClusterWith(t, 3, 0, "--rejoin-wait", "5s")
+	c.anyPort = true
+	c.addWorker()
+	c.addWorker()
+	var fresh []*proc
+	got := runRestartJob(t, c, func() {
+		for _, p := range append(append([]*proc(nil), c.cprocs...), c.workers...) {
+			p.kill()
+		}
+		for _, w := range c.workers {
+			dir := w.args[slices.Index(w.args, "--data-dir")+1]
+			if err := os.RemoveAll(dir); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i, p := range c.cprocs {
+			c.cprocs[i] = startProc(t, p.name+" (restarted)", p.args...)
+		}
+		fresh = append(fresh, c.addWorker(), c.addWorker())
+	})
+	if got != want {
+		t.Errorf("after losing every worker's disk the parameters' checksum is %s, uninterrupted %s", got, want)
+	}
+	from, source := resumedFrom(fresh)
+	if from < 2*restartEvery || source != "coordinators" {
+		t.Errorf("the fresh workers resumed from step %d (%q), want a checkpoint from the coordinators at step %d or later", from, source, 2*restartEvery)
+	}
+	checkCheckpointCommands(t, c, restartSteps, restartEvery)
+}
+
+// A coordinator's data dir is lost mid-job: with the documented admin step
+// (remove it, start it again with an empty data dir and --join) it comes
+// back as a new member and fetches every kept checkpoint from the others;
+// none is lost, training goes on.
+func TestCoordinatorDiskLost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process cluster test")
+	}
+	c := newTestCluster(t, 3, 0)
+	c.anyPort = true
+	c.addWorker()
+	c.addWorker()
+	cl := c.client()
+	var held []checkpointListJSON
+	runRestartJob(t, c, func() {
+		c.waitStatus(cl, time.Minute, "a checkpoint held by all", func(st *pb.StatusResponse) (bool, string) {
+			lc := st.GetJobs()[0].GetLastCheckpoint()
+			return len(lc.GetHolders()) == 3, fmt.Sprintf("last checkpoint %v", lc)
+		})
+		held = listCheckpoints(t, c.coords)
+		lost := c.cprocs[2]
+		lost.kill()
+		dir := lost.args[slices.Index(lost.args, "--data-dir")+1]
+		if err := os.RemoveAll(dir); err != nil {
+			t.Fatal(err)
+		}
+		others := strings.Join(c.coords[:2], ",")
+		if _, errs, code := gencluster(t, "coordinator", "remove", "--coordinator", others, "--id", "c2"); code != 0 {
+			t.Fatalf("coordinator remove: %s", errs)
+		}
+		c.cprocs[2] = startProc(t, "coordinator c2 (new data dir)", "coordinator", "--id", "c2", "--listen", c.coords[2],
+			"--data-dir", dir, "--join", c.coords[0], "--lease", "3s")
+	})
+	// Every checkpoint held before the loss is still listed unless the
+	// retention (3) let it go for a newer one, and the new c2 holds every
+	// kept one again, in its store.
+	after := listCheckpoints(t, c.coords)
+	for _, h := range held {
+		if h.Step >= after[0].Step && !slices.ContainsFunc(after, func(a checkpointListJSON) bool { return a.Step == h.Step && a.Checksum == h.Checksum }) {
+			t.Errorf("checkpoint at step %d (%s) was lost", h.Step, h.Checksum)
+		}
+	}
+	pollStatus(t, cl, 30*time.Second, "the new c2 holds every kept checkpoint", func(*pb.StatusResponse) (bool, string) {
+		after = listCheckpoints(t, c.coords)
+		for _, a := range after {
+			if !slices.Contains(a.Holders, "c2") {
+				return false, fmt.Sprintf("step %d held by %v", a.Step, a.Holders)
+			}
+		}
+		return true, ""
+	})
+	// Its store holds exactly the kept ones, each good (retention deletes
+	// the others within a keeper pass).
+	store := filepath.Join(c.cprocs[2].args[slices.Index(c.cprocs[2].args, "--data-dir")+1], "checkpoints")
+	pollStatus(t, cl, 15*time.Second, "c2's store holds the kept checkpoints", func(*pb.StatusResponse) (bool, string) {
+		out, errs, code := gencluster(t, "checkpoint", "verify", store)
+		if code != 0 {
+			t.Fatalf("verify c2's store: %s %s", out, errs)
+		}
+		lines := strings.Split(strings.TrimSpace(out), "\n")
+		for _, a := range after {
+			if !slices.ContainsFunc(lines, func(l string) bool { return strings.HasPrefix(l, "ok ") && strings.Contains(l, a.Checksum) }) {
+				return false, fmt.Sprintf("step %d missing:\n%s", a.Step, out)
+			}
+		}
+		return len(lines) == len(after), out
+	})
+	checkCheckpointCommands(t, c, restartSteps, restartEvery)
+}
+
+func listCheckpoints(t *testing.T, coords []string) []checkpointListJSON {
+	t.Helper()
+	out, errs, code := gencluster(t, "checkpoint", "list", "--coordinator", strings.Join(coords, ","), "--json")
+	if code != 0 {
+		t.Fatalf("checkpoint list: %s", errs)
+	}
+	var list []checkpointListJSON
+	if err := json.Unmarshal([]byte(out), &list); err != nil {
+		t.Fatalf("checkpoint list --json: %v in %q", err, out)
+	}
+	return list
 }
 
 // checkCheckpointCommands: after a job of steps steps (a checkpoint every

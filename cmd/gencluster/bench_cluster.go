@@ -46,11 +46,15 @@ type clusterBench struct {
 	WorkerKillRecoveryMedian  float64   `json:"worker_kill_recovery_median_seconds"`
 	LeaderKillRecoverySeconds []float64 `json:"leader_kill_recovery_seconds"`
 	LeaderKillRecoveryMedian  float64   `json:"leader_kill_recovery_median_seconds"`
+
+	// Checkpoints (3 coordinators): absent with --parts without checkpoint.
+	*checkpointBench
 }
 
 func (a *app) benchClusterCommand() *cobra.Command {
 	var model string
-	var batch, steps, workers, threads, rounds int
+	var batch, steps, workers, threads, rounds, every, ckptSteps int
+	var parts []string
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "cluster [--model M] [--batch B] [--steps N] [--rounds R] [--json]",
@@ -66,24 +70,54 @@ coordinators and workers as real gRPC servers on loopback in this process
   close at once, as when its process dies): time to the first step of the
   new ring generation;
 * recovery after killing the raft leader (3 coordinators): time to the first
-  progress report the new leader accepts.`,
+  progress report the new leader accepts;
+* checkpoints (3 coordinators): rank 0's step time with a checkpoint every
+  --checkpoint-every steps against none (--checkpoint-steps steps, runs
+  alternated --rounds times, median of the pairs), the pause to copy the
+  state and the time from the copy to the manifest committed by a majority.
+  The coordinators share this machine's cores with the workers.
+
+--parts picks what to measure (throughput, recovery, checkpoint).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if batch < 1 || steps < 1 || workers < 1 || threads < 1 || rounds < 1 {
 				return errors.New("--batch, --steps, --workers, --threads and --rounds must be positive")
 			}
-			r, err := a.runClusterBench(cmd.Context(), model, batch, steps, workers, threads, rounds)
+			want := map[string]bool{}
+			for _, p := range parts {
+				switch p {
+				case "throughput", "recovery", "checkpoint":
+					want[p] = true
+				default:
+					return fmt.Errorf("--parts: %q is not throughput, recovery or checkpoint", p)
+				}
+			}
+			if every < 1 || ckptSteps < 1 {
+				return errors.New("--checkpoint-every and --checkpoint-steps must be positive")
+			}
+			r, err := a.runClusterBench(cmd.Context(), model, batch, steps, workers, threads, rounds, want)
+			if err == nil && want["checkpoint"] {
+				r.checkpointBench, err = measureCheckpoints(cmd.Context(), a.log, model, batch, workers, ckptSteps, every, rounds)
+			}
 			if err != nil {
 				return err
 			}
 			if asJSON {
 				return a.printJSON(r)
 			}
-			fmt.Fprintf(a.stdout, "%s batch=%d: train --threads %d %.1f img/s, local --workers %d --threads 1 %.1f img/s (overhead %.1f%%)\n",
-				r.Model, r.Batch, r.Threads, r.TrainImagesPerSec, r.Workers, r.LocalImagesPerSec, 100*r.DistributionOverhead)
-			fmt.Fprintf(a.stdout, "all-reduce %.2f ms/step, exposed %.2f ms/step, hidden %.0f%%\n", r.AllreduceMsPerStep, r.ExposedMsPerStep, 100*r.HiddenShare)
-			fmt.Fprintf(a.stdout, "recovery: worker kill median %.3f s %v, leader kill median %.3f s %v\n",
-				r.WorkerKillRecoveryMedian, r.WorkerKillRecoverySeconds, r.LeaderKillRecoveryMedian, r.LeaderKillRecoverySeconds)
+			if want["throughput"] {
+				fmt.Fprintf(a.stdout, "%s batch=%d: train --threads %d %.1f img/s, local --workers %d --threads 1 %.1f img/s (overhead %.1f%%)\n",
+					r.Model, r.Batch, r.Threads, r.TrainImagesPerSec, r.Workers, r.LocalImagesPerSec, 100*r.DistributionOverhead)
+				fmt.Fprintf(a.stdout, "all-reduce %.2f ms/step, exposed %.2f ms/step, hidden %.0f%%\n", r.AllreduceMsPerStep, r.ExposedMsPerStep, 100*r.HiddenShare)
+			}
+			if want["recovery"] {
+				fmt.Fprintf(a.stdout, "recovery: worker kill median %.3f s %v, leader kill median %.3f s %v\n",
+					r.WorkerKillRecoveryMedian, r.WorkerKillRecoverySeconds, r.LeaderKillRecoveryMedian, r.LeaderKillRecoverySeconds)
+			}
+			if c := r.checkpointBench; c != nil {
+				fmt.Fprintf(a.stdout, "checkpoints every %d steps: step time %.2f ms vs %.2f ms without (overhead median %.1f%% %v); copy %.2f ms, copy to commit %.0f ms (median of %d, %d failed), %d bytes\n",
+					c.Every, median(c.StepMsWith), median(c.StepMsWithout), 100*c.OverheadMedian, c.Overhead, c.CopyMsMedian, c.CommitMsMedian, c.Checkpoints, c.Failed, c.SizeBytes)
+			}
 			return nil
 		},
 	}
@@ -93,17 +127,36 @@ coordinators and workers as real gRPC servers on loopback in this process
 	f.IntVar(&steps, "steps", 40, "timed steps of the throughput runs")
 	f.IntVar(&workers, "workers", 2, "workers of the throughput run")
 	f.IntVar(&threads, "threads", 2, "threads of the one-process run")
-	f.IntVar(&rounds, "rounds", 3, "kills of each kind (median reported)")
+	f.IntVar(&rounds, "rounds", 3, "kills of each kind, and pairs of checkpoint runs (medians reported)")
+	f.IntVar(&every, "checkpoint-every", 100, "checkpoint interval of the checkpoint runs")
+	f.IntVar(&ckptSteps, "checkpoint-steps", 400, "timed steps of each checkpoint run")
+	f.StringSliceVar(&parts, "parts", []string{"throughput", "recovery", "checkpoint"}, "what to measure: throughput, recovery, checkpoint")
 	f.BoolVar(&asJSON, "json", false, "print JSON: the figures and the settings")
 	return cmd
 }
 
-func (a *app) runClusterBench(ctx context.Context, model string, batch, steps, workers, threads, rounds int) (*clusterBench, error) {
+func (a *app) runClusterBench(ctx context.Context, model string, batch, steps, workers, threads, rounds int, parts map[string]bool) (*clusterBench, error) {
 	r := &clusterBench{Model: model, Batch: batch, Steps: steps, Workers: workers, Threads: threads, Rounds: rounds}
+	if parts["throughput"] {
+		if err := a.measureThroughput(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	if parts["recovery"] {
+		if err := a.measureRecovery(ctx, r); err != nil {
+			return nil, err
+		}
+	}
+	return r, nil
+}
+
+// measureThroughput: one process against the embedded cluster.
+func (a *app) measureThroughput(ctx context.Context, r *clusterBench) error {
+	model, batch, steps, workers, threads := r.Model, r.Batch, r.Steps, r.Workers, r.Threads
 	const warmup = 3
 	one, err := training.MeasureCompute(ctx, model, batch, threads, warmup, steps)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	r.TrainImagesPerSec = one.ImagesPerSec
 
@@ -128,10 +181,10 @@ func (a *app) runClusterBench(ctx context.Context, model string, batch, steps, w
 		return err
 	})
 	if err != nil {
-		return nil, err
+		return err
 	}
 	if len(infos) < warmup+steps {
-		return nil, fmt.Errorf("bench cluster: rank 0 reported %d steps, want %d", len(infos), warmup+steps)
+		return fmt.Errorf("bench cluster: rank 0 reported %d steps, want %d", len(infos), warmup+steps)
 	}
 	timed := infos[warmup:]
 	r.LocalImagesPerSec = float64(len(timed)-1) * float64(batch) / times[len(times)-1].Sub(times[warmup]).Seconds()
@@ -147,21 +200,27 @@ func (a *app) runClusterBench(ctx context.Context, model string, batch, steps, w
 		r.HiddenShare = 1 - float64(exposed)/float64(comm)
 	}
 
-	for range rounds {
+	return nil
+}
+
+// measureRecovery: worker and leader kills.
+func (a *app) measureRecovery(ctx context.Context, r *clusterBench) error {
+	model, batch := r.Model, r.Batch
+	for range r.Rounds {
 		d, err := workerKillRecovery(ctx, a.log, model, batch)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r.WorkerKillRecoverySeconds = append(r.WorkerKillRecoverySeconds, d.Seconds())
 		d, err = leaderKillRecovery(ctx, a.log, model, batch)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r.LeaderKillRecoverySeconds = append(r.LeaderKillRecoverySeconds, d.Seconds())
 	}
 	r.WorkerKillRecoveryMedian = median(r.WorkerKillRecoverySeconds)
 	r.LeaderKillRecoveryMedian = median(r.LeaderKillRecoverySeconds)
-	return r, nil
+	return nil
 }
 
 func benchJob(model string, batch int, steps int64) *pb.JobSpec {
@@ -171,13 +230,18 @@ func benchJob(model string, batch int, steps int64) *pb.JobSpec {
 // withCluster runs fn on an embedded cluster of coords coordinators and
 // workers workers (1 thread each) whose steps go to onStep.
 func withCluster(ctx context.Context, log *slog.Logger, coords, workers int, onStep func(worker.StepInfo), fn func(*localcluster.Cluster, []*localcluster.Worker) error) (err error) {
+	return withClusterConfig(ctx, log, coords, workers, worker.Config{Threads: 1, OnStep: onStep}, fn)
+}
+
+// withClusterConfig is withCluster with the workers configured as wc.
+func withClusterConfig(ctx context.Context, log *slog.Logger, coords, workers int, wc worker.Config, fn func(*localcluster.Cluster, []*localcluster.Worker) error) (err error) {
 	dir, err := os.MkdirTemp("", "gencluster-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	c, err := localcluster.Start(ctx, localcluster.Config{Coordinators: coords, StateDir: dir, Lease: 3 * time.Second, Logger: log,
-		Worker: worker.Config{Threads: 1, OnStep: onStep}})
+		Worker: wc})
 	if err != nil {
 		return err
 	}

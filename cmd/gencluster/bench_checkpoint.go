@@ -1,0 +1,118 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/localcluster"
+	"github.com/gencluster/gencluster/worker"
+)
+
+// checkpointBench is the checkpoint part of `bench cluster`: the same job
+// on 3 coordinators and --workers workers, without checkpoints and with
+// one every --checkpoint-every steps, alternated --rounds times.
+type checkpointBench struct {
+	Every int `json:"checkpoint_every"`
+	Steps int `json:"checkpoint_steps"` // timed steps of each run
+	// StepMs are rank 0's mean step times of each run (without, with).
+	StepMsWithout []float64 `json:"step_ms_without_checkpoints"`
+	StepMsWith    []float64 `json:"step_ms_with_checkpoints"`
+	// Overhead is with/without - 1 of each pair of runs, and its median.
+	Overhead       []float64 `json:"checkpoint_overhead"`
+	OverheadMedian float64   `json:"checkpoint_overhead_median"`
+	// CopyMs is the pause of the train loop to copy the state; CommitMs
+	// from the copy to the manifest committed by a majority (medians over
+	// every checkpoint of the runs); SizeBytes the file's size.
+	CopyMsMedian   float64 `json:"checkpoint_copy_ms_median"`
+	CommitMsMedian float64 `json:"checkpoint_commit_ms_median"`
+	Checkpoints    int     `json:"checkpoints"`
+	Failed         int     `json:"checkpoints_failed"`
+	SizeBytes      int64   `json:"checkpoint_size_bytes"`
+}
+
+// measureCheckpoints runs the checkpoint-overhead part of the benchmark.
+func measureCheckpoints(ctx context.Context, log *slog.Logger, model string, batch, workers, steps, every, rounds int) (*checkpointBench, error) {
+	r := &checkpointBench{Every: every, Steps: steps}
+	var copies, commits []float64
+	for range rounds {
+		for _, with := range []bool{false, true} {
+			ms, evs, err := checkpointRun(ctx, log, model, batch, workers, steps, every, with)
+			if err != nil {
+				return nil, err
+			}
+			if !with {
+				r.StepMsWithout = append(r.StepMsWithout, ms)
+				continue
+			}
+			r.StepMsWith = append(r.StepMsWith, ms)
+			r.Overhead = append(r.Overhead, ms/r.StepMsWithout[len(r.StepMsWithout)-1]-1)
+			for _, e := range evs {
+				if e.Final {
+					continue
+				}
+				if e.Err != nil {
+					r.Failed++
+					continue
+				}
+				r.Checkpoints++
+				r.SizeBytes = e.Size
+				copies = append(copies, float64(e.Copy.Microseconds())/1e3)
+				commits = append(commits, float64(e.Commit.Microseconds())/1e3)
+			}
+		}
+	}
+	r.OverheadMedian = median(r.Overhead)
+	r.CopyMsMedian, r.CommitMsMedian = median(copies), median(commits)
+	return r, nil
+}
+
+// checkpointRun runs one job of warm-up + steps steps (+ a checkpoint
+// every `every` if with) on 3 coordinators and returns rank 0's mean step
+// time after the warm-up and the checkpoints' events.
+func checkpointRun(ctx context.Context, log *slog.Logger, model string, batch, workers, steps, every int, with bool) (float64, []worker.CheckpointEvent, error) {
+	const warmup = 5
+	var mu sync.Mutex
+	var times []time.Time
+	var evs []worker.CheckpointEvent
+	wc := worker.Config{
+		Threads: 1,
+		OnStep: func(s worker.StepInfo) {
+			if s.Rank == 0 {
+				mu.Lock()
+				times = append(times, time.Now())
+				mu.Unlock()
+			}
+		},
+		OnCheckpoint: func(e worker.CheckpointEvent) {
+			mu.Lock()
+			evs = append(evs, e)
+			mu.Unlock()
+		},
+	}
+	err := withClusterConfig(ctx, log, 3, workers, wc, func(c *localcluster.Cluster, _ []*localcluster.Worker) error {
+		spec := benchJob(model, batch, int64(warmup+steps))
+		if with {
+			spec.CheckpointEvery = int64(every)
+		}
+		id, err := c.Submit(ctx, spec)
+		if err != nil {
+			return err
+		}
+		_, err = c.AwaitJob(ctx, 30*time.Minute, id, func(j *pb.JobInfo) bool { return j.GetState() == "done" })
+		return err
+	})
+	if err != nil {
+		return 0, nil, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(times) < warmup+steps {
+		return 0, nil, fmt.Errorf("bench cluster: rank 0 reported %d steps, want %d", len(times), warmup+steps)
+	}
+	t := times[warmup-1:]
+	return float64(t[len(t)-1].Sub(t[0]).Microseconds()) / 1e3 / float64(len(t)-1), evs, nil
+}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"testing"
 	"time"
@@ -190,10 +191,14 @@ func TestCheckpointsHeldByTheGroup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b[len(b)/2] ^= 0xff
-	b[len(b)-100] ^= 0xff
+	for k := 100; k < len(b); k += 256 {
+		b[k] ^= 0xff
+	}
 	if err := os.WriteFile(path, b, 0o600); err != nil {
 		t.Fatal(err)
+	}
+	if _, _, err := g.stores[1].Verify(m1.GetKey()); err == nil {
+		t.Fatal("the damage did not damage c2's copy")
 	}
 	if _, got, err := g.get(t, g.ms[1], 100); err != nil || got.Meta.Step != 100 {
 		t.Fatalf("get through c2 after damage: %v", err)
@@ -230,6 +235,52 @@ func TestCheckpointsHeldByTheGroup(t *testing.T) {
 	// A step not kept is NotFound, naming what is kept.
 	if _, _, err := g.get(t, g.ms[0], 100); status.Code(err) != codes.NotFound {
 		t.Fatalf("get a step not kept: %v", err)
+	}
+
+	// Every copy of the latest (300) damaged, one flipped, one truncated,
+	// one emptied: asking for the latest gets the previous good one (200).
+	m300 := g.awaitHolders(t, 300, all)
+	for i, st := range g.stores {
+		path, _ := st.Path(m300.GetKey())
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch i {
+		case 0:
+			for k := 100; k < len(b); k += 256 {
+				b[k] ^= 0x40
+			}
+		case 1:
+			b = b[:len(b)/2]
+		case 2:
+			b = nil
+		}
+		if err := os.WriteFile(path, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	h, got, err := g.get(t, g.ms[1], 0)
+	if err != nil || h.GetStep() != 200 || got.Meta.Step != 200 {
+		t.Fatalf("latest with every copy of 300 damaged: %v, %v", h, err)
+	}
+}
+
+// Job ids have a random part: two groups that both count from 1 never
+// name a job alike, so a new job never meets an old one's checkpoints.
+func TestJobIDsNeverRepeat(t *testing.T) {
+	seen := map[string]bool{}
+	for range 2 {
+		ms := startServiceGroup(t, 1, time.Second)
+		l := leaderOf(t, ms)
+		r, err := l.client.Submit(context.Background(), &pb.SubmitRequest{Job: &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 8, Steps: 10, Lr: 1e-3, Seed: 1, MinWorkers: 1}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !regexp.MustCompile(`^job-1-[0-9a-f]{8}$`).MatchString(r.GetJobId()) || seen[r.GetJobId()] {
+			t.Fatalf("job id %q (seen %v)", r.GetJobId(), seen)
+		}
+		seen[r.GetJobId()] = true
 	}
 }
 

@@ -124,6 +124,13 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 	if err := os.MkdirAll(cfg.Out, 0o755); err != nil {
 		return nil, fmt.Errorf("output directory: %w", err)
 	}
+	removed, err := checkpoint.CleanTemp(cfg.Out)
+	if err != nil {
+		return nil, fmt.Errorf("output directory: %w", err)
+	}
+	for _, f := range removed {
+		log.Info("removed the temp file of an interrupted checkpoint write", "file", f)
+	}
 	job := checkpoint.Job{Model: cfg.Model, Dataset: cfg.Dataset, Batch: cfg.Batch, TotalSteps: cfg.TotalSteps(images.N), Seed: cfg.Seed, LR: cfg.LR}
 	if job.TotalSteps < 1 {
 		return nil, fmt.Errorf("%v epochs of %d images at batch %d is less than one step", cfg.Epochs, images.N, cfg.Batch)

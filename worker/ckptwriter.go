@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -301,26 +302,27 @@ func permanent(err error) bool {
 // writeLocal checksums s's state and writes it into the local store under
 // its key. It returns the file, the checksum and the size.
 func (w *Worker) writeLocal(s *snapshot) (path, sum string, size int64, err error) {
-	// Write sets the format version, and the checksum covers the meta:
-	// set it (and the time of the copy) before the checksum.
-	s.st.Meta.Format = checkpoint.FormatVersion
-	s.st.Meta.Created = s.taken.UTC()
-	if sum, err = s.st.Checksum(); err != nil {
-		return "", "", 0, fmt.Errorf("checkpoint of step %d: %w", s.step, err)
-	}
-	if path, err = w.store.Path(ckptstore.Key(s.job, s.step, sum)); err != nil {
-		return "", "", 0, fmt.Errorf("checkpoint of step %d: %w", s.step, err)
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return "", "", 0, fmt.Errorf("checkpoint of step %d: local store: %w", s.step, err)
-	}
-	got, err := checkpoint.Write(path, s.st)
+	// The file's name holds its checksum, which Write computes: write it
+	// under a temp name (one Open would clean up), then rename it.
+	tmp, err := w.store.Path(ckptstore.Key(s.job, s.step, strings.Repeat("0", 64)))
 	if err != nil {
 		return "", "", 0, fmt.Errorf("checkpoint of step %d: %w", s.step, err)
 	}
-	if got != sum {
-		os.Remove(path)
-		return "", "", 0, fmt.Errorf("checkpoint of step %d: written with checksum %s, computed %s", s.step, got, sum)
+	tmp += ".tmp-unnamed"
+	if err := os.MkdirAll(filepath.Dir(tmp), 0o700); err != nil {
+		return "", "", 0, fmt.Errorf("checkpoint of step %d: local store: %w", s.step, err)
+	}
+	s.st.Meta.Created = s.taken.UTC()
+	if sum, err = checkpoint.Write(tmp, s.st); err != nil {
+		os.Remove(tmp)
+		return "", "", 0, fmt.Errorf("checkpoint of step %d: %w", s.step, err)
+	}
+	if path, err = w.store.Path(ckptstore.Key(s.job, s.step, sum)); err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return "", "", 0, fmt.Errorf("checkpoint of step %d: name it in the local store: %w", s.step, err)
 	}
 	fi, err := os.Stat(path)
 	if err != nil {

@@ -416,6 +416,7 @@ func TestClusterWholeRestart(t *testing.T) {
 	c.addWorker()
 	c.addWorker()
 	coords := []*proc{c.cprocs[0]}
+	var restarted time.Time
 	got := run(c, func() {
 		// The coordinator first: a worker that outlived its peer by a
 		// millisecond could otherwise get it removed (legitimately: it is
@@ -433,7 +434,11 @@ func TestClusterWholeRestart(t *testing.T) {
 		c.workers[0] = restart(c.workers[0])
 		time.Sleep(15 * time.Second)
 		c.workers[1] = restart(c.workers[1])
+		restarted = time.Now()
 	})
+	// A measurement, not asserted (docs/BENCHMARKS.md).
+	t.Logf("resume after the whole-cluster restart with worker disks: %.2f s from the last process started to the first ring ready",
+		firstRingReady(c.workers[len(c.workers)-2:]).Sub(restarted).Seconds())
 	if got != want {
 		t.Errorf("after a whole-cluster restart the parameters' checksum is %s, uninterrupted %s", got, want)
 	}
@@ -509,6 +514,22 @@ func uninterrupted(t *testing.T) string {
 	return runRestartJob(t, ref, nil)
 }
 
+var ringReadyRE = regexp.MustCompile(`(?m)^time=(\S+) level=INFO msg="ring ready"`)
+
+// firstRingReady returns when the first of ws logged a ready ring (zero
+// if none did).
+func firstRingReady(ws []*proc) time.Time {
+	var first time.Time
+	for _, w := range ws {
+		if m := ringReadyRE.FindStringSubmatch(w.log.String()); m != nil {
+			if t, err := time.Parse(time.RFC3339Nano, m[1]); err == nil && (first.IsZero() || t.Before(first)) {
+				first = t
+			}
+		}
+	}
+	return first
+}
+
 // resumedFrom returns the step the workers of ws logged resuming from,
 // and from where (-1, "" if none did).
 func resumedFrom(ws []*proc) (int64, string) {
@@ -539,6 +560,7 @@ func TestClusterWorkerDisksLost(t *testing.T) {
 	c.addWorker()
 	c.addWorker()
 	var fresh []*proc
+	var restarted time.Time
 	got := runRestartJob(t, c, func() {
 		for _, p := range append(append([]*proc(nil), c.cprocs...), c.workers...) {
 			p.kill()
@@ -553,10 +575,15 @@ func TestClusterWorkerDisksLost(t *testing.T) {
 			c.cprocs[i] = startProc(t, p.name+" (restarted)", p.args...)
 		}
 		fresh = append(fresh, c.addWorker(), c.addWorker())
+		restarted = time.Now()
 	})
 	if got != want {
 		t.Errorf("after losing every worker's disk the parameters' checksum is %s, uninterrupted %s", got, want)
 	}
+	// A measurement, not asserted (docs/BENCHMARKS.md): most of it is the
+	// --rejoin-wait (5 s) for the old workers, which never come back.
+	t.Logf("resume after the whole-cluster restart without worker disks: %.2f s from the last process started to the first ring ready",
+		firstRingReady(fresh).Sub(restarted).Seconds())
 	from, source := resumedFrom(fresh)
 	if from < 2*restartEvery || source != "coordinators" {
 		t.Errorf("the fresh workers resumed from step %d (%q), want a checkpoint from the coordinators at step %d or later", from, source, 2*restartEvery)

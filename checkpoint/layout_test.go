@@ -176,6 +176,8 @@ func TestLayoutAcceptsBboltFiles(t *testing.T) {
 	}
 }
 
+// FuzzRead: Read never panics or crashes on any file. Its inputs are whole files (tens of KiB), which the fuzzer
+// minimizes slowly: run it with -fuzzminimizetime 500x, as .ci/run does.
 func FuzzRead(f *testing.F) {
 	// Seeds: checkpoints as Write makes them, one with branch pages, with
 	// 1 KiB pages to keep the inputs small; each whole, truncated, and with

@@ -740,6 +740,8 @@ func decodeChunks(data []byte) []*pb.CheckpointChunk {
 	return out
 }
 
+// FuzzReceive: ReceiveTo never panics, never leaves a temp file, and stores only bytes whose SHA-256 the transfer carried. Its inputs are whole files (tens of KiB), which the fuzzer
+// minimizes slowly: run it with -fuzzminimizetime 500x, as .ci/run does.
 func FuzzReceive(f *testing.F) {
 	_, b, hdr := source(f, "job-1", 3, 10)
 	one := frame(hdr, b, 1<<20)

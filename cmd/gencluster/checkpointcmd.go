@@ -61,14 +61,11 @@ func (a *app) checkpointListCommand() *cobra.Command {
 		Short: "List the checkpoints the coordinators hold (every job's, or one's)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := coordinator.NewClient(splitAddrs(addrs))
-			if err != nil {
+			var ms []*pb.CheckpointManifest
+			err := withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) (err error) {
+				ms, err = c.ListCheckpoints(ctx, job)
 				return err
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			ms, err := c.ListCheckpoints(ctx, job)
+			})
 			if err != nil {
 				return fmt.Errorf("list checkpoints: %w", err)
 			}

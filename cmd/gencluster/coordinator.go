@@ -72,18 +72,13 @@ Restart the remaining ones without --peers, or with the new list.`,
 			if id == "" {
 				return errors.New("--id is required")
 			}
-			c, err := coordinator.NewClient(splitAddrs(addrs))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			if err := c.RemoveCoordinator(ctx, id); err != nil {
-				return err
-			}
-			fmt.Fprintf(a.stdout, "removed coordinator %s\n", id)
-			return nil
+			return withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) error {
+				if err := c.RemoveCoordinator(ctx, id); err != nil {
+					return err
+				}
+				fmt.Fprintf(a.stdout, "removed coordinator %s\n", id)
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")

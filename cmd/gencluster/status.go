@@ -215,6 +215,19 @@ func formatBytes(n int64) string {
 	return fmt.Sprintf("%.1f %cB", f, "kMGTP"[i])
 }
 
+// withCoordinators runs fn with a client of the coordinators at addrs
+// (comma-separated) and ctx bounded by timeout.
+func withCoordinators(ctx context.Context, addrs string, timeout time.Duration, fn func(context.Context, *coordinator.Client) error) error {
+	c, err := coordinator.NewClient(splitAddrs(addrs))
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	return fn(ctx, c)
+}
+
 func splitAddrs(s string) []string {
 	var out []string
 	for _, a := range strings.Split(s, ",") {

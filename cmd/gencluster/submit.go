@@ -28,11 +28,6 @@ func (a *app) submitCommand() *cobra.Command {
 			if jf.steps < 1 {
 				return errors.New("--steps N (at least 1) is required")
 			}
-			c, err := coordinator.NewClient(splitAddrs(addrs))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
 			spec := &pb.JobSpec{
 				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: jf.steps, Lr: jf.lr,
 				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
@@ -40,14 +35,14 @@ func (a *app) submitCommand() *cobra.Command {
 			if err := coordinator.ValidateJobSpec(spec); err != nil {
 				return err
 			}
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			id, err := c.Submit(ctx, spec)
-			if err != nil {
-				return err
-			}
-			fmt.Fprintln(a.stdout, id)
-			return nil
+			return withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) error {
+				id, err := c.Submit(ctx, spec)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintln(a.stdout, id)
+				return nil
+			})
 		},
 	}
 	jf.register(cmd)
@@ -66,23 +61,18 @@ func (a *app) cancelCommand() *cobra.Command {
 		Short: "Remove a queued job, or stop a running one (the next queued job starts)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := coordinator.NewClient(splitAddrs(addrs))
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
-			defer cancel()
-			next, err := c.Cancel(ctx, args[0], reason)
-			if err != nil {
-				return fmt.Errorf("cancel %s: %w", args[0], err)
-			}
-			if next != "" {
-				fmt.Fprintf(a.stdout, "cancelled %s; %s started\n", args[0], next)
-			} else {
-				fmt.Fprintf(a.stdout, "cancelled %s\n", args[0])
-			}
-			return nil
+			return withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) error {
+				next, err := c.Cancel(ctx, args[0], reason)
+				if err != nil {
+					return fmt.Errorf("cancel %s: %w", args[0], err)
+				}
+				if next != "" {
+					fmt.Fprintf(a.stdout, "cancelled %s; %s started\n", args[0], next)
+				} else {
+					fmt.Fprintf(a.stdout, "cancelled %s\n", args[0])
+				}
+				return nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")

@@ -23,6 +23,7 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/checkpoint"
 	"github.com/gencluster/gencluster/ckptstore"
+	"github.com/gencluster/gencluster/optim"
 	"github.com/gencluster/gencluster/training"
 )
 
@@ -474,7 +475,7 @@ func BenchmarkFiniteCheck(b *testing.B) {
 			}
 			b.SetBytes(int64(4 * n))
 			for b.Loop() {
-				if firstNonFinite(j.grads) >= 0 {
+				if optim.FirstNonFinite(j.grads) >= 0 {
 					b.Fatal("non-finite")
 				}
 			}

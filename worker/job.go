@@ -273,7 +273,7 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 	// A NaN or an infinity in a summed gradient would poison the
 	// parameters (and every later checkpoint): nothing is applied, and the
 	// job fails (every rank sees the same sums).
-	if i := firstNonFinite(j.grads); i >= 0 {
+	if i := optim.FirstNonFinite(j.grads); i >= 0 {
 		return &jobError{fmt.Errorf("step %d: summed gradient of %s holds NaN or Inf", j.step+1, j.names[i])}
 	}
 	if err := j.opt.Step(j.params, j.grads, 1/float32(batch)); err != nil {
@@ -307,21 +307,6 @@ func (j *job) start(buf []float32) {
 		op = j.ops[:n+1][n]
 	}
 	j.ops = append(j.ops[:n], j.stepRing.StartOp(j.stepCtx, op, buf))
-}
-
-// firstNonFinite returns the index of the first tensor of ts that holds a
-// NaN or an infinity, or -1. (v-v is 0 for every finite v and NaN for a
-// NaN or an infinity: one subtraction and one well-predicted branch a
-// value.)
-func firstNonFinite(ts [][]float32) int {
-	for i, t := range ts {
-		for _, v := range t {
-			if v-v != 0 {
-				return i
-			}
-		}
-	}
-	return -1
 }
 
 // jobError is a failure of the job itself (not of the ring): the job is

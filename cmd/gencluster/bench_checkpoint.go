@@ -34,35 +34,33 @@ type checkpointBench struct {
 	SizeBytes      int64   `json:"checkpoint_size_bytes"`
 }
 
-// measureCheckpoints runs the checkpoint-overhead part of the benchmark.
+// measureCheckpoints runs the checkpoint-overhead part of the benchmark:
+// each round is one cluster that runs the job twice, without and with
+// checkpoints (the order alternates between rounds), so that both runs
+// share the processes' placement and warm-up.
 func measureCheckpoints(ctx context.Context, log *slog.Logger, model string, batch, workers, steps, every, rounds int) (*checkpointBench, error) {
 	r := &checkpointBench{Every: every, Steps: steps}
 	var copies, commits []float64
-	for range rounds {
-		for _, with := range []bool{false, true} {
-			ms, evs, err := checkpointRun(ctx, log, model, batch, workers, steps, every, with)
-			if err != nil {
-				return nil, err
-			}
-			if !with {
-				r.StepMsWithout = append(r.StepMsWithout, ms)
+	for round := range rounds {
+		without, with, evs, err := checkpointRound(ctx, log, model, batch, workers, steps, every, round%2 == 1)
+		if err != nil {
+			return nil, err
+		}
+		r.StepMsWithout = append(r.StepMsWithout, without)
+		r.StepMsWith = append(r.StepMsWith, with)
+		r.Overhead = append(r.Overhead, with/without-1)
+		for _, e := range evs {
+			if e.Final {
 				continue
 			}
-			r.StepMsWith = append(r.StepMsWith, ms)
-			r.Overhead = append(r.Overhead, ms/r.StepMsWithout[len(r.StepMsWithout)-1]-1)
-			for _, e := range evs {
-				if e.Final {
-					continue
-				}
-				if e.Err != nil {
-					r.Failed++
-					continue
-				}
-				r.Checkpoints++
-				r.SizeBytes = e.Size
-				copies = append(copies, float64(e.Copy.Microseconds())/1e3)
-				commits = append(commits, float64(e.Commit.Microseconds())/1e3)
+			if e.Err != nil {
+				r.Failed++
+				continue
 			}
+			r.Checkpoints++
+			r.SizeBytes = e.Size
+			copies = append(copies, float64(e.Copy.Microseconds())/1e3)
+			commits = append(commits, float64(e.Commit.Microseconds())/1e3)
 		}
 	}
 	r.OverheadMedian = median(r.Overhead)
@@ -70,20 +68,21 @@ func measureCheckpoints(ctx context.Context, log *slog.Logger, model string, bat
 	return r, nil
 }
 
-// checkpointRun runs one job of warm-up + steps steps (+ a checkpoint
-// every `every` if with) on 3 coordinators and returns rank 0's mean step
-// time after the warm-up and the checkpoints' events.
-func checkpointRun(ctx context.Context, log *slog.Logger, model string, batch, workers, steps, every int, with bool) (float64, []worker.CheckpointEvent, error) {
+// checkpointRound runs, on one cluster of 3 coordinators, a job of warm-up
+// + steps steps without checkpoints and the same job with one every
+// `every` steps (the one with checkpoints first if withFirst), and returns
+// rank 0's mean step time after the warm-up in each and the checkpoints'
+// events.
+func checkpointRound(ctx context.Context, log *slog.Logger, model string, batch, workers, steps, every int, withFirst bool) (without, with float64, evs []worker.CheckpointEvent, err error) {
 	const warmup = 5
 	var mu sync.Mutex
-	var times []time.Time
-	var evs []worker.CheckpointEvent
+	times := map[string][]time.Time{}
 	wc := worker.Config{
 		Threads: 1,
 		OnStep: func(s worker.StepInfo) {
 			if s.Rank == 0 {
 				mu.Lock()
-				times = append(times, time.Now())
+				times[s.JobID] = append(times[s.JobID], time.Now())
 				mu.Unlock()
 			}
 		},
@@ -93,26 +92,40 @@ func checkpointRun(ctx context.Context, log *slog.Logger, model string, batch, w
 			mu.Unlock()
 		},
 	}
-	err := withClusterConfig(ctx, log, 3, workers, wc, func(c *localcluster.Cluster, _ []*localcluster.Worker) error {
-		spec := benchJob(model, batch, int64(warmup+steps))
-		if with {
-			spec.CheckpointEvery = int64(every)
+	mean := func(id string) (float64, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		t := times[id]
+		if len(t) < warmup+steps {
+			return 0, fmt.Errorf("bench cluster: rank 0 reported %d steps of %s, want %d", len(t), id, warmup+steps)
 		}
-		id, err := c.Submit(ctx, spec)
-		if err != nil {
-			return err
+		t = t[warmup-1:]
+		return float64(t[len(t)-1].Sub(t[0]).Microseconds()) / 1e3 / float64(len(t)-1), nil
+	}
+	err = withClusterConfig(ctx, log, 3, workers, wc, func(c *localcluster.Cluster, _ []*localcluster.Worker) error {
+		for _, ckpt := range []bool{withFirst, !withFirst} {
+			spec := benchJob(model, batch, int64(warmup+steps))
+			if ckpt {
+				spec.CheckpointEvery = int64(every)
+			}
+			id, err := c.Submit(ctx, spec)
+			if err != nil {
+				return err
+			}
+			if _, err := c.AwaitJob(ctx, 30*time.Minute, id, func(j *pb.JobInfo) bool { return j.GetState() == "done" }); err != nil {
+				return err
+			}
+			m, err := mean(id)
+			if err != nil {
+				return err
+			}
+			if ckpt {
+				with = m
+			} else {
+				without = m
+			}
 		}
-		_, err = c.AwaitJob(ctx, 30*time.Minute, id, func(j *pb.JobInfo) bool { return j.GetState() == "done" })
-		return err
+		return nil
 	})
-	if err != nil {
-		return 0, nil, err
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(times) < warmup+steps {
-		return 0, nil, fmt.Errorf("bench cluster: rank 0 reported %d steps, want %d", len(times), warmup+steps)
-	}
-	t := times[warmup-1:]
-	return float64(t[len(t)-1].Sub(t[0]).Microseconds()) / 1e3 / float64(len(t)-1), evs, nil
+	return without, with, evs, err
 }

@@ -2,7 +2,7 @@
 // between processes: a coordinator's store of the checkpoints it holds, a
 // worker's local cache of its job's checkpoints, and the framing of a
 // checkpoint file in a gRPC stream (pb.CheckpointChunk: a header first,
-// the file's bytes in order, the SHA-256 of all of them last).
+// the file's bytes in order, the CRC-32C of all of them last).
 //
 // A file is stored atomically (temp file, fsync, rename, directory fsync)
 // and only after its bytes, its size and its contents (package checkpoint:
@@ -11,11 +11,11 @@
 package ckptstore
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -39,9 +39,13 @@ const ChunkSize = 1 << 20
 // MaxSize bounds the size of a checkpoint file a receiver accepts.
 const MaxSize = 4 << 30
 
+// castagnoli is the CRC-32C table (read-only; hardware-accelerated where
+// the CPU has it).
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
 // ErrFraming marks a stream whose chunks are not a well-formed checkpoint
 // transfer (no header first, more or fewer bytes than announced, a bad
-// SHA-256, a header field out of range).
+// CRC-32C, a header field out of range).
 var ErrFraming = errors.New("checkpoint transfer is malformed")
 
 // Store is a directory of checkpoint files, one folder per job:
@@ -310,6 +314,19 @@ func (s *Store) Verify(key string) (*checkpoint.Meta, string, error) {
 // It returns the header and the key stored under. A transfer of a
 // checkpoint the store already holds is read to its end and accepted.
 func (s *Store) Receive(ctx context.Context, recv func() (*pb.CheckpointChunk, error), check func(*pb.CheckpointHeader) error) (*pb.CheckpointHeader, string, error) {
+	return s.receive(ctx, recv, check, options{mkdir: true})
+}
+
+// ReceiveCopy is Receive for a copy of a checkpoint that the sending store
+// verified when it received it (one coordinator copying to another): the
+// bytes are checked (size, CRC-32C) but the contents are not read back.
+// Every stored copy is still read whole when a coordinator starts and
+// before it is served.
+func (s *Store) ReceiveCopy(ctx context.Context, recv func() (*pb.CheckpointChunk, error), check func(*pb.CheckpointHeader) error) (*pb.CheckpointHeader, string, error) {
+	return s.receive(ctx, recv, check, options{mkdir: true, trustContents: true})
+}
+
+func (s *Store) receive(ctx context.Context, recv func() (*pb.CheckpointChunk, error), check func(*pb.CheckpointHeader) error, opt options) (*pb.CheckpointHeader, string, error) {
 	var key string
 	var held bool
 	hdr, err := receive(ctx, recv, func(h *pb.CheckpointHeader) (string, bool, error) {
@@ -325,7 +342,7 @@ func (s *Store) Receive(ctx context.Context, recv func() (*pb.CheckpointChunk, e
 		}
 		held = s.Has(key)
 		return p, held, nil
-	}, options{mkdir: true})
+	}, opt)
 	if err != nil {
 		return nil, "", err
 	}
@@ -339,7 +356,7 @@ func (s *Store) Receive(ctx context.Context, recv func() (*pb.CheckpointChunk, e
 
 // ReceiveTo reads one framed transfer from recv into the file dest(header)
 // names, atomically: the file appears only when the bytes, their size,
-// their SHA-256 and the checkpoint's contents (checksum and step as the
+// their CRC-32C and the checkpoint's contents (checksum and step as the
 // header says) check out.
 func ReceiveTo(ctx context.Context, recv func() (*pb.CheckpointChunk, error), dest func(*pb.CheckpointHeader) (string, error)) (*pb.CheckpointHeader, error) {
 	return receive(ctx, recv, func(h *pb.CheckpointHeader) (string, bool, error) {
@@ -361,8 +378,12 @@ type tempFile interface {
 }
 
 type options struct {
-	mkdir  bool // create the destination's directory (mode 0700)
-	create func(dir, pattern string) (tempFile, error)
+	mkdir bool // create the destination's directory (mode 0700)
+	// trustContents skips reading the checkpoint back (ReceiveCopy): the
+	// sender verified these very bytes, and the CRC-32C checks they came
+	// whole.
+	trustContents bool
+	create        func(dir, pattern string) (tempFile, error)
 }
 
 // createTemp creates the temp file beside path. With mkdir it creates the
@@ -395,7 +416,7 @@ func (o options) createTemp(path string) (tempFile, error) {
 
 // receive is ReceiveTo and Store.Receive: dest names the file for a
 // header, or says with skip to read the transfer through (checking its
-// framing and SHA-256) without storing it.
+// framing and CRC-32C) without storing it.
 func receive(ctx context.Context, recv func() (*pb.CheckpointChunk, error), dest func(*pb.CheckpointHeader) (path string, skip bool, err error), opt options) (*pb.CheckpointHeader, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("checkpoint transfer: %w", err)
@@ -439,9 +460,9 @@ func receive(ctx context.Context, recv func() (*pb.CheckpointChunk, error), dest
 	}
 
 	size := hdr.GetSizeBytes()
-	h := sha256.New()
+	h := crc32.New(castagnoli)
 	var n int64    // bytes received
-	var sum []byte // the SHA-256 the last chunk carried
+	var ended bool // the last chunk (with the CRC-32C) was received
 	for first := true; ; first = false {
 		if !first {
 			if err := ctx.Err(); err != nil {
@@ -454,8 +475,8 @@ func receive(ctx context.Context, recv func() (*pb.CheckpointChunk, error), dest
 			if err != nil {
 				return nil, fmt.Errorf("%s: receive after %d of %d bytes: %w", what, n, size, err)
 			}
-			if sum != nil {
-				return nil, fmt.Errorf("%s: %w: a chunk after the SHA-256", what, ErrFraming)
+			if ended {
+				return nil, fmt.Errorf("%s: %w: a chunk after the CRC-32C", what, ErrFraming)
 			}
 			if c.GetHeader() != nil {
 				return nil, fmt.Errorf("%s: %w: a second header after %d bytes", what, ErrFraming, n)
@@ -472,20 +493,18 @@ func receive(ctx context.Context, recv func() (*pb.CheckpointChunk, error), dest
 		}
 		h.Write(data)
 		n += int64(len(data))
-		if s := c.GetFileSha256(); len(s) > 0 {
+		if c.FileCrc32C != nil {
 			switch {
-			case len(s) != sha256.Size:
-				return nil, fmt.Errorf("%s: %w: a SHA-256 of %d bytes", what, ErrFraming, len(s))
 			case n != size:
-				return nil, fmt.Errorf("%s: %w: the SHA-256 after %d of the %d bytes announced", what, ErrFraming, n, size)
-			case !bytes.Equal(s, h.Sum(nil)):
-				return nil, fmt.Errorf("%s: %w: the bytes received do not have the SHA-256 sent", what, ErrFraming)
+				return nil, fmt.Errorf("%s: %w: the CRC-32C after %d of the %d bytes announced", what, ErrFraming, n, size)
+			case c.GetFileCrc32C() != h.Sum32():
+				return nil, fmt.Errorf("%s: %w: the bytes received do not have the CRC-32C sent", what, ErrFraming)
 			}
-			sum = s
+			ended = true
 		}
 	}
-	if sum == nil {
-		return nil, fmt.Errorf("%s: %w: the stream ended after %d of %d bytes without a SHA-256", what, ErrFraming, n, size)
+	if !ended {
+		return nil, fmt.Errorf("%s: %w: the stream ended after %d of %d bytes without a CRC-32C", what, ErrFraming, n, size)
 	}
 	if skip {
 		return hdr, nil
@@ -502,15 +521,17 @@ func receive(ctx context.Context, recv func() (*pb.CheckpointChunk, error), dest
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
-	m, recorded, err := checkpoint.Verify(tmp)
-	if err != nil {
-		return nil, fmt.Errorf("%s: the file received: %w", what, err)
-	}
-	if recorded != hdr.GetChecksum() {
-		return nil, fmt.Errorf("%s: %w: the file records checksum %s, the header %s", what, checkpoint.ErrCorrupt, recorded, hdr.GetChecksum())
-	}
-	if m.Step != hdr.GetStep() {
-		return nil, fmt.Errorf("%s: %w: the file holds step %d", what, checkpoint.ErrCorrupt, m.Step)
+	if !opt.trustContents {
+		m, recorded, err := checkpoint.Verify(tmp)
+		if err != nil {
+			return nil, fmt.Errorf("%s: the file received: %w", what, err)
+		}
+		if recorded != hdr.GetChecksum() {
+			return nil, fmt.Errorf("%s: %w: the file records checksum %s, the header %s", what, checkpoint.ErrCorrupt, recorded, hdr.GetChecksum())
+		}
+		if m.Step != hdr.GetStep() {
+			return nil, fmt.Errorf("%s: %w: the file holds step %d", what, checkpoint.ErrCorrupt, m.Step)
+		}
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		return nil, fmt.Errorf("%s: rename into place: %w", what, err)
@@ -542,7 +563,7 @@ func syncDir(dir string) error {
 
 // Send streams the checkpoint file at path with send: hdr (its size_bytes
 // set from the file) in the first chunk, ChunkSize bytes a chunk, the
-// SHA-256 of the file in the last.
+// CRC-32C of the file in the last.
 func Send(ctx context.Context, path string, hdr *pb.CheckpointHeader, send func(*pb.CheckpointChunk) error) error {
 	if hdr == nil {
 		return fmt.Errorf("send checkpoint %s: no header", path)
@@ -568,7 +589,7 @@ func Send(ctx context.Context, path string, hdr *pb.CheckpointHeader, send func(
 	if err := checkHeader(h); err != nil {
 		return fmt.Errorf("%s: a receiver would refuse the transfer: %w", what, err)
 	}
-	hash := sha256.New()
+	hash := crc32.New(castagnoli)
 	for sent := int64(0); sent < size; {
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("%s: after %d of %d bytes: %w", what, sent, size, err)
@@ -584,7 +605,7 @@ func Send(ctx context.Context, path string, hdr *pb.CheckpointHeader, send func(
 		}
 		sent += int64(len(buf))
 		if sent == size {
-			c.FileSha256 = hash.Sum(nil)
+			c.FileCrc32C = proto.Uint32(hash.Sum32())
 		}
 		if err := send(c); err != nil {
 			return fmt.Errorf("%s: send after %d of %d bytes: %w", what, sent-int64(len(buf)), size, err)

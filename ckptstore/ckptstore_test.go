@@ -3,10 +3,10 @@ package ckptstore
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -71,17 +71,17 @@ func frame(hdr *pb.CheckpointHeader, b []byte, size int) []*pb.CheckpointChunk {
 		b = b[n:]
 	}
 	out[0].Header = hdr
-	out[len(out)-1].FileSha256 = sha(out)
+	out[len(out)-1].FileCrc32C = crc(out)
 	return out
 }
 
-// sha is the SHA-256 of the chunks' data.
-func sha(chunks []*pb.CheckpointChunk) []byte {
-	h := sha256.New()
+// crc is the CRC-32C of the chunks' data, as the last chunk carries it.
+func crc(chunks []*pb.CheckpointChunk) *uint32 {
+	h := crc32.New(castagnoli)
 	for _, c := range chunks {
 		h.Write(c.GetData())
 	}
-	return h.Sum(nil)
+	return proto.Uint32(h.Sum32())
 }
 
 // feed is a recv over chunks, then io.EOF.
@@ -197,12 +197,12 @@ func TestSendReceiveRoundTrip(t *testing.T) {
 		t.Errorf("%d chunks for %d bytes", len(sent), len(want))
 	}
 	for i, c := range sent {
-		if (c.Header != nil) != (i == 0) || (c.FileSha256 != nil) != (i == len(sent)-1) || len(c.Data) > ChunkSize {
-			t.Errorf("chunk %d: header %v, sha %x, %d bytes", i, c.Header != nil, c.FileSha256, len(c.Data))
+		if (c.Header != nil) != (i == 0) || (c.FileCrc32C != nil) != (i == len(sent)-1) || len(c.Data) > ChunkSize {
+			t.Errorf("chunk %d: header %v, crc %v, %d bytes", i, c.Header != nil, c.FileCrc32C != nil, len(c.Data))
 		}
 	}
-	if h := sha256.Sum256(want); !bytes.Equal(sent[len(sent)-1].FileSha256, h[:]) {
-		t.Error("last chunk's SHA-256 is not the file's")
+	if sent[len(sent)-1].GetFileCrc32C() != crc32.Checksum(want, castagnoli) {
+		t.Error("last chunk's CRC-32C is not the file's")
 	}
 
 	if wantKey := Key("job-1", 40, hdr.Checksum); key != wantKey || !s.Has(key) {
@@ -274,30 +274,30 @@ func TestReceiveRefuses(t *testing.T) {
 		"header only last": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk { c[0].Header, c[last].Header = nil, hdr; return c }, ErrFraming},
 		"too many bytes": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
 			c[last].Data = append(slices.Clone(c[last].Data), 0)
-			c[last].FileSha256 = sha(c)
+			c[last].FileCrc32C = crc(c)
 			return c
 		}, ErrFraming},
-		"too many bytes, no sha": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
+		"too many bytes, no crc": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
 			extra := &pb.CheckpointChunk{Data: make([]byte, 1)}
 			return append(c[:last:last], extra, extra, c[last])
 		}, ErrFraming},
 		"too few bytes": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
 			c = append(c[:1:1], c[2:]...)
-			c[len(c)-1].FileSha256 = sha(c)
+			c[len(c)-1].FileCrc32C = crc(c)
 			return c
 		}, ErrFraming},
 		"too few bytes, header says more": {withHeader(func(h *pb.CheckpointHeader) { h.SizeBytes++ }), ErrFraming},
-		"wrong sha":                       {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk { c[last].FileSha256[5] ^= 1; return c }, ErrFraming},
-		"short sha": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
-			c[last].FileSha256 = c[last].FileSha256[:31]
+		"wrong crc": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
+			c[last].FileCrc32C = proto.Uint32(c[last].GetFileCrc32C() ^ 1<<5)
 			return c
 		}, ErrFraming},
-		"missing sha": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk { c[last].FileSha256 = nil; return c }, ErrFraming},
-		"sha early": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
-			c[0].FileSha256 = c[last].FileSha256
+		"zero crc":    {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk { c[last].FileCrc32C = proto.Uint32(0); return c }, ErrFraming},
+		"missing crc": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk { c[last].FileCrc32C = nil; return c }, ErrFraming},
+		"crc early": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
+			c[0].FileCrc32C = c[last].FileCrc32C
 			return c
 		}, ErrFraming},
-		"chunk after sha": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
+		"chunk after crc": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
 			return append(c, &pb.CheckpointChunk{})
 		}, ErrFraming},
 		"bad job id":       {withHeader(func(h *pb.CheckpointHeader) { h.JobId = "../x" }), ErrFraming},
@@ -312,16 +312,16 @@ func TestReceiveRefuses(t *testing.T) {
 			h.Checksum = strings.Repeat("ab", 32)
 		}), checkpoint.ErrCorrupt},
 		"step differs from the file's": {withHeader(func(h *pb.CheckpointHeader) { h.Step = 71 }), checkpoint.ErrCorrupt},
-		"flipped byte, sha recomputed": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
+		"flipped byte, crc recomputed": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
 			flipMarker(t, c)
-			c[last].FileSha256 = sha(c)
+			c[last].FileCrc32C = crc(c)
 			return c
 		}, checkpoint.ErrCorrupt},
 		"not a checkpoint": {func(c []*pb.CheckpointChunk) []*pb.CheckpointChunk {
 			for _, x := range c {
 				x.Data = bytes.Repeat([]byte{'x'}, len(x.Data))
 			}
-			c[last].FileSha256 = sha(c)
+			c[last].FileCrc32C = crc(c)
 			return c
 		}, checkpoint.ErrNotCheckpoint},
 	}
@@ -469,7 +469,7 @@ func TestReceiveIdempotent(t *testing.T) {
 	}
 	// Still checked: a bad transfer of a held checkpoint is an error.
 	bad := clone(good)
-	bad[len(bad)-1].FileSha256[0] ^= 1
+	bad[len(bad)-1].FileCrc32C = proto.Uint32(bad[len(bad)-1].GetFileCrc32C() ^ 1)
 	if _, _, err := s.Receive(context.Background(), feed(bad), nil); !errors.Is(err, ErrFraming) {
 		t.Errorf("bad transfer of a held checkpoint: %v", err)
 	}
@@ -740,8 +740,9 @@ func decodeChunks(data []byte) []*pb.CheckpointChunk {
 	return out
 }
 
-// FuzzReceive: ReceiveTo never panics, never leaves a temp file, and stores only bytes whose SHA-256 the transfer carried. Its inputs are whole files (tens of KiB), which the fuzzer
-// minimizes slowly: run it with -fuzzminimizetime 500x, as .ci/run does.
+// FuzzReceive: ReceiveTo never panics, never leaves a temp file, and
+// stores only bytes whose CRC-32C the transfer carried. Its inputs are
+// whole files (tens of KiB), which the fuzzer minimizes slowly: run it with -fuzzminimizetime 500x, as .ci/run does.
 func FuzzReceive(f *testing.F) {
 	_, b, hdr := source(f, "job-1", 3, 10)
 	one := frame(hdr, b, 1<<20)
@@ -776,8 +777,35 @@ func FuzzReceive(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if h := sha256.Sum256(got); !bytes.Equal(h[:], chunks[len(chunks)-1].GetFileSha256()) {
-			t.Fatal("stored file's SHA-256 is not the one sent")
+		if crc32.Checksum(got, castagnoli) != chunks[len(chunks)-1].GetFileCrc32C() {
+			t.Fatal("stored file's CRC-32C is not the one sent")
 		}
 	})
+}
+
+// ReceiveCopy checks the bytes (size, CRC-32C) but does not read the
+// contents back: a copy whose bytes were damaged before the sender framed
+// them is stored (the sender had verified its file; every copy is read
+// whole at start and before it is served), while Receive refuses it.
+func TestReceiveCopyTrustsTheContents(t *testing.T) {
+	_, b, hdr := source(t, "job-1", 40, 1000)
+	chunks := frame(hdr, b, 1000)
+	flipMarker(t, chunks)
+	chunks[len(chunks)-1].FileCrc32C = crc(chunks)
+	s := open(t)
+	if _, _, err := s.Receive(context.Background(), feed(clone(chunks)), nil); !errors.Is(err, checkpoint.ErrCorrupt) {
+		t.Fatalf("Receive of damaged contents: %v", err)
+	}
+	_, key, err := s.ReceiveCopy(context.Background(), feed(clone(chunks)), nil)
+	if err != nil {
+		t.Fatalf("ReceiveCopy: %v", err)
+	}
+	if _, _, err := s.Verify(key); !errors.Is(err, checkpoint.ErrCorrupt) {
+		t.Fatalf("Verify of the copy: %v", err)
+	}
+	// The bytes are still checked.
+	chunks[len(chunks)-1].FileCrc32C = proto.Uint32(chunks[len(chunks)-1].GetFileCrc32C() ^ 1)
+	if _, _, err := open(t).ReceiveCopy(context.Background(), feed(chunks), nil); !errors.Is(err, ErrFraming) {
+		t.Fatalf("ReceiveCopy with a bad CRC: %v", err)
+	}
 }

@@ -1485,12 +1485,14 @@ func (x *CheckpointManifest) GetHolders() []string {
 
 // CheckpointChunk frames a checkpoint file in transit: the first chunk
 // carries the header (and may carry data), every chunk some of the bytes
-// in order, the last one the SHA-256 of all of them.
+// in order, the last one the CRC-32C (Castagnoli) of all of them. The
+// transfer's checksum only guards the bytes on their way; the checkpoint's
+// own SHA-256 (header.checksum) guards its contents.
 type CheckpointChunk struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Header        *CheckpointHeader      `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
 	Data          []byte                 `protobuf:"bytes,2,opt,name=data,proto3" json:"data,omitempty"`
-	FileSha256    []byte                 `protobuf:"bytes,3,opt,name=file_sha256,json=fileSha256,proto3" json:"file_sha256,omitempty"`
+	FileCrc32C    *uint32                `protobuf:"fixed32,3,opt,name=file_crc32c,json=fileCrc32c,proto3,oneof" json:"file_crc32c,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1539,11 +1541,11 @@ func (x *CheckpointChunk) GetData() []byte {
 	return nil
 }
 
-func (x *CheckpointChunk) GetFileSha256() []byte {
-	if x != nil {
-		return x.FileSha256
+func (x *CheckpointChunk) GetFileCrc32C() uint32 {
+	if x != nil && x.FileCrc32C != nil {
+		return *x.FileCrc32C
 	}
-	return nil
+	return 0
 }
 
 // CheckpointHeader says what a stream carries; the receiver checks all of
@@ -2839,12 +2841,13 @@ const file_gencluster_proto_rawDesc = "" +
 	"\twriter_id\x18\b \x01(\tR\bwriterId\x12\x10\n" +
 	"\x03key\x18\t \x01(\tR\x03key\x12\x18\n" +
 	"\aholders\x18\n" +
-	" \x03(\tR\aholders\"\x7f\n" +
+	" \x03(\tR\aholders\"\x94\x01\n" +
 	"\x0fCheckpointChunk\x127\n" +
 	"\x06header\x18\x01 \x01(\v2\x1f.gencluster.v1.CheckpointHeaderR\x06header\x12\x12\n" +
-	"\x04data\x18\x02 \x01(\fR\x04data\x12\x1f\n" +
-	"\vfile_sha256\x18\x03 \x01(\fR\n" +
-	"fileSha256\"\xf6\x01\n" +
+	"\x04data\x18\x02 \x01(\fR\x04data\x12$\n" +
+	"\vfile_crc32c\x18\x03 \x01(\aH\x00R\n" +
+	"fileCrc32c\x88\x01\x01B\x0e\n" +
+	"\f_file_crc32c\"\xf6\x01\n" +
 	"\x10CheckpointHeader\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x12\n" +
 	"\x04step\x18\x02 \x01(\x03R\x04step\x12\x1d\n" +
@@ -3065,6 +3068,7 @@ func file_gencluster_proto_init() {
 	if File_gencluster_proto != nil {
 		return
 	}
+	file_gencluster_proto_msgTypes[20].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

@@ -85,7 +85,7 @@ type CoordinatorClient interface {
 	// registered for the next job.
 	ReportUnfit(ctx context.Context, in *ReportUnfitRequest, opts ...grpc.CallOption) (*ReportUnfitResponse, error)
 	// Checkpoints. The bytes travel beside the raft log, as a stream of
-	// CheckpointChunk (a header first, then the file's bytes, its SHA-256
+	// CheckpointChunk (a header first, then the file's bytes, their CRC-32C
 	// last); only the manifest is committed through raft.
 	//
 	// PutCheckpoint takes a checkpoint file from the worker that wrote it:
@@ -360,7 +360,7 @@ type CoordinatorServer interface {
 	// registered for the next job.
 	ReportUnfit(context.Context, *ReportUnfitRequest) (*ReportUnfitResponse, error)
 	// Checkpoints. The bytes travel beside the raft log, as a stream of
-	// CheckpointChunk (a header first, then the file's bytes, its SHA-256
+	// CheckpointChunk (a header first, then the file's bytes, their CRC-32C
 	// last); only the manifest is committed through raft.
 	//
 	// PutCheckpoint takes a checkpoint file from the worker that wrote it:

@@ -980,6 +980,36 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	return nil
 }
 
+// TransferLeadership hands the lead to another voter if this node leads
+// (for a graceful stop: the group has a new leader within a round trip
+// instead of an election timeout). It returns once the transfer is done,
+// or failed, or ctx ended; a node that does not lead, or leads alone,
+// has nothing to hand over (nil).
+func (n *Node) TransferLeadership(ctx context.Context) error {
+	if !n.IsLeader() {
+		return nil
+	}
+	c, _, err := n.configuration(ctx)
+	if err != nil {
+		return err
+	}
+	others := 0
+	for _, s := range c.Servers {
+		if s.Suffrage == raft.Voter && string(s.ID) != n.id {
+			others++
+		}
+	}
+	if others == 0 {
+		return nil
+	}
+	if err := n.wait(ctx, n.raft.LeadershipTransfer()); err != nil {
+		return n.raftErr("transfer leadership", err)
+	}
+	id, addr := n.Leader()
+	n.logger.Info("leadership transferred", "to", id, "addr", addr)
+	return nil
+}
+
 // Close shuts raft down (no leadership transfer), then closes the
 // transport and the stores. It is idempotent; if ctx ends first, Close
 // returns ctx's error and the shutdown goes on in the background (a later

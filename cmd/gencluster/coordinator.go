@@ -131,6 +131,15 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	case err = <-served:
 	}
 	a.log.Info("coordinator stopping", "id", id)
+	if err == nil {
+		// A graceful stop: hand the lead over first, so that the group
+		// does not wait an election timeout for a new leader.
+		tctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if terr := node.TransferLeadership(tctx); terr != nil {
+			a.log.Warn("leadership transfer before stopping", "err", terr)
+		}
+		cancel()
+	}
 	svc.Close()
 	// Close raft first: that ends the raft streams peers hold open, which
 	// a graceful stop would otherwise wait for forever.

@@ -980,6 +980,13 @@ func (n *Node) RemoveServer(ctx context.Context, id string) error {
 	return nil
 }
 
+// Lag returns the index of the last log entry this node has applied and
+// of the last one it knows to be committed.
+func (n *Node) Lag() (applied, committed uint64) {
+	committed, _ = strconv.ParseUint(n.raft.Stats()["commit_index"], 10, 64)
+	return n.raft.AppliedIndex(), committed
+}
+
 // TransferLeadership hands the lead to another voter if this node leads
 // (for a graceful stop: the group has a new leader within a round trip
 // instead of an election timeout). It returns once the transfer is done,

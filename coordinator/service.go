@@ -160,6 +160,24 @@ func NewService(cfg ServiceConfig) *Service {
 	return s
 }
 
+// Ready says whether this coordinator can serve (nil) or why not: it
+// knows a raft leader, has applied every entry it knows to be committed
+// and, if it leads, has finished the barrier it runs before answering
+// workers.
+func (s *Service) Ready() error {
+	id, addr := s.node.Leader()
+	if addr == "" {
+		return errors.New("no raft leader known")
+	}
+	if applied, committed := s.node.Lag(); applied < committed {
+		return fmt.Errorf("applied %d of %d committed log entries", applied, committed)
+	}
+	if id == s.node.ID() && !s.leases.isLeading() {
+		return errors.New("leading, applying the log before answering workers")
+	}
+	return nil
+}
+
 // Close stops the lease keeper and closes forwarding connections.
 func (s *Service) Close() {
 	select {

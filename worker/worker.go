@@ -115,6 +115,22 @@ type Worker struct {
 	getCheckpoint func(ctx context.Context, req *pb.GetCheckpointRequest, dest func(*pb.CheckpointHeader) (string, error)) (*pb.CheckpointHeader, error)
 }
 
+// Ready says whether the worker is ready (nil) or why not: it has joined
+// the cluster and built the replica of the job it is assigned (a worker
+// out of the job's ring, unfit for it, is ready: for the next job).
+func (w *Worker) Ready() error {
+	a := w.assign.Load()
+	if a == nil {
+		return errors.New("not joined yet")
+	}
+	if job := a.GetJobId(); job != "" && a.GetRank() >= 0 {
+		if p := w.readyJob.Load(); p == nil || *p != job {
+			return fmt.Errorf("building the replica of job %s", job)
+		}
+	}
+	return nil
+}
+
 // New opens the worker's listener and gRPC server (serving the ring
 // service); Run joins the cluster and trains.
 func New(cfg Config) (*Worker, error) {

@@ -10,6 +10,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	grpchealth "google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/ckptstore"
@@ -17,7 +19,7 @@ import (
 )
 
 func (a *app) coordinatorCommand() *cobra.Command {
-	var id, listen, advertise, peers, dataDir, join string
+	var id, listen, advertise, peers, dataDir, join, httpAddr string
 	var lease, rejoinWait time.Duration
 	cmd := &cobra.Command{
 		Use:   "coordinator --id ID --listen HOST:PORT --peers id=addr,... --data-dir DIR",
@@ -42,7 +44,7 @@ data dir and asks the group at ADDR to add it.`,
 			if join != "" && len(ps) > 0 {
 				return fmt.Errorf("give --peers (a new group) or --join (an existing one), not both")
 			}
-			return a.runCoordinator(cmd.Context(), id, listen, advertise, dataDir, join, ps, coordinator.ServiceConfig{Lease: lease, RejoinWait: rejoinWait})
+			return a.runCoordinator(cmd.Context(), id, listen, advertise, dataDir, join, httpAddr, ps, coordinator.ServiceConfig{Lease: lease, RejoinWait: rejoinWait})
 		},
 	}
 	f := cmd.Flags()
@@ -55,6 +57,7 @@ data dir and asks the group at ADDR to add it.`,
 	f.DurationVar(&lease, "lease", coordinator.DefaultLease, "worker lease: a worker silent this long is removed")
 	f.DurationVar(&rejoinWait, "rejoin-wait", coordinator.DefaultRejoinWait,
 		"after a leader change (a whole-cluster restart), how long a ring waits for members not heard from before going on without them")
+	f.StringVar(&httpAddr, "http", "", "host:port to serve /livez and /readyz on (none if empty)")
 	cmd.AddCommand(a.coordinatorRemoveCommand())
 	return cmd
 }
@@ -87,7 +90,7 @@ Restart the remaining ones without --peers, or with the new list.`,
 	return cmd
 }
 
-func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir, join string, peers []coordinator.Peer, svcCfg coordinator.ServiceConfig) error {
+func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir, join, httpAddr string, peers []coordinator.Peer, svcCfg coordinator.ServiceConfig) (err error) {
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
@@ -109,6 +112,17 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	svcCfg.Node, svcCfg.FSM, svcCfg.Logger, svcCfg.Checkpoints = node, fsm, a.log, store
 	svc := coordinator.NewService(svcCfg)
 	pb.RegisterCoordinatorServer(srv, svc)
+	// The standard gRPC health service, for Kubernetes' gRPC probes and
+	// grpc-health-probe: serving while the process runs (/readyz says more).
+	hs := grpchealth.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	stopHTTP, err := a.serveHealth(ctx, httpAddr, svc.Ready)
+	if err != nil {
+		lis.Close()
+		svc.Close()
+		return errors.Join(err, node.Close(context.Background()))
+	}
+	defer func() { err = errors.Join(err, stopHTTP()) }()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	a.log.Info("coordinator serving", "id", id, "addr", advertise, "data_dir", dataDir)
@@ -131,6 +145,7 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	case err = <-served:
 	}
 	a.log.Info("coordinator stopping", "id", id)
+	hs.Shutdown() // probes see NOT_SERVING from here on
 	if err == nil {
 		// A graceful stop: hand the lead over first, so that the group
 		// does not wait an election timeout for a new leader.

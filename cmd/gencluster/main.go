@@ -9,11 +9,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/gencluster/gencluster/health"
 )
 
 // app carries what every subcommand shares: output streams and the logger.
@@ -81,4 +84,21 @@ func noArgs(cmd *cobra.Command, args []string) error {
 		return fmt.Errorf("%s takes no arguments, got %q (flags are --name value)", cmd.CommandPath(), args)
 	}
 	return nil
+}
+
+// serveHealth serves /livez and /readyz (package health) on addr until ctx
+// ends or the returned stop is called; nothing if addr is empty.
+func (a *app) serveHealth(ctx context.Context, addr string, ready health.Ready) (stop func() error, err error) {
+	if addr == "" {
+		return func() error { return nil }, nil
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("--http %s: %w", addr, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- health.Serve(ctx, lis, health.Handler(ready)) }()
+	a.log.Info("serving health", "addr", lis.Addr().String(), "paths", "/livez /readyz")
+	return func() error { cancel(); return <-done }, nil
 }

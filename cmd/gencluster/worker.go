@@ -10,7 +10,7 @@ import (
 )
 
 func (a *app) workerCommand() *cobra.Command {
-	var join, listen, advertise, dataDir string
+	var join, listen, advertise, dataDir, httpAddr string
 	var threads int
 	cmd := &cobra.Command{
 		Use:   "worker --join ADDR[,ADDR...] --listen HOST:PORT --data-dir DIR [--threads T]",
@@ -39,8 +39,12 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 				return err
 			}
 			a.log.Info("worker serving", "id", w.ID(), "addr", w.Addr(), "data_dir", dataDir)
+			stopHTTP, err := a.serveHealth(cmd.Context(), httpAddr, w.Ready)
+			if err != nil {
+				return errors.Join(err, w.Close())
+			}
 			err = w.Run(cmd.Context())
-			return errors.Join(err, w.Close())
+			return errors.Join(err, w.Close(), stopHTTP())
 		},
 	}
 	f := cmd.Flags()
@@ -49,5 +53,6 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 	f.StringVar(&advertise, "advertise", "", "host:port ring peers dial (default: the listener's address; the host name if it listens on all interfaces)")
 	f.StringVar(&dataDir, "data-dir", "", "directory for the worker's id and its local copy of the job's checkpoints (required)")
 	f.IntVar(&threads, "threads", runtime.NumCPU(), "compute threads")
+	f.StringVar(&httpAddr, "http", "", "host:port to serve /livez and /readyz on (none if empty)")
 	return cmd
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -187,4 +188,24 @@ func checkWithTorch(t *testing.T, file, model string, ours float64) {
 		t.Fatalf("PyTorch computes %.4f nats on the exported weights, gencluster %.4f", r.TestNats, ours)
 	}
 	t.Logf("PyTorch: %.4f nats, gencluster: %.4f", r.TestNats, ours)
+}
+
+// version --json names the toolchain and platform (and the revision, when
+// the build stamps it: not under GOFLAGS=-buildvcs=false).
+func TestVersion(t *testing.T) {
+	b, err := exec.Command(binary, "version", "--json").Output()
+	if err != nil {
+		t.Fatalf("version: %v", err)
+	}
+	out := string(b)
+	var v versionJSON
+	if err := json.Unmarshal([]byte(out), &v); err != nil {
+		t.Fatalf("version --json: %v in %q", err, out)
+	}
+	if v.Go != runtime.Version() || v.Platform != runtime.GOOS+"/"+runtime.GOARCH || v.Version == "" {
+		t.Errorf("version --json: %+v", v)
+	}
+	if v.Revision != "" && len(v.Revision) != 40 {
+		t.Errorf("revision %q", v.Revision)
+	}
 }

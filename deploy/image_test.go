@@ -46,7 +46,7 @@ func TestImage(t *testing.T) {
 	if err := json.Unmarshal(cfg, &c); err != nil {
 		t.Fatal(err)
 	}
-	if c.User != "65532:65532" || len(c.Entrypoint) != 1 || c.Entrypoint[0] != "/gencluster" {
+	if c.User != "65532:65532" || len(c.Entrypoint) != 1 || c.Entrypoint[0] != "/usr/local/bin/gencluster" {
 		t.Errorf("image config: user %q, entrypoint %v", c.User, c.Entrypoint)
 	}
 	v, err := exec.Command("docker", "run", "--rm", tag, "version", "--json").Output()
@@ -56,6 +56,10 @@ func TestImage(t *testing.T) {
 	var ver struct{ Platform string }
 	if err := json.Unmarshal(v, &ver); err != nil || ver.Platform != "linux/"+runtime.GOARCH {
 		t.Errorf("version in the image: %s (%v)", v, err)
+	}
+	// On the PATH, for `docker exec CONTAINER gencluster ...`.
+	if out, err := exec.Command("docker", "run", "--rm", "--entrypoint", "gencluster", tag, "version").CombinedOutput(); err != nil {
+		t.Errorf("gencluster on the image's PATH: %v\n%s", err, out)
 	}
 	tr, err := exec.Command("docker", "run", "--rm", tag, "train", "--model", "vae", "--steps", "2", "--batch", "8", "--samples", "0", "--out", "/tmp/out").CombinedOutput()
 	if err != nil || !strings.Contains(string(tr), "done: step 2") {

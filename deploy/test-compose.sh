@@ -34,8 +34,17 @@ trap cleanup EXIT
 
 deploy/build-image.sh gencluster:dev
 dc up -d >/dev/null 2>&1
-gc() { dc exec -T c1 gencluster "$@" 2>/dev/null || dc exec -T c2 gencluster "$@" 2>/dev/null || dc exec -T c3 gencluster "$@"; }
+# gc runs gencluster in the first of the coordinators' containers in $via
+# that answers, asking the coordinators in $coords.
+via="c1 c2 c3"
 coords=c1:7000,c2:7000,c3:7000
+gc() {
+  local c
+  for c in $via; do
+    if dc exec -T "$c" gencluster "$@" 2>/dev/null; then return 0; fi
+  done
+  return 1
+}
 field() { # field EXPR: evaluates EXPR on the status JSON (python; s = status)
   gc status --coordinator "$coords" --json | python3 -c "import json,sys; s=json.load(sys.stdin); print($1)"
 }
@@ -74,8 +83,15 @@ docker start "$(cid "$leader")" >/dev/null
 wait_for 60 "$leader back" "all(c['state'] in ('leader', 'follower') for c in s['coordinators'])"
 follower=$(field "[c['id'] for c in s['coordinators'] if c['state'] != 'leader'][0]")
 net="${project}_gencluster"
+# While it is cut off, ask the others only: the cut-off one answers with
+# its own, frozen view.
+via=$(echo c1 c2 c3 | tr ' ' '\n' | grep -vx "$follower" | tr '\n' ' ')
+coords=$(for c in $via; do printf '%s:7000,' "$c"; done)
+coords=${coords%,}
 t0=$(now); docker network disconnect "$net" "$(cid "$follower")"; recover "$t0" "partition $follower"
 docker network connect --alias "$follower" "$net" "$(cid "$follower")"
+via="c1 c2 c3"
+coords=c1:7000,c2:7000,c3:7000
 wait_for 60 "$follower back as a follower" "any(c['id'] == '$follower' and c['state'] == 'follower' for c in s['coordinators'])"
 t0=$(now); docker restart "$(cid w3)" >/dev/null; recover "$t0" "restart worker w3"
 t0=$(now); docker pause "$(cid w1)" >/dev/null; sleep 8; docker unpause "$(cid w1)" >/dev/null; recover "$t0" "pause worker w1 8 s"

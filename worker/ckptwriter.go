@@ -74,6 +74,9 @@ type snapshot struct {
 	st    *checkpoint.State
 	taken time.Time     // when the copy began
 	copy  time.Duration // how long it took
+	// file and sum, if set, are a checkpoint already in the local store
+	// (st is nil): only sent, not written.
+	file, sum string
 }
 
 // snapshot copies the replica's state (a deep copy: training may go on).
@@ -204,7 +207,18 @@ func (w *Worker) checkpointAsync(ctx context.Context, j *job, a *pb.Assignment) 
 // persistBackground writes and uploads one background checkpoint, and
 // reports the outcome.
 func (w *Worker) persistBackground(ctx context.Context, s *snapshot) {
-	path, sum, size, err := w.writeLocal(s)
+	var path, sum string
+	var size int64
+	var err error
+	if s.file != "" {
+		path, sum = s.file, s.sum
+		var fi os.FileInfo
+		if fi, err = os.Stat(path); err == nil {
+			size = fi.Size()
+		}
+	} else {
+		path, sum, size, err = w.writeLocal(s)
+	}
 	var m *pb.CheckpointManifest
 	if err == nil {
 		uctx, cancel := context.WithTimeout(ctx, holdTimeout)

@@ -56,6 +56,14 @@ func (w *Worker) resume(ctx context.Context, j *job, m *pb.CheckpointManifest) e
 		j.held = j.step
 	}
 	j.log.Info("resuming from checkpoint", "step", j.step, "source", source, "file", file)
+	if source == "local" && j.held != j.step {
+		// The coordinators do not hold this state: the cluster stopped
+		// while it was on its way to them. Send it again, in the
+		// background (a checkpoint must outlive this machine).
+		j.log.Info("sending a checkpoint the coordinators do not hold", "step", j.step)
+		j.writer = newCkptWriter(ctx, w.persistBackground, w.checkpointDropped)
+		j.writer.submit(&snapshot{job: j.id, step: j.step, taken: time.Now(), file: file, sum: sum})
+	}
 	return nil
 }
 

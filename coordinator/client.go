@@ -154,11 +154,33 @@ func callWithin[R any](ctx context.Context, c *Client, try time.Duration, fn fun
 	}
 }
 
-// Status reads the cluster's status.
+// Status reads the cluster's status. An answer that says it may be stale
+// (a coordinator cut off from the leader) is returned only if no other
+// coordinator answers without saying so.
 func (c *Client) Status(ctx context.Context) (*pb.StatusResponse, error) {
 	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.StatusResponse, error) {
 		return cl.Status(ctx, &pb.StatusRequest{})
 	})
+	for range len(c.Addrs()) - 1 {
+		if err != nil || r.GetStaleReason() == "" || ctx.Err() != nil {
+			break
+		}
+		_, addr, perr := c.pick()
+		if perr != nil {
+			break
+		}
+		c.next(addr) // it answered, but stale: ask the next one
+		cl, _, perr := c.pick()
+		if perr != nil {
+			break
+		}
+		tctx, cancel := context.WithTimeout(ctx, perTry)
+		r2, err2 := cl.Status(tctx, &pb.StatusRequest{})
+		cancel()
+		if err2 == nil && r2.GetStaleReason() == "" {
+			r = r2
+		}
+	}
 	if err == nil {
 		var addrs []string
 		for _, co := range r.GetCoordinators() {

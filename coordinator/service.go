@@ -617,17 +617,21 @@ const statusFromLeader = 500 * time.Millisecond
 // the leader answers quickly (only the leader knows which workers it
 // waits for), else with its own replica's.
 func (s *Service) Status(ctx context.Context, req *pb.StatusRequest) (*pb.StatusResponse, error) {
+	stale := ""
 	if !req.GetLocal() && !isForwarded(ctx) && !s.node.IsLeader() {
-		if c, err := s.leaderClient(); err == nil {
+		c, err := s.leaderClient()
+		if err == nil {
 			lctx, cancel := context.WithTimeout(ctx, statusFromLeader)
-			r, err := c.Status(markForwarded(lctx), &pb.StatusRequest{Local: true})
+			var r *pb.StatusResponse
+			r, err = c.Status(markForwarded(lctx), &pb.StatusRequest{Local: true})
 			cancel()
 			if err == nil {
 				return r, nil
 			}
 		}
+		stale = fmt.Sprintf("coordinator %s cannot reach the raft leader (%v): this is its own view, which may be behind", s.node.ID(), status.Convert(err).Message())
 	}
-	resp := &pb.StatusResponse{}
+	resp := &pb.StatusResponse{StaleReason: stale}
 	_, resp.Leader = s.node.Leader()
 	servers, err := s.node.Servers(ctx)
 	if err != nil {

@@ -635,3 +635,48 @@ func TestServiceProgressAndFinish(t *testing.T) {
 		t.Fatalf("finish: %v %v", r, err)
 	}
 }
+
+// A follower cut off from the leader answers Status with its own view and
+// says so; the Client then prefers a coordinator that is not cut off, and
+// returns the stale view only when none answers otherwise.
+func TestStatusSaysWhenStale(t *testing.T) {
+	ms := startServiceGroup(t, 3, time.Second)
+	l := leaderOf(t, ms)
+	ctx := context.Background()
+	var followers []*svcMember
+	for _, m := range ms {
+		if m != l {
+			followers = append(followers, m)
+		}
+	}
+	r, err := followers[0].client.Status(ctx, &pb.StatusRequest{})
+	if err != nil || r.GetStaleReason() != "" {
+		t.Fatalf("status through a follower that reaches the leader: %v, %v", r.GetStaleReason(), err)
+	}
+	// The leader and the other follower go: the remaining one is alone.
+	for i, m := range ms {
+		if m != followers[0] {
+			m.stop()
+			ms[i] = nil
+		}
+	}
+	eventually(t, 10*time.Second, "a stale answer", func() error {
+		r, err := followers[0].client.Status(ctx, &pb.StatusRequest{})
+		if err != nil {
+			return err
+		}
+		if !strings.Contains(r.GetStaleReason(), "cannot reach the raft leader") {
+			return fmt.Errorf("stale_reason %q", r.GetStaleReason())
+		}
+		return nil
+	})
+	c, err := NewClient([]string{followers[0].addr, l.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r, err = c.Status(ctx)
+	if err != nil || r.GetStaleReason() == "" {
+		t.Fatalf("client with only a cut-off coordinator answering: %v, %v", r.GetStaleReason(), err)
+	}
+}

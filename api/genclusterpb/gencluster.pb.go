@@ -930,13 +930,17 @@ func (x *StatusRequest) GetLocal() bool {
 }
 
 type StatusResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Leader        string                 `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"` // address of the raft leader
-	Coordinators  []*CoordinatorInfo     `protobuf:"bytes,2,rep,name=coordinators,proto3" json:"coordinators,omitempty"`
-	Workers       []*WorkerInfo          `protobuf:"bytes,3,rep,name=workers,proto3" json:"workers,omitempty"`
-	Jobs          []*JobInfo             `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"` // queue order: running first
-	Generation    uint64                 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
-	Ring          []*RingMember          `protobuf:"bytes,6,rep,name=ring,proto3" json:"ring,omitempty"`
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Leader       string                 `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"` // address of the raft leader
+	Coordinators []*CoordinatorInfo     `protobuf:"bytes,2,rep,name=coordinators,proto3" json:"coordinators,omitempty"`
+	Workers      []*WorkerInfo          `protobuf:"bytes,3,rep,name=workers,proto3" json:"workers,omitempty"`
+	Jobs         []*JobInfo             `protobuf:"bytes,4,rep,name=jobs,proto3" json:"jobs,omitempty"` // queue order: running first
+	Generation   uint64                 `protobuf:"varint,5,opt,name=generation,proto3" json:"generation,omitempty"`
+	Ring         []*RingMember          `protobuf:"bytes,6,rep,name=ring,proto3" json:"ring,omitempty"`
+	// stale_reason is set when a follower answered with its own replica's
+	// view because it could not reach the leader (cut off, or no leader):
+	// that view may be behind. Clients try another coordinator first.
+	StaleReason   string `protobuf:"bytes,7,opt,name=stale_reason,json=staleReason,proto3" json:"stale_reason,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1011,6 +1015,13 @@ func (x *StatusResponse) GetRing() []*RingMember {
 		return x.Ring
 	}
 	return nil
+}
+
+func (x *StatusResponse) GetStaleReason() string {
+	if x != nil {
+		return x.StaleReason
+	}
+	return ""
 }
 
 type CoordinatorInfo struct {
@@ -2780,7 +2791,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x0eSubmitResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"%\n" +
 	"\rStatusRequest\x12\x14\n" +
-	"\x05local\x18\x01 \x01(\bR\x05local\"\x9c\x02\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"\xbf\x02\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12B\n" +
 	"\fcoordinators\x18\x02 \x03(\v2\x1e.gencluster.v1.CoordinatorInfoR\fcoordinators\x123\n" +
@@ -2789,7 +2800,8 @@ const file_gencluster_proto_rawDesc = "" +
 	"\n" +
 	"generation\x18\x05 \x01(\x04R\n" +
 	"generation\x12-\n" +
-	"\x04ring\x18\x06 \x03(\v2\x19.gencluster.v1.RingMemberR\x04ring\"a\n" +
+	"\x04ring\x18\x06 \x03(\v2\x19.gencluster.v1.RingMemberR\x04ring\x12!\n" +
+	"\fstale_reason\x18\a \x01(\tR\vstaleReason\"a\n" +
 	"\x0fCoordinatorInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +

@@ -22,6 +22,9 @@ type statusJSON struct {
 	Job            *jobJSON          `json:"job"`
 	Queue          []jobJSON         `json:"queue"`
 	LastCheckpoint *checkpointJSON   `json:"last_checkpoint"`
+	// StaleReason is set when no coordinator that can reach the leader
+	// answered: the view is one coordinator's own and may be behind.
+	StaleReason string `json:"stale_reason,omitempty"`
 }
 
 type coordinatorJSON struct {
@@ -68,7 +71,8 @@ type checkpointJSON struct {
 }
 
 func toStatusJSON(r *pb.StatusResponse) statusJSON {
-	s := statusJSON{Leader: r.GetLeader(), Generation: r.GetGeneration(), Coordinators: []coordinatorJSON{}, Workers: []workerJSON{}, Queue: []jobJSON{}}
+	s := statusJSON{Leader: r.GetLeader(), Generation: r.GetGeneration(), Coordinators: []coordinatorJSON{}, Workers: []workerJSON{}, Queue: []jobJSON{},
+		StaleReason: r.GetStaleReason()}
 	for _, c := range r.GetCoordinators() {
 		s.Coordinators = append(s.Coordinators, coordinatorJSON{ID: c.GetId(), Addr: c.GetAddr(), State: c.GetState(), Voter: c.GetVoter()})
 	}
@@ -155,6 +159,9 @@ func (a *app) statusCommand() *cobra.Command {
 }
 
 func printStatus(a *app, s statusJSON) {
+	if s.StaleReason != "" {
+		fmt.Fprintf(a.stdout, "warning: %s\n", s.StaleReason)
+	}
 	fmt.Fprintf(a.stdout, "leader: %s   ring generation: %d\n", s.Leader, s.Generation)
 	for _, c := range s.Coordinators {
 		fmt.Fprintf(a.stdout, "  coordinator %-8s %-22s %s\n", c.ID, c.Addr, c.State)

@@ -165,9 +165,7 @@ func (s *Service) PutCheckpoint(st pb.Coordinator_PutCheckpointServer) error {
 		k.log.Warn("checkpoint not stored", "err", err)
 		return s.storeStatus("store checkpoint", err)
 	}
-	k.mu.Lock()
-	k.verified[key] = true
-	k.mu.Unlock()
+	k.markVerified(key)
 	m := manifestOf(hdr, key)
 	holders, need, failures, late := k.replicate(ctx, hdr, key)
 	if len(holders) < need {
@@ -474,30 +472,9 @@ func (k *keeper) ensure(ctx context.Context, m *pb.CheckpointManifest, reverify,
 	}
 	if k.store.Has(key) {
 		k.mu.Lock()
-		ok := k.verified[key]
+		ok := k.verified[key] && !reverify
 		k.mu.Unlock()
-		if !ok || reverify {
-			_, sum, err := k.store.Verify(key)
-			if err == nil && sum != m.GetChecksum() {
-				err = fmt.Errorf("%w: checksum %s, the manifest says %s", checkpoint.ErrCorrupt, sum, m.GetChecksum())
-			}
-			if err != nil {
-				k.log.Error("damaged checkpoint copy: deleting it (a good copy is fetched from a peer)",
-					"file", path, "job", m.GetJobId(), "step", m.GetStep(), "err", err)
-				k.mu.Lock()
-				delete(k.verified, key)
-				delete(k.claimed, key)
-				k.mu.Unlock()
-				if rerr := k.store.Remove(key); rerr != nil {
-					return "", fmt.Errorf("remove damaged copy %s: %w", path, rerr)
-				}
-			} else {
-				k.mu.Lock()
-				k.verified[key] = true
-				k.mu.Unlock()
-				return path, nil
-			}
-		} else {
+		if ok || k.check(key, m.GetJobId(), m.GetStep(), m.GetChecksum()) {
 			return path, nil
 		}
 	}
@@ -508,6 +485,42 @@ func (k *keeper) ensure(ctx context.Context, m *pb.CheckpointManifest, reverify,
 		return "", err
 	}
 	return path, nil
+}
+
+// check reads the stored copy of key whole (and, if want is set, compares
+// its checksum): a damaged copy is logged, naming the file and the
+// checkpoint, deleted (a good one is fetched again from a peer) and
+// forgotten. It reports whether the copy is good.
+func (k *keeper) check(key, job string, step int64, want string) bool {
+	_, sum, err := k.store.Verify(key)
+	if err == nil && want != "" && sum != want {
+		err = fmt.Errorf("%w: checksum %s, the manifest says %s", checkpoint.ErrCorrupt, sum, want)
+	}
+	if err == nil {
+		k.markVerified(key)
+		return true
+	}
+	path, _ := k.store.Path(key)
+	k.log.Error("damaged checkpoint copy: deleting it (a good copy is fetched from a peer)", "file", path, "job", job, "step", step, "err", err)
+	k.forget(key)
+	if rerr := k.store.Remove(key); rerr != nil {
+		k.log.Error("remove a damaged checkpoint copy", "file", path, "err", rerr)
+	}
+	return false
+}
+
+func (k *keeper) markVerified(key string) {
+	k.mu.Lock()
+	k.verified[key] = true
+	k.mu.Unlock()
+}
+
+// forget drops what the keeper remembers of key (its file is gone).
+func (k *keeper) forget(key string) {
+	k.mu.Lock()
+	delete(k.verified, key)
+	delete(k.claimed, key)
+	k.mu.Unlock()
 }
 
 // fetch copies m from another coordinator into the store and records
@@ -572,9 +585,7 @@ func (k *keeper) fetchFrom(ctx context.Context, addr string, m *pb.CheckpointMan
 		k.store.Remove(key)
 		return fmt.Errorf("stored as %s, the manifest says %s", key, m.GetKey())
 	}
-	k.mu.Lock()
-	k.verified[key] = true
-	k.mu.Unlock()
+	k.markVerified(key)
 	return nil
 }
 
@@ -672,17 +683,9 @@ func (k *keeper) verifyAll() {
 		if k.ctx.Err() != nil {
 			return
 		}
-		if _, _, err := k.store.Verify(e.Key); err != nil {
-			path, _ := k.store.Path(e.Key)
-			k.log.Error("damaged checkpoint copy: deleting it (a good copy is fetched from a peer)",
-				"file", path, "job", e.JobID, "step", e.Step, "err", err)
-			k.store.Remove(e.Key)
+		if !k.check(e.Key, e.JobID, e.Step, "") {
 			bad++
-			continue
 		}
-		k.mu.Lock()
-		k.verified[e.Key] = true
-		k.mu.Unlock()
 	}
 	k.log.Info("checkpoint store checked", "dir", k.store.Dir(), "files", len(entries), "damaged", bad)
 }
@@ -747,10 +750,7 @@ func (k *keeper) pass(now time.Time) {
 			k.log.Warn("delete a checkpoint no longer kept", "key", e.Key, "err", err)
 			continue
 		}
-		k.mu.Lock()
-		delete(k.verified, e.Key)
-		delete(k.claimed, e.Key)
-		k.mu.Unlock()
+		k.forget(e.Key)
 		k.log.Info("checkpoint deleted", "job", e.JobID, "step", e.Step, "why", map[bool]string{true: "retention", false: "no committed manifest names it"}[retired])
 	}
 }

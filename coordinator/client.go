@@ -6,7 +6,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -104,6 +107,35 @@ func (c *Client) next(failed string) {
 	}
 }
 
+// noAnswer is the error of a call no coordinator answered before ctx
+// ended: each coordinator tried and why it failed, in address order.
+func noAnswer(ctx context.Context, last map[string]error) error {
+	addrs := slices.Sorted(maps.Keys(last))
+	verbs := make([]string, 0, len(addrs))
+	args := make([]any, 0, len(addrs)+1)
+	for _, addr := range addrs {
+		verbs = append(verbs, "%w")
+		args = append(args, fmt.Errorf("coordinator %s: %w", addr, explainDial(ctx, addr, last[addr])))
+	}
+	return fmt.Errorf("no coordinator answered ("+strings.Join(verbs, "; ")+"): %w", append(args, ctx.Err())...)
+}
+
+// explainDial returns err, or says that the host of addr does not
+// resolve if so: gRPC says only that its resolver produced zero
+// addresses. The lookup takes at most a second, even after ctx ended.
+func explainDial(ctx context.Context, addr string, err error) error {
+	host, _, serr := net.SplitHostPort(addr)
+	if serr != nil || net.ParseIP(host) != nil {
+		return err
+	}
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if _, lerr := net.DefaultResolver.LookupHost(lctx, host); lerr != nil {
+		return fmt.Errorf("host %q does not resolve: %w", host, lerr)
+	}
+	return err
+}
+
 // retryable reports errors after which another coordinator, or the same
 // one a moment later, may answer.
 func retryable(err error) bool {
@@ -129,7 +161,7 @@ const transferTry = 5 * time.Minute
 // callWithin is call with each attempt bounded by try.
 func callWithin[R any](ctx context.Context, c *Client, try time.Duration, fn func(context.Context, pb.CoordinatorClient) (R, error)) (R, error) {
 	var zero R
-	var last error
+	last := map[string]error{} // each coordinator's last failure
 	backoff := 20 * time.Millisecond
 	for {
 		cl, addr, err := c.pick()
@@ -141,13 +173,12 @@ func callWithin[R any](ctx context.Context, c *Client, try time.Duration, fn fun
 			if err == nil || !retryable(err) {
 				return r, err
 			}
-			err = fmt.Errorf("coordinator %s: %w", addr, err)
 		}
-		last = err
+		last[addr] = err
 		c.next(addr)
 		select {
 		case <-ctx.Done():
-			return zero, fmt.Errorf("no coordinator answered (last: %w): %w", last, ctx.Err())
+			return zero, noAnswer(ctx, last)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, 500*time.Millisecond)

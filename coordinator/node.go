@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"path/filepath"
@@ -755,6 +756,19 @@ func (n *Node) Addr() string { return n.addr }
 // ClusterID is the raft group's id (see RaftHeader.cluster_id in
 // api/raft.proto); empty on a joining node until a leader contacts it.
 func (n *Node) ClusterID() string { return n.trans.ClusterID() }
+
+// Unreachable describes the raft peers this node's last calls to failed,
+// in address order, each with why and for how long ("" if none): what a
+// coordinator without a leader tells its readiness probe.
+func (n *Node) Unreachable(ctx context.Context) string {
+	failing := n.trans.Unreachable()
+	var parts []string
+	for _, addr := range slices.Sorted(maps.Keys(failing)) {
+		f := failing[addr]
+		parts = append(parts, fmt.Sprintf("%s for %s: %v", addr, time.Since(f.since).Round(time.Second), explainDial(ctx, string(addr), f.err)))
+	}
+	return strings.Join(parts, "; ")
+}
 
 // IsLeader reports whether this node is the leader now.
 func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }

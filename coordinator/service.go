@@ -54,7 +54,15 @@ type ServiceConfig struct {
 	// ProbeTimeout bounds the probe of a worker reported failed
 	// (DefaultProbeTimeout if 0).
 	ProbeTimeout time.Duration
-	Logger       *slog.Logger
+	// CheckJoinAddr makes the leader dial a worker that joins from an
+	// address it has not registered (a new worker, or one restarted
+	// elsewhere) before admitting it: one whose --advertise address does
+	// not resolve or answer (0.0.0.0, a container-internal name) is
+	// refused with FailedPrecondition naming the address, instead of
+	// breaking every ring it enters. Workers must serve the gRPC health
+	// service (real ones do; tests' stand-ins may not).
+	CheckJoinAddr bool
+	Logger        *slog.Logger
 	// DialOptions for forwarding calls to the leader and copying
 	// checkpoints to peers (credentials); insecure if empty.
 	DialOptions []grpc.DialOption
@@ -77,10 +85,12 @@ type Service struct {
 	lease      time.Duration
 	rejoinWait time.Duration
 	probeWait  time.Duration
-	log        *slog.Logger
-	dial       []grpc.DialOption
-	leases     *leases
-	ckpt       *keeper // nil if this coordinator keeps no checkpoints
+	// checkJoinAddr: see ServiceConfig.CheckJoinAddr.
+	checkJoinAddr bool
+	log           *slog.Logger
+	dial          []grpc.DialOption
+	leases        *leases
+	ckpt          *keeper // nil if this coordinator keeps no checkpoints
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // peer address -> connection, for forwarding and checkpoint copies
@@ -111,12 +121,13 @@ func NewService(cfg ServiceConfig) *Service {
 	}
 	s := &Service{
 		node: cfg.Node, fsm: cfg.FSM, lease: cfg.Lease, rejoinWait: cfg.RejoinWait, probeWait: cfg.ProbeTimeout,
-		log:    cfg.Logger.With("component", "coordinator-service"),
-		dial:   cfg.DialOptions,
-		leases: newLeases(),
-		conns:  map[string]*grpc.ClientConn{},
-		stop:   make(chan struct{}),
-		done:   make(chan struct{}),
+		checkJoinAddr: cfg.CheckJoinAddr,
+		log:           cfg.Logger.With("component", "coordinator-service"),
+		dial:          cfg.DialOptions,
+		leases:        newLeases(),
+		conns:         map[string]*grpc.ClientConn{},
+		stop:          make(chan struct{}),
+		done:          make(chan struct{}),
 	}
 	// Leases follow leadership as raft signals it (at once if this node
 	// leads already; false at the latest when the node closes).
@@ -167,6 +178,9 @@ func NewService(cfg ServiceConfig) *Service {
 func (s *Service) Ready() error {
 	id, addr := s.node.Leader()
 	if addr == "" {
+		if why := s.node.Unreachable(context.Background()); why != "" {
+			return fmt.Errorf("no raft leader known; cannot reach %s", why)
+		}
 		return errors.New("no raft leader known")
 	}
 	if applied, committed := s.node.Lag(); applied < committed {
@@ -378,6 +392,13 @@ func (s *Service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 		h := sha256.Sum256([]byte(secret))
 		reg.SecretSha256 = h[:]
 		before := s.workerAddr(req.GetWorkerId())
+		if s.checkJoinAddr && before != req.GetAddr() {
+			if err := s.probe(ctx, req.GetAddr()); err != nil {
+				return nil, status.Errorf(codes.FailedPrecondition,
+					"worker %s advertises %s, which coordinator %s cannot reach: %v (give the worker an --advertise host:port that the other hosts can dial)",
+					req.GetWorkerId(), req.GetAddr(), s.node.ID(), explainDial(ctx, req.GetAddr(), err))
+			}
+		}
 		_, err := s.propose(ctx, &pb.Command{Body: &pb.Command_RegisterWorker{RegisterWorker: reg}})
 		if err != nil {
 			return nil, err

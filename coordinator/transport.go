@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -75,6 +76,11 @@ type Transport struct {
 	heartbeats sync.WaitGroup // heartbeat handlers running; Add under mu while !closed
 	conns      map[raft.ServerAddress]*grpc.ClientConn
 	pipelines  map[*pipeline]struct{}
+
+	// failing holds the peers whose last call failed: why, and since
+	// when (for readiness, and one log line per outage).
+	failingMu sync.Mutex
+	failing   map[raft.ServerAddress]peerFailure
 
 	clusterMu sync.RWMutex
 	clusterID string
@@ -148,6 +154,7 @@ func NewTransport(cfg TransportConfig, srv *grpc.Server) (*Transport, error) {
 		shutdownCh: make(chan struct{}),
 		conns:      make(map[raft.ServerAddress]*grpc.ClientConn),
 		pipelines:  make(map[*pipeline]struct{}),
+		failing:    make(map[raft.ServerAddress]peerFailure),
 	}
 	pb.RegisterRaftTransportServer(srv, &raftService{t: t})
 	return t, nil
@@ -297,6 +304,44 @@ func (t *Transport) checkCluster(h *pb.RaftHeader, mayAdopt bool) error {
 		h.GetAddr(), theirs, t.addr, t.clusterID)
 }
 
+// peerFailure is why calls to a peer fail, and since when.
+type peerFailure struct {
+	err   error
+	since time.Time
+}
+
+// note records the outcome of a call to target: a peer's first failure
+// after success is logged once (with why), its recovery once.
+func (t *Transport) note(target raft.ServerAddress, err error) {
+	select {
+	case <-t.shutdownCh:
+		return
+	default:
+	}
+	t.failingMu.Lock()
+	defer t.failingMu.Unlock()
+	f, failing := t.failing[target]
+	switch {
+	case err == nil && failing:
+		delete(t.failing, target)
+		t.logger.Info("raft peer reachable again", "peer", target, "after", time.Since(f.since).Round(time.Second))
+	case err != nil && !failing:
+		t.failing[target] = peerFailure{err: err, since: time.Now()}
+		t.logger.Warn("raft peer unreachable", "peer", target, "err", err)
+	case err != nil:
+		f.err = err
+		t.failing[target] = f
+	}
+}
+
+// Unreachable returns the peers whose last call failed, with why and
+// since when.
+func (t *Transport) Unreachable() map[raft.ServerAddress]peerFailure {
+	t.failingMu.Lock()
+	defer t.failingMu.Unlock()
+	return maps.Clone(t.failing)
+}
+
 // errCutOff is what a test partition looks like to raft.
 var errCutOff = errors.New("cut off from peer (test partition)")
 
@@ -324,6 +369,7 @@ func (t *Transport) AppendEntries(_ raft.ServerID, target raft.ServerAddress, ar
 	ctx, cancel := t.callCtx()
 	defer cancel()
 	out, err := c.AppendEntries(ctx, stamp(t, appendEntriesRequestToProto(args)))
+	t.note(target, err)
 	if err != nil {
 		return t.outErr("AppendEntries", target, err)
 	}
@@ -340,6 +386,7 @@ func (t *Transport) RequestVote(_ raft.ServerID, target raft.ServerAddress, args
 	ctx, cancel := t.callCtx()
 	defer cancel()
 	out, err := c.RequestVote(ctx, stamp(t, requestVoteRequestToProto(args)))
+	t.note(target, err)
 	if err != nil {
 		return t.outErr("RequestVote", target, err)
 	}
@@ -356,6 +403,7 @@ func (t *Transport) RequestPreVote(_ raft.ServerID, target raft.ServerAddress, a
 	ctx, cancel := t.callCtx()
 	defer cancel()
 	out, err := c.RequestPreVote(ctx, stamp(t, requestPreVoteRequestToProto(args)))
+	t.note(target, err)
 	if err != nil {
 		return t.outErr("RequestPreVote", target, err)
 	}
@@ -372,6 +420,7 @@ func (t *Transport) TimeoutNow(_ raft.ServerID, target raft.ServerAddress, args 
 	ctx, cancel := t.callCtx()
 	defer cancel()
 	out, err := c.TimeoutNow(ctx, stamp(t, &pb.RaftTimeoutNowRequest{Header: headerToProto(args.RPCHeader)}))
+	t.note(target, err)
 	if err != nil {
 		return t.outErr("TimeoutNow", target, err)
 	}

@@ -93,6 +93,7 @@ type Worker struct {
 	readyJob atomic.Pointer[string] // the job whose replica this worker has built; told to the coordinators
 	changed  chan struct{}          // cap 1: assign changed
 	leaseMs  atomic.Int64
+	joinErr  atomic.Pointer[error] // why the last join attempt failed (for /readyz)
 
 	ringMu sync.Mutex
 	ring   *allreduce.Generation // the ring member's current generation; nil before the first
@@ -121,6 +122,9 @@ type Worker struct {
 func (w *Worker) Ready() error {
 	a := w.assign.Load()
 	if a == nil {
+		if p := w.joinErr.Load(); p != nil {
+			return fmt.Errorf("not joined yet: %w", *p)
+		}
 		return errors.New("not joined yet")
 	}
 	if job := a.GetJobId(); job != "" && a.GetRank() >= 0 {
@@ -385,9 +389,14 @@ func (w *Worker) join(ctx context.Context, first bool) error {
 			// old registration to end.
 		case ctx.Err() != nil:
 			return fmt.Errorf("worker %s: join: %w", w.id, ctx.Err())
+		case status.Code(err) == codes.FailedPrecondition:
+			// The leader cannot reach the advertised address (yet: a
+			// name may take a moment to be published). Keep trying,
+			// saying why.
 		case status.Code(err) != codes.Unavailable && status.Code(err) != codes.DeadlineExceeded && !errors.Is(err, context.DeadlineExceeded):
 			return fmt.Errorf("worker %s: join: %w", w.id, err)
 		}
+		w.joinErr.Store(&err)
 		if time.Since(warned) >= joinWarnEvery || warned == start {
 			w.log.Warn("not joined yet; still trying", "coordinators", w.client.Addrs(), "for", time.Since(start).Round(time.Second), "err", err)
 			warned = time.Now()

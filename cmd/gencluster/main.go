@@ -67,7 +67,7 @@ process (train) or, in later releases, across a raft-coordinated cluster.`,
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.AddCommand(a.trainCommand(), a.evalCommand(), a.sampleCommand(), a.exportCommand(), a.benchCommand(),
 		a.coordinatorCommand(), a.submitCommand(), a.statusCommand(), a.cancelCommand(), a.workerCommand(), a.localCommand(),
-		a.checkpointCommand(), a.versionCommand())
+		a.checkpointCommand(), a.versionCommand(), a.probeCommand())
 	return root
 }
 

@@ -55,6 +55,8 @@ func TestBadInput(t *testing.T) {
 		{[]string{"submit", "--coordinator", "127.0.0.1:1", "--model", "vae", "--steps", "5", "--batch", "0"}, "batch"},
 		{[]string{"status", "--coordinator", "nonsense"}, "nonsense"},
 		{[]string{"status", "--coordinator", "127.0.0.1:1", "--timeout", "300ms"}, "no coordinator answered"},
+		{[]string{"status", "--coordinator", "nosuchhost.invalid:7000,127.0.0.1:1", "--timeout", "300ms"},
+			`coordinator 127.0.0.1:1: rpc error: code = Unavailable desc = connection error: desc = "transport: Error while dialing: dial tcp 127.0.0.1:1: connect: connection refused"; coordinator nosuchhost.invalid:7000: host "nosuchhost.invalid" does not resolve`},
 		{[]string{"submit", "--coordinator", "127.0.0.1:1", "--model", "vae", "--steps", "5", "--keep", "-1"}, "keep"},
 		{[]string{"checkpoint", "bogus"}, "list, get or verify"},
 		{[]string{"checkpoint", "list", "--coordinator", "127.0.0.1:1", "--timeout", "300ms"}, "no coordinator answered"},

@@ -28,7 +28,7 @@ if [ "$(id -u)" != 0 ] || ! command -v ip >/dev/null || ! ip netns add "$run-pro
   exit 0
 fi
 ip netns del "$run-probe"
-steps=${1:-4000}
+steps=${1:-3000}
 work=$(mktemp -d)
 markers=$work/markers
 : >"$markers"
@@ -41,7 +41,10 @@ cleanup() {
   for h in $names; do
     ip netns pids "$run-$h" 2>/dev/null | xargs -r kill -TERM 2>/dev/null || true
   done
-  sleep 1
+  for _ in $(seq 30); do # up to 15 s to stop cleanly
+    [ -z "$(for h in $names; do ip netns pids "$run-$h" 2>/dev/null; done)" ] && break
+    sleep 0.5
+  done
   for h in $names; do
     ip netns pids "$run-$h" 2>/dev/null | xargs -r kill -KILL 2>/dev/null || true
     ip netns del "$run-$h" 2>/dev/null || true
@@ -86,6 +89,7 @@ start() { # start HOST ARGS...: runs gencluster on HOST in the background
   local h=$1
   shift
   ip netns exec "$run-$h" "$bin" "$@" >>"$work/$h.log" 2>&1 &
+  disown # cleanup stops it; no job-control chatter when it does
 }
 peers=c1=c1:7000,c2=c2:7000,c3=c3:7000
 for h in c1 c2 c3; do
@@ -134,9 +138,7 @@ cut_link w2
 recover "$t0" "cut worker w2"
 sleep 10
 mend_link w2
-t0=$(now)
-wait_for 120 "w2 back in the ring" "any(w['addr'] == 'w2:7100' and w['rank'] >= 0 for w in s['workers'])"
-printf '%s: %-24s back in the ring in %.1f s\n' "$tag" "w2 after its link is up" "$(python3 -c "import time; print(time.time() - $t0)")"
+rejoined w2:7100 "w2 after its link is up"
 marker
 
 check_end "$job" "$steps" cat "$work/w1.log" "$work/w2.log" "$work/w3.log"

@@ -52,6 +52,15 @@ recover() {
   printf '%s: %-24s recovered in %.1f s\n' "$tag" "$name" "$(python3 -c "import time; print(time.time() - $t0)")"
 }
 
+# rejoined ADDR NAME: waits until the worker advertising ADDR is in the
+# ring again and prints how long that took.
+rejoined() {
+  local t0
+  t0=$(now)
+  wait_for 120 "$2 back in the ring" "any(w['addr'] == '$1' and w['rank'] >= 0 for w in s['workers'])"
+  printf '%s: %-24s back in the ring in %.1f s\n' "$tag" "$2" "$(python3 -c "import time; print(time.time() - $t0)")"
+}
+
 # marker: a committed write made through the majority: submits a job and
 # cancels it (it never runs), and records its id. check_writes later
 # demands every marker on every coordinator.

@@ -81,12 +81,13 @@ func (o IssueOptions) validity() (time.Duration, error) {
 //
 // The coordinator certificate's SANs are coordinatorHosts (DNS names or IP
 // addresses) plus "localhost", 127.0.0.1 and ::1; the worker and client
-// certificates get "localhost" and 127.0.0.1 (use [Issue] for others). dir is
-// created if needed. Init refuses to overwrite an existing CA: if dir/ca.crt
-// or dir/ca.key exists, it returns an error naming the file that wraps
-// [fs.ErrExist] and writes nothing. If issuing a role certificate fails, the
+// certificates get "localhost" and 127.0.0.1 (use [Issue] for others). As
+// each of these certificates is shared by every holder of its role, its
+// common name is the role's name. dir is created if needed. Init refuses to overwrite an existing CA: if dir/ca.crt
+// or dir/ca.key exists, it returns an error that names the file and wraps
+// [fs.ErrExist], and writes nothing. If issuing a role certificate fails, the
 // new CA files are removed again so Init can be retried.
-func Init(dir string, coordinatorHosts []string, opts IssueOptions) (err error) {
+func Init(dir string, coordinatorHosts []string, opts IssueOptions) error {
 	if _, err := opts.validity(); err != nil {
 		return err
 	}
@@ -139,29 +140,29 @@ func Init(dir string, coordinatorHosts []string, opts IssueOptions) (err error) 
 	if err := writeFileAtomic(caKeyPath, keyPEM, keyMode, true); err != nil {
 		return fmt.Errorf("trust: init: %w", err)
 	}
+	done := false
 	defer func() {
-		if err != nil {
+		if !done { // roll back so Init can be retried
+			os.Remove(caCertPath)
 			os.Remove(caKeyPath)
 		}
 	}()
 	if err := writeFileAtomic(caCertPath, pemCert(der), certMode, true); err != nil {
 		return fmt.Errorf("trust: init: %w", err)
 	}
-	defer func() {
-		if err != nil {
-			os.Remove(caCertPath)
-		}
-	}()
 
 	for _, role := range Roles() {
 		hosts := []string{"localhost", "127.0.0.1"}
 		if role == Coordinator {
 			hosts = coordinatorHosts // Issue adds the loopback names.
 		}
-		if err := Issue(dir, role, hosts, filepath.Join(dir, string(role)), opts); err != nil {
+		// The folders made by Init are shared by every holder of the role,
+		// so their common name is the role's name.
+		if err := issue(dir, role, hosts, string(role), filepath.Join(dir, string(role)), opts); err != nil {
 			return fmt.Errorf("trust: init: %w", err)
 		}
 	}
+	done = true
 	return nil
 }
 
@@ -176,6 +177,15 @@ func Init(dir string, coordinatorHosts []string, opts IssueOptions) (err error) 
 // this is how a certificate is rotated. folder/ca.crt receives all of
 // dir/ca.crt, so a CA bundle written there for a CA rotation propagates.
 func Issue(dir string, role Role, hosts []string, folder string, opts IssueOptions) error {
+	cn := string(role)
+	if len(hosts) > 0 {
+		cn = strings.TrimSpace(hosts[0])
+	}
+	return issue(dir, role, hosts, cn, folder, opts)
+}
+
+// issue is Issue with the certificate's common name given.
+func issue(dir string, role Role, hosts []string, cn, folder string, opts IssueOptions) error {
 	if _, err := ParseRole(string(role)); err != nil {
 		return fmt.Errorf("trust: issue: %w", err)
 	}
@@ -212,10 +222,6 @@ func Issue(dir string, role Role, hosts []string, folder string, opts IssueOptio
 	serial, err := newSerial()
 	if err != nil {
 		return fmt.Errorf("trust: issue %s certificate: %w", role, err)
-	}
-	cn := string(role)
-	if len(hosts) > 0 {
-		cn = strings.TrimSpace(hosts[0])
 	}
 	extUsage := []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}
 	if role == Client {

@@ -85,6 +85,9 @@ func TestInitLayout(t *testing.T) {
 		if err != nil || got != role {
 			t.Errorf("%s certificate role = %q, %v", role, got, err)
 		}
+		if leaf.Subject.CommonName != string(role) {
+			t.Errorf("%s certificate CN = %q, want the role", role, leaf.Subject.CommonName)
+		}
 		if !slices.Equal(leaf.Subject.OrganizationalUnit, []string{string(role)}) {
 			t.Errorf("%s certificate OU = %q", role, leaf.Subject.OrganizationalUnit)
 		}
@@ -160,6 +163,28 @@ func TestInitRejectsBadInput(t *testing.T) {
 	wantErrContains(t, Init(dir, nil, IssueOptions{Validity: -time.Hour}), "negative validity")
 	if _, err := os.Stat(filepath.Join(dir, CACertFile)); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("a refused Init left %s behind (stat: %v)", CACertFile, err)
+	}
+
+	// A role folder that cannot be created: Init fails naming it and
+	// removes the new CA, so it can be retried.
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	blocker := filepath.Join(dir, string(Worker))
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	wantErrContains(t, Init(dir, nil, IssueOptions{}), blocker)
+	for _, name := range []string{CACertFile, CAKeyFile} {
+		if _, err := os.Stat(filepath.Join(dir, name)); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("a failed Init left %s behind (stat: %v)", name, err)
+		}
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	if err := Init(dir, nil, IssueOptions{}); err != nil {
+		t.Errorf("Init retried after a failure: %v", err)
 	}
 }
 

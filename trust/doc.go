@@ -68,9 +68,10 @@
 // a certificate not signed by ca.crt, or a certificate whose role differs
 // from the one loaded first) keeps the last good material and logs one
 // warning per change of the files. Because [Issue] replaces the three files
-// one after the other, a reload may briefly see a mix of old and new files;
-// it fails, and the next check, after the remaining files are in place,
-// succeeds. Session resumption is disabled on servers, so every connection
+// one after the other, a reload may see a mix of old and new files; such a
+// mix fails validation (or, for a rotation under the same CA, already is the
+// new material), and the next check, after the remaining files are in
+// place, picks up the new material. Session resumption is disabled on servers, so every connection
 // is verified against the current CA pool.
 //
 // An expired (or not yet valid) certificate does not make [Load] fail: it

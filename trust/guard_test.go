@@ -192,10 +192,10 @@ func TestGuardWithoutTLS(t *testing.T) {
 func TestPeerIdentityErrors(t *testing.T) {
 	addr := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1}
 	cases := map[string]context.Context{
-		"no peer":     context.Background(),
-		"no TLS":      peer.NewContext(context.Background(), &peer.Peer{Addr: addr}),
-		"unverified":  peer.NewContext(context.Background(), &peer.Peer{Addr: addr, AuthInfo: credentials.TLSInfo{}}),
-		"no role":     peerWithCert(&x509.Certificate{}),
+		"no peer":      context.Background(),
+		"no TLS":       peer.NewContext(context.Background(), &peer.Peer{Addr: addr}),
+		"unverified":   peer.NewContext(context.Background(), &peer.Peer{Addr: addr, AuthInfo: credentials.TLSInfo{}}),
+		"no role":      peerWithCert(&x509.Certificate{}),
 		"unknown role": peerWithCert(&x509.Certificate{URIs: []*url.URL{Role("root").uri()}}),
 	}
 	for name, ctx := range cases {

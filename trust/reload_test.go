@@ -189,7 +189,7 @@ func TestReloadRespectsInterval(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if d := mustDefault(t, filepath.Join(dir, "worker")); d != defaultReloadInterval || d != time.Second {
+	if d := mustDefault(t, filepath.Join(dir, "worker")); d != time.Second {
 		t.Errorf("Load's interval %v, want 1s", d)
 	}
 	cli := mustLoad(t, filepath.Join(dir, "worker"), nil)

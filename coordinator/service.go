@@ -66,6 +66,10 @@ type ServiceConfig struct {
 	// DialOptions for forwarding calls to the leader and copying
 	// checkpoints to peers (credentials); insecure if empty.
 	DialOptions []grpc.DialOption
+	// ProbeDialOptions for dialling workers (the probe of a worker
+	// reported failed, the check of a joining worker's address); insecure
+	// if empty.
+	ProbeDialOptions []grpc.DialOption
 	// Checkpoints is this coordinator's checkpoint store (DATA_DIR/
 	// checkpoints); nil: it keeps none (the checkpoint calls answer
 	// Unavailable, and a majority must be found among the others).
@@ -89,6 +93,7 @@ type Service struct {
 	checkJoinAddr bool
 	log           *slog.Logger
 	dial          []grpc.DialOption
+	probeDial     []grpc.DialOption // for dialling workers
 	leases        *leases
 	ckpt          *keeper // nil if this coordinator keeps no checkpoints
 
@@ -119,11 +124,15 @@ func NewService(cfg ServiceConfig) *Service {
 	if len(cfg.DialOptions) == 0 {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
+	if len(cfg.ProbeDialOptions) == 0 {
+		cfg.ProbeDialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+	}
 	s := &Service{
 		node: cfg.Node, fsm: cfg.FSM, lease: cfg.Lease, rejoinWait: cfg.RejoinWait, probeWait: cfg.ProbeTimeout,
 		checkJoinAddr: cfg.CheckJoinAddr,
 		log:           cfg.Logger.With("component", "coordinator-service"),
 		dial:          cfg.DialOptions,
+		probeDial:     cfg.ProbeDialOptions,
 		leases:        newLeases(),
 		conns:         map[string]*grpc.ClientConn{},
 		stop:          make(chan struct{}),
@@ -542,7 +551,7 @@ func (s *Service) ReportFailure(ctx context.Context, req *pb.ReportFailureReques
 func (s *Service) probe(ctx context.Context, addr string) error {
 	ctx, cancel := context.WithTimeout(ctx, s.probeWait)
 	defer cancel()
-	conn, err := grpc.NewClient(addr, s.dial...)
+	conn, err := grpc.NewClient(addr, s.probeDial...)
 	if err != nil {
 		return err
 	}

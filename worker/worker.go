@@ -22,6 +22,7 @@ import (
 	"github.com/gencluster/gencluster/allreduce"
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/ckptstore"
+	"github.com/gencluster/gencluster/trust"
 	"github.com/gencluster/gencluster/coordinator"
 )
 
@@ -46,6 +47,12 @@ type Config struct {
 	// RingTimeout is how long a silent ring peer is waited for
 	// (allreduce.Config.Timeout; default 5s).
 	RingTimeout time.Duration
+	// Credentials, if set, make every connection mutual TLS (package
+	// trust): the worker serves its ring and health with them, admits only
+	// the roles trust.WorkerPolicy allows, dials coordinators requiring the
+	// coordinator role and ring peers requiring the worker role. nil:
+	// plaintext.
+	Credentials *trust.Credentials
 	// Logger receives the worker's logs (nil: discard).
 	Logger *slog.Logger
 	// OnStep, if set, is called after every completed step (on every rank).
@@ -186,8 +193,21 @@ func newWorker(cfg Config, log *slog.Logger, lock *os.File) (*Worker, error) {
 	if err != nil {
 		return nil, fmt.Errorf("worker: listen on %s: %w", cfg.Listen, err)
 	}
-	srv := grpc.NewServer(allreduce.ServerOptions()...)
-	member, err := allreduce.NewMember(allreduce.Config{Timeout: cfg.RingTimeout, Logger: log}, srv)
+	srvOpts := allreduce.ServerOptions()
+	var ringDial, coordDial []grpc.DialOption
+	if c := cfg.Credentials; c != nil {
+		if c.Role() != trust.Worker {
+			lis.Close()
+			return nil, fmt.Errorf("worker: its credentials hold a %s certificate, not a worker one", c.Role())
+		}
+		guard := trust.NewGuard(trust.WorkerPolicy(), log)
+		srvOpts = append(srvOpts, c.ServerOption(),
+			grpc.ChainUnaryInterceptor(guard.UnaryInterceptor()), grpc.ChainStreamInterceptor(guard.StreamInterceptor()))
+		ringDial = []grpc.DialOption{c.DialOption(trust.Worker)}
+		coordDial = []grpc.DialOption{c.DialOption(trust.Coordinator)}
+	}
+	srv := grpc.NewServer(srvOpts...)
+	member, err := allreduce.NewMember(allreduce.Config{Timeout: cfg.RingTimeout, Logger: log, DialOptions: ringDial}, srv)
 	if err != nil {
 		lis.Close()
 		return nil, err
@@ -195,7 +215,7 @@ func newWorker(cfg Config, log *slog.Logger, lock *os.File) (*Worker, error) {
 	// The coordinators probe a worker reported failed through the standard
 	// health service: answering it is what "alive" means.
 	healthpb.RegisterHealthServer(srv, health.NewServer())
-	client, err := coordinator.NewClient(cfg.Coordinators)
+	client, err := coordinator.NewClient(cfg.Coordinators, coordDial...)
 	if err != nil {
 		lis.Close()
 		return nil, err

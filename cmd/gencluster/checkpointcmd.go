@@ -62,7 +62,7 @@ func (a *app) checkpointListCommand() *cobra.Command {
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			var ms []*pb.CheckpointManifest
-			err := withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) (err error) {
+			err := a.withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) (err error) {
 				ms, err = c.ListCheckpoints(ctx, job)
 				return err
 			})
@@ -133,7 +133,7 @@ ckpt-<step>.db. eval, sample and export read the file.`,
 			case step < 0:
 				return fmt.Errorf("--step must not be negative, got %d", step)
 			}
-			c, err := coordinator.NewClient(splitAddrs(addrs))
+			c, err := a.newClient(splitAddrs(addrs))
 			if err != nil {
 				return err
 			}

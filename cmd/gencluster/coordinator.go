@@ -16,6 +16,7 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/ckptstore"
 	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/trust"
 )
 
 func (a *app) coordinatorCommand() *cobra.Command {
@@ -75,7 +76,7 @@ Restart the remaining ones without --peers, or with the new list.`,
 			if id == "" {
 				return errors.New("--id is required")
 			}
-			return withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) error {
+			return a.withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) error {
 				if err := c.RemoveCoordinator(ctx, id); err != nil {
 					return err
 				}
@@ -91,14 +92,24 @@ Restart the remaining ones without --peers, or with the new list.`,
 }
 
 func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir, join, httpAddr string, peers []coordinator.Peer, svcCfg coordinator.ServiceConfig) (err error) {
+	creds, err := a.credentials(trust.Coordinator)
+	if err != nil {
+		return err
+	}
+	var peerDial []grpc.DialOption
+	if creds != nil {
+		peerDial = []grpc.DialOption{creds.DialOption(trust.Coordinator)}
+		svcCfg.DialOptions, svcCfg.ProbeDialOptions = peerDial, []grpc.DialOption{creds.DialOption(trust.Worker)}
+	}
+	a.warnPlaintext("coordinator", listen)
 	lis, err := net.Listen("tcp", listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
-	srv := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20)}, serverTLS(creds, trust.CoordinatorPolicy(), a)...)...)
 	fsm := coordinator.NewFSM(a.log)
 	node, err := coordinator.NewNode(ctx, coordinator.NodeConfig{
-		ID: id, Addr: advertise, DataDir: dataDir, Peers: peers, Join: join != "", FSM: fsm, Logger: a.log,
+		ID: id, Addr: advertise, DataDir: dataDir, Peers: peers, Join: join != "", FSM: fsm, Logger: a.log, DialOptions: peerDial,
 	}, srv)
 	if err != nil {
 		lis.Close()
@@ -129,7 +140,7 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	a.log.Info("coordinator serving", "id", id, "addr", advertise, "data_dir", dataDir)
 
 	if join != "" {
-		c, err := coordinator.NewClient([]string{join})
+		c, err := coordinator.NewClient([]string{join}, peerDial...)
 		if err == nil {
 			err = c.AddCoordinator(ctx, id, advertise)
 			c.Close()

@@ -24,6 +24,7 @@ type app struct {
 	stdout, stderr io.Writer
 	log            *slog.Logger
 	logLevel       string
+	tlsDir         string // --tls-dir: one role's folder (gencluster certs init)
 }
 
 func main() {
@@ -41,7 +42,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	if err := root.ExecuteContext(ctx); err != nil {
-		fmt.Fprintf(stderr, "gencluster: %v\n", err)
+		fmt.Fprintf(stderr, "gencluster: %v\n", a.tlsHint(err))
 		return 1
 	}
 	return 0
@@ -65,9 +66,11 @@ process (train) or, in later releases, across a raft-coordinated cluster.`,
 		},
 	}
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&a.tlsDir, "tls-dir", "",
+		"a role's credentials folder (ca.crt, tls.crt, tls.key; from gencluster certs init): every gRPC connection is then mutual TLS with roles checked")
 	root.AddCommand(a.trainCommand(), a.evalCommand(), a.sampleCommand(), a.exportCommand(), a.benchCommand(),
 		a.coordinatorCommand(), a.submitCommand(), a.statusCommand(), a.cancelCommand(), a.workerCommand(), a.localCommand(),
-		a.checkpointCommand(), a.versionCommand(), a.probeCommand())
+		a.checkpointCommand(), a.versionCommand(), a.probeCommand(), a.certsCommand())
 	return root
 }
 

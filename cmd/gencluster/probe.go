@@ -13,6 +13,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/gencluster/gencluster/trust"
 )
 
 // probeCommand asks a running process whether it is ready or alive: the
@@ -44,7 +46,15 @@ FROM scratch, e.g. compose: test: [CMD, gencluster, probe, --http, 127.0.0.1:808
 				}
 				err = probeHTTP(ctx, "http://"+httpAddr+path)
 			} else {
-				err = probeGRPC(ctx, grpcAddr)
+				var c *trust.Credentials
+				if c, err = a.credentials(""); err != nil {
+					return err
+				}
+				dial := grpc.WithTransportCredentials(insecure.NewCredentials())
+				if c != nil {
+					dial = c.DialOption(trust.Coordinator, trust.Worker)
+				}
+				err = probeGRPC(ctx, grpcAddr, dial)
 			}
 			if err != nil {
 				return err
@@ -82,8 +92,8 @@ func probeHTTP(ctx context.Context, url string) error {
 }
 
 // probeGRPC asks the gRPC health service at addr for the server's status.
-func probeGRPC(ctx context.Context, addr string) error {
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+func probeGRPC(ctx context.Context, addr string, dial grpc.DialOption) error {
+	conn, err := grpc.NewClient(addr, dial)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", addr, err)
 	}

@@ -115,7 +115,7 @@ func (a *app) statusCommand() *cobra.Command {
 		Short: "Show the cluster: leader, coordinators, workers, job progress, last checkpoint",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := coordinator.NewClient(splitAddrs(addrs))
+			c, err := a.newClient(splitAddrs(addrs))
 			if err != nil {
 				return err
 			}
@@ -224,8 +224,8 @@ func formatBytes(n int64) string {
 
 // withCoordinators runs fn with a client of the coordinators at addrs
 // (comma-separated) and ctx bounded by timeout.
-func withCoordinators(ctx context.Context, addrs string, timeout time.Duration, fn func(context.Context, *coordinator.Client) error) error {
-	c, err := coordinator.NewClient(splitAddrs(addrs))
+func (a *app) withCoordinators(ctx context.Context, addrs string, timeout time.Duration, fn func(context.Context, *coordinator.Client) error) error {
+	c, err := a.newClient(splitAddrs(addrs))
 	if err != nil {
 		return err
 	}

@@ -35,7 +35,7 @@ func (a *app) submitCommand() *cobra.Command {
 			if err := coordinator.ValidateJobSpec(spec); err != nil {
 				return err
 			}
-			return withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) error {
+			return a.withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) error {
 				id, err := c.Submit(ctx, spec)
 				if err != nil {
 					return err
@@ -61,7 +61,7 @@ func (a *app) cancelCommand() *cobra.Command {
 		Short: "Remove a queued job, or stop a running one (the next queued job starts)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) error {
+			return a.withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) error {
 				next, err := c.Cancel(ctx, args[0], reason)
 				if err != nil {
 					return fmt.Errorf("cancel %s: %w", args[0], err)

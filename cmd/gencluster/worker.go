@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gencluster/gencluster/trust"
 	"github.com/gencluster/gencluster/worker"
 )
 
@@ -27,8 +28,14 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 			if join == "" || listen == "" || dataDir == "" {
 				return errors.New("--join, --listen and --data-dir are required")
 			}
+			creds, err := a.credentials(trust.Worker)
+			if err != nil {
+				return err
+			}
+			a.warnPlaintext("worker", listen)
 			w, err := worker.New(worker.Config{
 				Coordinators: splitAddrs(join), Listen: listen, Advertise: advertise, DataDir: dataDir, Threads: threads, Logger: a.log,
+				Credentials: creds,
 				OnStep: func(s worker.StepInfo) {
 					// One line per applied step at debug level: the fault tests
 					// check from it that no step is skipped or applied twice.

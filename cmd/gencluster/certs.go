@@ -1,0 +1,98 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/gencluster/gencluster/trust"
+)
+
+func (a *app) certsCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "certs init|issue",
+		Short: "Make a private CA and the certificates of the cluster's roles (for --tls-dir)",
+		Long: `Make the credentials for mutual TLS. Every process takes --tls-dir FOLDER,
+one role's folder holding ca.crt, tls.crt and tls.key (the layout of a
+Kubernetes TLS secret): coordinators the coordinator folder, workers the
+worker folder, and submit, status, cancel, checkpoint and coordinator
+remove the client folder. Each role may call only what it needs
+(docs/SECURITY.md).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return errors.New("certs: give init or issue")
+			}
+			return fmt.Errorf("certs: give init or issue, not %q", args)
+		},
+		RunE: func(cmd *cobra.Command, _ []string) error { return nil },
+	}
+	cmd.AddCommand(a.certsInitCommand(), a.certsIssueCommand())
+	return cmd
+}
+
+func (a *app) certsInitCommand() *cobra.Command {
+	var dir, hosts string
+	var validity time.Duration
+	cmd := &cobra.Command{
+		Use:   "init --dir DIR --coordinator-hosts H[,H...]",
+		Short: "Write a new CA and a certificate for each role",
+		Long: `Write a new private CA (DIR/ca.crt, DIR/ca.key) and one folder per role,
+DIR/coordinator, DIR/worker and DIR/client, each with ca.crt, tls.crt and
+tls.key (keys 0600). --coordinator-hosts (names or IPs) go into the
+coordinator certificate, so that standard tools can verify it by name. Keep
+DIR/ca.key off the cluster: it issues certificates (gencluster certs issue).`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" {
+				return errors.New("--dir is required")
+			}
+			if err := trust.Init(dir, splitAddrs(hosts), trust.IssueOptions{Validity: validity}); err != nil {
+				return err
+			}
+			for _, r := range trust.Roles() {
+				fmt.Fprintf(a.stdout, "%s: --tls-dir %s\n", r, filepath.Join(dir, string(r)))
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "directory to write the CA and the role folders into (required)")
+	cmd.Flags().StringVar(&hosts, "coordinator-hosts", "", "the coordinators' host names or IPs, comma-separated")
+	cmd.Flags().DurationVar(&validity, "validity", 365*24*time.Hour, "how long the role certificates are valid")
+	return cmd
+}
+
+func (a *app) certsIssueCommand() *cobra.Command {
+	var dir, role, hosts, out string
+	var validity time.Duration
+	cmd := &cobra.Command{
+		Use:   "issue --dir DIR --role coordinator|worker|client --out FOLDER [--host H[,H...]]",
+		Short: "Issue one more certificate from the CA in DIR",
+		Long: `Issue a certificate for a role, signed by DIR/ca.key, into FOLDER (ca.crt,
+tls.crt, tls.key). Issuing into a folder a process uses rotates its
+certificate: processes re-read their folder when it changes.`,
+		Args: noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if dir == "" || out == "" {
+				return errors.New("--dir and --out are required")
+			}
+			r, err := trust.ParseRole(role)
+			if err != nil {
+				return fmt.Errorf("--role: %w", err)
+			}
+			if err := trust.Issue(dir, r, splitAddrs(hosts), out, trust.IssueOptions{Validity: validity}); err != nil {
+				return err
+			}
+			fmt.Fprintf(a.stdout, "%s: --tls-dir %s\n", r, out)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&dir, "dir", "", "the directory of gencluster certs init (its ca.crt and ca.key) (required)")
+	cmd.Flags().StringVar(&role, "role", "", "coordinator, worker or client (required)")
+	cmd.Flags().StringVar(&hosts, "host", "", "host names or IPs for the certificate, comma-separated")
+	cmd.Flags().StringVar(&out, "out", "", "folder to write ca.crt, tls.crt and tls.key into (required)")
+	cmd.Flags().DurationVar(&validity, "validity", 365*24*time.Hour, "how long the certificate is valid")
+	return cmd
+}

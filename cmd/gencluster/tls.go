@@ -1,0 +1,93 @@
+package main
+
+import (
+	"fmt"
+	"net"
+	"strings"
+
+	"google.golang.org/grpc"
+
+	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/trust"
+)
+
+// credentials loads the role folder of --tls-dir (nil without it). A
+// server must hold the role it serves as (want); a client (want "") may
+// use any role's folder.
+func (a *app) credentials(want trust.Role) (*trust.Credentials, error) {
+	if a.tlsDir == "" {
+		return nil, nil
+	}
+	c, err := trust.Load(a.tlsDir, a.log)
+	if err != nil {
+		return nil, fmt.Errorf("--tls-dir: %w", err)
+	}
+	if want != "" && c.Role() != want {
+		return nil, fmt.Errorf("--tls-dir %s holds a %s certificate; a %s needs a %s one (gencluster certs issue --role %s)",
+			a.tlsDir, c.Role(), want, want, want)
+	}
+	return c, nil
+}
+
+// coordinatorDial is how this command dials coordinators: mutual TLS
+// requiring the coordinator role with --tls-dir, else plaintext (nil).
+func (a *app) coordinatorDial() ([]grpc.DialOption, error) {
+	c, err := a.credentials("")
+	if err != nil || c == nil {
+		return nil, err
+	}
+	return []grpc.DialOption{c.DialOption(trust.Coordinator)}, nil
+}
+
+// newClient is a coordinator client of addrs dialled as coordinatorDial says.
+func (a *app) newClient(addrs []string) (*coordinator.Client, error) {
+	dial, err := a.coordinatorDial()
+	if err != nil {
+		return nil, err
+	}
+	return coordinator.NewClient(addrs, dial...)
+}
+
+// tlsHint adds to err what a TLS mismatch looks like from here: a
+// plaintext client's call to a TLS server ends in "server preface" errors,
+// a TLS client's to a plaintext server in "first record does not look like
+// a TLS handshake".
+func (a *app) tlsHint(err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case a.tlsDir == "" && strings.Contains(err.Error(), "server preface"):
+		return fmt.Errorf("%w (the coordinators may require TLS: give --tls-dir with a client certificate)", err)
+	case a.tlsDir != "" && strings.Contains(err.Error(), "does not look like a TLS handshake"):
+		return fmt.Errorf("%w (the coordinators serve without TLS: drop --tls-dir)", err)
+	}
+	return err
+}
+
+// serverTLS returns the options that make a server mutual TLS with the
+// roles of policy enforced on every call; nil without credentials.
+func serverTLS(c *trust.Credentials, policy trust.Policy, a *app) []grpc.ServerOption {
+	if c == nil {
+		return nil
+	}
+	g := trust.NewGuard(policy, a.log)
+	return []grpc.ServerOption{c.ServerOption(),
+		grpc.ChainUnaryInterceptor(g.UnaryInterceptor()), grpc.ChainStreamInterceptor(g.StreamInterceptor())}
+}
+
+// warnPlaintext says, at start, that a server reachable from other hosts
+// runs without TLS: anyone who reaches it may join, submit or report.
+func (a *app) warnPlaintext(what, listen string) {
+	if a.tlsDir != "" {
+		return
+	}
+	host, _, err := net.SplitHostPort(listen)
+	if err != nil {
+		return
+	}
+	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
+		return
+	}
+	a.log.Warn("serving without TLS on an address other hosts can reach: anyone who reaches it can act as any worker or client; give --tls-dir (see gencluster certs init)",
+		"server", what, "listen", listen)
+}

@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/trust"
+)
+
+// With --tls-dir a cluster of processes trains over mutual TLS, and each
+// call made without the right credentials fails with a precise status and
+// changes nothing: no certificate, another CA's certificate, a worker
+// certificate submitting, speaking raft or adding a coordinator, a client
+// certificate adding a coordinator.
+func TestTLSCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process cluster test")
+	}
+	dir := t.TempDir()
+	certs := filepath.Join(dir, "certs")
+	if out, errs, code := gencluster(t, "certs", "init", "--dir", certs, "--coordinator-hosts", "localhost"); code != 0 || !strings.Contains(out, "worker: --tls-dir") {
+		t.Fatalf("certs init: exit %d, %s%s", code, out, errs)
+	}
+	role := func(r trust.Role) string { return filepath.Join(certs, string(r)) }
+	a1 := freeAddr(t)
+	startProc(t, "coordinator c1", "--tls-dir", role(trust.Coordinator), "coordinator", "--id", "c1", "--listen", a1, "--peers", "c1="+a1,
+		"--data-dir", filepath.Join(dir, "c1"))
+	for _, w := range []string{"w1", "w2"} {
+		startProc(t, "worker "+w, "--tls-dir", role(trust.Worker), "worker", "--join", a1, "--listen", "127.0.0.1:0",
+			"--data-dir", filepath.Join(dir, w), "--threads", "1")
+	}
+	out, errs, code := gencluster(t, "--tls-dir", role(trust.Client), "submit", "--coordinator", a1, "--model", "vae", "--batch", "16",
+		"--steps", "30", "--min-workers", "2", "--checkpoint-every", "0", "--timeout", "30s")
+	if code != 0 {
+		t.Fatalf("submit over TLS: %s", errs)
+	}
+	job := strings.TrimSpace(out)
+
+	creds := func(r trust.Role) *trust.Credentials {
+		c, err := trust.Load(role(r), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	client, err := coordinator.NewClient([]string{a1}, creds(trust.Client).DialOption(trust.Coordinator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	pollStatus(t, client, 90*time.Second, "the job done over TLS", func(st *pb.StatusResponse) (bool, string) {
+		for _, j := range st.GetJobs() {
+			if j.GetId() == job {
+				return j.GetState() == coordinator.JobDone && len(st.GetWorkers()) == 2, j.GetState()
+			}
+		}
+		return false, "no job"
+	})
+
+	// No certificate: the TLS server does not speak to it.
+	_, errs, code = gencluster(t, "status", "--coordinator", a1, "--timeout", "2s")
+	if code == 0 || !strings.Contains(errs, "may require TLS: give --tls-dir") {
+		t.Errorf("status without a certificate: exit %d, %s", code, errs)
+	}
+	// Another CA's client certificate.
+	other := filepath.Join(dir, "other")
+	if _, errs, code := gencluster(t, "certs", "init", "--dir", other); code != 0 {
+		t.Fatalf("certs init (other CA): %s", errs)
+	}
+	_, errs, code = gencluster(t, "--tls-dir", filepath.Join(other, "client"), "status", "--coordinator", a1, "--timeout", "2s")
+	if code == 0 || !strings.Contains(errs, "certificate") {
+		t.Errorf("status with another CA's certificate: exit %d, %s", code, errs)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	asWorker, err := grpc.NewClient(a1, creds(trust.Worker).DialOption(trust.Coordinator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer asWorker.Close()
+	asClient, err := grpc.NewClient(a1, creds(trust.Client).DialOption(trust.Coordinator))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer asClient.Close()
+	refused := func(what string, err error) {
+		t.Helper()
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("%s: %v, want PermissionDenied", what, err)
+		}
+	}
+	_, err = pb.NewCoordinatorClient(asWorker).Submit(ctx, &pb.SubmitRequest{Job: &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 8, Steps: 1, Lr: 0.001}})
+	refused("a worker certificate submitting", err)
+	_, err = pb.NewCoordinatorClient(asWorker).AddCoordinator(ctx, &pb.AddCoordinatorRequest{Id: "evil", Addr: "127.0.0.1:1"})
+	refused("a worker certificate adding a coordinator", err)
+	_, err = pb.NewCoordinatorClient(asClient).AddCoordinator(ctx, &pb.AddCoordinatorRequest{Id: "evil", Addr: "127.0.0.1:1"})
+	refused("a client certificate adding a coordinator", err)
+	_, err = pb.NewRaftTransportClient(asWorker).AppendEntries(ctx, &pb.RaftAppendEntriesRequest{})
+	refused("a worker certificate speaking raft", err)
+	_, err = pb.NewCoordinatorClient(asClient).Join(ctx, &pb.JoinRequest{WorkerId: "w-evil", Addr: "127.0.0.1:1"})
+	refused("a client certificate joining as a worker", err)
+
+	// Nothing changed: one coordinator, two workers, one job.
+	st, err := client.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.GetCoordinators()) != 1 || len(st.GetWorkers()) != 2 || len(st.GetJobs()) != 1 {
+		t.Errorf("after the refused calls: %d coordinators, %d workers, %d jobs; want 1, 2, 1", len(st.GetCoordinators()), len(st.GetWorkers()), len(st.GetJobs()))
+	}
+}

@@ -22,8 +22,8 @@ import (
 	"github.com/gencluster/gencluster/allreduce"
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/ckptstore"
-	"github.com/gencluster/gencluster/trust"
 	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/trust"
 )
 
 // Config configures a Worker.

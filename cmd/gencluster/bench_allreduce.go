@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strconv"
@@ -22,6 +23,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/gencluster/gencluster/allreduce"
+	"github.com/gencluster/gencluster/trust"
 )
 
 // allreduceBench is the JSON of `gencluster bench allreduce --json`.
@@ -38,13 +40,14 @@ type allreduceBench struct {
 	LoopbackMBps  float64   `json:"loopback_mbps,omitempty"`
 	BoundSeconds  float64   `json:"bound_seconds,omitempty"` // 2(N-1)/N * S / loopback bandwidth
 	Seconds       []float64 `json:"seconds"`                 // rank 0's timed iterations
+	TLS           bool      `json:"tls"`                     // the ring ran over mutual TLS (--tls)
 }
 
 func (a *app) benchAllreduceCommand() *cobra.Command {
 	var world, mib, iters, threads, chunkKiB int
-	var asJSON, loopback bool
+	var asJSON, loopback, useTLS bool
 	cmd := &cobra.Command{
-		Use:   "allreduce --world N --mib S [--iters K] [--json]",
+		Use:   "allreduce --world N --mib S [--iters K] [--tls] [--json]",
 		Short: "Time a ring all-reduce of S MiB across N processes on loopback",
 		Long: `Start N ring members as separate processes on loopback, all-reduce a buffer
 of S MiB float32 K times (after 2 warm-up runs, each timed run preceded by a
@@ -53,7 +56,8 @@ median time, algorithm bandwidth S/t and bus bandwidth 2(N-1)/N*S/t.
 Each member runs on --threads OS threads (GOMAXPROCS), 1 by default as the
 anchor's torch.set_num_threads(1).
 --loopback also measures one TCP stream's loopback bandwidth and the bound
-2(N-1)/N*S / that bandwidth.`,
+2(N-1)/N*S / that bandwidth. --tls runs the ring over mutual TLS 1.3 with
+worker certificates from a fresh CA (as --tls-dir does), to measure its cost.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if world < 1 || world > 64 || mib < 1 || mib > 4096 || iters < 1 || threads < 1 || threads > 256 {
@@ -62,7 +66,19 @@ anchor's torch.set_num_threads(1).
 			if chunkKiB < 0 || chunkKiB > allreduce.MaxChunkBytes>>10 {
 				return fmt.Errorf("--chunk-kib must be 0..%d, got %d", allreduce.MaxChunkBytes>>10, chunkKiB)
 			}
-			r, err := runAllreduceBench(cmd.Context(), world, mib, iters, threads, chunkKiB)
+			tlsDir := ""
+			if useTLS {
+				dir, err := os.MkdirTemp("", "gencluster-bench-tls")
+				if err != nil {
+					return err
+				}
+				defer os.RemoveAll(dir)
+				if err := trust.Init(filepath.Join(dir, "certs"), nil, trust.IssueOptions{}); err != nil {
+					return err
+				}
+				tlsDir = filepath.Join(dir, "certs", string(trust.Worker))
+			}
+			r, err := runAllreduceBench(cmd.Context(), world, mib, iters, threads, chunkKiB, tlsDir)
 			if err != nil {
 				return err
 			}
@@ -92,12 +108,13 @@ anchor's torch.set_num_threads(1).
 	cmd.Flags().IntVar(&chunkKiB, "chunk-kib", 0, "pipeline chunk in KiB (0: the default)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: median_seconds, algbw_mbps, busbw_mbps and the settings")
 	cmd.Flags().BoolVar(&loopback, "loopback", false, "also measure single-stream loopback bandwidth and the bound")
+	cmd.Flags().BoolVar(&useTLS, "tls", false, "run the ring over mutual TLS (worker certificates from a fresh CA)")
 	return cmd
 }
 
 // runAllreduceBench starts world member processes (this binary, hidden
 // subcommand), tells each the ring, and collects rank 0's timings.
-func runAllreduceBench(ctx context.Context, world, mib, iters, threads, chunkKiB int) (*allreduceBench, error) {
+func runAllreduceBench(ctx context.Context, world, mib, iters, threads, chunkKiB int, tlsDir string) (*allreduceBench, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("bench allreduce: find this binary: %w", err)
@@ -122,7 +139,7 @@ func runAllreduceBench(ctx context.Context, world, mib, iters, threads, chunkKiB
 		}
 	}()
 	for r := range ms {
-		c := exec.CommandContext(ctx, self, "bench", "allreduce-member", "--rank", strconv.Itoa(r), "--mib", strconv.Itoa(mib), "--iters", strconv.Itoa(iters), "--threads", strconv.Itoa(threads), "--chunk-kib", strconv.Itoa(chunkKiB))
+		c := exec.CommandContext(ctx, self, "--tls-dir", tlsDir, "bench", "allreduce-member", "--rank", strconv.Itoa(r), "--mib", strconv.Itoa(mib), "--iters", strconv.Itoa(iters), "--threads", strconv.Itoa(threads), "--chunk-kib", strconv.Itoa(chunkKiB))
 		in, err := c.StdinPipe()
 		if err != nil {
 			return nil, err
@@ -178,6 +195,7 @@ func runAllreduceBench(ctx context.Context, world, mib, iters, threads, chunkKiB
 		Algorithm: "ring (reduce-scatter + all-gather), gRPC streams", World: world, MiB: mib, Iters: iters, Threads: threads, ChunkKiB: chunkKiB,
 		MedianSeconds: med, AlgBWMBps: s / med / 1e6, BusBWMBps: 2 * float64(world-1) / float64(world) * s / med / 1e6,
 		Seconds: ms[0].times,
+		TLS:     tlsDir != "",
 	}, nil
 }
 
@@ -197,8 +215,16 @@ func (a *app) benchAllreduceMemberCommand() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			srv := grpc.NewServer(allreduce.ServerOptions()...)
-			m, err := allreduce.NewMember(allreduce.Config{Timeout: 60 * time.Second, ChunkBytes: chunkKiB << 10}, srv)
+			creds, err := a.credentials(trust.Worker)
+			if err != nil {
+				return err
+			}
+			var dial []grpc.DialOption
+			if creds != nil {
+				dial = []grpc.DialOption{creds.DialOption(trust.Worker)}
+			}
+			srv := grpc.NewServer(append(allreduce.ServerOptions(), serverTLS(creds, trust.WorkerPolicy(), a)...)...)
+			m, err := allreduce.NewMember(allreduce.Config{Timeout: 60 * time.Second, ChunkBytes: chunkKiB << 10, DialOptions: dial}, srv)
 			if err != nil {
 				return err
 			}

@@ -160,7 +160,12 @@ func (s *Service) PutCheckpoint(st pb.Coordinator_PutCheckpointServer) error {
 	}
 	ctx := st.Context()
 	start := time.Now()
-	hdr, key, err := k.store.Receive(ctx, st.Recv, s.admit)
+	hdr, key, err := k.store.Receive(ctx, st.Recv, func(h *pb.CheckpointHeader) error {
+		if err := s.actingFor(ctx, h.GetWriterId()); err != nil {
+			return err // only the writer itself uploads its checkpoint
+		}
+		return s.admit(h)
+	})
 	if err != nil {
 		k.log.Warn("checkpoint not stored", "err", err)
 		return s.storeStatus("store checkpoint", err)

@@ -35,6 +35,26 @@ type Client struct {
 	addrs []string
 	cur   int
 	conns map[string]*grpc.ClientConn
+	// worker, secret: the worker this client calls for, sent with every
+	// call once set (SetWorker).
+	worker, secret string
+}
+
+// SetWorker makes every later call carry the worker's id and the secret
+// the coordinators issued to it, which they check before acting for that
+// id.
+func (c *Client) SetWorker(id, secret string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.worker, c.secret = id, secret
+}
+
+// identify adds the worker's id and secret, if set, to an outgoing call.
+func (c *Client) identify(ctx context.Context) context.Context {
+	c.mu.Lock()
+	id, secret := c.worker, c.secret
+	c.mu.Unlock()
+	return withWorker(ctx, id, secret)
 }
 
 // NewClient makes a client of the coordinators at addrs (at least one).
@@ -166,7 +186,7 @@ func callWithin[R any](ctx context.Context, c *Client, try time.Duration, fn fun
 	for {
 		cl, addr, err := c.pick()
 		if err == nil {
-			tctx, cancel := context.WithTimeout(ctx, try)
+			tctx, cancel := context.WithTimeout(c.identify(ctx), try)
 			var r R
 			r, err = fn(tctx, cl)
 			cancel()

@@ -62,7 +62,12 @@ type ServiceConfig struct {
 	// breaking every ring it enters. Workers must serve the gRPC health
 	// service (real ones do; tests' stand-ins may not).
 	CheckJoinAddr bool
-	Logger        *slog.Logger
+	// RequireWorkerSecret refuses a call made for a worker id (heartbeat,
+	// reports, finishing a job, checkpoint uploads) that does not carry
+	// that worker's id and secret (see withWorker). Calls that carry them
+	// are checked either way. Tests' stand-in workers may not carry them.
+	RequireWorkerSecret bool
+	Logger              *slog.Logger
 	// DialOptions for forwarding calls to the leader and copying
 	// checkpoints to peers (credentials); insecure if empty.
 	DialOptions []grpc.DialOption
@@ -91,6 +96,7 @@ type Service struct {
 	probeWait  time.Duration
 	// checkJoinAddr: see ServiceConfig.CheckJoinAddr.
 	checkJoinAddr bool
+	requireSecret bool // see ServiceConfig.RequireWorkerSecret
 	log           *slog.Logger
 	dial          []grpc.DialOption
 	probeDial     []grpc.DialOption // for dialling workers
@@ -130,6 +136,7 @@ func NewService(cfg ServiceConfig) *Service {
 	s := &Service{
 		node: cfg.Node, fsm: cfg.FSM, lease: cfg.Lease, rejoinWait: cfg.RejoinWait, probeWait: cfg.ProbeTimeout,
 		checkJoinAddr: cfg.CheckJoinAddr,
+		requireSecret: cfg.RequireWorkerSecret,
 		log:           cfg.Logger.With("component", "coordinator-service"),
 		dial:          cfg.DialOptions,
 		probeDial:     cfg.ProbeDialOptions,
@@ -292,7 +299,7 @@ func write[R any](ctx context.Context, s *Service, local func() (R, error), call
 	if cerr != nil {
 		return zero, cerr
 	}
-	return call(c, markForwarded(ctx))
+	return call(c, markForwarded(forwardWorker(ctx, ctx)))
 }
 
 // toStatus maps domain errors to gRPC status codes, in one place.
@@ -429,6 +436,9 @@ func (s *Service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 // Heartbeat renews a worker's lease (on the leader) and returns its
 // assignment, which holds only committed state.
 func (s *Service) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.HeartbeatResponse, error) {
+	if err := s.actingFor(ctx, req.GetWorkerId()); err != nil {
+		return nil, err
+	}
 	if err := validateID("worker_id", req.GetWorkerId()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -469,6 +479,9 @@ func (s *Service) workerAddr(id string) string {
 
 // Leave removes a worker at once.
 func (s *Service) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.LeaveResponse, error) {
+	if err := s.actingFor(ctx, req.GetWorkerId()); err != nil {
+		return nil, err
+	}
 	return write(ctx, s, func() (*pb.LeaveResponse, error) {
 		_, err := s.propose(ctx, &pb.Command{Body: &pb.Command_RemoveWorkers{RemoveWorkers: &pb.RemoveWorkers{WorkerIds: []string{req.GetWorkerId()}, Reason: "leave"}}})
 		if err != nil {
@@ -486,6 +499,9 @@ func (s *Service) Leave(ctx context.Context, req *pb.LeaveRequest) (*pb.LeaveRes
 // generation with the same members instead. Either way the report is
 // conditional on the generation it was made in: the first one wins.
 func (s *Service) ReportFailure(ctx context.Context, req *pb.ReportFailureRequest) (*pb.ReportFailureResponse, error) {
+	if err := s.actingFor(ctx, req.GetReporterId()); err != nil {
+		return nil, err
+	}
 	if err := errors.Join(validateID("reporter_id", req.GetReporterId()), validateText("reason", req.GetReason(), false)); err != nil {
 		return nil, toStatus(err)
 	}
@@ -499,9 +515,17 @@ func (s *Service) ReportFailure(ctx context.Context, req *pb.ReportFailureReques
 			return nil, ErrNotLeader
 		}
 		var cur uint64
-		s.fsm.Read(func(st *State) { cur = st.Generation() })
+		var blame error
+		s.fsm.Read(func(st *State) {
+			cur = st.Generation()
+			blame = checkBlame(st, req.GetReporterId(), req.GetFailedId())
+		})
 		if g := req.GetGeneration(); g != cur {
 			return nil, fmt.Errorf("failure seen in generation %d, ring is at %d: %w", g, cur, ErrStaleGeneration)
+		}
+		if blame != nil {
+			s.log.Warn("failure report refused", "reporter", req.GetReporterId(), "failed", req.GetFailedId(), "err", blame)
+			return nil, blame
 		}
 		failed := req.GetFailedId()
 		verdict := "no peer blamed"
@@ -572,6 +596,9 @@ func (s *Service) probe(ctx context.Context, addr string) error {
 // ReportUnfit takes a worker out of a job's ring: it cannot build the
 // job's replica.
 func (s *Service) ReportUnfit(ctx context.Context, req *pb.ReportUnfitRequest) (*pb.ReportUnfitResponse, error) {
+	if err := s.actingFor(ctx, req.GetWorkerId()); err != nil {
+		return nil, err
+	}
 	return write(ctx, s, func() (*pb.ReportUnfitResponse, error) {
 		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_SetWorkerUnfit{SetWorkerUnfit: &pb.SetWorkerUnfit{
 			WorkerId: req.GetWorkerId(), JobId: req.GetJobId(), Reason: truncate(req.GetReason(), MaxTextLen),
@@ -691,6 +718,9 @@ func (s *Service) Status(ctx context.Context, req *pb.StatusRequest) (*pb.Status
 
 // ReportProgress records a completed step of the running job.
 func (s *Service) ReportProgress(ctx context.Context, req *pb.ReportProgressRequest) (*pb.ReportProgressResponse, error) {
+	if err := s.actingFor(ctx, req.GetWorkerId()); err != nil {
+		return nil, err
+	}
 	return write(ctx, s, func() (*pb.ReportProgressResponse, error) {
 		_, err := s.propose(ctx, &pb.Command{Body: &pb.Command_ReportProgress{ReportProgress: &pb.ReportProgress{
 			JobId: req.GetJobId(), Generation: req.GetGeneration(), Step: req.GetStep(),
@@ -708,6 +738,9 @@ func (s *Service) ReportProgress(ctx context.Context, req *pb.ReportProgressRequ
 
 // FinishJob ends the running job; the next queued one starts.
 func (s *Service) FinishJob(ctx context.Context, req *pb.FinishJobRequest) (*pb.FinishJobResponse, error) {
+	if err := s.actingFor(ctx, req.GetWorkerId()); err != nil {
+		return nil, err
+	}
 	state := pb.JobState_JOB_STATE_DONE
 	if req.GetFailed() {
 		state = pb.JobState_JOB_STATE_FAILED

@@ -113,7 +113,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			}
 			return nil, errors.Join(err, node.Close(ctx), c.Close())
 		}
-		svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: cfg.Lease, Logger: log, Checkpoints: store})
+		svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: cfg.Lease, Logger: log, Checkpoints: store, RequireWorkerSecret: true})
 		pb.RegisterCoordinatorServer(srv, svc)
 		co := &coord{srv: srv, node: node, svc: svc, served: make(chan error, 1)}
 		go func(l net.Listener) { co.served <- srv.Serve(l) }(lis[i])

@@ -14,8 +14,8 @@ func anyRole() []Role     { return []Role{Coordinator, Worker, Client} }
 func workerCalls() []Role { return []Role{Worker, Coordinator} }
 func clientCalls() []Role { return []Role{Client, Coordinator} }
 
-// CoordinatorPolicy is what each role may call on a coordinator: raft and
-// checkpoint replication only coordinators; joining, heartbeats, failure
+// CoordinatorPolicy is what each role may call on a coordinator: raft,
+// checkpoint copies and manifests only coordinators; joining, heartbeats, failure
 // and progress reports, checkpoint uploads only workers; submitting,
 // cancelling and removing coordinators only clients; reads (status,
 // checkpoints) and health everyone.
@@ -29,17 +29,17 @@ func CoordinatorPolicy() Policy {
 		pb.RaftTransport_InstallSnapshot_FullMethodName:       {Coordinator},
 		pb.Coordinator_AddCoordinator_FullMethodName:          {Coordinator},
 		pb.Coordinator_ReplicateCheckpoint_FullMethodName:     {Coordinator},
+		pb.Coordinator_RecordCheckpoint_FullMethodName:        {Coordinator},
 
-		pb.Coordinator_Join_FullMethodName:             workerCalls(),
-		pb.Coordinator_Heartbeat_FullMethodName:        workerCalls(),
-		pb.Coordinator_Leave_FullMethodName:            workerCalls(),
-		pb.Coordinator_ReportFailure_FullMethodName:    workerCalls(),
-		pb.Coordinator_ReportProgress_FullMethodName:   workerCalls(),
-		pb.Coordinator_FinishJob_FullMethodName:        workerCalls(),
-		pb.Coordinator_ReportUnfit_FullMethodName:      workerCalls(),
-		pb.Coordinator_FetchDataset_FullMethodName:     workerCalls(),
-		pb.Coordinator_PutCheckpoint_FullMethodName:    workerCalls(),
-		pb.Coordinator_RecordCheckpoint_FullMethodName: workerCalls(),
+		pb.Coordinator_Join_FullMethodName:           workerCalls(),
+		pb.Coordinator_Heartbeat_FullMethodName:      workerCalls(),
+		pb.Coordinator_Leave_FullMethodName:          workerCalls(),
+		pb.Coordinator_ReportFailure_FullMethodName:  workerCalls(),
+		pb.Coordinator_ReportProgress_FullMethodName: workerCalls(),
+		pb.Coordinator_FinishJob_FullMethodName:      workerCalls(),
+		pb.Coordinator_ReportUnfit_FullMethodName:    workerCalls(),
+		pb.Coordinator_FetchDataset_FullMethodName:   workerCalls(),
+		pb.Coordinator_PutCheckpoint_FullMethodName:  workerCalls(),
 
 		pb.Coordinator_Submit_FullMethodName:            clientCalls(),
 		pb.Coordinator_Cancel_FullMethodName:            clientCalls(),

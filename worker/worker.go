@@ -388,6 +388,7 @@ func (w *Worker) join(ctx context.Context, first bool) error {
 				}
 				w.secret = s
 			}
+			w.client.SetWorker(w.id, w.secret) // every later call proves it is this worker
 			w.leaseMs.Store(r.GetLeaseMs())
 			w.setAssignment(r.GetAssignment())
 			w.log.Info("joined", "addr", w.Addr(), "generation", r.GetAssignment().GetGeneration(), "rank", r.GetAssignment().GetRank())

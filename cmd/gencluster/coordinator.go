@@ -121,7 +121,7 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 		return errors.Join(fmt.Errorf("data dir %s: %w", dataDir, err), node.Close(context.Background()))
 	}
 	svcCfg.Node, svcCfg.FSM, svcCfg.Logger, svcCfg.Checkpoints = node, fsm, a.log, store
-	svcCfg.CheckJoinAddr = true
+	svcCfg.CheckJoinAddr, svcCfg.RequireWorkerSecret = true, true
 	svc := coordinator.NewService(svcCfg)
 	pb.RegisterCoordinatorServer(srv, svc)
 	// The standard gRPC health service, for Kubernetes' gRPC probes and

@@ -1,0 +1,86 @@
+package coordinator
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
+)
+
+// A worker acts only for itself and blames only its ring neighbours: a
+// call for worker B carrying A's id and secret, B's id with a wrong secret,
+// or (with RequireWorkerSecret) no credentials at all is refused, through
+// the leader and through a follower, and so is a failure report naming a
+// worker that is not the reporter's neighbour. None of them changes the
+// state.
+func TestWorkerActsOnlyForItself(t *testing.T) {
+	ms := startServiceGroupWith(t, 3, ServiceConfig{Lease: 5 * time.Second, RequireWorkerSecret: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leader := leaderOf(t, ms)
+	follower := followerOf(ms, leader)
+	secrets := map[string]string{}
+	for i, id := range []string{"wa", "wb", "wc", "wd"} {
+		secrets[id] = join(t, ctx, leader, id, "127.0.0.1:"+string(rune('1'+i))+"901").GetSecret()
+	}
+	gen := func() uint64 {
+		var g uint64
+		leader.svc.fsm.Read(func(st *State) { g = st.Generation() })
+		return g
+	}
+	before := gen()
+	as := func(id, secret string) context.Context { return withWorker(ctx, id, secret) }
+
+	for _, m := range []*svcMember{leader, follower} {
+		for _, c := range []struct {
+			what string
+			ctx  context.Context
+			want codes.Code
+		}{
+			{"wa's credentials for wb", as("wa", secrets["wa"]), codes.PermissionDenied},
+			{"wb's id with a wrong secret", as("wb", "guess"), codes.PermissionDenied},
+			{"wb's id with wa's secret", as("wb", secrets["wa"]), codes.PermissionDenied},
+			{"no credentials", ctx, codes.Unauthenticated},
+		} {
+			_, err := m.client.Heartbeat(c.ctx, &pb.HeartbeatRequest{WorkerId: "wb", Addr: "127.0.0.1:2901"})
+			if status.Code(err) != c.want {
+				t.Errorf("heartbeat for wb through %s with %s: %v, want %v", m.id, c.what, err, c.want)
+			}
+			_, err = m.client.Leave(c.ctx, &pb.LeaveRequest{WorkerId: "wb"})
+			if status.Code(err) != c.want {
+				t.Errorf("leave for wb through %s with %s: %v, want %v", m.id, c.what, err, c.want)
+			}
+			_, err = m.client.ReportFailure(c.ctx, &pb.ReportFailureRequest{ReporterId: "wb", FailedId: "wa", Generation: before})
+			if status.Code(err) != c.want {
+				t.Errorf("failure report by wb through %s with %s: %v, want %v", m.id, c.what, err, c.want)
+			}
+		}
+		// wb itself may heartbeat.
+		if _, err := m.client.Heartbeat(as("wb", secrets["wb"]), &pb.HeartbeatRequest{WorkerId: "wb", Addr: "127.0.0.1:2901"}); err != nil {
+			t.Errorf("wb's own heartbeat through %s: %v", m.id, err)
+		}
+	}
+	// The ring is wa, wb, wc, wd: wa's neighbours are wb and wd, not wc.
+	_, err := follower.client.ReportFailure(as("wa", secrets["wa"]), &pb.ReportFailureRequest{ReporterId: "wa", FailedId: "wc", Generation: before})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("wa reporting non-neighbour wc failed: %v, want PermissionDenied", err)
+	}
+	if g := gen(); g != before {
+		t.Errorf("refused calls moved the generation from %d to %d", before, g)
+	}
+	var workers int
+	leader.svc.fsm.Read(func(st *State) { workers = len(st.Workers()) })
+	if workers != 4 {
+		t.Errorf("%d workers after the refused calls, want 4", workers)
+	}
+	// A neighbour may be blamed (the leader then probes it: nobody serves
+	// at its address, so it is removed).
+	r, err := leader.client.ReportFailure(as("wa", secrets["wa"]), &pb.ReportFailureRequest{ReporterId: "wa", FailedId: "wd", Generation: before})
+	if err != nil || !r.GetRemoved() {
+		t.Errorf("wa reporting neighbour wd failed: %v, %v", r, err)
+	}
+}

@@ -33,11 +33,14 @@ const (
 	MaxIDLen   = 128   // worker ids, job ids, checksums
 	MaxTextLen = 1024  // reasons and messages
 	MaxBatch   = 65536 // global batch
-	MaxWorkers = 1024  // bound of min_workers and of one RemoveWorkers
+	MaxWorkers = 1024  // bound of min_workers, of one RemoveWorkers and of the workers registered at once
 	// MaxIdentities bounds the worker identities the state remembers; past
 	// it, the least recently registered ids that are not registered now are
 	// forgotten.
 	MaxIdentities = 4096
+	// MaxQueuedJobs bounds the jobs waiting to run: a submit beyond it is
+	// refused (ResourceExhausted).
+	MaxQueuedJobs = 1000
 	// MaxJobWarnings bounds a job's warnings (the newest are kept).
 	MaxJobWarnings = 20
 	maxAddrLen     = 256

@@ -2,6 +2,7 @@ package coordinator
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,5 +83,35 @@ func TestWorkerActsOnlyForItself(t *testing.T) {
 	r, err := leader.client.ReportFailure(as("wa", secrets["wa"]), &pb.ReportFailureRequest{ReporterId: "wa", FailedId: "wd", Generation: before})
 	if err != nil || !r.GetRemoved() {
 		t.Errorf("wa reporting neighbour wd failed: %v, %v", r, err)
+	}
+}
+
+// The queue and the registry are bounded: past their limits a submit and
+// a new worker's join are refused with ResourceExhausted, saying why; a
+// registered worker may still join again.
+func TestLimits(t *testing.T) {
+	ms := startServiceGroupWith(t, 1, ServiceConfig{Lease: 5 * time.Second, QueueLimit: 2, WorkerLimit: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l := leaderOf(t, ms)
+	spec := &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 64, Steps: 10, Lr: 1e-3, Seed: 1, MinWorkers: 5}
+	// The first runs (waiting for workers); two more queue; a fourth is refused.
+	for i := range 3 {
+		if _, err := l.client.Submit(ctx, &pb.SubmitRequest{Job: spec}); err != nil {
+			t.Fatalf("submit %d: %v", i, err)
+		}
+	}
+	_, err := l.client.Submit(ctx, &pb.SubmitRequest{Job: spec})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "2 jobs are queued") {
+		t.Errorf("submit past the queue limit: %v", err)
+	}
+	a := join(t, ctx, l, "wa", "127.0.0.1:1901")
+	join(t, ctx, l, "wb", "127.0.0.1:1902")
+	_, err = l.client.Join(ctx, &pb.JoinRequest{WorkerId: "wc", Addr: "127.0.0.1:1903"})
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "2 workers are registered") {
+		t.Errorf("join past the worker limit: %v", err)
+	}
+	if _, err := l.client.Join(ctx, &pb.JoinRequest{WorkerId: "wa", Addr: "127.0.0.1:1901", Secret: a.GetSecret()}); err != nil {
+		t.Errorf("a registered worker joining again: %v", err)
 	}
 }

@@ -67,7 +67,11 @@ type ServiceConfig struct {
 	// that worker's id and secret (see withWorker). Calls that carry them
 	// are checked either way. Tests' stand-in workers may not carry them.
 	RequireWorkerSecret bool
-	Logger              *slog.Logger
+	// QueueLimit bounds the queued jobs (MaxQueuedJobs if 0) and
+	// WorkerLimit the registered workers (MaxWorkers if 0): a submit or a
+	// new worker's join beyond them is refused with ResourceExhausted.
+	QueueLimit, WorkerLimit int
+	Logger                  *slog.Logger
 	// DialOptions for forwarding calls to the leader and copying
 	// checkpoints to peers (credentials); insecure if empty.
 	DialOptions []grpc.DialOption
@@ -97,6 +101,8 @@ type Service struct {
 	// checkJoinAddr: see ServiceConfig.CheckJoinAddr.
 	checkJoinAddr bool
 	requireSecret bool // see ServiceConfig.RequireWorkerSecret
+	queueLimit    int  // see ServiceConfig.QueueLimit
+	workerLimit   int
 	log           *slog.Logger
 	dial          []grpc.DialOption
 	probeDial     []grpc.DialOption // for dialling workers
@@ -130,6 +136,12 @@ func NewService(cfg ServiceConfig) *Service {
 	if len(cfg.DialOptions) == 0 {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
+	if cfg.QueueLimit <= 0 {
+		cfg.QueueLimit = MaxQueuedJobs
+	}
+	if cfg.WorkerLimit <= 0 {
+		cfg.WorkerLimit = MaxWorkers
+	}
 	if len(cfg.ProbeDialOptions) == 0 {
 		cfg.ProbeDialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
@@ -137,6 +149,8 @@ func NewService(cfg ServiceConfig) *Service {
 		node: cfg.Node, fsm: cfg.FSM, lease: cfg.Lease, rejoinWait: cfg.RejoinWait, probeWait: cfg.ProbeTimeout,
 		checkJoinAddr: cfg.CheckJoinAddr,
 		requireSecret: cfg.RequireWorkerSecret,
+		queueLimit:    cfg.QueueLimit,
+		workerLimit:   cfg.WorkerLimit,
 		log:           cfg.Logger.With("component", "coordinator-service"),
 		dial:          cfg.DialOptions,
 		probeDial:     cfg.ProbeDialOptions,
@@ -408,6 +422,13 @@ func (s *Service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 		h := sha256.Sum256([]byte(secret))
 		reg.SecretSha256 = h[:]
 		before := s.workerAddr(req.GetWorkerId())
+		if before == "" {
+			var n int
+			s.fsm.Read(func(st *State) { n = len(st.Workers()) })
+			if n >= s.workerLimit {
+				return nil, status.Errorf(codes.ResourceExhausted, "%d workers are registered, the most a cluster holds", n)
+			}
+		}
 		if s.checkJoinAddr && before != req.GetAddr() {
 			if err := s.probe(ctx, req.GetAddr()); err != nil {
 				return nil, status.Errorf(codes.FailedPrecondition,
@@ -646,6 +667,17 @@ func (s *Service) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.Submit
 		return nil, toStatus(err)
 	}
 	return write(ctx, s, func() (*pb.SubmitResponse, error) {
+		var queued int
+		s.fsm.Read(func(st *State) {
+			for _, j := range st.Jobs() {
+				if j.GetState() == JobQueued {
+					queued++
+				}
+			}
+		})
+		if queued >= s.queueLimit {
+			return nil, status.Errorf(codes.ResourceExhausted, "%d jobs are queued, the most the coordinators hold: cancel some or wait", queued)
+		}
 		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_SubmitJob{SubmitJob: &pb.SubmitJob{
 			Spec: proto.CloneOf(req.GetJob()), RequestId: req.GetRequestId(), Nonce: newNonce()}}})
 		if err != nil {

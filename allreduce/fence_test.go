@@ -6,6 +6,7 @@ import (
 	"net"
 	"runtime"
 	"sync"
+	"strings"
 	"testing"
 	"time"
 
@@ -117,6 +118,28 @@ func TestStaleGenerationRefused(t *testing.T) {
 	}
 	if m.m.Refused() != before+1 {
 		t.Errorf("refused count %d, want %d", m.m.Refused(), before+1)
+	}
+}
+
+// A stream that never sends its hello frame is ended after the timeout
+// (it would otherwise hold a goroutine for ever), and counted as refused;
+// so is one closed before its hello.
+func TestSilentStreamEnded(t *testing.T) {
+	nodes := startNodes(t, 1, Config{Timeout: 300 * time.Millisecond})
+	m := nodes[0]
+	before := m.m.Refused()
+	if _, err := push(t, m.addr).CloseAndRecv(); err == nil {
+		t.Error("a stream closed before its hello was accepted")
+	}
+	silent := push(t, m.addr) // open, and never a frame
+	start := time.Now()
+	var ack pb.RingAck
+	err := silent.RecvMsg(&ack)
+	if status.Code(err) != codes.DeadlineExceeded || !strings.Contains(err.Error(), "no hello frame") {
+		t.Fatalf("silent stream: %v after %v, want DeadlineExceeded", err, time.Since(start))
+	}
+	if got := m.m.Refused(); got != before+2 {
+		t.Errorf("refused count %d, want %d (the closed and the silent stream)", got, before+2)
 	}
 }
 

@@ -43,7 +43,8 @@ const (
 	connWindowSize = 16 << 20 // per-connection flow-control window
 	ioBufferSize   = 256 << 10
 	maxMsgSize     = MaxChunkBytes + 1<<20
-	framePoolSize  = 8 // received frames in flight per generation
+	framePoolSize  = 8  // received frames in flight per generation
+	maxStreams     = 64 // concurrent streams per connection to a member's server
 )
 
 // ServerOptions returns the options the worker's grpc.Server must be created
@@ -55,6 +56,9 @@ func ServerOptions() []grpc.ServerOption {
 		grpc.InitialConnWindowSize(connWindowSize),
 		grpc.MaxRecvMsgSize(maxMsgSize),
 		grpc.MaxSendMsgSize(maxMsgSize),
+		// A ring needs one stream per connection (two while generations
+		// overlap); the bound stops a peer from opening streams without end.
+		grpc.MaxConcurrentStreams(maxStreams),
 		grpc.ReadBufferSize(ioBufferSize),
 		grpc.WriteBufferSize(ioBufferSize),
 		experimental.BufferPool(bufferPool),

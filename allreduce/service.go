@@ -22,8 +22,10 @@ type service struct {
 
 func (s *service) Push(stream pb.AllReduceRing_PushServer) error {
 	m := s.m
-	hello := new(pb.RingFrame)
-	if err := stream.RecvMsg(hello); err != nil {
+	hello, err := recvHello(stream, m.cfg.Timeout)
+	if err != nil {
+		m.refused.Add(1)
+		m.log.Warn("refused ring stream", "err", err)
 		return err
 	}
 	st, err := m.attach(stream.Context(), hello)
@@ -55,6 +57,26 @@ func (s *service) Push(stream pb.AllReduceRing_PushServer) error {
 		// Returning cancels the stream, which ends read's RecvMsg and tells
 		// the predecessor at once.
 		return status.Error(codes.Aborted, context.Cause(st.ctx).Error())
+	}
+}
+
+// recvHello receives a stream's first frame, which must come within
+// timeout: a stream opened and left silent would otherwise hold its
+// goroutine for ever. Returning ends the stream, which ends the receive.
+func recvHello(stream pb.AllReduceRing_PushServer, timeout time.Duration) (*pb.RingFrame, error) {
+	hello := new(pb.RingFrame)
+	got := make(chan error, 1)
+	go func() { got <- stream.RecvMsg(hello) }()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-got:
+		if err != nil {
+			return nil, err
+		}
+		return hello, nil
+	case <-t.C:
+		return nil, status.Errorf(codes.DeadlineExceeded, "no hello frame within %v", timeout)
 	}
 }
 

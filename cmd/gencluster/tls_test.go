@@ -32,7 +32,7 @@ func TestTLSCluster(t *testing.T) {
 	}
 	role := func(r trust.Role) string { return filepath.Join(certs, string(r)) }
 	a1 := freeAddr(t)
-	startProc(t, "coordinator c1", "--tls-dir", role(trust.Coordinator), "coordinator", "--id", "c1", "--listen", a1, "--peers", "c1="+a1,
+	coord := startProc(t, "coordinator c1", "--tls-dir", role(trust.Coordinator), "coordinator", "--id", "c1", "--listen", a1, "--peers", "c1="+a1,
 		"--data-dir", filepath.Join(dir, "c1"))
 	for _, w := range []string{"w1", "w2"} {
 		startProc(t, "worker "+w, "--tls-dir", role(trust.Worker), "worker", "--join", a1, "--listen", "127.0.0.1:0",
@@ -109,6 +109,26 @@ func TestTLSCluster(t *testing.T) {
 	refused("a worker certificate speaking raft", err)
 	_, err = pb.NewCoordinatorClient(asClient).Join(ctx, &pb.JoinRequest{WorkerId: "w-evil", Addr: "127.0.0.1:1"})
 	refused("a client certificate joining as a worker", err)
+
+	// Rotation: a new coordinator certificate issued into the folder the
+	// running coordinator reads is taken up without a restart, and clients
+	// go on connecting.
+	if _, errs, code := gencluster(t, "certs", "issue", "--dir", certs, "--role", "coordinator", "--host", "localhost",
+		"--out", role(trust.Coordinator)); code != 0 {
+		t.Fatalf("certs issue (rotation): %s", errs)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(coord.log.String(), `msg="trust: reloaded credentials"`) {
+		// Reloads happen on handshakes: make new connections.
+		gencluster(t, "--tls-dir", role(trust.Client), "status", "--coordinator", a1, "--timeout", "2s")
+		if time.Now().After(deadline) {
+			t.Fatalf("the coordinator did not reload its rotated certificate:\n%s", tail(coord.log.String(), 2000))
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	if _, errs, code := gencluster(t, "--tls-dir", role(trust.Client), "status", "--coordinator", a1, "--timeout", "5s"); code != 0 {
+		t.Errorf("status after the rotation: %s", errs)
+	}
 
 	// Nothing changed: one coordinator, two workers, one job.
 	st, err := client.Status(ctx)

@@ -20,6 +20,7 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/ckptstore"
 	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/trust"
 	"github.com/gencluster/gencluster/worker"
 )
 
@@ -32,6 +33,10 @@ type Config struct {
 	Worker worker.Config
 	Lease  time.Duration // worker lease (default coordinator.DefaultLease)
 	Logger *slog.Logger
+	// TLS makes every connection mutual TLS with roles checked, as
+	// --tls-dir does: Start makes a CA and the three roles' certificates
+	// under StateDir/certs; NewClient dials with the client's.
+	TLS bool
 }
 
 // Cluster is a running embedded cluster.
@@ -40,6 +45,7 @@ type Cluster struct {
 	log    *slog.Logger
 	addrs  []string
 	coords []*coord
+	creds  map[trust.Role]*trust.Credentials // with Config.TLS
 
 	ctx    context.Context // workers run under it
 	cancel context.CancelFunc
@@ -92,13 +98,27 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		lis = append(lis, l)
 		peers = append(peers, coordinator.Peer{ID: "c" + strconv.Itoa(i), Addr: l.Addr().String()})
 	}
+	creds, err := makeCredentials(cfg, log)
+	if err != nil {
+		for _, l := range lis {
+			l.Close()
+		}
+		return nil, err
+	}
+	var peerDial, probeDial []grpc.DialOption
+	if creds != nil {
+		peerDial = []grpc.DialOption{creds[trust.Coordinator].DialOption(trust.Coordinator)}
+		probeDial = []grpc.DialOption{creds[trust.Coordinator].DialOption(trust.Worker)}
+		cfg.Worker.Credentials = creds[trust.Worker]
+	}
 	wctx, cancel := context.WithCancel(context.Background())
-	c := &Cluster{cfg: cfg, log: log, ctx: wctx, cancel: cancel}
+	c := &Cluster{cfg: cfg, log: log, ctx: wctx, cancel: cancel, creds: creds}
 	for i, p := range peers {
-		srv := grpc.NewServer(grpc.MaxRecvMsgSize(64 << 20))
+		srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20)},
+			trust.ServerOptions(creds[trust.Coordinator], trust.CoordinatorPolicy(), log)...)...)
 		fsm := coordinator.NewFSM(log)
 		node, err := coordinator.NewNode(ctx, coordinator.NodeConfig{
-			ID: p.ID, Addr: p.Addr, DataDir: filepath.Join(cfg.StateDir, p.ID), Peers: peers, FSM: fsm, Logger: log,
+			ID: p.ID, Addr: p.Addr, DataDir: filepath.Join(cfg.StateDir, p.ID), Peers: peers, FSM: fsm, Logger: log, DialOptions: peerDial,
 		}, srv)
 		if err != nil {
 			for _, l := range lis[i:] {
@@ -113,7 +133,8 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			}
 			return nil, errors.Join(err, node.Close(ctx), c.Close())
 		}
-		svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: cfg.Lease, Logger: log, Checkpoints: store, RequireWorkerSecret: true})
+		svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: cfg.Lease, Logger: log, Checkpoints: store,
+			RequireWorkerSecret: true, DialOptions: peerDial, ProbeDialOptions: probeDial})
 		pb.RegisterCoordinatorServer(srv, svc)
 		co := &coord{srv: srv, node: node, svc: svc, served: make(chan error, 1)}
 		go func(l net.Listener) { co.served <- srv.Serve(l) }(lis[i])
@@ -121,6 +142,36 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		c.addrs = append(c.addrs, p.Addr)
 	}
 	return c, nil
+}
+
+// makeCredentials makes a CA and the roles' credentials under
+// StateDir/certs when cfg.TLS is set (nil otherwise).
+func makeCredentials(cfg Config, log *slog.Logger) (map[trust.Role]*trust.Credentials, error) {
+	if !cfg.TLS {
+		return nil, nil
+	}
+	dir := filepath.Join(cfg.StateDir, "certs")
+	if err := trust.Init(dir, nil, trust.IssueOptions{}); err != nil {
+		return nil, fmt.Errorf("localcluster: %w", err)
+	}
+	creds := map[trust.Role]*trust.Credentials{}
+	for _, r := range trust.Roles() {
+		c, err := trust.Load(filepath.Join(dir, string(r)), log)
+		if err != nil {
+			return nil, fmt.Errorf("localcluster: %w", err)
+		}
+		creds[r] = c
+	}
+	return creds, nil
+}
+
+// NewClient returns a client of the coordinators (with the client role's
+// credentials if the cluster runs TLS); the caller closes it.
+func (c *Cluster) NewClient() (*coordinator.Client, error) {
+	if cl := c.creds[trust.Client]; cl != nil {
+		return coordinator.NewClient(c.addrs, cl.DialOption(trust.Coordinator))
+	}
+	return coordinator.NewClient(c.addrs)
 }
 
 // Addrs returns the coordinators' addresses.
@@ -183,7 +234,7 @@ func (w *Worker) Kill() error {
 
 // Submit queues a job.
 func (c *Cluster) Submit(ctx context.Context, spec *pb.JobSpec) (string, error) {
-	cl, err := coordinator.NewClient(c.addrs)
+	cl, err := c.NewClient()
 	if err != nil {
 		return "", err
 	}
@@ -194,7 +245,7 @@ func (c *Cluster) Submit(ctx context.Context, spec *pb.JobSpec) (string, error) 
 // Await reads the cluster's status every 5 ms until cond holds; it gives
 // up when ctx ends or after timeout, naming what it waited for.
 func (c *Cluster) Await(ctx context.Context, timeout time.Duration, what string, cond func(*pb.StatusResponse) bool) error {
-	cl, err := coordinator.NewClient(c.addrs)
+	cl, err := c.NewClient()
 	if err != nil {
 		return err
 	}

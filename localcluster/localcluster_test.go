@@ -155,7 +155,7 @@ func TestEquivalence(t *testing.T) {
 // coordinators.
 func finalCheckpoint(t *testing.T, c *Cluster, job string) *checkpoint.State {
 	t.Helper()
-	cl, err := coordinator.NewClient(c.Addrs())
+	cl, err := c.NewClient()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,5 +211,45 @@ func compareStates(t *testing.T, got, want *checkpoint.State) {
 	if worst > 1e-4 || worstElem > 1e-2 {
 		t.Errorf("checkpoint differs from single-process training: tensor (L2) %.3g (%s), element-wise %.3g (%s); want <= 1e-4 and <= 1e-2",
 			worst, worstName, worstElem, worstElemName)
+	}
+}
+
+// TestTLS: the embedded cluster over mutual TLS trains to the end with
+// identical replicas, and a plaintext client is not served.
+func TestTLS(t *testing.T) {
+	reps := newReplicas()
+	c, err := Start(context.Background(), Config{Coordinators: 1, StateDir: t.TempDir(), Logger: testLogger(t), Lease: 3 * time.Second, TLS: true,
+		Worker: worker.Config{Threads: 1, OnStep: reps.onStep}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("close cluster: %v", err)
+		}
+	})
+	for range 2 {
+		if _, err := c.AddWorker(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const steps = 6
+	id, err := c.Submit(context.Background(), &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 16, Steps: steps, Lr: 1e-3, Seed: 3, MinWorkers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j := waitJob(t, c, id, 5*time.Minute); j.GetState() != "done" || j.GetStep() != steps {
+		t.Fatalf("job ended %s at step %d, want done at %d", j.GetState(), j.GetStep(), steps)
+	}
+	reps.identicalAt(t, steps)
+	plain, err := coordinator.NewClient(c.Addrs())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plain.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, err := plain.Status(ctx); err == nil {
+		t.Error("a plaintext client was served by the TLS cluster")
 	}
 }

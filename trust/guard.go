@@ -165,3 +165,15 @@ func (g *Guard) refuse(ctx context.Context, method string, id Identity, allowed 
 		"err", status.Convert(err).Message())
 	return err
 }
+
+// ServerOptions are the options that make a gRPC server mutual TLS with c
+// and check every call's role against policy (refusals logged to log);
+// nil if c is nil (plaintext).
+func ServerOptions(c *Credentials, policy Policy, log *slog.Logger) []grpc.ServerOption {
+	if c == nil {
+		return nil
+	}
+	g := NewGuard(policy, log)
+	return []grpc.ServerOption{c.ServerOption(),
+		grpc.ChainUnaryInterceptor(g.UnaryInterceptor()), grpc.ChainStreamInterceptor(g.StreamInterceptor())}
+}

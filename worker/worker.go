@@ -200,9 +200,7 @@ func newWorker(cfg Config, log *slog.Logger, lock *os.File) (*Worker, error) {
 			lis.Close()
 			return nil, fmt.Errorf("worker: its credentials hold a %s certificate, not a worker one", c.Role())
 		}
-		guard := trust.NewGuard(trust.WorkerPolicy(), log)
-		srvOpts = append(srvOpts, c.ServerOption(),
-			grpc.ChainUnaryInterceptor(guard.UnaryInterceptor()), grpc.ChainStreamInterceptor(guard.StreamInterceptor()))
+		srvOpts = append(srvOpts, trust.ServerOptions(c, trust.WorkerPolicy(), log)...)
 		ringDial = []grpc.DialOption{c.DialOption(trust.Worker)}
 		coordDial = []grpc.DialOption{c.DialOption(trust.Coordinator)}
 	}

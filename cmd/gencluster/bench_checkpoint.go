@@ -102,7 +102,7 @@ func checkpointRound(ctx context.Context, log *slog.Logger, model string, batch,
 		t = t[warmup-1:]
 		return float64(t[len(t)-1].Sub(t[0]).Microseconds()) / 1e3 / float64(len(t)-1), nil
 	}
-	err = withClusterConfig(ctx, log, 3, workers, wc, func(c *localcluster.Cluster, _ []*localcluster.Worker) error {
+	err = withClusterConfig(ctx, log, 3, workers, false, wc, func(c *localcluster.Cluster, _ []*localcluster.Worker) error {
 		for _, ckpt := range []bool{withFirst, !withFirst} {
 			spec := benchJob(model, batch, int64(warmup+steps))
 			if ckpt {

@@ -13,7 +13,6 @@ import (
 	"github.com/spf13/cobra"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
-	"github.com/gencluster/gencluster/coordinator"
 	"github.com/gencluster/gencluster/localcluster"
 	"github.com/gencluster/gencluster/training"
 	"github.com/gencluster/gencluster/worker"
@@ -27,6 +26,7 @@ type clusterBench struct {
 	Workers int    `json:"workers"` // of the throughput run (1 thread each)
 	Threads int    `json:"threads"` // of the one-process run
 	Rounds  int    `json:"rounds"`  // of each recovery measurement
+	TLS     bool   `json:"tls"`     // the cluster ran mutual TLS (--tls)
 
 	TrainImagesPerSec float64 `json:"train_images_per_sec"` // one process, --threads
 	LocalImagesPerSec float64 `json:"local_images_per_sec"` // --workers processes' worth, 1 thread each
@@ -55,9 +55,9 @@ func (a *app) benchClusterCommand() *cobra.Command {
 	var model string
 	var batch, steps, workers, threads, rounds, every, ckptSteps int
 	var parts []string
-	var asJSON bool
+	var asJSON, useTLS bool
 	cmd := &cobra.Command{
-		Use:   "cluster [--model M] [--batch B] [--steps N] [--rounds R] [--json]",
+		Use:   "cluster [--model M] [--batch B] [--steps N] [--rounds R] [--tls] [--json]",
 		Short: "Cost of distribution, all-reduce hidden behind backward, recovery after kills",
 		Long: `Measure what distribution costs and how fast the cluster recovers, with
 coordinators and workers as real gRPC servers on loopback in this process
@@ -77,7 +77,9 @@ coordinators and workers as real gRPC servers on loopback in this process
   state and the time from the copy to the manifest committed by a majority.
   The coordinators share this machine's cores with the workers.
 
---parts picks what to measure (throughput, recovery, checkpoint).`,
+--parts picks what to measure (throughput, recovery, checkpoint). --tls runs
+the throughput and recovery clusters over mutual TLS with roles checked
+(certificates from a fresh CA), to measure what TLS costs.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if batch < 1 || steps < 1 || workers < 1 || threads < 1 || rounds < 1 {
@@ -95,7 +97,7 @@ coordinators and workers as real gRPC servers on loopback in this process
 			if every < 1 || ckptSteps < 1 {
 				return errors.New("--checkpoint-every and --checkpoint-steps must be positive")
 			}
-			r, err := a.runClusterBench(cmd.Context(), model, batch, steps, workers, threads, rounds, want)
+			r, err := a.runClusterBench(cmd.Context(), model, batch, steps, workers, threads, rounds, useTLS, want)
 			if err == nil && want["checkpoint"] {
 				r.checkpointBench, err = measureCheckpoints(cmd.Context(), a.log, model, batch, workers, ckptSteps, every, rounds)
 			}
@@ -132,11 +134,12 @@ coordinators and workers as real gRPC servers on loopback in this process
 	f.IntVar(&ckptSteps, "checkpoint-steps", 400, "timed steps of each checkpoint run")
 	f.StringSliceVar(&parts, "parts", []string{"throughput", "recovery", "checkpoint"}, "what to measure: throughput, recovery, checkpoint")
 	f.BoolVar(&asJSON, "json", false, "print JSON: the figures and the settings")
+	f.BoolVar(&useTLS, "tls", false, "run the throughput and recovery clusters over mutual TLS")
 	return cmd
 }
 
-func (a *app) runClusterBench(ctx context.Context, model string, batch, steps, workers, threads, rounds int, parts map[string]bool) (*clusterBench, error) {
-	r := &clusterBench{Model: model, Batch: batch, Steps: steps, Workers: workers, Threads: threads, Rounds: rounds}
+func (a *app) runClusterBench(ctx context.Context, model string, batch, steps, workers, threads, rounds int, useTLS bool, parts map[string]bool) (*clusterBench, error) {
+	r := &clusterBench{Model: model, Batch: batch, Steps: steps, Workers: workers, Threads: threads, Rounds: rounds, TLS: useTLS}
 	if parts["throughput"] {
 		if err := a.measureThroughput(ctx, r); err != nil {
 			return nil, err
@@ -164,7 +167,7 @@ func (a *app) measureThroughput(ctx context.Context, r *clusterBench) error {
 	var mu sync.Mutex
 	var infos []worker.StepInfo
 	var times []time.Time
-	err = withCluster(ctx, a.log, 1, workers, func(s worker.StepInfo) {
+	err = withCluster(ctx, a.log, 1, workers, r.TLS, func(s worker.StepInfo) {
 		if s.Rank != 0 {
 			return
 		}
@@ -207,12 +210,12 @@ func (a *app) measureThroughput(ctx context.Context, r *clusterBench) error {
 func (a *app) measureRecovery(ctx context.Context, r *clusterBench) error {
 	model, batch := r.Model, r.Batch
 	for range r.Rounds {
-		d, err := workerKillRecovery(ctx, a.log, model, batch)
+		d, err := workerKillRecovery(ctx, a.log, model, batch, r.TLS)
 		if err != nil {
 			return err
 		}
 		r.WorkerKillRecoverySeconds = append(r.WorkerKillRecoverySeconds, d.Seconds())
-		d, err = leaderKillRecovery(ctx, a.log, model, batch)
+		d, err = leaderKillRecovery(ctx, a.log, model, batch, r.TLS)
 		if err != nil {
 			return err
 		}
@@ -229,19 +232,19 @@ func benchJob(model string, batch int, steps int64) *pb.JobSpec {
 
 // withCluster runs fn on an embedded cluster of coords coordinators and
 // workers workers (1 thread each) whose steps go to onStep.
-func withCluster(ctx context.Context, log *slog.Logger, coords, workers int, onStep func(worker.StepInfo), fn func(*localcluster.Cluster, []*localcluster.Worker) error) (err error) {
-	return withClusterConfig(ctx, log, coords, workers, worker.Config{Threads: 1, OnStep: onStep}, fn)
+func withCluster(ctx context.Context, log *slog.Logger, coords, workers int, useTLS bool, onStep func(worker.StepInfo), fn func(*localcluster.Cluster, []*localcluster.Worker) error) (err error) {
+	return withClusterConfig(ctx, log, coords, workers, useTLS, worker.Config{Threads: 1, OnStep: onStep}, fn)
 }
 
 // withClusterConfig is withCluster with the workers configured as wc.
-func withClusterConfig(ctx context.Context, log *slog.Logger, coords, workers int, wc worker.Config, fn func(*localcluster.Cluster, []*localcluster.Worker) error) (err error) {
+func withClusterConfig(ctx context.Context, log *slog.Logger, coords, workers int, useTLS bool, wc worker.Config, fn func(*localcluster.Cluster, []*localcluster.Worker) error) (err error) {
 	dir, err := os.MkdirTemp("", "gencluster-bench-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
 	c, err := localcluster.Start(ctx, localcluster.Config{Coordinators: coords, StateDir: dir, Lease: 3 * time.Second, Logger: log,
-		Worker: wc})
+		Worker: wc, TLS: useTLS})
 	if err != nil {
 		return err
 	}
@@ -262,14 +265,14 @@ func withClusterConfig(ctx context.Context, log *slog.Logger, coords, workers in
 
 // workerKillRecovery kills one of three workers mid-job and times the first
 // step completed in a later generation.
-func workerKillRecovery(ctx context.Context, log *slog.Logger, model string, batch int) (time.Duration, error) {
+func workerKillRecovery(ctx context.Context, log *slog.Logger, model string, batch int, useTLS bool) (time.Duration, error) {
 	type ev struct {
 		gen uint64
 		at  time.Time
 	}
 	evs := make(chan ev, 1<<16)
 	var d time.Duration
-	err := withCluster(ctx, log, 1, 3, func(s worker.StepInfo) {
+	err := withCluster(ctx, log, 1, 3, useTLS, func(s worker.StepInfo) {
 		select {
 		case evs <- ev{s.Generation, time.Now()}:
 		default:
@@ -310,9 +313,9 @@ func workerKillRecovery(ctx context.Context, log *slog.Logger, model string, bat
 
 // leaderKillRecovery kills the raft leader of three coordinators mid-job and
 // times the first progress report the new leader records.
-func leaderKillRecovery(ctx context.Context, log *slog.Logger, model string, batch int) (time.Duration, error) {
+func leaderKillRecovery(ctx context.Context, log *slog.Logger, model string, batch int, useTLS bool) (time.Duration, error) {
 	var d time.Duration
-	err := withCluster(ctx, log, 3, 2, nil, func(c *localcluster.Cluster, ws []*localcluster.Worker) error {
+	err := withCluster(ctx, log, 3, 2, useTLS, nil, func(c *localcluster.Cluster, ws []*localcluster.Worker) error {
 		id, err := c.Submit(ctx, benchJob(model, batch, 100000))
 		if err != nil {
 			return err
@@ -320,7 +323,7 @@ func leaderKillRecovery(ctx context.Context, log *slog.Logger, model string, bat
 		if _, err := c.AwaitJob(ctx, time.Minute, id, func(j *pb.JobInfo) bool { return j.GetStep() >= 3 }); err != nil {
 			return err
 		}
-		cl, err := coordinator.NewClient(c.Addrs())
+		cl, err := c.NewClient()
 		if err != nil {
 			return err
 		}
@@ -354,7 +357,7 @@ func leaderKillRecovery(ctx context.Context, log *slog.Logger, model string, bat
 
 // finishJob ends a benchmark job early (as its workers would).
 func finishJob(ctx context.Context, c *localcluster.Cluster, id string) error {
-	cl, err := coordinator.NewClient(c.Addrs())
+	cl, err := c.NewClient()
 	if err != nil {
 		return err
 	}

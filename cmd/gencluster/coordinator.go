@@ -109,7 +109,7 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	// Streams per connection are bounded: a forwarding coordinator's
 	// connection carries many workers' calls, so the bound is generous.
 	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20), grpc.MaxConcurrentStreams(1024)},
-		serverTLS(creds, trust.CoordinatorPolicy(), a)...)...)
+		trust.ServerOptions(creds, trust.CoordinatorPolicy(), a.log)...)...)
 	fsm := coordinator.NewFSM(a.log)
 	node, err := coordinator.NewNode(ctx, coordinator.NodeConfig{
 		ID: id, Addr: advertise, DataDir: dataDir, Peers: peers, Join: join != "", FSM: fsm, Logger: a.log, DialOptions: peerDial,

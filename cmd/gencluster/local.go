@@ -138,7 +138,7 @@ func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, 
 			return err
 		}
 	}
-	client, err := coordinator.NewClient(cl.Addrs())
+	client, err := cl.NewClient()
 	if err != nil {
 		return err
 	}

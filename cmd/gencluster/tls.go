@@ -64,17 +64,6 @@ func (a *app) tlsHint(err error) error {
 	return err
 }
 
-// serverTLS returns the options that make a server mutual TLS with the
-// roles of policy enforced on every call; nil without credentials.
-func serverTLS(c *trust.Credentials, policy trust.Policy, a *app) []grpc.ServerOption {
-	if c == nil {
-		return nil
-	}
-	g := trust.NewGuard(policy, a.log)
-	return []grpc.ServerOption{c.ServerOption(),
-		grpc.ChainUnaryInterceptor(g.UnaryInterceptor()), grpc.ChainStreamInterceptor(g.StreamInterceptor())}
-}
-
 // warnPlaintext says, at start, that a server reachable from other hosts
 // runs without TLS: anyone who reaches it may join, submit or report.
 func (a *app) warnPlaintext(what, listen string) {

@@ -41,6 +41,7 @@ type outFrame struct {
 	offset     uint64
 	length     uint64
 	data       []float32
+	mac        []byte // the hello's signature (Ring.SendKey), or none
 
 	release *releaseCounter
 	view    []byte // scratch for the aliasing buffer's *[]byte
@@ -57,6 +58,7 @@ const (
 	fLength     protowire.Number = 7
 	fData       protowire.Number = 8
 	fPad        protowire.Number = 9
+	fMac        protowire.Number = 10
 )
 
 // frameCodec encodes RingFrames in the ordinary protobuf wire format, so any
@@ -89,6 +91,9 @@ func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 		protowire.SizeTag(fStep) + protowire.SizeVarint(uint64(f.step)) +
 		protowire.SizeTag(fOffset) + protowire.SizeVarint(f.offset) +
 		protowire.SizeTag(fLength) + protowire.SizeVarint(f.length)
+	if len(f.mac) > 0 {
+		head += protowire.SizeTag(fMac) + protowire.SizeBytes(len(f.mac))
+	}
 	dataHead := protowire.SizeTag(fData) + protowire.SizeVarint(uint64(dataLen))
 	// pad (tag, length 0..3, that many zero bytes) makes the bytes before the
 	// data 3 mod 4, so with gRPC's 5-byte message prefix the data starts
@@ -119,6 +124,10 @@ func (frameCodec) Marshal(v any) (mem.BufferSlice, error) {
 	b = protowire.AppendVarint(b, f.offset)
 	b = protowire.AppendTag(b, fLength, protowire.VarintType)
 	b = protowire.AppendVarint(b, f.length)
+	if len(f.mac) > 0 {
+		b = protowire.AppendTag(b, fMac, protowire.BytesType)
+		b = protowire.AppendBytes(b, f.mac)
+	}
 	b = protowire.AppendTag(b, fPad, protowire.BytesType)
 	b = protowire.AppendVarint(b, uint64(pad))
 	for range pad {
@@ -197,8 +206,11 @@ func (f *inFrame) release() {
 	f.pieces = f.pieces[:0]
 }
 
-// maxJobIDBytes bounds the job_id a frame may carry.
-const maxJobIDBytes = 1 << 10
+// maxJobIDBytes bounds the job_id a frame may carry, maxMacBytes its mac.
+const (
+	maxJobIDBytes = 1 << 10
+	maxMacBytes   = 64
+)
 
 func (frameCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	if in, ok := v.(*inFrame); ok {
@@ -418,6 +430,7 @@ func (f *inFrame) applyFrame(dst []float32, add bool) {
 func decodeFrame(b []byte, f *pb.RingFrame, alias bool) error {
 	jobID := f.JobId
 	data := f.Data[:0]
+	f.Mac = f.Mac[:0]
 	f.JobId, f.Generation, f.SenderRank, f.Seq, f.Step, f.Offset, f.Length = "", 0, 0, 0, 0, 0, 0
 	for len(b) > 0 {
 		num, typ, n := protowire.ConsumeTag(b)
@@ -436,6 +449,13 @@ func decodeFrame(b []byte, f *pb.RingFrame, alias bool) error {
 			} else {
 				f.JobId = string(v)
 			}
+			b = b[n:]
+		case num == fMac && typ == protowire.BytesType:
+			v, n := protowire.ConsumeBytes(b)
+			if n < 0 || len(v) > maxMacBytes {
+				return fmt.Errorf("allreduce codec: bad mac (%d bytes at most)", maxMacBytes)
+			}
+			f.Mac = append(f.Mac[:0], v...)
 			b = b[n:]
 		case num == fData && typ == protowire.BytesType:
 			v, n := protowire.ConsumeBytes(b)

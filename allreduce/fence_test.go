@@ -3,10 +3,11 @@ package allreduce
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"runtime"
-	"sync"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -141,6 +142,75 @@ func TestSilentStreamEnded(t *testing.T) {
 	if got := m.m.Refused(); got != before+2 {
 		t.Errorf("refused count %d, want %d (the closed and the silent stream)", got, before+2)
 	}
+}
+
+// With ring keys, a ring whose members sign their hellos sums as before,
+// and a stream whose hello is unsigned, signed with another key, or signed
+// for another rank is refused and counted, even with the right fence.
+func TestHelloSigned(t *testing.T) {
+	key := func(i int) []byte { return []byte(fmt.Sprintf("key of rank %d, 32 bytes long....", i)) }
+	nodes := startNodes(t, 3, Config{Timeout: 2 * time.Second})
+	addrs := []string{nodes[0].addr, nodes[1].addr, nodes[2].addr}
+	for i, nd := range nodes {
+		g, err := nd.m.SetRing(Ring{JobID: "job", Generation: 1, Rank: i, Addrs: addrs, SendKey: key(i), RecvKey: key((i + 2) % 3)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		nd.g = g
+	}
+	bufs, want := inputs(3, 1000, 7)
+	for _, err := range allReduce(nodes, bufs) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkSum(t, bufs, want)
+
+	// Rank 2 expects rank 1's stream; rank 1's is attached already, so use
+	// a fresh member as the victim: rank 1 of a 2-ring whose predecessor
+	// (the test) is rank 0 with key(0).
+	victim := startNodes(t, 1, Config{Timeout: 2 * time.Second})[0]
+	g, err := victim.m.SetRing(Ring{JobID: "job", Generation: 5, Rank: 1, Addrs: []string{fakePeer(t), victim.addr}, RecvKey: key(0)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	victim.g = g
+	for _, c := range []struct {
+		name string
+		mac  []byte
+	}{
+		{"unsigned", nil},
+		{"another key", HelloMAC(key(9), "job", 5, 0, 1)},
+		{"signed for another receiver", HelloMAC(key(0), "job", 5, 0, 2)},
+		{"signed for another generation", HelloMAC(key(0), "job", 4, 0, 1)},
+	} {
+		before := victim.m.Refused()
+		stream := push(t, victim.addr)
+		if err := stream.Send(&pb.RingFrame{JobId: "job", Generation: 5, SenderRank: 0, Mac: c.mac}); err != nil {
+			t.Fatal(err)
+		}
+		_, err := stream.CloseAndRecv()
+		if status.Code(err) != codes.FailedPrecondition || !strings.Contains(err.Error(), "not signed with my predecessor's ring key") {
+			t.Errorf("%s hello: %v, want FailedPrecondition naming the key", c.name, err)
+		}
+		if victim.m.Refused() != before+1 {
+			t.Errorf("%s hello: refused count %d, want %d", c.name, victim.m.Refused(), before+1)
+		}
+	}
+	// The right signature is let in: a second stream, signed as well, is
+	// then refused as the generation's second (the first one attached).
+	signed := &pb.RingFrame{JobId: "job", Generation: 5, SenderRank: 0, Mac: HelloMAC(key(0), "job", 5, 0, 1)}
+	if err := push(t, victim.addr).Send(signed); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "the signed stream attached", func() bool {
+		second := push(t, victim.addr)
+		if err := second.Send(signed); err != nil {
+			return false
+		}
+		_, err := second.CloseAndRecv()
+		return strings.Contains(fmt.Sprint(err), "second stream")
+	})
 }
 
 func TestGarbageFrame(t *testing.T) {

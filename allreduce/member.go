@@ -2,6 +2,9 @@ package allreduce
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/binary"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -21,6 +24,26 @@ type Ring struct {
 	Generation uint64
 	Rank       int      // my index in Addrs
 	Addrs      []string // host:port of every member's gRPC server, ring order
+	// SendKey signs this member's hello to its successor, and RecvKey
+	// checks its predecessor's (HelloMAC): with RecvKey set, a stream
+	// whose hello is not signed with it is refused. Both may be nil (a
+	// ring without keys).
+	SendKey, RecvKey []byte
+}
+
+// HelloMAC is the signature of the hello that rank sender sends rank
+// receiver in a job's generation: HMAC-SHA256 under the sender's key.
+func HelloMAC(key []byte, job string, generation uint64, sender, receiver int) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("gencluster ring hello\x00"))
+	m.Write([]byte(job))
+	m.Write([]byte{0})
+	var b [24]byte
+	binary.BigEndian.PutUint64(b[0:], generation)
+	binary.BigEndian.PutUint64(b[8:], uint64(sender))
+	binary.BigEndian.PutUint64(b[16:], uint64(receiver))
+	m.Write(b[:])
+	return m.Sum(nil)
 }
 
 // Config configures a Member.

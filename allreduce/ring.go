@@ -327,7 +327,11 @@ func (st *ringState) sender() {
 	// of as soon as it is written (we send them from the caller's buffer).
 	stream, err := client.Push(sctx, grpc.CallContentSubtype(codecName), grpc.WaitForReady(true), grpc.MaxRetryRPCBufferSize(0))
 	if err == nil {
-		err = stream.SendMsg(&outFrame{jobID: st.ring.JobID, generation: st.ring.Generation, senderRank: int32(st.ring.Rank)})
+		hello := &outFrame{jobID: st.ring.JobID, generation: st.ring.Generation, senderRank: int32(st.ring.Rank)}
+		if k := st.ring.SendKey; len(k) > 0 {
+			hello.mac = HelloMAC(k, st.ring.JobID, st.ring.Generation, st.ring.Rank, st.next)
+		}
+		err = stream.SendMsg(hello)
 	}
 	if err != nil {
 		st.fail(st.peer(st.next, fmt.Errorf("open stream: %w", st.streamErr(stream, err))))

@@ -2,6 +2,7 @@ package allreduce
 
 import (
 	"context"
+	"crypto/hmac"
 	"errors"
 	"fmt"
 	"io"
@@ -100,6 +101,10 @@ func (m *Member) attach(ctx context.Context, hello *pb.RingFrame) (*ringState, e
 			if hello.Generation == st.ring.Generation {
 				if int(hello.SenderRank) != st.prev || st.n == 1 {
 					return nil, fmt.Errorf("%w: stream from rank %d, but my predecessor is rank %d", ErrFenced, hello.SenderRank, st.prev)
+				}
+				if k := st.ring.RecvKey; len(k) > 0 &&
+					!hmac.Equal(hello.Mac, HelloMAC(k, hello.JobId, hello.Generation, st.prev, st.ring.Rank)) {
+					return nil, fmt.Errorf("%w: hello from rank %d is not signed with my predecessor's ring key", ErrFenced, hello.SenderRank)
 				}
 				st.mu.Lock()
 				defer st.mu.Unlock()

@@ -1,6 +1,7 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/trust"
 )
 
 // A worker acts only for itself and blames only its ring neighbours: a
@@ -65,8 +67,19 @@ func TestWorkerActsOnlyForItself(t *testing.T) {
 			t.Errorf("wb's own heartbeat through %s: %v", m.id, err)
 		}
 	}
+	// wb's assignment carries the key its predecessor wa signs its ring
+	// hello with, derived from wa's secret: only wa (and the coordinators)
+	// can compute it.
+	hb, err := leader.client.Heartbeat(as("wb", secrets["wb"]), &pb.HeartbeatRequest{WorkerId: "wb", Addr: "127.0.0.1:2901"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := hb.GetAssignment()
+	if want := trust.RingKey(trust.SecretHash(secrets["wa"]), a.GetJobId(), a.GetGeneration()); !bytes.Equal(a.GetPrevRingKey(), want) {
+		t.Errorf("wb's prev_ring_key %x, want wa's ring key %x", a.GetPrevRingKey(), want)
+	}
 	// The ring is wa, wb, wc, wd: wa's neighbours are wb and wd, not wc.
-	_, err := follower.client.ReportFailure(as("wa", secrets["wa"]), &pb.ReportFailureRequest{ReporterId: "wa", FailedId: "wc", Generation: before})
+	_, err = follower.client.ReportFailure(as("wa", secrets["wa"]), &pb.ReportFailureRequest{ReporterId: "wa", FailedId: "wc", Generation: before})
 	if status.Code(err) != codes.PermissionDenied {
 		t.Errorf("wa reporting non-neighbour wc failed: %v, want PermissionDenied", err)
 	}

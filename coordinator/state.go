@@ -9,6 +9,7 @@ import (
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/sharding"
+	"github.com/gencluster/gencluster/trust"
 )
 
 // SnapshotVersion is the version of the StateSnapshot layout this binary
@@ -197,6 +198,14 @@ func (s *State) Assignment(workerID string) (*pb.Assignment, error) {
 		if s.waiting(j) {
 			// Build the replica, but start no generation yet.
 			a.WaitReason = s.waitingReason(j)
+		}
+	}
+	// The key the predecessor signs its ring hello with (a ring of one
+	// opens no streams).
+	if n := len(ring); n > 1 {
+		prev := ring[(int(a.Rank)+n-1)%n].GetWorkerId()
+		if x := s.identity(prev); x != nil && len(x.GetSecretSha256()) > 0 {
+			a.PrevRingKey = trust.RingKey(x.GetSecretSha256(), a.GetJobId(), a.GetGeneration())
 		}
 	}
 	return a, nil

@@ -540,7 +540,14 @@ func (w *Worker) ringFor(a *pb.Assignment) (*allreduce.Generation, error) {
 		}
 		// A newer generation, or the same ring moving on to the next job.
 	}
-	g, err := w.member.SetRing(ringOf(a))
+	ring := ringOf(a)
+	if w.secret != "" {
+		// Sign the hello to the successor; the coordinators gave us the
+		// key our predecessor signs with.
+		ring.SendKey = trust.RingKey(trust.SecretHash(w.secret), ring.JobID, ring.Generation)
+	}
+	ring.RecvKey = a.GetPrevRingKey()
+	g, err := w.member.SetRing(ring)
 	if err != nil {
 		return nil, err
 	}

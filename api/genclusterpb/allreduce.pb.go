@@ -49,7 +49,11 @@ type RingFrame struct {
 	// pad carries no information. Our senders write the header fields, then
 	// pad, then data, sizing pad so that the data lands 4-byte aligned in the
 	// receiver's transport buffers (which lets it add them in place).
-	Pad           []byte `protobuf:"bytes,9,opt,name=pad,proto3" json:"pad,omitempty"`
+	Pad []byte `protobuf:"bytes,9,opt,name=pad,proto3" json:"pad,omitempty"`
+	// mac, on the hello only, proves the sender is the receiver's assigned
+	// predecessor: HMAC-SHA256 under the sender's ring key of this generation
+	// (see allreduce.HelloMAC). Empty when the ring runs without keys.
+	Mac           []byte `protobuf:"bytes,10,opt,name=mac,proto3" json:"mac,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -147,6 +151,13 @@ func (x *RingFrame) GetPad() []byte {
 	return nil
 }
 
+func (x *RingFrame) GetMac() []byte {
+	if x != nil {
+		return x.Mac
+	}
+	return nil
+}
+
 type RingAck struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	unknownFields protoimpl.UnknownFields
@@ -187,7 +198,7 @@ var File_allreduce_proto protoreflect.FileDescriptor
 
 const file_allreduce_proto_rawDesc = "" +
 	"\n" +
-	"\x0fallreduce.proto\x12\rgencluster.v1\"\xdf\x01\n" +
+	"\x0fallreduce.proto\x12\rgencluster.v1\"\xf1\x01\n" +
 	"\tRingFrame\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1e\n" +
 	"\n" +
@@ -200,7 +211,9 @@ const file_allreduce_proto_rawDesc = "" +
 	"\x06offset\x18\x06 \x01(\x04R\x06offset\x12\x16\n" +
 	"\x06length\x18\a \x01(\x04R\x06length\x12\x12\n" +
 	"\x04data\x18\b \x01(\fR\x04data\x12\x10\n" +
-	"\x03pad\x18\t \x01(\fR\x03pad\"\t\n" +
+	"\x03pad\x18\t \x01(\fR\x03pad\x12\x10\n" +
+	"\x03mac\x18\n" +
+	" \x01(\fR\x03mac\"\t\n" +
 	"\aRingAck2K\n" +
 	"\rAllReduceRing\x12:\n" +
 	"\x04Push\x12\x18.gencluster.v1.RingFrame\x1a\x16.gencluster.v1.RingAck(\x01B@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"

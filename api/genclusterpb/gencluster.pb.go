@@ -526,7 +526,12 @@ type Assignment struct {
 	UnfitReason string `protobuf:"bytes,8,opt,name=unfit_reason,json=unfitReason,proto3" json:"unfit_reason,omitempty"`
 	// checkpoint is the job's latest committed checkpoint: a worker with no
 	// newer state of the job fetches it and resumes from there.
-	Checkpoint    *CheckpointManifest `protobuf:"bytes,9,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	Checkpoint *CheckpointManifest `protobuf:"bytes,9,opt,name=checkpoint,proto3" json:"checkpoint,omitempty"`
+	// prev_ring_key is the key this worker's ring predecessor signs its
+	// hello with in this generation (trust.RingKey of the predecessor's
+	// secret hash, job and generation): a stream from anyone else is
+	// refused. Empty if the predecessor has no secret.
+	PrevRingKey   []byte `protobuf:"bytes,10,opt,name=prev_ring_key,json=prevRingKey,proto3" json:"prev_ring_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -620,6 +625,13 @@ func (x *Assignment) GetUnfitReason() string {
 func (x *Assignment) GetCheckpoint() *CheckpointManifest {
 	if x != nil {
 		return x.Checkpoint
+	}
+	return nil
+}
+
+func (x *Assignment) GetPrevRingKey() []byte {
+	if x != nil {
+		return x.PrevRingKey
 	}
 	return nil
 }
@@ -2751,7 +2763,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\x12\x18\n" +
-	"\averdict\x18\x03 \x01(\tR\averdict\"\xd8\x02\n" +
+	"\averdict\x18\x03 \x01(\tR\averdict\"\xfc\x02\n" +
 	"\n" +
 	"Assignment\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
@@ -2768,7 +2780,9 @@ const file_gencluster_proto_rawDesc = "" +
 	"\funfit_reason\x18\b \x01(\tR\vunfitReason\x12A\n" +
 	"\n" +
 	"checkpoint\x18\t \x01(\v2!.gencluster.v1.CheckpointManifestR\n" +
-	"checkpoint\"=\n" +
+	"checkpoint\x12\"\n" +
+	"\rprev_ring_key\x18\n" +
+	" \x01(\fR\vprevRingKey\"=\n" +
 	"\n" +
 	"RingMember\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +

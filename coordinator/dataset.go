@@ -21,6 +21,15 @@ const (
 	maxDatasetBytes = 1 << 32
 )
 
+// Bounds of what data-set streams may cost a coordinator: each stream
+// reads the whole data set into memory, so at most DatasetStreams run at
+// once (more are refused with ResourceExhausted, and the worker tries
+// another coordinator or later), each paced to DatasetRate bytes/s.
+const (
+	DefaultDatasetStreams = 4
+	DefaultDatasetRate    = 256 << 20
+)
+
 // FetchDataset streams the training images of a data set as this
 // coordinator reads it, for a worker that lacks it. Any coordinator
 // answers (it is a read of the coordinator's own files, not of the state).
@@ -28,12 +37,20 @@ func (s *Service) FetchDataset(req *pb.FetchDatasetRequest, stream pb.Coordinato
 	if len(req.GetDataset()) > 4096 {
 		return status.Errorf(codes.InvalidArgument, "dataset name of %d bytes is too long", len(req.GetDataset()))
 	}
+	select {
+	case s.datasetSlots <- struct{}{}:
+		defer func() { <-s.datasetSlots }()
+	default:
+		return status.Errorf(codes.ResourceExhausted, "coordinator %s streams %d data sets already, the most it serves at once; retry later or elsewhere",
+			s.node.ID(), cap(s.datasetSlots))
+	}
 	images, err := dataset.Open(req.GetDataset(), dataset.Train)
 	if err != nil {
 		return status.Errorf(codes.NotFound, "coordinator has no data set %q: %v", req.GetDataset(), err)
 	}
 	s.log.Info("streaming data set to a worker", "dataset", req.GetDataset(), "images", images.N)
 	first := &pb.DatasetChunk{Images: int64(images.N), Rows: int32(images.Rows), Cols: int32(images.Cols)}
+	start := time.Now()
 	for off := 0; off < len(images.Pix) || first != nil; off += datasetChunk {
 		c := first
 		if c == nil {
@@ -44,15 +61,34 @@ func (s *Service) FetchDataset(req *pb.FetchDatasetRequest, stream pb.Coordinato
 		if err := stream.Send(c); err != nil {
 			return err
 		}
+		if err := pace(stream.Context(), start, int64(off+len(c.Pixels)), s.datasetRate); err != nil {
+			return status.FromContextError(err).Err()
+		}
 	}
 	return nil
+}
+
+// pace waits until sent bytes since start are within rate bytes/s.
+func pace(ctx context.Context, start time.Time, sent, rate int64) error {
+	ahead := time.Duration(float64(sent)/float64(rate)*float64(time.Second)) - time.Since(start)
+	if ahead <= 0 {
+		return nil
+	}
+	t := time.NewTimer(ahead)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // FetchDataset receives the training images of a data set from the
 // coordinators (the first one that has it), for a worker that lacks it.
 func (c *Client) FetchDataset(ctx context.Context, spec string) (*dataset.Images, error) {
 	var last error
-	for range max(1, 2*len(c.Addrs())) {
+	for tries := max(1, 2*len(c.Addrs())); tries > 0; tries-- {
 		cl, addr, err := c.pick()
 		if err != nil {
 			return nil, err
@@ -66,6 +102,15 @@ func (c *Client) FetchDataset(ctx context.Context, spec string) (*dataset.Images
 			break
 		}
 		c.next(addr)
+		if status.Code(err) == codes.ResourceExhausted {
+			// Busy serving others: not a failure; wait a little (until ctx
+			// ends) and try again.
+			tries++
+			select {
+			case <-ctx.Done():
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
 	}
 	return nil, fmt.Errorf("fetch data set %q: %w", spec, last)
 }

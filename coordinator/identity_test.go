@@ -128,3 +128,47 @@ func TestLimits(t *testing.T) {
 		t.Errorf("a registered worker joining again: %v", err)
 	}
 }
+
+// Data-set streams are bounded: with one slot, a second stream while the
+// first runs is refused with ResourceExhausted, and once the first ends
+// another is served whole.
+func TestDatasetStreamsBounded(t *testing.T) {
+	ms := startServiceGroupWith(t, 1, ServiceConfig{Lease: 5 * time.Second, DatasetStreams: 1})
+	l := leaderOf(t, ms)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	first, err := l.client.FetchDataset(ctx, &pb.FetchDatasetRequest{Dataset: "mnist"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.Recv(); err != nil { // the stream runs (and stalls: not read further)
+		t.Fatal(err)
+	}
+	second, err := l.client.FetchDataset(ctx, &pb.FetchDatasetRequest{Dataset: "mnist"})
+	if err == nil {
+		_, err = second.Recv()
+	}
+	if status.Code(err) != codes.ResourceExhausted || !strings.Contains(err.Error(), "data sets already") {
+		t.Fatalf("a second data-set stream: %v, want ResourceExhausted", err)
+	}
+	cancel()
+	cl, err := NewClient([]string{l.addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	var images int
+	eventually(t, 20*time.Second, "a data-set stream after the first ended", func() error {
+		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer fcancel()
+		im, err := cl.FetchDataset(fctx, "mnist")
+		if err != nil {
+			return err
+		}
+		images = im.N
+		return nil
+	})
+	if images != 60000 {
+		t.Errorf("fetched %d images, want 60000", images)
+	}
+}

@@ -71,7 +71,12 @@ type ServiceConfig struct {
 	// WorkerLimit the registered workers (MaxWorkers if 0): a submit or a
 	// new worker's join beyond them is refused with ResourceExhausted.
 	QueueLimit, WorkerLimit int
-	Logger                  *slog.Logger
+	// DatasetStreams bounds the data-set streams served at once
+	// (DefaultDatasetStreams if 0) and DatasetRate each one's bytes/s
+	// (DefaultDatasetRate if 0).
+	DatasetStreams int
+	DatasetRate    int64
+	Logger         *slog.Logger
 	// DialOptions for forwarding calls to the leader and copying
 	// checkpoints to peers (credentials); insecure if empty.
 	DialOptions []grpc.DialOption
@@ -100,8 +105,10 @@ type Service struct {
 	probeWait  time.Duration
 	// checkJoinAddr: see ServiceConfig.CheckJoinAddr.
 	checkJoinAddr bool
-	requireSecret bool // see ServiceConfig.RequireWorkerSecret
-	queueLimit    int  // see ServiceConfig.QueueLimit
+	requireSecret bool          // see ServiceConfig.RequireWorkerSecret
+	queueLimit    int           // see ServiceConfig.QueueLimit
+	datasetSlots  chan struct{} // a token per data-set stream running
+	datasetRate   int64
 	workerLimit   int
 	log           *slog.Logger
 	dial          []grpc.DialOption
@@ -136,6 +143,12 @@ func NewService(cfg ServiceConfig) *Service {
 	if len(cfg.DialOptions) == 0 {
 		cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	}
+	if cfg.DatasetStreams <= 0 {
+		cfg.DatasetStreams = DefaultDatasetStreams
+	}
+	if cfg.DatasetRate <= 0 {
+		cfg.DatasetRate = DefaultDatasetRate
+	}
 	if cfg.QueueLimit <= 0 {
 		cfg.QueueLimit = MaxQueuedJobs
 	}
@@ -150,6 +163,8 @@ func NewService(cfg ServiceConfig) *Service {
 		checkJoinAddr: cfg.CheckJoinAddr,
 		requireSecret: cfg.RequireWorkerSecret,
 		queueLimit:    cfg.QueueLimit,
+		datasetSlots:  make(chan struct{}, cfg.DatasetStreams),
+		datasetRate:   cfg.DatasetRate,
 		workerLimit:   cfg.WorkerLimit,
 		log:           cfg.Logger.With("component", "coordinator-service"),
 		dial:          cfg.DialOptions,

@@ -1147,3 +1147,22 @@ func TestFSMRenewUnfitCancel(t *testing.T) {
 		t.Fatalf("warnings: %v", info.GetWarnings())
 	}
 }
+
+// A job finished done records its last step even when the last progress
+// reports were refused (the worker finished in a generation the ring had
+// just left): "done" means every step ran.
+func TestFSMDoneRecordsLastStep(t *testing.T) {
+	f := newTestFSM(t)
+	mustApply(t, f, register("w1", "127.0.0.1:9001"))
+	mustApply(t, f, submit(spec()))
+	mustApply(t, f, progress("job-1", 1, 825))
+	mustApply(t, f, register("w2", "127.0.0.1:9002")) // generation 2
+	wantErr(t, f, progress("job-1", 1, 1000), ErrStaleGeneration, "generation")
+	mustApply(t, f, finish("job-1", pb.JobState_JOB_STATE_DONE, ""))
+	var j *pb.JobInfo
+	var err error
+	f.Read(func(st *State) { j, err = st.Job("job-1") })
+	if err != nil || j.GetState() != JobDone || j.GetStep() != 1000 {
+		t.Errorf("job after done: %v at step %d (%v), want done at 1000", j.GetState(), j.GetStep(), err)
+	}
+}

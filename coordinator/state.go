@@ -546,6 +546,13 @@ func (s *State) finishJob(nowMs int64, c *pb.FinishJob) (string, error) {
 	case j.GetState() != pb.JobState_JOB_STATE_RUNNING:
 		return "", fmt.Errorf("finish job %q: it is %s: %w", j.GetId(), stateName(j.GetState()), ErrNotRunning)
 	}
+	if c.GetState() == pb.JobState_JOB_STATE_DONE {
+		// Done means every step ran: a worker reports it when its replica
+		// reached the last one. Its last progress report may have been
+		// refused (the ring moved to a new generation while it finished
+		// in the old one), so the recorded step is set here.
+		j.Step = j.GetSpec().GetSteps()
+	}
 	return s.endRunning(nowMs, j, c.GetState(), c.GetMessage()), nil
 }
 

@@ -131,29 +131,30 @@ func (c *Client) next(failed string) {
 // ended: each coordinator tried and why it failed, in address order.
 func noAnswer(ctx context.Context, last map[string]error) error {
 	addrs := slices.Sorted(maps.Keys(last))
+	// ctx has ended: the look-ups share one second of their own.
+	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
 	verbs := make([]string, 0, len(addrs))
 	args := make([]any, 0, len(addrs)+1)
 	for _, addr := range addrs {
 		verbs = append(verbs, "%w")
-		args = append(args, fmt.Errorf("coordinator %s: %w", addr, explainDial(ctx, addr, last[addr])))
+		args = append(args, fmt.Errorf("coordinator %s: %w", addr, explainDial(lctx, addr, last[addr])))
 	}
 	return fmt.Errorf("no coordinator answered ("+strings.Join(verbs, "; ")+"): %w", append(args, ctx.Err())...)
 }
 
 // explainDial returns err, or says that the host of addr does not
 // resolve if so: gRPC says only that its resolver produced zero
-// addresses. The lookup takes at most a second, even after ctx ended.
+// addresses. The look-up is bounded by ctx, which callers keep short.
 func explainDial(ctx context.Context, addr string, err error) error {
 	host, _, serr := net.SplitHostPort(addr)
 	if serr != nil || net.ParseIP(host) != nil {
 		return err
 	}
-	lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-	defer cancel()
-	if _, lerr := net.DefaultResolver.LookupHost(lctx, host); lerr != nil {
+	if _, lerr := net.DefaultResolver.LookupHost(ctx, host); lerr != nil && ctx.Err() == nil {
 		return fmt.Errorf("host %q does not resolve: %w", host, lerr)
 	}
-	return err
+	return err // it resolves, or the look-up ran out of time: say nothing of it
 }
 
 // retryable reports errors after which another coordinator, or the same

@@ -762,6 +762,8 @@ func (n *Node) ClusterID() string { return n.trans.ClusterID() }
 // coordinator without a leader tells its readiness probe.
 func (n *Node) Unreachable(ctx context.Context) string {
 	failing := n.trans.Unreachable()
+	ctx, cancel := context.WithTimeout(ctx, time.Second) // the look-ups share a second
+	defer cancel()
 	var parts []string
 	for _, addr := range slices.Sorted(maps.Keys(failing)) {
 		f := failing[addr]

@@ -180,9 +180,9 @@ func TestHelloSigned(t *testing.T) {
 		mac  []byte
 	}{
 		{"unsigned", nil},
-		{"another key", HelloMAC(key(9), "job", 5, 0, 1)},
-		{"signed for another receiver", HelloMAC(key(0), "job", 5, 0, 2)},
-		{"signed for another generation", HelloMAC(key(0), "job", 4, 0, 1)},
+		{"another key", HelloMAC(key(9), "job", 5, 0, 1, nil)},
+		{"signed for another receiver", HelloMAC(key(0), "job", 5, 0, 2, nil)},
+		{"signed for another generation", HelloMAC(key(0), "job", 4, 0, 1, nil)},
 	} {
 		before := victim.m.Refused()
 		stream := push(t, victim.addr)
@@ -199,7 +199,7 @@ func TestHelloSigned(t *testing.T) {
 	}
 	// The right signature is let in: a second stream, signed as well, is
 	// then refused as the generation's second (the first one attached).
-	signed := &pb.RingFrame{JobId: "job", Generation: 5, SenderRank: 0, Mac: HelloMAC(key(0), "job", 5, 0, 1)}
+	signed := &pb.RingFrame{JobId: "job", Generation: 5, SenderRank: 0, Mac: HelloMAC(key(0), "job", 5, 0, 1, nil)}
 	if err := push(t, victim.addr).Send(signed); err != nil {
 		t.Fatal(err)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"fmt"
 	"log/slog"
@@ -12,8 +13,10 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/peer"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 )
@@ -26,25 +29,79 @@ type Ring struct {
 	Addrs      []string // host:port of every member's gRPC server, ring order
 	// SendKey signs this member's hello to its successor, and RecvKey
 	// checks its predecessor's (HelloMAC): with RecvKey set, a stream
-	// whose hello is not signed with it is refused. Both may be nil (a
-	// ring without keys).
-	SendKey, RecvKey []byte
+	// whose hello is not signed with it is refused. AcceptKey signs this
+	// member's answer to its predecessor's hello, and NextAcceptKey
+	// checks its successor's (AcceptMAC): with NextAcceptKey set, the
+	// sender sends no gradient until the successor has answered with it.
+	// Any may be nil (a ring without keys), unless Config.RequireKeys.
+	SendKey, RecvKey         []byte
+	AcceptKey, NextAcceptKey []byte
 }
 
 // HelloMAC is the signature of the hello that rank sender sends rank
-// receiver in a job's generation: HMAC-SHA256 under the sender's key.
-func HelloMAC(key []byte, job string, generation uint64, sender, receiver int) []byte {
+// receiver in a job's generation: HMAC-SHA256 under the sender's key, over
+// binding, the connection's exported keying material (ChannelBinding; nil
+// without TLS), so that the hello is good on the one connection it was
+// sent on and a relay cannot pass it on.
+func HelloMAC(key []byte, job string, generation uint64, sender, receiver int, binding []byte) []byte {
+	return ringMAC("gencluster ring hello\x00", key, job, generation, sender, receiver, binding)
+}
+
+// AcceptMAC is the signature of the receiver's answer to that hello, under
+// the receiver's accept key, over the same binding.
+func AcceptMAC(key []byte, job string, generation uint64, sender, receiver int, binding []byte) []byte {
+	return ringMAC("gencluster ring accept\x00", key, job, generation, sender, receiver, binding)
+}
+
+func ringMAC(label string, key []byte, job string, generation uint64, sender, receiver int, binding []byte) []byte {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte("gencluster ring hello\x00"))
+	m.Write([]byte(label))
 	m.Write([]byte(job))
 	m.Write([]byte{0})
-	var b [24]byte
+	var b [32]byte
 	binary.BigEndian.PutUint64(b[0:], generation)
 	binary.BigEndian.PutUint64(b[8:], uint64(sender))
 	binary.BigEndian.PutUint64(b[16:], uint64(receiver))
+	binary.BigEndian.PutUint64(b[24:], uint64(len(binding)))
 	m.Write(b[:])
+	m.Write(binding)
 	return m.Sum(nil)
 }
+
+// bindingLabel is the exporter label of ChannelBinding (RFC 5705 / RFC
+// 9266 style: "EXPORTER-" and what it is for).
+const bindingLabel = "EXPORTER-gencluster-ring-hello"
+
+// ChannelBinding returns 32 bytes of keying material exported from the TLS
+// connection of a gRPC stream's context (client or server side): the same
+// on both ends of one connection, different on any other. It returns nil
+// if the stream is not over TLS.
+func ChannelBinding(ctx context.Context) ([]byte, error) {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return nil, nil
+	}
+	var state *tls.ConnectionState
+	switch ai := p.AuthInfo.(type) {
+	case credentials.TLSInfo:
+		state = &ai.State
+	case *credentials.TLSInfo:
+		if ai != nil {
+			state = &ai.State
+		}
+	}
+	if state == nil {
+		return nil, nil
+	}
+	b, err := state.ExportKeyingMaterial(bindingLabel, nil, 32)
+	if err != nil {
+		return nil, fmt.Errorf("allreduce: export TLS keying material: %w", err)
+	}
+	return b, nil
+}
+
+// acceptHeader is the response header carrying the receiver's AcceptMAC.
+const acceptHeader = "gencluster-ring-accept"
 
 // Config configures a Member.
 type Config struct {
@@ -52,6 +109,10 @@ type Config struct {
 	ChunkBytes  int               // pipeline chunk size (default DefaultChunkBytes)
 	Logger      *slog.Logger      // nil: discard
 	DialOptions []grpc.DialOption // nil: insecure
+	// RequireKeys makes SetRing refuse a ring of more than one member
+	// without RecvKey, SendKey, AcceptKey and NextAcceptKey, so that no
+	// stream is ever admitted or fed unauthenticated.
+	RequireKeys bool
 }
 
 const (
@@ -201,6 +262,9 @@ func (m *Member) SetRing(r Ring) (*Generation, error) {
 	}
 	if r.Rank < 0 || r.Rank >= n {
 		return nil, fmt.Errorf("allreduce: rank %d outside ring of %d members", r.Rank, n)
+	}
+	if m.cfg.RequireKeys && n > 1 && (len(r.SendKey) == 0 || len(r.RecvKey) == 0 || len(r.AcceptKey) == 0 || len(r.NextAcceptKey) == 0) {
+		return nil, fmt.Errorf("allreduce: ring of job %q generation %d lacks ring keys, which this member requires (do all ring members hold a secret?)", r.JobID, r.Generation)
 	}
 	r.Addrs = append([]string(nil), r.Addrs...)
 	m.mu.Lock()

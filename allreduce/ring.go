@@ -2,6 +2,8 @@ package allreduce
 
 import (
 	"context"
+	"crypto/hmac"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -327,11 +329,7 @@ func (st *ringState) sender() {
 	// of as soon as it is written (we send them from the caller's buffer).
 	stream, err := client.Push(sctx, grpc.CallContentSubtype(codecName), grpc.WaitForReady(true), grpc.MaxRetryRPCBufferSize(0))
 	if err == nil {
-		hello := &outFrame{jobID: st.ring.JobID, generation: st.ring.Generation, senderRank: int32(st.ring.Rank)}
-		if k := st.ring.SendKey; len(k) > 0 {
-			hello.mac = HelloMAC(k, st.ring.JobID, st.ring.Generation, st.ring.Rank, st.next)
-		}
-		err = stream.SendMsg(hello)
+		err = st.hello(stream, scancel)
 	}
 	if err != nil {
 		st.fail(st.peer(st.next, fmt.Errorf("open stream: %w", st.streamErr(stream, err))))
@@ -361,6 +359,47 @@ func (st *ringState) sender() {
 			return
 		}
 	}
+}
+
+// hello sends the generation's hello, signed over the connection's
+// binding, and, with NextAcceptKey, waits (Timeout at most; then the stream
+// is cancelled) for the successor's answer and checks it.
+func (st *ringState) hello(stream grpc.ClientStreamingClient[pb.RingFrame, pb.RingAck], cancel context.CancelFunc) error {
+	binding, err := ChannelBinding(stream.Context())
+	if err != nil {
+		return err
+	}
+	r := st.ring
+	hello := &outFrame{jobID: r.JobID, generation: r.Generation, senderRank: int32(r.Rank)}
+	if len(r.SendKey) > 0 {
+		hello.mac = HelloMAC(r.SendKey, r.JobID, r.Generation, r.Rank, st.next, binding)
+	}
+	if err := stream.SendMsg(hello); err != nil {
+		return err
+	}
+	if len(r.NextAcceptKey) == 0 {
+		return nil
+	}
+	t := time.AfterFunc(st.m.cfg.Timeout, cancel)
+	md, err := stream.Header()
+	stopped := t.Stop()
+	if err != nil {
+		return err
+	}
+	if md == nil { // the stream ended: its status says why
+		if !stopped {
+			return fmt.Errorf("no answer to the hello within %v", st.m.cfg.Timeout)
+		}
+		return io.EOF
+	}
+	want := AcceptMAC(r.NextAcceptKey, r.JobID, r.Generation, r.Rank, st.next, binding)
+	got := md.Get(acceptHeader)
+	if len(got) != 1 || !hmac.Equal([]byte(got[0]), []byte(hex.EncodeToString(want))) {
+		cancel()
+		st.m.refused.Add(1)
+		return fmt.Errorf("%w: rank %d did not answer the hello with its accept key: not the assigned successor, or a relay between us", ErrFenced, st.next)
+	}
+	return nil
 }
 
 // halfClose ends a stream and returns once the successor has read all of it

@@ -3,12 +3,14 @@ package allreduce
 import (
 	"context"
 	"crypto/hmac"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
@@ -29,7 +31,18 @@ func (s *service) Push(stream pb.AllReduceRing_PushServer) error {
 		m.log.Warn("refused ring stream", "err", err)
 		return err
 	}
-	st, err := m.attach(stream.Context(), hello)
+	binding, err := ChannelBinding(stream.Context())
+	if err != nil {
+		return status.Error(codes.Internal, err.Error())
+	}
+	st, err := m.attach(stream.Context(), hello, binding)
+	if err == nil && len(st.ring.AcceptKey) > 0 {
+		mac := AcceptMAC(st.ring.AcceptKey, hello.JobId, hello.Generation, st.prev, st.ring.Rank, binding)
+		if herr := stream.SendHeader(metadata.Pairs(acceptHeader, hex.EncodeToString(mac))); herr != nil {
+			st.fail(st.peer(st.prev, fmt.Errorf("answer hello: %w", herr)))
+			return herr
+		}
+	}
 	if err != nil {
 		m.refused.Add(1)
 		m.log.Warn("refused ring stream", "job", hello.JobId, "generation", hello.Generation, "sender_rank", hello.SenderRank, "err", err)
@@ -84,7 +97,7 @@ func recvHello(stream pb.AllReduceRing_PushServer, timeout time.Duration) (*pb.R
 // attach finds the generation a new stream belongs to. A stream of a newer
 // generation (or another job) may arrive before our own SetRing: it waits up
 // to Timeout for it.
-func (m *Member) attach(ctx context.Context, hello *pb.RingFrame) (*ringState, error) {
+func (m *Member) attach(ctx context.Context, hello *pb.RingFrame, binding []byte) (*ringState, error) {
 	timer := time.NewTimer(m.cfg.Timeout)
 	defer timer.Stop()
 	for {
@@ -103,8 +116,8 @@ func (m *Member) attach(ctx context.Context, hello *pb.RingFrame) (*ringState, e
 					return nil, fmt.Errorf("%w: stream from rank %d, but my predecessor is rank %d", ErrFenced, hello.SenderRank, st.prev)
 				}
 				if k := st.ring.RecvKey; len(k) > 0 &&
-					!hmac.Equal(hello.Mac, HelloMAC(k, hello.JobId, hello.Generation, st.prev, st.ring.Rank)) {
-					return nil, fmt.Errorf("%w: hello from rank %d is not signed with my predecessor's ring key", ErrFenced, hello.SenderRank)
+					!hmac.Equal(hello.Mac, HelloMAC(k, hello.JobId, hello.Generation, st.prev, st.ring.Rank, binding)) {
+					return nil, fmt.Errorf("%w: hello from rank %d is not signed with my predecessor's ring key over this connection", ErrFenced, hello.SenderRank)
 				}
 				st.mu.Lock()
 				defer st.mu.Unlock()

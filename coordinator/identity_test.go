@@ -78,6 +78,14 @@ func TestWorkerActsOnlyForItself(t *testing.T) {
 	if want := trust.RingKey(trust.SecretHash(secrets["wa"]), a.GetJobId(), a.GetGeneration()); !bytes.Equal(a.GetPrevRingKey(), want) {
 		t.Errorf("wb's prev_ring_key %x, want wa's ring key %x", a.GetPrevRingKey(), want)
 	}
+	// ... and the key its successor wc answers wb's hello with, which is
+	// not wc's ring key (wb must not be able to sign wc's hellos).
+	if want := trust.RingAcceptKey(trust.SecretHash(secrets["wc"]), a.GetJobId(), a.GetGeneration()); !bytes.Equal(a.GetNextAcceptKey(), want) {
+		t.Errorf("wb's next_accept_key %x, want wc's accept key %x", a.GetNextAcceptKey(), want)
+	}
+	if bytes.Equal(a.GetNextAcceptKey(), trust.RingKey(trust.SecretHash(secrets["wc"]), a.GetJobId(), a.GetGeneration())) {
+		t.Error("wb's next_accept_key is wc's ring key")
+	}
 	// The ring is wa, wb, wc, wd: wa's neighbours are wb and wd, not wc.
 	_, err = follower.client.ReportFailure(as("wa", secrets["wa"]), &pb.ReportFailureRequest{ReporterId: "wa", FailedId: "wc", Generation: before})
 	if status.Code(err) != codes.PermissionDenied {

@@ -200,12 +200,16 @@ func (s *State) Assignment(workerID string) (*pb.Assignment, error) {
 			a.WaitReason = s.waitingReason(j)
 		}
 	}
-	// The key the predecessor signs its ring hello with (a ring of one
-	// opens no streams).
+	// The key the predecessor signs its ring hello with, and the one the
+	// successor answers ours with (a ring of one opens no streams).
 	if n := len(ring); n > 1 {
 		prev := ring[(int(a.Rank)+n-1)%n].GetWorkerId()
 		if x := s.identity(prev); x != nil && len(x.GetSecretSha256()) > 0 {
 			a.PrevRingKey = trust.RingKey(x.GetSecretSha256(), a.GetJobId(), a.GetGeneration())
+		}
+		next := ring[(int(a.Rank)+1)%n].GetWorkerId()
+		if x := s.identity(next); x != nil && len(x.GetSecretSha256()) > 0 {
+			a.NextAcceptKey = trust.RingAcceptKey(x.GetSecretSha256(), a.GetJobId(), a.GetGeneration())
 		}
 	}
 	return a, nil

@@ -115,7 +115,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	c := &Cluster{cfg: cfg, log: log, ctx: wctx, cancel: cancel, creds: creds}
 	for i, p := range peers {
 		srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20)},
-			trust.ServerOptions(creds[trust.Coordinator], trust.CoordinatorPolicy(), log)...)...)
+			trust.ServerOptions(creds[trust.Coordinator], nil, trust.CoordinatorPolicy(), log)...)...)
 		fsm := coordinator.NewFSM(log)
 		node, err := coordinator.NewNode(ctx, coordinator.NodeConfig{
 			ID: p.ID, Addr: p.Addr, DataDir: filepath.Join(cfg.StateDir, p.ID), Peers: peers, FSM: fsm, Logger: log, DialOptions: peerDial,

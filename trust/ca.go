@@ -76,8 +76,9 @@ func (o IssueOptions) validity() (time.Duration, error) {
 	return o.Validity, nil
 }
 
-// Init creates a new CA in dir (dir/ca.crt and dir/ca.key) and issues one
-// certificate per role into dir/coordinator, dir/worker and dir/client.
+// Init creates a new CA in dir (dir/ca.crt and dir/ca.key), issues one
+// certificate per role into dir/coordinator, dir/worker and dir/client, and
+// writes a join token pinned to the new CA to dir/token ([NewToken]).
 //
 // The coordinator certificate's SANs are coordinatorHosts (DNS names or IP
 // addresses) plus "localhost", 127.0.0.1 and ::1; the worker and client
@@ -161,6 +162,9 @@ func Init(dir string, coordinatorHosts []string, opts IssueOptions) error {
 		if err := issue(dir, role, hosts, string(role), filepath.Join(dir, string(role)), opts); err != nil {
 			return fmt.Errorf("trust: init: %w", err)
 		}
+	}
+	if _, err := NewToken(dir); err != nil {
+		return fmt.Errorf("trust: init: %w", err)
 	}
 	done = true
 	return nil

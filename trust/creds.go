@@ -49,9 +49,10 @@ type Credentials struct {
 // material is one consistent, validated reading of a role folder. It is
 // never modified after it is built.
 type material struct {
-	cert tls.Certificate // chain and key; Leaf set
-	pool *x509.CertPool  // CAs from ca.crt
-	role Role
+	cert   tls.Certificate // chain and key; Leaf set
+	served tls.Certificate // cert with the CA that signed it appended (a server's)
+	pool   *x509.CertPool  // CAs from ca.crt
+	role   Role
 }
 
 // Load reads the role folder (folder/ca.crt, folder/tls.crt and
@@ -89,26 +90,38 @@ func load(folder string, log *slog.Logger, interval time.Duration) (*Credentials
 func (c *Credentials) Role() Role { return c.role }
 
 // ServerTLS returns a server configuration: TLS 1.3 only, the folder's
-// current certificate, and a client certificate required, verified against
-// the current CA pool and carrying a role. Any role is accepted at the
-// handshake; check roles per call with a [Guard]. Session tickets are
-// disabled so every connection is verified against the current pool.
+// current certificate (sent with the CA certificate that signed it, so a
+// token holder can check it against its pins), and a client certificate
+// required, verified against the current CA pool and carrying a role. Any
+// role is accepted at the handshake; check roles per call with a [Guard].
+// Session tickets are disabled so every connection is verified against the
+// current pool.
 //
 // Each handshake is served by a configuration built by GetConfigForClient
 // from the current material; NextProtos set on the returned configuration
 // before use are copied into it (gRPC adds "h2" itself).
-func (c *Credentials) ServerTLS() *tls.Config {
+func (c *Credentials) ServerTLS() *tls.Config { return c.serverTLS(tls.RequireAndVerifyClientCert) }
+
+// ServerTLSAdmittingTokens is [Credentials.ServerTLS] for a server that also
+// admits token holders: a client certificate is verified if one is sent, but
+// a client may send none. A [Guard] with a [Token] then requires the token
+// on every call of such a client.
+func (c *Credentials) ServerTLSAdmittingTokens() *tls.Config {
+	return c.serverTLS(tls.VerifyClientCertIfGiven)
+}
+
+func (c *Credentials) serverTLS(auth tls.ClientAuthType) *tls.Config {
 	base := &tls.Config{
 		MinVersion:             tls.VersionTLS13,
-		ClientAuth:             tls.RequireAndVerifyClientCert,
+		ClientAuth:             auth,
 		SessionTicketsDisabled: true,
 	}
 	base.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		m := c.current()
 		return &tls.Config{
 			MinVersion:             tls.VersionTLS13,
-			Certificates:           []tls.Certificate{m.cert},
-			ClientAuth:             tls.RequireAndVerifyClientCert,
+			Certificates:           []tls.Certificate{m.served},
+			ClientAuth:             auth,
 			ClientCAs:              m.pool,
 			SessionTicketsDisabled: true,
 			NextProtos:             base.NextProtos,
@@ -119,8 +132,13 @@ func (c *Credentials) ServerTLS() *tls.Config {
 }
 
 // verifyClient runs after the TLS stack verified the client's chain; it
-// requires the certificate to carry a role.
+// requires the certificate, if the client sent one, to carry a role. (With
+// tls.RequireAndVerifyClientCert the TLS stack has already refused a client
+// without one.)
 func verifyClient(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return nil
+	}
 	if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
 		return errors.New("trust: client certificate not verified")
 	}
@@ -141,12 +159,7 @@ func verifyClient(cs tls.ConnectionState) error {
 // InsecureSkipVerify is set and the chain and role are checked in
 // VerifyConnection instead.
 func (c *Credentials) ClientTLS(serverRoles ...Role) *tls.Config {
-	var allowed []Role
-	for _, r := range serverRoles {
-		if _, err := ParseRole(string(r)); err == nil && !slices.Contains(allowed, r) {
-			allowed = append(allowed, r)
-		}
-	}
+	allowed := knownRoles(serverRoles)
 	return &tls.Config{
 		MinVersion: tls.VersionTLS13,
 		// Chain and role are verified in VerifyConnection; the host name
@@ -164,20 +177,26 @@ func (c *Credentials) ClientTLS(serverRoles ...Role) *tls.Config {
 // verifyServer verifies the server's chain against pool and requires its
 // certificate to carry one of allowed.
 func verifyServer(cs tls.ConnectionState, pool *x509.CertPool, allowed []Role) error {
-	if len(allowed) == 0 {
-		return errors.New("trust: no server roles configured for this connection; refusing every server")
-	}
 	if len(cs.PeerCertificates) == 0 {
 		return errors.New("trust: server presented no certificate")
 	}
-	leaf := cs.PeerCertificates[0]
-	opts := x509.VerifyOptions{
-		Roots:         pool,
-		Intermediates: x509.NewCertPool(),
-		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
+	inter := x509.NewCertPool()
 	for _, ic := range cs.PeerCertificates[1:] {
-		opts.Intermediates.AddCert(ic)
+		inter.AddCert(ic)
+	}
+	return verifyLeaf(cs.PeerCertificates[0], pool, inter, allowed)
+}
+
+// verifyLeaf verifies a server's certificate against roots and requires it
+// to carry one of allowed.
+func verifyLeaf(leaf *x509.Certificate, roots, inter *x509.CertPool, allowed []Role) error {
+	if len(allowed) == 0 {
+		return errors.New("trust: no server roles configured for this connection; refusing every server")
+	}
+	opts := x509.VerifyOptions{
+		Roots:         roots,
+		Intermediates: inter,
+		KeyUsages:     []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
 	if _, err := leaf.Verify(opts); err != nil {
 		return fmt.Errorf("trust: server certificate %q (serial %s) not trusted: %w", leaf.Subject.CommonName, serialString(leaf), err)
@@ -191,6 +210,17 @@ func verifyServer(cs tls.ConnectionState, pool *x509.CertPool, allowed []Role) e
 			leaf.Subject.CommonName, serialString(leaf), role, rolesString(allowed))
 	}
 	return nil
+}
+
+// knownRoles returns the known roles among roles, without repeats.
+func knownRoles(roles []Role) []Role {
+	var known []Role
+	for _, r := range roles {
+		if _, err := ParseRole(string(r)); err == nil && !slices.Contains(known, r) {
+			known = append(known, r)
+		}
+	}
+	return known
 }
 
 // ServerOption returns the gRPC server option installing [Credentials.ServerTLS].
@@ -332,11 +362,26 @@ func loadMaterial(folder string) (m *material, warning string, err error) {
 	for i, c := range chain {
 		raw[i] = c.Raw
 	}
+	served := raw
+	if issuer := issuerOf(chain[len(chain)-1], cas); issuer != nil && !slices.ContainsFunc(chain, issuer.Equal) {
+		served = append(slices.Clip(raw), issuer.Raw)
+	}
 	return &material{
-		cert: tls.Certificate{Certificate: raw, PrivateKey: key, Leaf: leaf},
-		pool: pool,
-		role: role,
+		cert:   tls.Certificate{Certificate: raw, PrivateKey: key, Leaf: leaf},
+		served: tls.Certificate{Certificate: served, PrivateKey: key, Leaf: leaf},
+		pool:   pool,
+		role:   role,
 	}, warning, nil
+}
+
+// issuerOf returns the certificate among cas that signed cert, or nil.
+func issuerOf(cert *x509.Certificate, cas []*x509.Certificate) *x509.Certificate {
+	for _, ca := range cas {
+		if cert.CheckSignatureFrom(ca) == nil {
+			return ca
+		}
+	}
+	return nil
 }
 
 // signedByAny reports whether cert's signature verifies with one of cas.

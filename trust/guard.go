@@ -2,6 +2,7 @@ package trust
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -22,6 +23,26 @@ type Identity struct {
 	Name string
 	// Serial is the certificate's serial number, lowercase hex.
 	Serial string
+	// Token is set for a caller that sent no certificate but the join
+	// token (Role is empty then): it may call what a worker or a client
+	// may.
+	Token bool
+}
+
+// may reports whether the identity may call a method open to allowed.
+func (id Identity) may(allowed []Role) bool {
+	if id.Token {
+		return slices.Contains(allowed, Worker) || slices.Contains(allowed, Client)
+	}
+	return slices.Contains(allowed, id.Role)
+}
+
+// who names the identity in messages.
+func (id Identity) who() string {
+	if id.Token {
+		return "a token holder"
+	}
+	return fmt.Sprintf("role %s (%q)", id.Role, id.Name)
 }
 
 // PeerIdentity returns the identity of the peer of a gRPC server-side
@@ -77,6 +98,7 @@ type Policy map[string][]Role
 // A Guard is safe for concurrent use.
 type Guard struct {
 	policy Policy
+	token  *Token // nil: certificates only
 	log    *slog.Logger
 
 	mu      sync.Mutex
@@ -85,8 +107,10 @@ type Guard struct {
 
 // NewGuard returns a guard enforcing policy (copied; later changes to it
 // have no effect). Unknown roles in the policy are logged and never match.
-// log nil discards the log.
-func NewGuard(policy Policy, log *slog.Logger) *Guard {
+// With token non-nil, a caller that presented no certificate is admitted
+// if its call carries the token, as a worker and a client ([Identity.Token]);
+// refusing it is logged with its address. log nil discards the log.
+func NewGuard(policy Policy, token *Token, log *slog.Logger) *Guard {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -99,7 +123,7 @@ func NewGuard(policy Policy, log *slog.Logger) *Guard {
 			}
 		}
 	}
-	return &Guard{policy: p, log: log, refused: make(map[string]uint64)}
+	return &Guard{policy: p, token: token, log: log, refused: make(map[string]uint64)}
 }
 
 // UnaryInterceptor returns the interceptor checking unary calls.
@@ -134,19 +158,40 @@ func (g *Guard) Refused() map[string]uint64 {
 // error to return (after logging and counting the refusal).
 func (g *Guard) authorize(ctx context.Context, method string) error {
 	id, err := PeerIdentity(ctx)
+	if err != nil && g.token != nil && !sentCertificate(ctx) {
+		if err = g.token.Check(ctx); err == nil {
+			id = Identity{Token: true, Name: "token holder"}
+		}
+	}
 	if err != nil {
 		return g.refuse(ctx, method, id, nil, err)
 	}
 	allowed, ok := g.policy[method]
 	if !ok {
 		return g.refuse(ctx, method, id, nil, status.Errorf(codes.PermissionDenied,
-			"trust: method %s refused for role %s: the method is not in the policy (allowed roles: none)", method, id.Role))
+			"trust: method %s refused for %s: the method is not in the policy (allowed roles: none)", method, id.who()))
 	}
-	if !slices.Contains(allowed, id.Role) {
+	if !id.may(allowed) {
 		return g.refuse(ctx, method, id, allowed, status.Errorf(codes.PermissionDenied,
-			"trust: method %s refused for role %s (%q); allowed roles: %s", method, id.Role, id.Name, rolesString(allowed)))
+			"trust: method %s refused for %s; allowed roles: %s", method, id.who(), rolesString(allowed)))
 	}
 	return nil
+}
+
+// sentCertificate reports whether the peer of a server-side context
+// presented a certificate in its TLS handshake.
+func sentCertificate(ctx context.Context) bool {
+	p, ok := peer.FromContext(ctx)
+	if !ok {
+		return false
+	}
+	switch ai := p.AuthInfo.(type) {
+	case credentials.TLSInfo:
+		return len(ai.State.PeerCertificates) > 0
+	case *credentials.TLSInfo:
+		return ai != nil && len(ai.State.PeerCertificates) > 0
+	}
+	return false
 }
 
 func (g *Guard) refuse(ctx context.Context, method string, id Identity, allowed []Role, err error) error {
@@ -167,13 +212,18 @@ func (g *Guard) refuse(ctx context.Context, method string, id Identity, allowed 
 }
 
 // ServerOptions are the options that make a gRPC server mutual TLS with c
-// and check every call's role against policy (refusals logged to log);
-// nil if c is nil (plaintext).
-func ServerOptions(c *Credentials, policy Policy, log *slog.Logger) []grpc.ServerOption {
+// and check every call's role against policy (refusals logged to log); nil
+// if c is nil (plaintext). With token non-nil, callers without a
+// certificate are admitted too if they carry the token (see [NewGuard]).
+func ServerOptions(c *Credentials, token *Token, policy Policy, log *slog.Logger) []grpc.ServerOption {
 	if c == nil {
 		return nil
 	}
-	g := NewGuard(policy, log)
-	return []grpc.ServerOption{c.ServerOption(),
+	g := NewGuard(policy, token, log)
+	tlsConf := c.ServerTLS()
+	if token != nil {
+		tlsConf = c.ServerTLSAdmittingTokens()
+	}
+	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tlsConf)),
 		grpc.ChainUnaryInterceptor(g.UnaryInterceptor()), grpc.ChainStreamInterceptor(g.StreamInterceptor())}
 }

@@ -33,7 +33,7 @@ const (
 func guardedServer(t *testing.T, dir string, policy Policy, extra ...grpc.ServerOption) (string, *Guard, *syncBuffer) {
 	t.Helper()
 	log, buf := testLogger()
-	g := NewGuard(policy, log)
+	g := NewGuard(policy, nil, log)
 	srv := mustLoad(t, filepath.Join(dir, "coordinator"), nil)
 	opts := append([]grpc.ServerOption{
 		srv.ServerOption(),
@@ -177,7 +177,7 @@ func TestGuardIdentity(t *testing.T) {
 // refused as Unauthenticated and counted.
 func TestGuardWithoutTLS(t *testing.T) {
 	log, buf := testLogger()
-	g := NewGuard(Policy{methodCheck: {Client}}, log)
+	g := NewGuard(Policy{methodCheck: {Client}}, nil, log)
 	addr := startGRPC(t, grpc.UnaryInterceptor(g.UnaryInterceptor()))
 	err := callCheck(dialHealth(t, addr, grpc.WithTransportCredentials(insecure.NewCredentials())))
 	wantStatus(t, err, codes.Unauthenticated, "did not connect over TLS")
@@ -222,7 +222,7 @@ func peerWithCert(cert *x509.Certificate) context.Context {
 // TestGuardConcurrent exercises the counters from many goroutines (run with
 // -race).
 func TestGuardConcurrent(t *testing.T) {
-	g := NewGuard(Policy{methodCheck: {Coordinator}, "/bad": {Role("nonsense")}}, nil)
+	g := NewGuard(Policy{methodCheck: {Coordinator}, "/bad": {Role("nonsense")}}, nil, nil)
 	ctx := peerWithCert(&x509.Certificate{URIs: []*url.URL{Worker.uri()}})
 	okCtx := peerWithCert(&x509.Certificate{URIs: []*url.URL{Coordinator.uri()}})
 	var wg sync.WaitGroup

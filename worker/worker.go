@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
@@ -53,6 +54,13 @@ type Config struct {
 	// coordinator role and ring peers requiring the worker role. nil:
 	// plaintext.
 	Credentials *trust.Credentials
+	// Token, if set without Credentials, is the join token the worker
+	// presents to coordinators (TLS, the coordinators' certificates checked
+	// against the token's CA pins); it serves its ring over TLS with a
+	// self-signed certificate made at start, and the ring authenticates
+	// both ends of each stream by its keys (allreduce.Config.RequireKeys).
+	// Ignored with Credentials.
+	Token *trust.Token
 	// Logger receives the worker's logs (nil: discard).
 	Logger *slog.Logger
 	// OnStep, if set, is called after every completed step (on every rank).
@@ -200,12 +208,22 @@ func newWorker(cfg Config, log *slog.Logger, lock *os.File) (*Worker, error) {
 			lis.Close()
 			return nil, fmt.Errorf("worker: its credentials hold a %s certificate, not a worker one", c.Role())
 		}
-		srvOpts = append(srvOpts, trust.ServerOptions(c, trust.WorkerPolicy(), log)...)
+		srvOpts = append(srvOpts, trust.ServerOptions(c, nil, trust.WorkerPolicy(), log)...)
 		ringDial = []grpc.DialOption{c.DialOption(trust.Worker)}
 		coordDial = []grpc.DialOption{c.DialOption(trust.Coordinator)}
+	} else if tok := cfg.Token; tok != nil {
+		tc, err := trust.SelfSignedServerTLS("gencluster worker")
+		if err != nil {
+			lis.Close()
+			return nil, fmt.Errorf("worker: %w", err)
+		}
+		srvOpts = append(srvOpts, grpc.Creds(credentials.NewTLS(tc)))
+		ringDial = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(trust.UnverifiedClientTLS()))}
+		coordDial = tok.DialOption(trust.Coordinator)
 	}
 	srv := grpc.NewServer(srvOpts...)
-	member, err := allreduce.NewMember(allreduce.Config{Timeout: cfg.RingTimeout, Logger: log, DialOptions: ringDial}, srv)
+	member, err := allreduce.NewMember(allreduce.Config{Timeout: cfg.RingTimeout, Logger: log, DialOptions: ringDial,
+		RequireKeys: cfg.Credentials != nil || cfg.Token != nil}, srv)
 	if err != nil {
 		lis.Close()
 		return nil, err
@@ -542,11 +560,14 @@ func (w *Worker) ringFor(a *pb.Assignment) (*allreduce.Generation, error) {
 	}
 	ring := ringOf(a)
 	if w.secret != "" {
-		// Sign the hello to the successor; the coordinators gave us the
-		// key our predecessor signs with.
-		ring.SendKey = trust.RingKey(trust.SecretHash(w.secret), ring.JobID, ring.Generation)
+		// Sign the hello to the successor and the answer to the
+		// predecessor; the coordinators gave us the keys our predecessor
+		// signs with and our successor answers with.
+		h := trust.SecretHash(w.secret)
+		ring.SendKey = trust.RingKey(h, ring.JobID, ring.Generation)
+		ring.AcceptKey = trust.RingAcceptKey(h, ring.JobID, ring.Generation)
 	}
-	ring.RecvKey = a.GetPrevRingKey()
+	ring.RecvKey, ring.NextAcceptKey = a.GetPrevRingKey(), a.GetNextAcceptKey()
 	g, err := w.member.SetRing(ring)
 	if err != nil {
 		return nil, err

@@ -531,7 +531,12 @@ type Assignment struct {
 	// hello with in this generation (trust.RingKey of the predecessor's
 	// secret hash, job and generation): a stream from anyone else is
 	// refused. Empty if the predecessor has no secret.
-	PrevRingKey   []byte `protobuf:"bytes,10,opt,name=prev_ring_key,json=prevRingKey,proto3" json:"prev_ring_key,omitempty"`
+	PrevRingKey []byte `protobuf:"bytes,10,opt,name=prev_ring_key,json=prevRingKey,proto3" json:"prev_ring_key,omitempty"`
+	// next_accept_key is the key this worker's ring successor answers its
+	// hello with in this generation (trust.RingAcceptKey of the successor's
+	// secret hash, job and generation): the worker sends no gradient to
+	// anyone who cannot answer with it. Empty if the successor has no secret.
+	NextAcceptKey []byte `protobuf:"bytes,11,opt,name=next_accept_key,json=nextAcceptKey,proto3" json:"next_accept_key,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -632,6 +637,13 @@ func (x *Assignment) GetCheckpoint() *CheckpointManifest {
 func (x *Assignment) GetPrevRingKey() []byte {
 	if x != nil {
 		return x.PrevRingKey
+	}
+	return nil
+}
+
+func (x *Assignment) GetNextAcceptKey() []byte {
+	if x != nil {
+		return x.NextAcceptKey
 	}
 	return nil
 }
@@ -2763,7 +2775,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"generation\x18\x01 \x01(\x04R\n" +
 	"generation\x12\x18\n" +
 	"\aremoved\x18\x02 \x01(\bR\aremoved\x12\x18\n" +
-	"\averdict\x18\x03 \x01(\tR\averdict\"\xfc\x02\n" +
+	"\averdict\x18\x03 \x01(\tR\averdict\"\xa4\x03\n" +
 	"\n" +
 	"Assignment\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12(\n" +
@@ -2782,7 +2794,8 @@ const file_gencluster_proto_rawDesc = "" +
 	"checkpoint\x18\t \x01(\v2!.gencluster.v1.CheckpointManifestR\n" +
 	"checkpoint\x12\"\n" +
 	"\rprev_ring_key\x18\n" +
-	" \x01(\fR\vprevRingKey\"=\n" +
+	" \x01(\fR\vprevRingKey\x12&\n" +
+	"\x0fnext_accept_key\x18\v \x01(\fR\rnextAcceptKey\"=\n" +
 	"\n" +
 	"RingMember\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +

@@ -223,7 +223,7 @@ func (a *app) benchAllreduceMemberCommand() *cobra.Command {
 			if creds != nil {
 				dial = []grpc.DialOption{creds.DialOption(trust.Worker)}
 			}
-			srv := grpc.NewServer(append(allreduce.ServerOptions(), trust.ServerOptions(creds, trust.WorkerPolicy(), a.log)...)...)
+			srv := grpc.NewServer(append(allreduce.ServerOptions(), trust.ServerOptions(creds, nil, trust.WorkerPolicy(), a.log)...)...)
 			m, err := allreduce.NewMember(allreduce.Config{Timeout: 60 * time.Second, ChunkBytes: chunkKiB << 10, DialOptions: dial}, srv)
 			if err != nil {
 				return err

@@ -96,10 +96,22 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	if err != nil {
 		return err
 	}
+	tok, err := a.token()
+	if err != nil {
+		return err
+	}
+	if tok != nil && creds == nil {
+		return errors.New("--token-file on a coordinator needs --tls-dir too: token holders check the coordinator's certificate, and coordinators speak to each other by certificate only")
+	}
 	var peerDial []grpc.DialOption
 	if creds != nil {
 		peerDial = []grpc.DialOption{creds.DialOption(trust.Coordinator)}
 		svcCfg.DialOptions, svcCfg.ProbeDialOptions = peerDial, []grpc.DialOption{creds.DialOption(trust.Worker)}
+		if tok != nil {
+			// Workers holding only the token serve a self-signed
+			// certificate: the probe checks that they answer, not who.
+			svcCfg.ProbeDialOptions = []grpc.DialOption{creds.ProbeDialOption()}
+		}
 	}
 	a.warnPlaintext("coordinator", listen)
 	lis, err := net.Listen("tcp", listen)
@@ -109,7 +121,7 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	// Streams per connection are bounded: a forwarding coordinator's
 	// connection carries many workers' calls, so the bound is generous.
 	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20), grpc.MaxConcurrentStreams(1024)},
-		trust.ServerOptions(creds, trust.CoordinatorPolicy(), a.log)...)...)
+		trust.ServerOptions(creds, tok, trust.CoordinatorPolicy(), a.log)...)...)
 	fsm := coordinator.NewFSM(a.log)
 	node, err := coordinator.NewNode(ctx, coordinator.NodeConfig{
 		ID: id, Addr: advertise, DataDir: dataDir, Peers: peers, Join: join != "", FSM: fsm, Logger: a.log, DialOptions: peerDial,

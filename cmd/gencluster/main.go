@@ -25,6 +25,7 @@ type app struct {
 	log            *slog.Logger
 	logLevel       string
 	tlsDir         string // --tls-dir: one role's folder (gencluster certs init)
+	tokenFile      string // --token-file: the join token (gencluster certs init)
 }
 
 func main() {
@@ -68,6 +69,8 @@ process (train) or, in later releases, across a raft-coordinated cluster.`,
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&a.tlsDir, "tls-dir", "",
 		"a role's credentials folder (ca.crt, tls.crt, tls.key; from gencluster certs init): every gRPC connection is then mutual TLS with roles checked")
+	root.PersistentFlags().StringVar(&a.tokenFile, "token-file", "",
+		"the join token (DIR/token from gencluster certs init): workers and clients use it instead of a certificate, over TLS; coordinators given it with --tls-dir also admit its holders")
 	root.AddCommand(a.trainCommand(), a.evalCommand(), a.sampleCommand(), a.exportCommand(), a.benchCommand(),
 		a.coordinatorCommand(), a.submitCommand(), a.statusCommand(), a.cancelCommand(), a.workerCommand(), a.localCommand(),
 		a.checkpointCommand(), a.versionCommand(), a.probeCommand(), a.certsCommand())

@@ -50,11 +50,18 @@ FROM scratch, e.g. compose: test: [CMD, gencluster, probe, --http, 127.0.0.1:808
 				if c, err = a.credentials(""); err != nil {
 					return err
 				}
-				dial := grpc.WithTransportCredentials(insecure.NewCredentials())
-				if c != nil {
-					dial = c.DialOption(trust.Coordinator, trust.Worker)
+				var t *trust.Token
+				if t, err = a.token(); err != nil {
+					return err
 				}
-				err = probeGRPC(ctx, grpcAddr, dial)
+				dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+				switch {
+				case c != nil:
+					dial = []grpc.DialOption{c.DialOption(trust.Coordinator, trust.Worker)}
+				case t != nil:
+					dial = t.DialOption(trust.Coordinator)
+				}
+				err = probeGRPC(ctx, grpcAddr, dial...)
 			}
 			if err != nil {
 				return err
@@ -92,8 +99,8 @@ func probeHTTP(ctx context.Context, url string) error {
 }
 
 // probeGRPC asks the gRPC health service at addr for the server's status.
-func probeGRPC(ctx context.Context, addr string, dial grpc.DialOption) error {
-	conn, err := grpc.NewClient(addr, dial)
+func probeGRPC(ctx context.Context, addr string, dial ...grpc.DialOption) error {
+	conn, err := grpc.NewClient(addr, dial...)
 	if err != nil {
 		return fmt.Errorf("probe %s: %w", addr, err)
 	}

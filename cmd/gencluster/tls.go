@@ -29,14 +29,35 @@ func (a *app) credentials(want trust.Role) (*trust.Credentials, error) {
 	return c, nil
 }
 
+// token loads --token-file (nil without it).
+func (a *app) token() (*trust.Token, error) {
+	if a.tokenFile == "" {
+		return nil, nil
+	}
+	t, err := trust.LoadToken(a.tokenFile, a.log)
+	if err != nil {
+		return nil, fmt.Errorf("--token-file: %w", err)
+	}
+	return t, nil
+}
+
 // coordinatorDial is how this command dials coordinators: mutual TLS
-// requiring the coordinator role with --tls-dir, else plaintext (nil).
+// requiring the coordinator role with --tls-dir; else TLS checked against
+// the token's CA pins, with the token on every call, with --token-file;
+// else plaintext (nil).
 func (a *app) coordinatorDial() ([]grpc.DialOption, error) {
 	c, err := a.credentials("")
-	if err != nil || c == nil {
+	if err != nil {
 		return nil, err
 	}
-	return []grpc.DialOption{c.DialOption(trust.Coordinator)}, nil
+	if c != nil {
+		return []grpc.DialOption{c.DialOption(trust.Coordinator)}, nil
+	}
+	t, err := a.token()
+	if err != nil || t == nil {
+		return nil, err
+	}
+	return t.DialOption(trust.Coordinator), nil
 }
 
 // newClient is a coordinator client of addrs dialled as coordinatorDial says.
@@ -56,10 +77,10 @@ func (a *app) tlsHint(err error) error {
 	switch {
 	case err == nil:
 		return nil
-	case a.tlsDir == "" && strings.Contains(err.Error(), "server preface"):
-		return fmt.Errorf("%w (the coordinators may require TLS: give --tls-dir with a client certificate)", err)
-	case a.tlsDir != "" && strings.Contains(err.Error(), "does not look like a TLS handshake"):
-		return fmt.Errorf("%w (the coordinators serve without TLS: drop --tls-dir)", err)
+	case a.tlsDir == "" && a.tokenFile == "" && strings.Contains(err.Error(), "server preface"):
+		return fmt.Errorf("%w (the coordinators may require TLS: give --tls-dir with a client certificate, or --token-file)", err)
+	case (a.tlsDir != "" || a.tokenFile != "") && strings.Contains(err.Error(), "does not look like a TLS handshake"):
+		return fmt.Errorf("%w (the coordinators serve without TLS: drop --tls-dir and --token-file)", err)
 	}
 	return err
 }
@@ -67,7 +88,7 @@ func (a *app) tlsHint(err error) error {
 // warnPlaintext says, at start, that a server reachable from other hosts
 // runs without TLS: anyone who reaches it may join, submit or report.
 func (a *app) warnPlaintext(what, listen string) {
-	if a.tlsDir != "" {
+	if a.tlsDir != "" || a.tokenFile != "" {
 		return
 	}
 	host, _, err := net.SplitHostPort(listen)
@@ -77,6 +98,6 @@ func (a *app) warnPlaintext(what, listen string) {
 	if ip := net.ParseIP(host); host == "localhost" || ip != nil && ip.IsLoopback() {
 		return
 	}
-	a.log.Warn("serving without TLS on an address other hosts can reach: anyone who reaches it can act as any worker or client; give --tls-dir (see gencluster certs init)",
+	a.log.Warn("serving without TLS on an address other hosts can reach: anyone who reaches it can act as any worker or client; give --tls-dir or --token-file (see gencluster certs init)",
 		"server", what, "listen", listen)
 }

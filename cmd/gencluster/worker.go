@@ -32,10 +32,14 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 			if err != nil {
 				return err
 			}
+			tok, err := a.token()
+			if err != nil {
+				return err
+			}
 			a.warnPlaintext("worker", listen)
 			w, err := worker.New(worker.Config{
 				Coordinators: splitAddrs(join), Listen: listen, Advertise: advertise, DataDir: dataDir, Threads: threads, Logger: a.log,
-				Credentials: creds,
+				Credentials: creds, Token: tok,
 				OnStep: func(s worker.StepInfo) {
 					// One line per applied step at debug level: the fault tests
 					// check from it that no step is skipped or applied twice.

@@ -19,6 +19,8 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/coordinator"
 	"github.com/gencluster/gencluster/training"
+	"github.com/gencluster/gencluster/trust"
+	"google.golang.org/grpc"
 )
 
 // binary is the gencluster binary the process tests run, built once.
@@ -123,6 +125,51 @@ type testCluster struct {
 	workers []*proc
 	n       int
 	anyPort bool // workers listen on 127.0.0.1:0: a restart comes back on a new port
+	sec     security
+}
+
+// security is how a test cluster's processes authenticate: the global
+// flags of each kind of process and the client's dial options. The zero
+// value is plaintext.
+type security struct {
+	name                  string
+	coord, worker, client []string // global flags
+	dial                  []grpc.DialOption
+	certs                 string // the certs init directory ("" for plaintext)
+}
+
+// certSecurity: mutual TLS with a certificate per role.
+func certSecurity(t *testing.T) security {
+	dir := certsInit(t)
+	role := func(r trust.Role) []string { return []string{"--tls-dir", filepath.Join(dir, string(r))} }
+	c, err := trust.Load(filepath.Join(dir, string(trust.Client)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return security{name: "certificates", coord: role(trust.Coordinator), worker: role(trust.Worker), client: role(trust.Client),
+		dial: []grpc.DialOption{c.DialOption(trust.Coordinator)}, certs: dir}
+}
+
+// tokenSecurity: coordinators with certificates admitting the join token;
+// workers and clients with the token alone.
+func tokenSecurity(t *testing.T) security {
+	dir := certsInit(t)
+	token := filepath.Join(dir, trust.TokenFile)
+	tok, err := trust.LoadToken(token, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return security{name: "token", coord: []string{"--tls-dir", filepath.Join(dir, string(trust.Coordinator)), "--token-file", token},
+		worker: []string{"--token-file", token}, client: []string{"--token-file", token},
+		dial: tok.DialOption(trust.Coordinator), certs: dir}
+}
+
+func certsInit(t *testing.T) string {
+	dir := filepath.Join(t.TempDir(), "certs")
+	if out, errs, code := gencluster(t, "certs", "init", "--dir", dir, "--coordinator-hosts", "localhost"); code != 0 {
+		t.Fatalf("certs init: exit %d, %s%s", code, out, errs)
+	}
+	return dir
 }
 
 func newTestCluster(t *testing.T, coordinators, workers int) *testCluster {
@@ -132,7 +179,13 @@ func newTestCluster(t *testing.T, coordinators, workers int) *testCluster {
 // newTestClusterWith is newTestCluster with extra flags for every
 // coordinator.
 func newTestClusterWith(t *testing.T, coordinators, workers int, extra ...string) *testCluster {
-	c := &testCluster{t: t, dir: t.TempDir()}
+	return newSecureTestCluster(t, security{}, coordinators, workers, extra...)
+}
+
+// newSecureTestCluster is newTestClusterWith with every process
+// authenticating as sec says.
+func newSecureTestCluster(t *testing.T, sec security, coordinators, workers int, extra ...string) *testCluster {
+	c := &testCluster{t: t, dir: t.TempDir(), sec: sec}
 	var peers []string
 	for i := range coordinators {
 		a := freeAddr(t)
@@ -140,8 +193,9 @@ func newTestClusterWith(t *testing.T, coordinators, workers int, extra ...string
 		peers = append(peers, fmt.Sprintf("c%d=%s", i, a))
 	}
 	for i, a := range c.coords {
-		args := append([]string{"coordinator", "--id", fmt.Sprintf("c%d", i),
-			"--listen", a, "--peers", strings.Join(peers, ","), "--data-dir", filepath.Join(c.dir, fmt.Sprintf("c%d", i)), "--lease", "3s"}, extra...)
+		args := append(slices.Clone(sec.coord), "coordinator", "--id", fmt.Sprintf("c%d", i),
+			"--listen", a, "--peers", strings.Join(peers, ","), "--data-dir", filepath.Join(c.dir, fmt.Sprintf("c%d", i)), "--lease", "3s")
+		args = append(args, extra...)
 		c.cprocs = append(c.cprocs, startProc(t, fmt.Sprintf("coordinator c%d", i), args...))
 	}
 	for range workers {
@@ -162,14 +216,14 @@ func (c *testCluster) startWorker(dataDir string) *proc {
 	if c.anyPort {
 		listen = "127.0.0.1:0"
 	}
-	p := startProc(c.t, "worker "+filepath.Base(dataDir), "worker", "--join", strings.Join(c.coords, ","), "--listen", listen,
-		"--data-dir", dataDir, "--threads", "1")
+	p := startProc(c.t, "worker "+filepath.Base(dataDir), append(slices.Clone(c.sec.worker), "worker", "--join", strings.Join(c.coords, ","), "--listen", listen,
+		"--data-dir", dataDir, "--threads", "1")...)
 	c.workers = append(c.workers, p)
 	return p
 }
 
 func (c *testCluster) client() *coordinator.Client {
-	cl, err := coordinator.NewClient(c.coords)
+	cl, err := coordinator.NewClient(c.coords, c.sec.dial...)
 	if err != nil {
 		c.t.Fatal(err)
 	}
@@ -233,16 +287,22 @@ func pollStatus(t *testing.T, cl *coordinator.Client, timeout time.Duration, wha
 // is past step `at`, and checks that the job finishes at its step count
 // with every surviving worker's replica identical.
 func runClusterScenario(t *testing.T, coordinators, workers int, disturb func(c *testCluster) (gone []*proc)) {
+	runSecureClusterScenario(t, security{}, coordinators, workers, disturb)
+}
+
+// runSecureClusterScenario is runClusterScenario with every process
+// authenticating as sec says. It returns the cluster, still running.
+func runSecureClusterScenario(t *testing.T, sec security, coordinators, workers int, disturb func(c *testCluster) (gone []*proc)) *testCluster {
 	if testing.Short() {
 		t.Skip("process cluster test")
 	}
-	c := newTestCluster(t, coordinators, workers)
+	c := newSecureTestCluster(t, sec, coordinators, workers)
 	cl := c.client()
 	const steps, at = 1500, 200
 	// Wait for every worker before submitting, so the job starts with all.
 	c.waitWorkers(cl, workers)
-	out, errs, code := gencluster(t, "submit", "--coordinator", strings.Join(c.coords, ","), "--model", "vae", "--batch", "24",
-		"--steps", strconv.Itoa(steps), "--seed", "9", "--checkpoint-every", "500")
+	out, errs, code := gencluster(t, append(slices.Clone(sec.client), "submit", "--coordinator", strings.Join(c.coords, ","), "--model", "vae", "--batch", "24",
+		"--steps", strconv.Itoa(steps), "--seed", "9", "--checkpoint-every", "500")...)
 	if code != 0 {
 		t.Fatalf("submit: %s", errs)
 	}
@@ -266,6 +326,7 @@ func runClusterScenario(t *testing.T, coordinators, workers int, disturb func(c 
 		t.Errorf("replicas differ at the end: %v", sums)
 	}
 	t.Logf("job %s done at step %d; replicas identical: %v", job, steps, sums)
+	return c
 }
 
 func TestClusterKillWorker(t *testing.T) {
@@ -292,21 +353,25 @@ func TestClusterJoinWorker(t *testing.T) {
 }
 
 func TestClusterKillLeader(t *testing.T) {
-	runClusterScenario(t, 3, 2, func(c *testCluster) []*proc {
-		cl := c.client()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		st, err := cl.Status(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		i := slices.Index(c.coords, st.GetLeader())
-		if i < 0 {
-			t.Fatalf("leader %q not among %v", st.GetLeader(), c.coords)
-		}
-		c.cprocs[i].kill()
-		return nil
-	})
+	runClusterScenario(t, 3, 2, killLeader)
+}
+
+// killLeader kills the leading coordinator.
+func killLeader(c *testCluster) []*proc {
+	t := c.t
+	cl := c.client()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := cl.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := slices.Index(c.coords, st.GetLeader())
+	if i < 0 {
+		t.Fatalf("leader %q not among %v", st.GetLeader(), c.coords)
+	}
+	c.cprocs[i].kill()
+	return nil
 }
 
 // TestLocal: the embedded cluster trains to the end and leaves what train

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -137,5 +138,90 @@ func TestTLSCluster(t *testing.T) {
 	}
 	if len(st.GetCoordinators()) != 1 || len(st.GetWorkers()) != 2 || len(st.GetJobs()) != 1 {
 		t.Errorf("after the refused calls: %d coordinators, %d workers, %d jobs; want 1, 2, 1", len(st.GetCoordinators()), len(st.GetWorkers()), len(st.GetJobs()))
+	}
+}
+
+// The fault tests run with TLS on: the leader killed mid-job in a cluster
+// whose every process holds a certificate.
+func TestClusterKillLeaderTLS(t *testing.T) {
+	runSecureClusterScenario(t, certSecurity(t), 3, 2, killLeader)
+}
+
+// A worker killed mid-job in a cluster whose workers and clients hold only
+// the join token; then each call without the right token fails with a
+// precise status and changes nothing.
+func TestClusterKillWorkerToken(t *testing.T) {
+	sec := tokenSecurity(t)
+	c := runSecureClusterScenario(t, sec, 1, 3, func(c *testCluster) []*proc {
+		c.workers[1].kill()
+		return []*proc{c.workers[1]}
+	})
+	coord := c.coords[0]
+	cl := c.client()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	before, err := cl.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A wrong token, pinned to the right CA: the coordinator is trusted,
+	// the token refused, and the refusal logged with the caller's address.
+	good, err := os.ReadFile(filepath.Join(sec.certs, trust.TokenFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := strings.SplitN(strings.TrimSpace(string(good)), ":", 3)
+	wrong := filepath.Join(t.TempDir(), "wrong-token")
+	if err := os.WriteFile(wrong, []byte(parts[0]+":"+parts[1]+":"+strings.Repeat("f", 64)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, errs, code := gencluster(t, "--token-file", wrong, "status", "--coordinator", coord, "--timeout", "2s")
+	if code == 0 || !strings.Contains(errs, "Unauthenticated") || !strings.Contains(errs, "not this cluster's") {
+		t.Errorf("status with a wrong token: exit %d, %s", code, errs)
+	}
+	if log := c.cprocs[0].log.String(); !strings.Contains(log, "call refused") || !strings.Contains(log, "peer=127.0.0.1:") {
+		t.Errorf("the coordinator did not log the refused token with the caller's address:\n%s", tail(log, 2000))
+	}
+	// A token of another cluster: its pin does not match this CA, so the
+	// coordinator is not trusted (and never sees the secret).
+	other := certsInit(t)
+	_, errs, code = gencluster(t, "--token-file", filepath.Join(other, trust.TokenFile), "status", "--coordinator", coord, "--timeout", "2s")
+	if code == 0 || !strings.Contains(errs, "not signed by a CA the token names") {
+		t.Errorf("status with another cluster's token: exit %d, %s", code, errs)
+	}
+	// No token at all.
+	_, errs, code = gencluster(t, "status", "--coordinator", coord, "--timeout", "2s")
+	if code == 0 || !strings.Contains(errs, "--token-file") {
+		t.Errorf("status without a token: exit %d, %s", code, errs)
+	}
+	// A token holder is a worker and a client, never a coordinator.
+	conn, err := grpc.NewClient(coord, sec.dial...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_, err = pb.NewRaftTransportClient(conn).AppendEntries(ctx, &pb.RaftAppendEntriesRequest{})
+	if status.Code(err) != codes.PermissionDenied || !strings.Contains(err.Error(), "token holder") {
+		t.Errorf("a token holder speaking raft: %v, want PermissionDenied", err)
+	}
+	_, err = pb.NewCoordinatorClient(conn).AddCoordinator(ctx, &pb.AddCoordinatorRequest{Id: "evil", Addr: "127.0.0.1:1"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Errorf("a token holder adding a coordinator: %v, want PermissionDenied", err)
+	}
+	// A coordinator cannot run on the token alone.
+	_, errs, code = gencluster(t, "--token-file", filepath.Join(sec.certs, trust.TokenFile), "coordinator", "--id", "cx",
+		"--listen", freeAddr(t), "--peers", "cx=127.0.0.1:1", "--data-dir", filepath.Join(t.TempDir(), "cx"))
+	if code == 0 || !strings.Contains(errs, "needs --tls-dir") {
+		t.Errorf("coordinator with a token only: exit %d, %s", code, errs)
+	}
+
+	after, err := cl.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after.GetCoordinators()) != len(before.GetCoordinators()) || len(after.GetJobs()) != len(before.GetJobs()) || after.GetGeneration() != before.GetGeneration() {
+		t.Errorf("the refused calls changed the cluster: %d coordinators, %d jobs, generation %d; before %d, %d, %d",
+			len(after.GetCoordinators()), len(after.GetJobs()), after.GetGeneration(), len(before.GetCoordinators()), len(before.GetJobs()), before.GetGeneration())
 	}
 }

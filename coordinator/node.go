@@ -23,6 +23,9 @@ import (
 	"go.etcd.io/bbolt"
 	bolterrors "go.etcd.io/bbolt/errors"
 	"google.golang.org/grpc"
+
+	"github.com/gencluster/gencluster/raftlog"
+	"github.com/gencluster/gencluster/rafttransport"
 )
 
 // Defaults of NodeConfig, suited to coordinators on one LAN.
@@ -161,11 +164,16 @@ type NodeConfig struct {
 	SnapshotThreshold  uint64
 	SnapshotInterval   time.Duration
 	TrailingLogs       uint64
-	// RPCTimeout bounds one raft RPC to a peer; DefaultRaftRPCTimeout if 0.
+	// RPCTimeout bounds one raft RPC to a peer; rafttransport.DefaultTimeout
+	// if 0.
 	RPCTimeout time.Duration
 	// DialOptions for raft connections to peers (credentials); insecure
 	// if empty.
 	DialOptions []grpc.DialOption
+	// RaftFaults, for tests only, makes the raft transport's network
+	// misbehave (partitions, lost replies; rafttransport.FaultSet is one
+	// that a test changes as it runs). Nil in production.
+	RaftFaults rafttransport.Faults
 }
 
 func (c *NodeConfig) setDefaults() {
@@ -203,7 +211,7 @@ type Node struct {
 	logger *slog.Logger
 
 	raft  *raft.Raft
-	trans *Transport
+	trans *rafttransport.Transport
 	store *raftboltdb.BoltStore
 
 	notifyCh   chan bool
@@ -259,7 +267,7 @@ func NewNode(ctx context.Context, cfg NodeConfig, srv *grpc.Server) (*Node, erro
 			store.Close()
 		}
 	}()
-	hlog := newHCLogAdapter(logger, "raft")
+	hlog := raftlog.New(logger, "raft")
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, snapshotsRetained, hlog.Named("snapshot"))
 	if err != nil {
 		return nil, fmt.Errorf("data dir %s: snapshot store: %w", cfg.DataDir, err)
@@ -339,17 +347,18 @@ func NewNode(ctx context.Context, cfg NodeConfig, srv *grpc.Server) (*Node, erro
 		return nil, fmt.Errorf("raft log cache: %w", err)
 	}
 
-	trans, err := NewTransport(TransportConfig{
+	trans, err := rafttransport.New(rafttransport.Config{
 		Addr:        cfg.Addr,
 		Timeout:     cfg.RPCTimeout,
 		DialOptions: cfg.DialOptions,
 		Logger:      logger,
+		Faults:      cfg.RaftFaults,
 	}, srv)
 	if err != nil {
 		return nil, err
 	}
 	n.trans = trans
-	trans.setCluster(clusterID, func(id string) error {
+	trans.SetCluster(clusterID, func(id string) error {
 		if err := store.Set(clusterIDKey, []byte(id)); err != nil {
 			return err
 		}
@@ -362,14 +371,13 @@ func NewNode(ctx context.Context, cfg NodeConfig, srv *grpc.Server) (*Node, erro
 		return nil, fmt.Errorf("start raft in %s: %w", cfg.DataDir, err)
 	}
 	n.raft = r
-	fix := func(req *raft.AppendEntriesRequest) {
+	trans.SetAppendEntriesRewrite(func(req *raft.AppendEntriesRequest) {
 		if prevCoveredBySnapshot(req, r.LastIndex(), logs, snaps) {
 			logger.Info("previous log entry is covered by the local snapshot: skipping raft's check of it",
 				"prev_index", req.PrevLogEntry, "prev_term", req.PrevLogTerm)
 			req.PrevLogEntry, req.PrevLogTerm = 0, 0
 		}
-	}
-	trans.fixAppend.Store(&fix)
+	})
 	n.observer = raft.NewObserver(n.obsCh, false, func(o *raft.Observation) bool {
 		switch o.Data.(type) {
 		case raft.LeaderObservation, raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation:
@@ -767,7 +775,7 @@ func (n *Node) Unreachable(ctx context.Context) string {
 	var parts []string
 	for _, addr := range slices.Sorted(maps.Keys(failing)) {
 		f := failing[addr]
-		parts = append(parts, fmt.Sprintf("%s for %s: %v", addr, time.Since(f.since).Round(time.Second), explainDial(ctx, string(addr), f.err)))
+		parts = append(parts, fmt.Sprintf("%s for %s: %v", addr, time.Since(f.Since).Round(time.Second), explainDial(ctx, string(addr), f.Err)))
 	}
 	return strings.Join(parts, "; ")
 }

@@ -23,10 +23,13 @@ import (
 	"github.com/hashicorp/raft"
 	"go.etcd.io/bbolt"
 	"google.golang.org/grpc"
+
+	"github.com/gencluster/gencluster/raftlog"
+	"github.com/gencluster/gencluster/rafttransport"
 )
 
 // ---------------------------------------------------------------------------
-// Test helpers shared by node_test.go and transport_test.go.
+// Test helpers shared by this package's tests.
 
 // eventually polls cond every 10ms until it returns nil, failing the test
 // with cond's last error after timeout. The one poll helper of this package's
@@ -197,6 +200,9 @@ type testNode struct {
 	node          *Node
 	srv           *grpc.Server
 	served        chan struct{}
+	// faults, if not nil, is the node's rafttransport.Faults
+	// (NodeConfig.RaftFaults), the same one across restarts.
+	faults *rafttransport.FaultSet
 }
 
 type testCluster struct {
@@ -221,7 +227,7 @@ func newCluster(t *testing.T, n int, tune func(*NodeConfig)) *testCluster {
 	for i := range n {
 		l := listenLoopback(t)
 		lis = append(lis, l)
-		tn := &testNode{id: fmt.Sprintf("c%d", i+1), addr: l.Addr().String(), dir: t.TempDir()}
+		tn := &testNode{id: fmt.Sprintf("c%d", i+1), addr: l.Addr().String(), dir: t.TempDir(), faults: new(rafttransport.FaultSet)}
 		c.nodes = append(c.nodes, tn)
 		c.peers = append(c.peers, Peer{ID: tn.id, Addr: tn.addr})
 	}
@@ -243,6 +249,9 @@ func (c *testCluster) config(tn *testNode, peers []Peer, join bool) NodeConfig {
 		ID: tn.id, Addr: tn.addr, DataDir: tn.dir, Peers: peers, Join: join,
 		FSM: tn.fsm, Logger: testLogger(c.t, "node", tn.id),
 	}
+	if tn.faults != nil {
+		cfg.RaftFaults = tn.faults
+	}
 	fastConfig(&cfg)
 	if c.tune != nil {
 		c.tune(&cfg)
@@ -253,11 +262,6 @@ func (c *testCluster) config(tn *testNode, peers []Peer, join bool) NodeConfig {
 // start starts tn (again) with a fresh FSM on lis, or on a new listener at
 // tn.addr if lis is nil.
 func (c *testCluster) start(tn *testNode, lis net.Listener, peers []Peer, join bool) error {
-	return c.startWith(tn, lis, peers, join, nil)
-}
-
-// startWith is start with a hook run before the node's server serves.
-func (c *testCluster) startWith(tn *testNode, lis net.Listener, peers []Peer, join bool, beforeServe func(*Node)) error {
 	if lis == nil {
 		// The port was this node's; a connection of the stopped server
 		// may hold it for a moment.
@@ -276,9 +280,6 @@ func (c *testCluster) startWith(tn *testNode, lis net.Listener, peers []Peer, jo
 		return err
 	}
 	tn.node = node
-	if beforeServe != nil {
-		beforeServe(node)
-	}
 	tn.served = make(chan struct{})
 	go func(srv *grpc.Server, served chan struct{}) {
 		defer close(served)
@@ -609,12 +610,6 @@ func TestNodeSnapshotInstall(t *testing.T) {
 	}
 }
 
-func (tr *Transport) setCut(f func(raft.ServerAddress) bool) {
-	tr.cutMu.Lock()
-	tr.cut = f
-	tr.cutMu.Unlock()
-}
-
 func TestNodePartitionedLeader(t *testing.T) {
 	defer checkGoroutines(t)()
 	c := newCluster(t, 3, nil)
@@ -627,9 +622,9 @@ func TestNodePartitionedLeader(t *testing.T) {
 	var majority []*testNode
 	for _, tn := range c.nodes {
 		if tn == old {
-			tn.node.trans.setCut(func(raft.ServerAddress) bool { return true })
+			tn.faults.SetCut(func(raft.ServerAddress) bool { return true })
 		} else {
-			tn.node.trans.setCut(func(a raft.ServerAddress) bool { return string(a) == old.addr })
+			tn.faults.SetCut(func(a raft.ServerAddress) bool { return string(a) == old.addr })
 			majority = append(majority, tn)
 		}
 	}
@@ -656,7 +651,7 @@ func TestNodePartitionedLeader(t *testing.T) {
 
 	// Heal: the old leader follows and converges; "lost" is nowhere.
 	for _, tn := range c.nodes {
-		tn.node.trans.setCut(nil)
+		tn.faults.SetCut(nil)
 	}
 	c.leader()
 	writes(c, leader, "c", 2, want)
@@ -948,7 +943,7 @@ func TestNodePrevCoveredBySnapshot(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotsRetained, newHCLogAdapter(testLogger(t), "snapshot"))
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, snapshotsRetained, raftlog.New(testLogger(t), "snapshot"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1054,19 +1049,18 @@ func TestNodeSnapshotThenLostReply(t *testing.T) {
 	}
 	writes(c, leader, "c", 2, want) // entries after the snapshot
 
+	// In place before the node starts: it reads down.fsm, which start
+	// replaces before the node's server serves.
 	lost := make(chan uint64, 1)
-	err := c.startWith(down, nil, nil, false, func(n *Node) {
-		once := sync.Once{}
-		lose := func(req *raft.AppendEntriesRequest) bool {
-			drop := false
-			if len(req.Entries) > 0 && down.fsm.restoreCount() > 0 {
-				once.Do(func() { drop = true; lost <- req.PrevLogEntry })
-			}
-			return drop
+	once := sync.Once{}
+	down.faults.SetLoseReply(func(req *raft.AppendEntriesRequest) bool {
+		drop := false
+		if len(req.Entries) > 0 && down.fsm.restoreCount() > 0 {
+			once.Do(func() { drop = true; lost <- req.PrevLogEntry })
 		}
-		n.trans.loseReply.Store(&lose)
+		return drop
 	})
-	if err != nil {
+	if err := c.start(down, nil, nil, false); err != nil {
 		t.Fatal(err)
 	}
 	select {

@@ -1,4 +1,4 @@
-package coordinator
+package rafttransport
 
 import (
 	"context"
@@ -21,38 +21,45 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 )
 
-// MaxRaftMessageSize bounds one raft message on the wire (an AppendEntries
-// batch or a snapshot chunk). Outgoing calls allow it; the coordinator's
-// grpc.Server must be built with grpc.MaxRecvMsgSize(MaxRaftMessageSize)
-// (gRPC's default is 4 MiB) if log entries can be large, or replication of a
-// batch of them fails with ResourceExhausted.
-const MaxRaftMessageSize = 64 << 20
+// MaxMessageSize bounds one raft message on the wire (an AppendEntries
+// batch or a snapshot chunk). Outgoing calls allow it; the grpc.Server the
+// transport is registered on must be built with
+// grpc.MaxRecvMsgSize(MaxMessageSize) (gRPC's default is 4 MiB) if log
+// entries can be large, or replication of a batch of them fails with
+// ResourceExhausted.
+const MaxMessageSize = 64 << 20
 
 const (
-	// DefaultRaftRPCTimeout bounds one outgoing raft RPC (and each response
-	// of a pipeline); InstallSnapshot gets it per snapshotTimeoutScale bytes.
-	DefaultRaftRPCTimeout = 10 * time.Second
-	snapshotTimeoutScale  = 256 << 10
-	snapshotChunkSize     = 256 << 10
-	pipelineMaxInFlight   = 64
+	// DefaultTimeout bounds one outgoing raft RPC (and each response of a
+	// pipeline); InstallSnapshot gets it per snapshotTimeoutScale bytes.
+	DefaultTimeout       = 10 * time.Second
+	snapshotTimeoutScale = 256 << 10
+	snapshotChunkSize    = 256 << 10
+	pipelineMaxInFlight  = 64
 )
 
-// TransportConfig configures a Transport.
-type TransportConfig struct {
+// Config configures a Transport.
+type Config struct {
 	// Addr is this node's advertised raft address (host:port), the address
-	// its peers dial: the coordinator's gRPC address.
+	// its peers dial: the address of the grpc.Server the transport is
+	// registered on.
 	Addr string
-	// Timeout bounds each outgoing RPC; DefaultRaftRPCTimeout if zero.
+	// Timeout bounds each outgoing RPC; DefaultTimeout if zero.
 	Timeout time.Duration
 	// DialOptions replace the default credentials (insecure) for outgoing
 	// connections; the transport adds its own backoff and size options.
 	DialOptions []grpc.DialOption
-	Logger      *slog.Logger
+	// Logger receives the transport's logs (a peer unreachable, reachable
+	// again; a cluster id adopted); discarded if nil.
+	Logger *slog.Logger
+	// Faults, if not nil, makes the network misbehave: tests use it to
+	// partition nodes and lose replies. Nil in production.
+	Faults Faults
 }
 
 // Transport is a raft.Transport (with raft.WithClose and raft.WithPreVote)
 // over the RaftTransport gRPC service. Incoming RPCs arrive through the
-// grpc.Server it is registered on, which the coordinator shares with its own
+// grpc.Server it is registered on, which its owner shares with its own
 // services; outgoing RPCs use one grpc.ClientConn per peer address, dialed
 // lazily and closed by Close.
 type Transport struct {
@@ -60,6 +67,7 @@ type Transport struct {
 	timeout  time.Duration
 	dialOpts []grpc.DialOption
 	logger   *slog.Logger
+	faults   Faults // nil in production
 
 	consumeCh chan raft.RPC
 
@@ -80,25 +88,15 @@ type Transport struct {
 	// failing holds the peers whose last call failed: why, and since
 	// when (for readiness, and one log line per outage).
 	failingMu sync.Mutex
-	failing   map[raft.ServerAddress]peerFailure
+	failing   map[raft.ServerAddress]PeerFailure
 
 	clusterMu sync.RWMutex
 	clusterID string
 	adopt     func(string) error
 
-	// fixAppend, if set, may adjust an incoming AppendEntries before raft
-	// sees it (the Node's workaround in prevCoveredBySnapshot).
-	fixAppend atomic.Pointer[func(*raft.AppendEntriesRequest)]
-
-	// cut, when it returns true for a peer address, makes this transport
-	// treat that peer as unreachable in both directions. Only tests set it
-	// (through setCut), to partition a cluster.
-	cutMu sync.RWMutex
-	cut   func(raft.ServerAddress) bool
-	// loseReply, when it returns true for an AppendEntries raft has just
-	// handled, throws raft's answer away (the caller sees Unavailable): a
-	// reply lost on the network. Only tests set it.
-	loseReply atomic.Pointer[func(*raft.AppendEntriesRequest) bool]
+	// rewriteAppend, if set, may change an incoming AppendEntries before
+	// raft sees it (SetAppendEntriesRewrite).
+	rewriteAppend atomic.Pointer[func(*raft.AppendEntriesRequest)]
 }
 
 var (
@@ -107,9 +105,9 @@ var (
 	_ raft.WithPreVote = (*Transport)(nil)
 )
 
-// NewTransport builds a transport and registers its RaftTransport service
-// on srv, which must not be serving yet (gRPC's rule for RegisterService).
-func NewTransport(cfg TransportConfig, srv *grpc.Server) (*Transport, error) {
+// New builds a transport and registers its RaftTransport service on srv,
+// which must not be serving yet (gRPC's rule for RegisterService).
+func New(cfg Config, srv *grpc.Server) (*Transport, error) {
 	if cfg.Addr == "" {
 		return nil, errors.New("raft transport: empty advertised address")
 	}
@@ -117,7 +115,7 @@ func NewTransport(cfg TransportConfig, srv *grpc.Server) (*Transport, error) {
 		return nil, errors.New("raft transport: nil grpc.Server")
 	}
 	if cfg.Timeout <= 0 {
-		cfg.Timeout = DefaultRaftRPCTimeout
+		cfg.Timeout = DefaultTimeout
 	}
 	logger := cfg.Logger
 	if logger == nil {
@@ -138,8 +136,8 @@ func NewTransport(cfg TransportConfig, srv *grpc.Server) (*Transport, error) {
 			MinConnectTimeout: 2 * time.Second,
 		}),
 		grpc.WithDefaultCallOptions(
-			grpc.MaxCallRecvMsgSize(MaxRaftMessageSize),
-			grpc.MaxCallSendMsgSize(MaxRaftMessageSize),
+			grpc.MaxCallRecvMsgSize(MaxMessageSize),
+			grpc.MaxCallSendMsgSize(MaxMessageSize),
 		),
 	)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -148,13 +146,14 @@ func NewTransport(cfg TransportConfig, srv *grpc.Server) (*Transport, error) {
 		timeout:    cfg.Timeout,
 		dialOpts:   opts,
 		logger:     logger,
+		faults:     cfg.Faults,
 		consumeCh:  make(chan raft.RPC),
 		ctx:        ctx,
 		cancel:     cancel,
 		shutdownCh: make(chan struct{}),
 		conns:      make(map[raft.ServerAddress]*grpc.ClientConn),
 		pipelines:  make(map[*pipeline]struct{}),
-		failing:    make(map[raft.ServerAddress]peerFailure),
+		failing:    make(map[raft.ServerAddress]PeerFailure),
 	}
 	pb.RegisterRaftTransportServer(srv, &raftService{t: t})
 	return t, nil
@@ -218,10 +217,9 @@ func (t *Transport) Close() error {
 	return errors.Join(errs...)
 }
 
+// isCut reports whether the injected faults make addr unreachable now.
 func (t *Transport) isCut(addr raft.ServerAddress) bool {
-	t.cutMu.RLock()
-	defer t.cutMu.RUnlock()
-	return t.cut != nil && t.cut(addr)
+	return t.faults != nil && t.faults.Cut(addr)
 }
 
 // client returns the cached RaftTransport client for target, dialing it
@@ -266,12 +264,33 @@ func (t *Transport) ClusterID() string {
 	return t.clusterID
 }
 
-// setCluster sets the cluster id and the function that persists one the
-// transport adopts.
-func (t *Transport) setCluster(id string, adopt func(string) error) {
+// SetCluster sets the id of the raft group this transport speaks for (""
+// while it is unknown: a node waiting to be added) and adopt, the function
+// that persists an id the transport adopts. Outgoing requests carry the id
+// in their header. An incoming request that carries another id is refused
+// with FailedPrecondition, except while the id is unknown: then the first
+// AppendEntries or InstallSnapshot that carries one sets it, once adopt (if
+// not nil) has accepted it (an error from adopt refuses the request).
+// Requests that carry no id are accepted.
+func (t *Transport) SetCluster(id string, adopt func(string) error) {
 	t.clusterMu.Lock()
 	t.clusterID, t.adopt = id, adopt
 	t.clusterMu.Unlock()
+}
+
+// SetAppendEntriesRewrite sets fn, which sees every incoming AppendEntries
+// (plain, pipelined or heartbeat) after the cluster id and fault checks and
+// before raft does, and may change it: its owner's workaround for a raft
+// bug, say. fn runs on gRPC handler goroutines, concurrently with itself
+// and with raft. nil removes it. It may be called at any time, also while
+// RPCs arrive, so an fn that needs the raft.Raft can be set after
+// raft.NewRaft, which takes the transport.
+func (t *Transport) SetAppendEntriesRewrite(fn func(*raft.AppendEntriesRequest)) {
+	if fn == nil {
+		t.rewriteAppend.Store(nil)
+		return
+	}
+	t.rewriteAppend.Store(&fn)
 }
 
 // checkCluster refuses a request from another raft group. A node that has
@@ -304,10 +323,13 @@ func (t *Transport) checkCluster(h *pb.RaftHeader, mayAdopt bool) error {
 		h.GetAddr(), theirs, t.addr, t.clusterID)
 }
 
-// peerFailure is why calls to a peer fail, and since when.
-type peerFailure struct {
-	err   error
-	since time.Time
+// PeerFailure is why calls to a peer fail, and since when (Unreachable).
+type PeerFailure struct {
+	// Err is the error of the latest call, which failed.
+	Err error
+	// Since is when the calls started failing: the first failure after a
+	// success, or after the transport started.
+	Since time.Time
 }
 
 // note records the outcome of a call to target: a peer's first failure
@@ -324,25 +346,28 @@ func (t *Transport) note(target raft.ServerAddress, err error) {
 	switch {
 	case err == nil && failing:
 		delete(t.failing, target)
-		t.logger.Info("raft peer reachable again", "peer", target, "after", time.Since(f.since).Round(time.Second))
+		t.logger.Info("raft peer reachable again", "peer", target, "after", time.Since(f.Since).Round(time.Second))
 	case err != nil && !failing:
-		t.failing[target] = peerFailure{err: err, since: time.Now()}
+		t.failing[target] = PeerFailure{Err: err, Since: time.Now()}
 		t.logger.Warn("raft peer unreachable", "peer", target, "err", err)
 	case err != nil:
-		f.err = err
+		f.Err = err
 		t.failing[target] = f
 	}
 }
 
-// Unreachable returns the peers whose last call failed, with why and
-// since when.
-func (t *Transport) Unreachable() map[raft.ServerAddress]peerFailure {
+// Unreachable returns the peers whose latest AppendEntries, RequestVote,
+// RequestPreVote or TimeoutNow call failed (on the network or at the
+// peer), with why and since when: a copy the caller owns. A peer leaves it
+// at its next successful call. Snapshots and pipelines are not tracked,
+// nor are calls that Config.Faults cut off, nor calls after Close.
+func (t *Transport) Unreachable() map[raft.ServerAddress]PeerFailure {
 	t.failingMu.Lock()
 	defer t.failingMu.Unlock()
 	return maps.Clone(t.failing)
 }
 
-// errCutOff is what a test partition looks like to raft.
+// errCutOff is what a peer cut off by Faults looks like to raft.
 var errCutOff = errors.New("cut off from peer (test partition)")
 
 // outErr names the call and peer of a failed outgoing RPC; a transport
@@ -682,7 +707,7 @@ func isHeartbeat(r *raft.AppendEntriesRequest) bool {
 		len(r.Entries) == 0 && r.LeaderCommitIndex == 0
 }
 
-// refuse reports whether a request from addr must be refused (test partition).
+// refuse refuses a request from a sender the injected faults cut off.
 func (t *Transport) refuse(h raft.RPCHeader) error {
 	if t.isCut(raft.ServerAddress(h.Addr)) {
 		return status.Errorf(codes.Unavailable, "raft peer %s: %v", h.Addr, errCutOff)
@@ -701,8 +726,8 @@ func (s *raftService) AppendEntries(ctx context.Context, in *pb.RaftAppendEntrie
 	if err := s.t.refuse(req.RPCHeader); err != nil {
 		return nil, err
 	}
-	if fix := s.t.fixAppend.Load(); fix != nil {
-		(*fix)(req)
+	if rewrite := s.t.rewriteAppend.Load(); rewrite != nil {
+		(*rewrite)(req)
 	}
 	r, err := s.t.dispatch(ctx, req, nil)
 	if err != nil {
@@ -712,7 +737,7 @@ func (s *raftService) AppendEntries(ctx context.Context, in *pb.RaftAppendEntrie
 	if !ok {
 		return nil, status.Errorf(codes.Internal, "raft answered AppendEntries with %T", r)
 	}
-	if lose := s.t.loseReply.Load(); lose != nil && (*lose)(req) {
+	if s.t.faults != nil && s.t.faults.LoseReply(req) {
 		return nil, status.Error(codes.Unavailable, "reply lost (test)")
 	}
 	return appendEntriesResponseToProto(resp), nil

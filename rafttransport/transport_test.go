@@ -1,4 +1,4 @@
-package coordinator
+package rafttransport
 
 import (
 	"bytes"
@@ -126,24 +126,31 @@ type transportPair struct {
 	srvA, srvB *grpc.Server
 }
 
+// newTransportPair starts a pair without injected faults, as in production.
 func newTransportPair(t *testing.T, timeout time.Duration) *transportPair {
 	t.Helper()
+	return newFaultyPair(t, timeout, nil, nil)
+}
+
+// newFaultyPair starts a pair whose transports inject faultsA and faultsB.
+func newFaultyPair(t *testing.T, timeout time.Duration, faultsA, faultsB Faults) *transportPair {
+	t.Helper()
 	p := &transportPair{}
-	start := func() (*Transport, *grpc.Server) {
+	start := func(faults Faults) (*Transport, *grpc.Server) {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)
 		}
 		srv := grpc.NewServer()
-		tr, err := NewTransport(TransportConfig{Addr: l.Addr().String(), Timeout: timeout, Logger: testLogger(t)}, srv)
+		tr, err := New(Config{Addr: l.Addr().String(), Timeout: timeout, Logger: testLogger(t), Faults: faults}, srv)
 		if err != nil {
 			t.Fatal(err)
 		}
 		go srv.Serve(l)
 		return tr, srv
 	}
-	p.a, p.srvA = start()
-	p.b, p.srvB = start()
+	p.a, p.srvA = start(faultsA)
+	p.b, p.srvB = start(faultsB)
 	t.Cleanup(p.close)
 	return p
 }

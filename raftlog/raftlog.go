@@ -157,13 +157,20 @@ func (w *writer) Write(p []byte) (int, error) {
 	for _, line := range bytes.Split(bytes.TrimRight(p, "\n"), []byte("\n")) {
 		msg, level := string(line), w.level
 		if w.infer {
-			for prefix, l := range map[string]hclog.Level{
-				"[TRACE]": hclog.Trace, "[DEBUG]": hclog.Debug, "[INFO]": hclog.Info,
-				"[WARN]": hclog.Warn, "[ERR]": hclog.Error, "[ERROR]": hclog.Error,
-			} {
-				if i := strings.Index(msg, prefix); i >= 0 {
-					msg, level = strings.TrimSpace(msg[i+len(prefix):]), l
-					break
+			// The tag that comes first in the line sets its level (the
+			// tags of hclog's own writer).
+			tags := [...]struct {
+				tag   string
+				level hclog.Level
+			}{
+				{"[TRACE]", hclog.Trace}, {"[DEBUG]", hclog.Debug}, {"[INFO]", hclog.Info},
+				{"[WARN]", hclog.Warn}, {"[ERR]", hclog.Error}, {"[ERROR]", hclog.Error},
+			}
+			first := -1
+			for _, t := range tags {
+				if i := strings.Index(msg, t.tag); i >= 0 && (first < 0 || i < first) {
+					first, level = i, t.level
+					msg = strings.TrimSpace(string(line[i+len(t.tag):]))
 				}
 			}
 		}

@@ -187,7 +187,7 @@ func TestStandardLogger(t *testing.T) {
 		t.Errorf("ForceLevel: %v", rec)
 	}
 	w := h.StandardWriter(&hclog.StandardLoggerOptions{InferLevels: true})
-	if n, err := w.Write([]byte("2026/01/02 [ERR] raft: broken\n[DEBUG] detail\nno tag\n")); err != nil || n == 0 {
+	if n, err := w.Write([]byte("2026/01/02 [ERR] raft: broken\n[DEBUG] detail [WARN] quoted\nno tag\n")); err != nil || n == 0 {
 		t.Fatalf("Write: %d %v", n, err)
 	}
 	recs := records()
@@ -195,7 +195,7 @@ func TestStandardLogger(t *testing.T) {
 		t.Fatalf("%d records from 3 lines: %v", len(recs), recs)
 	}
 	for i, want := range []struct{ level, msg string }{
-		{"ERROR", "raft: broken"}, {"DEBUG", "detail"}, {"INFO", "no tag"},
+		{"ERROR", "raft: broken"}, {"DEBUG", "detail [WARN] quoted"}, {"INFO", "no tag"},
 	} {
 		if recs[i]["level"] != want.level || recs[i]["msg"] != want.msg || recs[i]["subsystem"] != "raft" {
 			t.Errorf("line %d: %v, want %s %q", i, recs[i], want.level, want.msg)

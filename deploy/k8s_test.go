@@ -940,6 +940,73 @@ func checkSecurity(m *manifests) report {
 	return r
 }
 
+// roleOf is the certificate role a gencluster subcommand runs as.
+func roleOf(sub string) string {
+	switch sub {
+	case "coordinator", "worker":
+		return sub
+	}
+	return "client"
+}
+
+// checkTLS: every gencluster container runs with --tls-dir; that folder is
+// a read-only mount of a Secret named for the container's role; the pod
+// can read the secret's files (fsGroup where the mode keeps others out);
+// and no probe is a kubelet gRPC probe, which speaks plaintext to a port
+// that requires mutual TLS.
+func checkTLS(m *manifests) report {
+	var r report
+	for _, w := range m.workloads {
+		vols := map[string]corev1.Volume{}
+		for _, v := range w.template.Spec.Volumes {
+			vols[v.Name] = v
+		}
+		for _, c := range w.containers {
+			for kind, p := range map[string]*corev1.Probe{"startupProbe": c.StartupProbe, "readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+				if p != nil && p.GRPC != nil {
+					r.add(c.where, "%s is a gRPC probe: the kubelet's speaks plaintext, and the gRPC port is mutual TLS (probe --http /livez or /readyz)", kind)
+				}
+			}
+			dir, ok := c.cmd.flags["tls-dir"]
+			if !ok || dir == "" {
+				r.add(c.where, "gencluster %s runs without --tls-dir: its connections would be plaintext", c.cmd.sub)
+				continue
+			}
+			vm := mountFor(c, dir)
+			if vm == nil {
+				r.add(c.where, "--tls-dir %s is on no volume", dir)
+				continue
+			}
+			if !vm.ReadOnly {
+				r.add(c.where, "--tls-dir %s: mount %q is not readOnly", dir, vm.Name)
+			}
+			v, ok := vols[vm.Name]
+			if !ok || v.Secret == nil {
+				r.add(c.where, "--tls-dir %s: volume %q is not a Secret", dir, vm.Name)
+				continue
+			}
+			role := roleOf(c.cmd.sub)
+			if !strings.Contains(v.Secret.SecretName, "-"+role+"-") {
+				r.add(c.where, "--tls-dir %s: secret %q is not the %s role's (want gencluster-%s-tls)", dir, v.Secret.SecretName, role, role)
+			}
+			mode := int32(0o644) // the kubelet's default
+			if v.Secret.DefaultMode != nil {
+				mode = *v.Secret.DefaultMode
+			}
+			ps := w.template.Spec.SecurityContext
+			switch {
+			case mode&0o004 != 0:
+				r.add(c.where, "--tls-dir %s: secret %q is world-readable (defaultMode %#o): the key should not be", dir, v.Secret.SecretName, mode)
+			case mode&0o040 == 0:
+				r.add(c.where, "--tls-dir %s: secret %q is not group-readable (defaultMode %#o): user %d cannot read it", dir, v.Secret.SecretName, mode, imageUID)
+			case ps == nil || ps.FSGroup == nil || *ps.FSGroup != imageUID:
+				r.add(c.where, "--tls-dir %s: secret %q files belong to root's group without fsGroup %d: user %d cannot read them", dir, v.Secret.SecretName, imageUID, imageUID)
+			}
+		}
+	}
+	return r
+}
+
 // checkRuntime: containers request CPU and memory; coordinators and
 // workers get the grace to leave cleanly; Jobs bound their retries and do
 // not wait for more workers than run.
@@ -995,6 +1062,7 @@ func k8sChecks() []struct {
 		{"volumes", checkVolumes},
 		{"addresses", checkAddresses},
 		{"security", checkSecurity},
+		{"tls", checkTLS},
 		{"runtime", checkRuntime},
 	}
 }
@@ -1086,6 +1154,23 @@ func TestK8sChecksCatchBreakage(t *testing.T) {
 		check   func(*manifests) report
 		want    string
 	}{
+		{"coordinator without --tls-dir", func(m *manifests) {
+			delete(coordinator(m).cmd.flags, "tls-dir")
+		}, checkTLS, "runs without --tls-dir"},
+		{"worker given the coordinator's secret", func(m *manifests) {
+			w := m.workload("gencluster-worker")
+			for i, v := range w.template.Spec.Volumes {
+				if v.Secret != nil {
+					w.template.Spec.Volumes[i].Secret.SecretName = "gencluster-coordinator-tls"
+				}
+			}
+		}, checkTLS, "is not the worker role's"},
+		{"a gRPC liveness probe on the TLS port", func(m *manifests) {
+			coordinator(m).LivenessProbe = &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: 7000}}}
+		}, checkTLS, "livenessProbe is a gRPC probe"},
+		{"submit without fsGroup", func(m *manifests) {
+			m.workload("gencluster-submit").template.Spec.SecurityContext.FSGroup = nil
+		}, checkTLS, "without fsGroup"},
 		{"peer renamed", func(m *manifests) {
 			c := coordinator(m)
 			c.cmd.flags["peers"] = strings.Replace(c.cmd.flags["peers"], "coordinator-2=", "coordinator-3=", 1)

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"path/filepath"
 	"time"
 
@@ -41,6 +42,7 @@ holders when given --token-file too.`,
 func (a *app) certsInitCommand() *cobra.Command {
 	var dir, hosts string
 	var validity time.Duration
+	var keep bool
 	cmd := &cobra.Command{
 		Use:   "init --dir DIR --coordinator-hosts H[,H...]",
 		Short: "Write a new CA and a certificate for each role",
@@ -55,7 +57,12 @@ it issues certificates (gencluster certs issue).`,
 			if dir == "" {
 				return errors.New("--dir is required")
 			}
-			if err := trust.Init(dir, splitAddrs(hosts), trust.IssueOptions{Validity: validity}); err != nil {
+			err := trust.Init(dir, splitAddrs(hosts), trust.IssueOptions{Validity: validity})
+			if keep && errors.Is(err, fs.ErrExist) {
+				fmt.Fprintf(a.stdout, "%s already holds a CA: kept it as it is\n", dir)
+				return nil
+			}
+			if err != nil {
 				return err
 			}
 			for _, r := range trust.Roles() {
@@ -68,6 +75,7 @@ it issues certificates (gencluster certs issue).`,
 	cmd.Flags().StringVar(&dir, "dir", "", "directory to write the CA and the role folders into (required)")
 	cmd.Flags().StringVar(&hosts, "coordinator-hosts", "", "the coordinators' host names or IPs, comma-separated")
 	cmd.Flags().DurationVar(&validity, "validity", 365*24*time.Hour, "how long the role certificates are valid")
+	cmd.Flags().BoolVar(&keep, "keep-existing", false, "if DIR already holds a CA, leave everything as it is and exit 0 (for an init container that runs at every start)")
 	return cmd
 }
 

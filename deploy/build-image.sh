@@ -12,7 +12,7 @@ trap 'rm -rf "$ctx"' EXIT
 vcs=false # stamp the revision (gencluster version) when git can tell it
 if git rev-parse HEAD >/dev/null 2>&1; then vcs=true; fi
 CGO_ENABLED=0 GOOS=linux go build -buildvcs=$vcs -trimpath -ldflags='-s -w' -o "$ctx/gencluster" ./cmd/gencluster
-mkdir "$ctx/data" "$ctx/tmp"
+mkdir "$ctx/data" "$ctx/tmp" "$ctx/pki"
 cp deploy/Dockerfile "$ctx/Dockerfile"
 if ! docker build -t "$tag" "$ctx" >"$ctx/build.log" 2>&1; then
   cat "$ctx/build.log" >&2

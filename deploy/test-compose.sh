@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the compose cluster (deploy/compose.yaml: 3 coordinators, 3 workers)
-# under faults across its network, for real: it builds the image, brings
+# Runs the compose cluster (deploy/compose.yaml: 3 coordinators, 3 workers,
+# every connection mutual TLS) under faults across its network, for real: it builds the image, brings
 # the cluster up, submits a job and, while it trains, kills a worker, kills
 # the raft leader, cuts the new leader off the network (a partition: the
 # cut-off minority must refuse writes; it rejoins after reconnect),
@@ -21,7 +21,7 @@ if ! docker info >/dev/null 2>&1; then
   echo "test-compose: SKIP: no Docker engine answers (docker info failed)"
   exit 0
 fi
-steps=${1:-4000}
+steps=${1:-6000}
 project=gctest$$
 logs=$(mktemp -d)
 tag=test-compose
@@ -42,15 +42,33 @@ trap cleanup EXIT
 deploy/build-image.sh gencluster:dev
 dc up -d >/dev/null 2>&1
 . deploy/testlib.sh
-gc_at() { local h=$1; shift; dc exec -T "$h" gencluster "$@"; }
+# Commands run in the containers through the docker CLI by container id
+# (docker-compose's own exec starts a Python program each time, seconds
+# on a loaded machine, which the recovery times would include). Ids stay
+# across docker start, restart and network (dis)connect.
+declare -A ids
+for s in c1 c2 c3 w1 w2 w3; do ids[$s]=$(dc ps -q "$s"); done
+gc_at() { local h=$1; shift; docker exec "${ids[$h]}" gencluster --tls-dir /pki/client "$@"; }
 hosts="c1 c2 c3"
 via=$hosts
 coords=c1:7000,c2:7000,c3:7000
-cid() { dc ps -q "$1"; }
+cid() { echo "${ids[$1]}"; }
 
 wait_for 60 "3 workers" "len(s['workers']) == 3"
 job=$(gc submit --coordinator "$coords" --model vae --batch 64 --steps "$steps" --checkpoint-every 500 | tr -d '\r')
 echo "$tag: job $job, $steps steps"
+# Every connection is mutual TLS: without a certificate nothing answers,
+# and a worker's certificate may not submit.
+if docker exec "${ids[c1]}" gencluster status --coordinator c1:7000 --timeout 3s >/dev/null 2>&1; then
+  echo "$tag: FAIL: a status call without a certificate was answered" >&2
+  exit 1
+fi
+if out=$(docker exec "${ids[c1]}" gencluster --tls-dir /pki/worker submit --coordinator c1:7000 --model vae --steps 1 --timeout 5s 2>&1) ||
+  ! grep -q PermissionDenied <<<"$out"; then
+  echo "$tag: FAIL: a worker certificate submitting was not refused with PermissionDenied: $out" >&2
+  exit 1
+fi
+echo "$tag: mutual TLS: no certificate, no answer; a worker certificate may not submit"
 wait_for 120 "the job to pass step 200" "(s['job'] or {}).get('step', 0) >= 200"
 marker
 

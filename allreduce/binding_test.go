@@ -27,27 +27,7 @@ func startTLSNodes(t *testing.T, n int, cfg Config) []*node {
 	t.Helper()
 	cfg.RequireKeys = true
 	cfg.DialOptions = []grpc.DialOption{grpc.WithTransportCredentials(credentials.NewTLS(trust.UnverifiedClientTLS()))}
-	nodes := make([]*node, n)
-	for i := range nodes {
-		srv := grpc.NewServer(append(ServerOptions(), grpc.Creds(credentials.NewTLS(selfSigned(t))))...)
-		m, err := NewMember(cfg, srv)
-		if err != nil {
-			t.Fatal(err)
-		}
-		lis, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		go srv.Serve(lis)
-		nodes[i] = &node{m: m, srv: srv, addr: lis.Addr().String()}
-	}
-	t.Cleanup(func() {
-		for _, nd := range nodes {
-			nd.m.Close()
-			nd.srv.Stop()
-		}
-	})
-	return nodes
+	return startNodes(t, n, cfg, grpc.Creds(credentials.NewTLS(selfSigned(t))))
 }
 
 func selfSigned(t *testing.T) *tls.Config {

@@ -22,7 +22,7 @@ type node struct {
 }
 
 // startNodes starts n members on 127.0.0.1:0 (not yet in a ring).
-func startNodes(t testing.TB, n int, cfg Config) []*node {
+func startNodes(t testing.TB, n int, cfg Config, srvOpts ...grpc.ServerOption) []*node {
 	t.Helper()
 	nodes := make([]*node, n)
 	for i := range nodes {
@@ -30,7 +30,7 @@ func startNodes(t testing.TB, n int, cfg Config) []*node {
 		if err != nil {
 			t.Fatal(err)
 		}
-		srv := grpc.NewServer(ServerOptions()...)
+		srv := grpc.NewServer(append(ServerOptions(), srvOpts...)...)
 		m, err := NewMember(cfg, srv)
 		if err != nil {
 			t.Fatal(err)

@@ -6,7 +6,9 @@
 # its own /etc/hosts naming the others (ip netns exec mounts
 # /etc/netns/NS/hosts), so every peer is named by host name and nothing
 # goes over loopback or the machine's own network. Each process has its
-# own data dir and talks to the others only over its link.
+# own data dir and talks to the others only over its link. Every
+# connection is TLS: coordinators hold certificates, workers and the
+# operator only the join token (gencluster certs init).
 #
 # While a VAE job trains it cuts the raft leader's link (ip link set down
 # on the switch's end; the cut-off minority must refuse writes) and later
@@ -62,6 +64,12 @@ trap cleanup EXIT
 
 CGO_ENABLED=0 go build -o "$work/gencluster" ./cmd/gencluster
 bin=$work/gencluster
+# Credentials: coordinators hold certificates and admit the join token;
+# workers and the operator hold only the token.
+pki=$work/pki
+"$bin" certs init --dir "$pki" --coordinator-hosts c1,c2,c3 >/dev/null
+coordauth=(--tls-dir "$pki/coordinator" --token-file "$pki/token")
+tokenauth=(--token-file "$pki/token")
 
 # The network: a bridge in the switch namespace, a veth pair per host.
 ip netns add "$sw"
@@ -93,16 +101,16 @@ start() { # start HOST ARGS...: runs gencluster on HOST in the background
 }
 peers=c1=c1:7000,c2=c2:7000,c3=c3:7000
 for h in c1 c2 c3; do
-  start "$h" coordinator --id "$h" --listen 0.0.0.0:7000 --advertise "$h:7000" --peers "$peers" \
+  start "$h" "${coordauth[@]}" coordinator --id "$h" --listen 0.0.0.0:7000 --advertise "$h:7000" --peers "$peers" \
     --data-dir "$work/$h" --http 0.0.0.0:8080
 done
 for h in w1 w2 w3; do
-  start "$h" worker --join c1:7000,c2:7000,c3:7000 --listen 0.0.0.0:7100 --advertise "$h:7100" \
+  start "$h" "${tokenauth[@]}" worker --join c1:7000,c2:7000,c3:7000 --listen 0.0.0.0:7100 --advertise "$h:7100" \
     --data-dir "$work/$h" --threads 1 --http 0.0.0.0:8080
 done
 
 . deploy/testlib.sh
-gc_at() { local h=$1; shift; ip netns exec "$run-$h" "$bin" "$@"; }
+gc_at() { local h=$1; shift; ip netns exec "$run-$h" "$bin" "${tokenauth[@]}" "$@"; }
 cut_link() { ip -n "$sw" link set "v-$1" down; }
 mend_link() { ip -n "$sw" link set "v-$1" up; }
 hosts="c1 c2 c3"
@@ -121,6 +129,10 @@ echo "$tag: 3 coordinators and 3 workers ready on their own hosts"
 wait_for 30 "3 workers" "len(s['workers']) == 3 and all(w['addr'].split(':')[0] in ('w1', 'w2', 'w3') for w in s['workers'])"
 job=$(gc submit --coordinator "$coords" --model vae --batch 64 --steps "$steps" --checkpoint-every 500)
 echo "$tag: job $job, $steps steps"
+if ip netns exec "$run-op" "$bin" status --coordinator c1:7000 --timeout 3s >/dev/null 2>&1; then
+  fail "a status call without the token was answered"
+fi
+echo "$tag: TLS with the join token: workers and the operator hold only the token; without it, no answer"
 wait_for 120 "the job to pass step 200" "(s['job'] or {}).get('step', 0) >= 200"
 marker
 

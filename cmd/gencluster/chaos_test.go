@@ -34,6 +34,7 @@ var (
 	chaosFaults = flag.Int("chaos.faults", 3, "faults per round")
 	chaosSteps  = flag.Int64("chaos.steps", 900, "steps of each round's job")
 	chaosReport = flag.String("chaos.report", "", "append one JSON line per round to this file")
+	chaosAuth   = flag.String("chaos.auth", "none", "how the round's processes authenticate: none, certs (mutual TLS) or token (coordinators certificates, workers and clients the join token)")
 )
 
 // Fault kinds.
@@ -168,12 +169,22 @@ type chaosRound struct {
 	job       string
 	steps     int64
 	start     int // workers at the start
+	sec       security
 }
 
 func runChaosRound(t *testing.T, seed uint64, refs *chaosRefs) roundResult {
 	began := time.Now()
 	r := &chaosRound{t: t, rng: rand.New(rand.NewPCG(seed, 0x6368616f73)), dir: t.TempDir(), lives: map[*proc]*life{}, steps: *chaosSteps}
 	r.start = 3 + r.rng.IntN(2)
+	switch *chaosAuth {
+	case "none":
+	case "certs":
+		r.sec = certSecurity(t)
+	case "token":
+		r.sec = tokenSecurity(t)
+	default:
+		t.Fatalf("-chaos.auth %q: want none, certs or token", *chaosAuth)
+	}
 	for i := range 3 {
 		a := freeAddr(t)
 		r.coords = append(r.coords, a)
@@ -191,7 +202,7 @@ func runChaosRound(t *testing.T, seed uint64, refs *chaosRefs) roundResult {
 			w.cur().cmd.Process.Signal(syscall.SIGCONT)
 		}
 	})
-	cl, err := coordinator.NewClient(r.coords)
+	cl, err := coordinator.NewClient(r.coords, r.sec.dial...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -199,8 +210,8 @@ func runChaosRound(t *testing.T, seed uint64, refs *chaosRefs) roundResult {
 	r.waitStatus(cl, time.Minute, "every worker joined", func(st *pb.StatusResponse) (bool, string) {
 		return len(st.GetWorkers()) == r.start, fmt.Sprintf("%d workers", len(st.GetWorkers()))
 	})
-	out, errs, code := gencluster(t, "submit", "--coordinator", strings.Join(r.coords, ","), "--model", "vae", "--batch", strconv.Itoa(chaosBatch),
-		"--steps", strconv.FormatInt(r.steps, 10), "--seed", strconv.Itoa(chaosJobSeed), "--checkpoint-every", strconv.Itoa(chaosCheckpoints), "--min-workers", "1")
+	out, errs, code := gencluster(t, append(slices.Clone(r.sec.client), "submit", "--coordinator", strings.Join(r.coords, ","), "--model", "vae", "--batch", strconv.Itoa(chaosBatch),
+		"--steps", strconv.FormatInt(r.steps, 10), "--seed", strconv.Itoa(chaosJobSeed), "--checkpoint-every", strconv.Itoa(chaosCheckpoints), "--min-workers", "1")...)
 	if code != 0 {
 		t.Fatalf("submit: %s", errs)
 	}
@@ -237,8 +248,8 @@ func runChaosRound(t *testing.T, seed uint64, refs *chaosRefs) roundResult {
 }
 
 func (r *chaosRound) startCoordinator(i int) *proc {
-	p := startProc(r.t, fmt.Sprintf("coordinator c%d", i), "coordinator", "--id", fmt.Sprintf("c%d", i), "--listen", r.coords[i],
-		"--peers", r.peers, "--data-dir", filepath.Join(r.dir, fmt.Sprintf("c%d", i)), "--lease", "2s", "--rejoin-wait", "15s")
+	p := startProc(r.t, fmt.Sprintf("coordinator c%d", i), append(slices.Clone(r.sec.coord), "coordinator", "--id", fmt.Sprintf("c%d", i), "--listen", r.coords[i],
+		"--peers", r.peers, "--data-dir", filepath.Join(r.dir, fmt.Sprintf("c%d", i)), "--lease", "2s", "--rejoin-wait", "15s")...)
 	r.allCoords = append(r.allCoords, p)
 	return p
 }
@@ -253,8 +264,8 @@ func (r *chaosRound) addWorker() *chaosProc {
 // startWorker starts a process on w's data dir on a fresh port, as SPEC §2
 // shows (--listen HOST:0), and records its life.
 func (r *chaosRound) startWorker(w *chaosProc) {
-	p := startProc(r.t, fmt.Sprintf("worker %s #%d", filepath.Base(w.dataDir), len(w.procs)+1), "worker", "--join", strings.Join(r.coords, ","),
-		"--listen", "127.0.0.1:0", "--data-dir", w.dataDir, "--threads", "1", "--log-level", "debug")
+	p := startProc(r.t, fmt.Sprintf("worker %s #%d", filepath.Base(w.dataDir), len(w.procs)+1), append(slices.Clone(r.sec.worker), "worker", "--join", strings.Join(r.coords, ","),
+		"--listen", "127.0.0.1:0", "--data-dir", w.dataDir, "--threads", "1", "--log-level", "debug")...)
 	w.procs = append(w.procs, p)
 	r.lives[p] = &life{from: time.Now()}
 }

@@ -79,6 +79,8 @@ func (a *app) tlsHint(err error) error {
 		return nil
 	case a.tlsDir == "" && a.tokenFile == "" && strings.Contains(err.Error(), "server preface"):
 		return fmt.Errorf("%w (the coordinators may require TLS: give --tls-dir with a client certificate, or --token-file)", err)
+	case a.tlsDir == "" && a.tokenFile != "" && strings.Contains(err.Error(), "certificate required"):
+		return fmt.Errorf("%w (the coordinators do not admit the join token: give them --token-file too, or use --tls-dir here)", err)
 	case (a.tlsDir != "" || a.tokenFile != "") && strings.Contains(err.Error(), "does not look like a TLS handshake"):
 		return fmt.Errorf("%w (the coordinators serve without TLS: drop --tls-dir and --token-file)", err)
 	}

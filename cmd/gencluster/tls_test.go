@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -194,6 +195,15 @@ func TestClusterKillWorkerToken(t *testing.T) {
 	_, errs, code = gencluster(t, "status", "--coordinator", coord, "--timeout", "2s")
 	if code == 0 || !strings.Contains(errs, "--token-file") {
 		t.Errorf("status without a token: exit %d, %s", code, errs)
+	}
+	// A coordinator that does not admit the token (certificates only)
+	// says so to a token holder.
+	strict := freeAddr(t)
+	startProc(t, "coordinator strict", "--tls-dir", filepath.Join(sec.certs, string(trust.Coordinator)), "coordinator", "--id", "s1",
+		"--listen", strict, "--peers", "s1="+strict, "--data-dir", filepath.Join(t.TempDir(), "s1"))
+	_, errs, code = gencluster(t, append(slices.Clone(sec.client), "status", "--coordinator", strict, "--timeout", "3s")...)
+	if code == 0 || !strings.Contains(errs, "do not admit the join token") {
+		t.Errorf("status with the token at a certificates-only coordinator: exit %d, %s", code, errs)
 	}
 	// A token holder is a worker and a client, never a coordinator.
 	conn, err := grpc.NewClient(coord, sec.dial...)

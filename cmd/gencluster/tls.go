@@ -79,8 +79,12 @@ func (a *app) tlsHint(err error) error {
 		return nil
 	case a.tlsDir == "" && a.tokenFile == "" && strings.Contains(err.Error(), "server preface"):
 		return fmt.Errorf("%w (the coordinators may require TLS: give --tls-dir with a client certificate, or --token-file)", err)
-	case a.tlsDir == "" && a.tokenFile != "" && strings.Contains(err.Error(), "certificate required"):
-		return fmt.Errorf("%w (the coordinators do not admit the join token: give them --token-file too, or use --tls-dir here)", err)
+	case a.tlsDir == "" && a.tokenFile != "" && (strings.Contains(err.Error(), "certificate required") ||
+		strings.Contains(err.Error(), "broken pipe") || strings.Contains(err.Error(), "connection reset")):
+		// A TLS 1.3 server refuses a client without a certificate after
+		// the client's side of the handshake is done: the client sees the
+		// alert, or only its next write failing.
+		return fmt.Errorf("%w (the coordinators may not admit the join token: give them --token-file too, or use --tls-dir here)", err)
 	case (a.tlsDir != "" || a.tokenFile != "") && strings.Contains(err.Error(), "does not look like a TLS handshake"):
 		return fmt.Errorf("%w (the coordinators serve without TLS: drop --tls-dir and --token-file)", err)
 	}

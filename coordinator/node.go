@@ -224,6 +224,7 @@ type Node struct {
 	mu            sync.Mutex
 	leaderChanged chan struct{}          // closed and replaced when the known leader changes
 	unreachable   map[raft.ServerID]bool // on the leader: peers whose heartbeats fail
+	leaderChanges uint64                 // leader changes observed (guarded by mu)
 
 	closeOnce sync.Once
 	closeDone chan struct{}
@@ -726,6 +727,7 @@ func (n *Node) loop() {
 			n.mu.Lock()
 			switch d := o.Data.(type) {
 			case raft.LeaderObservation:
+				n.leaderChanges++
 				close(n.leaderChanged)
 				n.leaderChanged = make(chan struct{})
 			case raft.FailedHeartbeatObservation:
@@ -787,6 +789,31 @@ func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
 func (n *Node) Leader() (id, addr string) {
 	a, i := n.raft.LeaderWithID()
 	return string(i), string(a)
+}
+
+// RaftStats is a reading of a node's raft state, for metrics.
+type RaftStats struct {
+	State                                         string // "Leader", "Follower", "Candidate", "Shutdown"
+	Term, CommitIndex, AppliedIndex, LastLogIndex uint64
+	// LeaderChanges counts the leader changes this node has seen since it
+	// started (a leader lost counts as one).
+	LeaderChanges uint64
+	HasLeader     bool
+}
+
+// RaftStats reads the node's raft state.
+func (n *Node) RaftStats() RaftStats {
+	st := n.raft.Stats()
+	num := func(k string) uint64 {
+		v, _ := strconv.ParseUint(st[k], 10, 64)
+		return v
+	}
+	_, leader := n.raft.LeaderWithID()
+	n.mu.Lock()
+	changes := n.leaderChanges
+	n.mu.Unlock()
+	return RaftStats{State: n.raft.State().String(), Term: num("term"), CommitIndex: num("commit_index"),
+		AppliedIndex: num("applied_index"), LastLogIndex: num("last_log_index"), LeaderChanges: changes, HasLeader: leader != ""}
 }
 
 // AppliedIndex is the index of the last log entry applied to the FSM.

@@ -67,6 +67,12 @@ type job struct {
 	// Communication of the last step: from the first bucket's start to the
 	// last one's end, and the part of it after the backward pass ended.
 	comm, exposed time.Duration
+	// The last step's parts: compute (the local forward and backward),
+	// the optimizer's update, the whole step, the bytes it all-reduced and
+	// the images this rank computed.
+	compute, optimizer, stepTime time.Duration
+	reduced                      int64
+	images                       int
 
 	started   time.Time
 	startStep int64
@@ -229,6 +235,7 @@ func (j *job) sync(ctx context.Context, m *allreduce.Generation, a *pb.Assignmen
 // newer generation under the step, the step's remaining buckets fail with
 // allreduce.ErrSuperseded and never reach the new ring.
 func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assignment) error {
+	stepStart := time.Now()
 	batch := int(j.spec.GetBatch())
 	lo, hi := sharding.Split(batch, int(a.GetRank()), len(a.GetRing()))
 	dim := j.model.Rows() * j.model.Cols()
@@ -262,6 +269,14 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 	}
 	end := time.Now()
 	j.comm, j.exposed = end.Sub(j.firstStart), end.Sub(backEnd)
+	j.compute, j.images = backEnd.Sub(stepStart), hi-lo
+	j.reduced = 0
+	if len(a.GetRing()) > 1 { // a ring of one sums nothing
+		for _, g := range j.grads {
+			j.reduced += 4 * int64(len(g))
+		}
+		j.reduced += 4 * int64(len(j.lossv))
+	}
 	j.stepCtx, j.stepRing = nil, nil
 	if first != nil {
 		return fmt.Errorf("step %d: %w", j.step+1, first)
@@ -276,9 +291,12 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 	if i := optim.FirstNonFinite(j.grads); i >= 0 {
 		return &jobError{fmt.Errorf("step %d: summed gradient of %s holds NaN or Inf", j.step+1, j.names[i])}
 	}
+	optStart := time.Now()
 	if err := j.opt.Step(j.params, j.grads, 1/float32(batch)); err != nil {
 		return &jobError{fmt.Errorf("step %d: %w", j.step+1, err)}
 	}
+	j.optimizer = time.Since(optStart)
+	j.stepTime = time.Since(stepStart)
 	j.step++
 	j.loss = loss
 	return nil

@@ -299,7 +299,8 @@ func (w *Worker) stepInfo(j *job, a *pb.Assignment) StepInfo {
 	}
 	return StepInfo{WorkerID: w.id, JobID: j.id, Step: j.step, Total: j.spec.GetSteps(), Loss: j.loss, ImagesPerSec: ips,
 		Generation: a.GetGeneration(), Rank: int(a.GetRank()), World: len(a.GetRing()), Elapsed: el,
-		Comm: j.comm, Exposed: j.exposed}
+		Comm: j.comm, Exposed: j.exposed, StepTime: j.stepTime, Compute: j.compute, Optimizer: j.optimizer,
+		AllReducedBytes: j.reduced, LocalImages: j.images}
 }
 
 // report sends rank 0's progress to the coordinators. It does not hold up

@@ -85,6 +85,13 @@ type StepInfo struct {
 	// start to the last one's end; Exposed is the part of it after the
 	// backward pass ended (the rest was hidden behind backward).
 	Comm, Exposed time.Duration
+	// StepTime is the whole step (data, compute, all-reduce waits and
+	// optimizer); Compute the local forward and backward; Optimizer the
+	// parameter update. AllReducedBytes is what this rank summed over the
+	// ring (its gradients and the loss), LocalImages the images it computed.
+	StepTime, Compute, Optimizer time.Duration
+	AllReducedBytes              int64
+	LocalImages                  int
 	// Params are the replica's parameters after the step, in the model's
 	// order; valid only during the OnStep call, which must not change them.
 	Params [][]float32
@@ -613,3 +620,8 @@ func (w *Worker) awaitNewer(ctx context.Context, gen uint64) *pb.Assignment {
 		}
 	}
 }
+
+// RefusedFrames is the number of ring streams and frames this worker has
+// refused (unsigned or stale hellos, streams not from its assigned
+// predecessor, answers not from its assigned successor).
+func (w *Worker) RefusedFrames() uint64 { return w.member.Refused() }

@@ -16,6 +16,7 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/ckptstore"
 	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/metrics"
 	"github.com/gencluster/gencluster/trust"
 )
 
@@ -143,7 +144,9 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	// grpc-health-probe: serving while the process runs (/readyz says more).
 	hs := grpchealth.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
-	stopHTTP, err := a.serveHealth(ctx, httpAddr, svc.Ready)
+	reg := newRegistry()
+	metrics.NewCoordinator(reg, coordinatorMetrics{node: node, fsm: fsm})
+	stopHTTP, err := a.serveHealth(ctx, httpAddr, svc.Ready, reg)
 	if err != nil {
 		lis.Close()
 		svc.Close()

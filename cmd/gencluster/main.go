@@ -14,9 +14,11 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/gencluster/gencluster/health"
+	"github.com/gencluster/gencluster/metrics"
 )
 
 // app carries what every subcommand shares: output streams and the logger.
@@ -92,9 +94,10 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// serveHealth serves /livez and /readyz (package health) on addr until ctx
+// serveHealth serves /livez, /readyz (package health) and, with reg,
+// /metrics (package metrics) on addr until ctx
 // ends or the returned stop is called; nothing if addr is empty.
-func (a *app) serveHealth(ctx context.Context, addr string, ready health.Ready) (stop func() error, err error) {
+func (a *app) serveHealth(ctx context.Context, addr string, ready health.Ready, reg *prometheus.Registry) (stop func() error, err error) {
 	if addr == "" {
 		return func() error { return nil }, nil
 	}
@@ -104,7 +107,13 @@ func (a *app) serveHealth(ctx context.Context, addr string, ready health.Ready) 
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- health.Serve(ctx, lis, health.Handler(ready)) }()
-	a.log.Info("serving health", "addr", lis.Addr().String(), "paths", "/livez /readyz")
+	mux := health.Handler(ready)
+	paths := "/livez /readyz"
+	if reg != nil {
+		mux.Handle("GET /metrics", metrics.Handler(reg))
+		paths += " /metrics"
+	}
+	go func() { done <- health.Serve(ctx, lis, mux) }()
+	a.log.Info("serving health", "addr", lis.Addr().String(), "paths", paths)
 	return func() error { cancel(); return <-done }, nil
 }

@@ -24,18 +24,7 @@ func (a *app) versionCommand() *cobra.Command {
 		Short: "Print the version, the source revision and the Go toolchain of this binary",
 		Args:  noArgs,
 		RunE: func(*cobra.Command, []string) error {
-			v := versionJSON{Version: "(unknown)", Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
-			if bi, ok := debug.ReadBuildInfo(); ok {
-				v.Version = bi.Main.Version
-				for _, s := range bi.Settings {
-					switch s.Key {
-					case "vcs.revision":
-						v.Revision = s.Value
-					case "vcs.modified":
-						v.Modified = s.Value == "true"
-					}
-				}
-			}
+			v := readVersion()
 			if asJSON {
 				return a.printJSON(v)
 			}
@@ -51,4 +40,34 @@ func (a *app) versionCommand() *cobra.Command {
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: version, revision, modified, go, platform")
 	return cmd
+}
+
+// readVersion reads this binary's version from its build information.
+func readVersion() versionJSON {
+	v := versionJSON{Version: "(unknown)", Go: runtime.Version(), Platform: runtime.GOOS + "/" + runtime.GOARCH}
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		v.Version = bi.Main.Version
+		for _, s := range bi.Settings {
+			switch s.Key {
+			case "vcs.revision":
+				v.Revision = s.Value
+			case "vcs.modified":
+				v.Modified = s.Value == "true"
+			}
+		}
+	}
+	return v
+}
+
+// label is the version as one string: the module version, and the
+// revision (and "+dirty") where known.
+func (v versionJSON) label() string {
+	s := v.Version
+	if v.Revision != "" {
+		s += " " + v.Revision
+		if v.Modified {
+			s += "+dirty"
+		}
+	}
+	return s
 }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gencluster/gencluster/metrics"
 	"github.com/gencluster/gencluster/trust"
 	"github.com/gencluster/gencluster/worker"
 )
@@ -37,20 +38,24 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 				return err
 			}
 			a.warnPlaintext("worker", listen)
-			w, err := worker.New(worker.Config{
+			reg := newRegistry()
+			var w *worker.Worker
+			wm := metrics.NewWorker(reg, func() uint64 { return w.RefusedFrames() }) // scraped only once w is set
+			w, err = worker.New(worker.Config{
 				Coordinators: splitAddrs(join), Listen: listen, Advertise: advertise, DataDir: dataDir, Threads: threads, Logger: a.log,
 				Credentials: creds, Token: tok,
 				OnStep: func(s worker.StepInfo) {
 					// One line per applied step at debug level: the fault tests
 					// check from it that no step is skipped or applied twice.
 					a.log.Debug("step", "job", s.JobID, "step", s.Step, "generation", s.Generation, "rank", s.Rank, "world", s.World, "loss", s.Loss)
+					wm.Observe(stepSample(s))
 				},
 			})
 			if err != nil {
 				return err
 			}
 			a.log.Info("worker serving", "id", w.ID(), "addr", w.Addr(), "data_dir", dataDir)
-			stopHTTP, err := a.serveHealth(cmd.Context(), httpAddr, w.Ready)
+			stopHTTP, err := a.serveHealth(cmd.Context(), httpAddr, w.Ready, reg)
 			if err != nil {
 				return errors.Join(err, w.Close())
 			}

@@ -1,0 +1,48 @@
+package main
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/metrics"
+	"github.com/gencluster/gencluster/worker"
+)
+
+// newRegistry is this process's metrics registry (package metrics).
+func newRegistry() *prometheus.Registry { return metrics.NewRegistry(readVersion().label()) }
+
+// coordinatorMetrics reads a coordinator's raft node and replicated state
+// for its metrics.
+type coordinatorMetrics struct {
+	node *coordinator.Node
+	fsm  *coordinator.FSM
+}
+
+func (c coordinatorMetrics) Raft() metrics.Raft {
+	r := c.node.RaftStats()
+	return metrics.Raft{State: r.State, Term: r.Term, CommitIndex: r.CommitIndex, AppliedIndex: r.AppliedIndex,
+		LastLogIndex: r.LastLogIndex, LeaderChanges: r.LeaderChanges, HasLeader: r.HasLeader}
+}
+
+func (c coordinatorMetrics) Cluster() metrics.Cluster {
+	cl := metrics.Cluster{Jobs: map[string]int{}}
+	c.fsm.Read(func(st *coordinator.State) {
+		cl.Generation = st.Generation()
+		cl.World = len(st.Ring())
+		cl.Workers = len(st.Workers())
+		for _, j := range st.Jobs() {
+			cl.Jobs[j.GetState()]++
+		}
+		if j := st.RunningJob(); j != nil {
+			cl.Running, cl.Step, cl.TotalSteps, cl.ImagesPerSec = true, j.GetStep(), j.GetSpec().GetSteps(), j.GetImagesPerSec()
+		}
+	})
+	return cl
+}
+
+// stepSample is a worker's step as package metrics takes it.
+func stepSample(s worker.StepInfo) metrics.Step {
+	return metrics.Step{Job: s.JobID, Step: s.Step, Loss: s.Loss, Generation: s.Generation, Rank: s.Rank, World: s.World,
+		LocalImages: s.LocalImages, AllReducedBytes: s.AllReducedBytes, StepTime: s.StepTime, Compute: s.Compute,
+		AllReduce: s.Comm, Exposed: s.Exposed, Optimizer: s.Optimizer}
+}

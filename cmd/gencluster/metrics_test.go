@@ -1,0 +1,208 @@
+package main
+
+import (
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// scrape GETs url and parses the Prometheus text it serves.
+func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
+	t.Helper()
+	c := http.Client{Timeout: 5 * time.Second}
+	res, err := c.Get(url)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", url, err)
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("scrape %s: %s", url, res.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	fams, err := parser.TextToMetricFamilies(res.Body)
+	if err != nil {
+		t.Fatalf("scrape %s: parse: %v", url, err)
+	}
+	return fams
+}
+
+// value is the value of the family's series whose labels include want
+// (name=value pairs), or NaN-like -1 and false if there is none.
+func value(fams map[string]*dto.MetricFamily, name string, want ...string) (float64, bool) {
+	f := fams[name]
+	if f == nil {
+		return -1, false
+	}
+series:
+	for _, m := range f.GetMetric() {
+		for i := 0; i+1 < len(want); i += 2 {
+			found := false
+			for _, l := range m.GetLabel() {
+				if l.GetName() == want[i] && l.GetValue() == want[i+1] {
+					found = true
+				}
+			}
+			if !found {
+				continue series
+			}
+		}
+		switch {
+		case m.Counter != nil:
+			return m.GetCounter().GetValue(), true
+		case m.Gauge != nil:
+			return m.GetGauge().GetValue(), true
+		case m.Histogram != nil:
+			return float64(m.GetHistogram().GetSampleCount()), true
+		}
+	}
+	return -1, false
+}
+
+// checkTypes fails for each named family that is missing or not of its
+// type.
+func checkTypes(t *testing.T, where string, fams map[string]*dto.MetricFamily, want map[string]dto.MetricType) {
+	t.Helper()
+	for name, typ := range want {
+		f := fams[name]
+		switch {
+		case f == nil:
+			t.Errorf("%s: no %s", where, name)
+		case f.GetType() != typ:
+			t.Errorf("%s: %s is a %v, want %v", where, name, f.GetType(), typ)
+		}
+	}
+}
+
+// Every coordinator and worker serves Prometheus metrics on --http: names
+// and types as documented, and the counters move while a job trains.
+func TestMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process cluster test")
+	}
+	dir := t.TempDir()
+	a1, h1 := freeAddr(t), freeAddr(t)
+	startProc(t, "coordinator c1", "coordinator", "--id", "c1", "--listen", a1, "--peers", "c1="+a1,
+		"--data-dir", filepath.Join(dir, "c1"), "--http", h1)
+	var hw []string
+	for i := range 2 {
+		h := freeAddr(t)
+		hw = append(hw, h)
+		startProc(t, fmt.Sprintf("worker w%d", i), "worker", "--join", a1, "--listen", "127.0.0.1:0",
+			"--data-dir", filepath.Join(dir, fmt.Sprintf("w%d", i)), "--threads", "1", "--http", h)
+	}
+	awaitHTTP(t, "http://"+h1+"/readyz", 200, "ok")
+	for _, h := range hw {
+		awaitHTTP(t, "http://"+h+"/readyz", 200, "ok")
+	}
+	if _, errs, code := gencluster(t, "submit", "--coordinator", a1, "--model", "vae", "--batch", "16", "--steps", "100000",
+		"--min-workers", "2", "--checkpoint-every", "0"); code != 0 {
+		t.Fatalf("submit: %s", errs)
+	}
+
+	// The job runs: wait until the first worker has done a few steps.
+	var first map[string]*dto.MetricFamily
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		first = scrape(t, "http://"+hw[0]+"/metrics")
+		if v, _ := value(first, "gencluster_worker_steps_total"); v >= 5 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the worker's gencluster_worker_steps_total did not reach 5 within 60s")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	checkTypes(t, "worker", first, map[string]dto.MetricType{
+		"gencluster_build_info":                       dto.MetricType_GAUGE,
+		"go_goroutines":                               dto.MetricType_GAUGE,
+		"process_resident_memory_bytes":               dto.MetricType_GAUGE,
+		"gencluster_worker_steps_total":               dto.MetricType_COUNTER,
+		"gencluster_worker_images_total":              dto.MetricType_COUNTER,
+		"gencluster_worker_allreduce_bytes_total":     dto.MetricType_COUNTER,
+		"gencluster_worker_step_seconds":              dto.MetricType_HISTOGRAM,
+		"gencluster_worker_compute_seconds":           dto.MetricType_HISTOGRAM,
+		"gencluster_worker_allreduce_seconds":         dto.MetricType_HISTOGRAM,
+		"gencluster_worker_allreduce_exposed_seconds": dto.MetricType_HISTOGRAM,
+		"gencluster_worker_optimizer_seconds":         dto.MetricType_HISTOGRAM,
+		"gencluster_worker_loss":                      dto.MetricType_GAUGE,
+		"gencluster_worker_job_step":                  dto.MetricType_GAUGE,
+		"gencluster_worker_ring_generation":           dto.MetricType_GAUGE,
+		"gencluster_worker_world_size":                dto.MetricType_GAUGE,
+		"gencluster_ring_refused_frames_total":        dto.MetricType_COUNTER,
+	})
+	if v, _ := value(first, "gencluster_worker_world_size"); v != 2 {
+		t.Errorf("worker world size %v, want 2", v)
+	}
+	time.Sleep(time.Second)
+	second := scrape(t, "http://"+hw[0]+"/metrics")
+	for _, name := range []string{"gencluster_worker_steps_total", "gencluster_worker_images_total", "gencluster_worker_allreduce_bytes_total", "gencluster_worker_step_seconds"} {
+		a, _ := value(first, name)
+		b, _ := value(second, name)
+		if !(b > a) {
+			t.Errorf("%s did not move while the job trained: %v then %v", name, a, b)
+		}
+	}
+	// Each step sums the whole gradient: bytes per step are the same on
+	// every step, and images per step are this rank's share of the batch.
+	steps, _ := value(second, "gencluster_worker_steps_total")
+	images, _ := value(second, "gencluster_worker_images_total")
+	if images != 8*steps {
+		t.Errorf("%v images in %v steps; want 8 a step (half of batch 16)", images, steps)
+	}
+
+	c := scrape(t, "http://"+h1+"/metrics")
+	checkTypes(t, "coordinator", c, map[string]dto.MetricType{
+		"gencluster_build_info":                dto.MetricType_GAUGE,
+		"gencluster_raft_state":                dto.MetricType_GAUGE,
+		"gencluster_raft_term":                 dto.MetricType_GAUGE,
+		"gencluster_raft_commit_index":         dto.MetricType_GAUGE,
+		"gencluster_raft_applied_index":        dto.MetricType_GAUGE,
+		"gencluster_raft_leader_changes_total": dto.MetricType_COUNTER,
+		"gencluster_ring_generation":           dto.MetricType_GAUGE,
+		"gencluster_ring_world_size":           dto.MetricType_GAUGE,
+		"gencluster_workers":                   dto.MetricType_GAUGE,
+		"gencluster_jobs":                      dto.MetricType_GAUGE,
+		"gencluster_job_step":                  dto.MetricType_GAUGE,
+		"gencluster_job_steps":                 dto.MetricType_GAUGE,
+	})
+	for _, kv := range [][3]string{
+		{"gencluster_raft_state", "Leader", "1"}, {"gencluster_raft_state", "Follower", "0"},
+		{"gencluster_jobs", "running", "1"}, {"gencluster_jobs", "queued", "0"},
+	} {
+		label := "state"
+		if v, ok := value(c, kv[0], label, kv[1]); !ok || fmt.Sprint(v) != kv[2] {
+			t.Errorf("%s{state=%q} = %v, want %s", kv[0], kv[1], v, kv[2])
+		}
+	}
+	if v, _ := value(c, "gencluster_ring_world_size"); v != 2 {
+		t.Errorf("coordinator's ring world size %v, want 2", v)
+	}
+	if v, _ := value(c, "gencluster_raft_leader_changes_total"); v < 1 {
+		t.Errorf("leader changes %v, want at least the first election", v)
+	}
+	if v, _ := value(c, "gencluster_build_info"); v != 1 || !strings.Contains(c["gencluster_build_info"].String(), "goversion") {
+		t.Errorf("build info: %v", c["gencluster_build_info"])
+	}
+	committed, _ := value(c, "gencluster_raft_commit_index")
+	step, _ := value(c, "gencluster_job_step")
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		c2 := scrape(t, "http://"+h1+"/metrics")
+		nc, _ := value(c2, "gencluster_raft_commit_index")
+		ns, _ := value(c2, "gencluster_job_step")
+		if nc > committed && ns > step {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the coordinator's commit index (%v→%v) and job step (%v→%v) did not move in 30s", committed, nc, step, ns)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+}

@@ -28,6 +28,7 @@ type app struct {
 	logLevel       string
 	tlsDir         string // --tls-dir: one role's folder (gencluster certs init)
 	tokenFile      string // --token-file: the join token (gencluster certs init)
+	logFormat      string // --log-format: text or json
 }
 
 func main() {
@@ -56,7 +57,10 @@ func (a *app) rootCommand() *cobra.Command {
 		Use:   "gencluster",
 		Short: "Data-parallel training of generative image models (PixelCNN, VAE)",
 		Long: `gencluster trains PixelCNN and VAE models on MNIST-like images, in one
-process (train) or, in later releases, across a raft-coordinated cluster.`,
+process (train), in an embedded cluster (local), or across machines: a
+raft-replicated group of coordinators (coordinator) and training workers
+(worker) that sum gradients over a ring, recover from failed processes and
+resume from checkpoints (submit, status, cancel, checkpoint).`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -64,11 +68,20 @@ process (train) or, in later releases, across a raft-coordinated cluster.`,
 			if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
 				return fmt.Errorf("--log-level: %w", err)
 			}
-			a.log = slog.New(slog.NewTextHandler(a.stderr, &slog.HandlerOptions{Level: lvl}))
+			opts := &slog.HandlerOptions{Level: lvl}
+			switch a.logFormat {
+			case "text":
+				a.log = slog.New(slog.NewTextHandler(a.stderr, opts))
+			case "json":
+				a.log = slog.New(slog.NewJSONHandler(a.stderr, opts))
+			default:
+				return fmt.Errorf("--log-format %q: want text or json", a.logFormat)
+			}
 			return nil
 		},
 	}
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format on stderr: text (key=value) or json (one object a line)")
 	root.PersistentFlags().StringVar(&a.tlsDir, "tls-dir", "",
 		"a role's credentials folder (ca.crt, tls.crt, tls.key; from gencluster certs init): every gRPC connection is then mutual TLS with roles checked")
 	root.PersistentFlags().StringVar(&a.tokenFile, "token-file", "",

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -204,5 +205,41 @@ func TestMetrics(t *testing.T) {
 			t.Fatalf("the coordinator's commit index (%v→%v) and job step (%v→%v) did not move in 30s", committed, nc, step, ns)
 		}
 		time.Sleep(300 * time.Millisecond)
+	}
+}
+
+// --log-format json: every line a long-running command writes is one JSON
+// object with time, level and msg; a bad format is refused.
+func TestLogFormatJSON(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process test")
+	}
+	a1 := freeAddr(t)
+	p := startProc(t, "coordinator c1", "--log-format", "json", "coordinator", "--id", "c1", "--listen", a1, "--peers", "c1="+a1,
+		"--data-dir", filepath.Join(t.TempDir(), "c1"))
+	deadline := time.Now().Add(20 * time.Second)
+	for !strings.Contains(p.log.String(), "raft leadership changed") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no leadership line in 20s:\n%s", tail(p.log.String(), 2000))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	lines := strings.Split(strings.TrimSpace(p.log.String()), "\n")
+	for _, l := range lines {
+		var rec map[string]any
+		if err := json.Unmarshal([]byte(l), &rec); err != nil {
+			t.Fatalf("not a JSON line: %q: %v", l, err)
+		}
+		for _, k := range []string{"time", "level", "msg"} {
+			if _, ok := rec[k]; !ok {
+				t.Errorf("line without %q: %s", k, l)
+			}
+		}
+	}
+	if len(lines) < 3 {
+		t.Errorf("only %d log lines", len(lines))
+	}
+	if _, errs, code := gencluster(t, "--log-format", "xml", "version"); code == 0 || !strings.Contains(errs, "want text or json") {
+		t.Errorf("--log-format xml: exit %d, %s", code, errs)
 	}
 }

@@ -57,6 +57,7 @@ type Cluster struct {
 
 type coord struct {
 	srv    *grpc.Server
+	fsm    *coordinator.FSM
 	node   *coordinator.Node
 	svc    *coordinator.Service
 	served chan error
@@ -136,7 +137,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: cfg.Lease, Logger: log, Checkpoints: store,
 			RequireWorkerSecret: true, DialOptions: peerDial, ProbeDialOptions: probeDial})
 		pb.RegisterCoordinatorServer(srv, svc)
-		co := &coord{srv: srv, node: node, svc: svc, served: make(chan error, 1)}
+		co := &coord{srv: srv, fsm: fsm, node: node, svc: svc, served: make(chan error, 1)}
 		go func(l net.Listener) { co.served <- srv.Serve(l) }(lis[i])
 		c.coords = append(c.coords, co)
 		c.addrs = append(c.addrs, p.Addr)
@@ -172,6 +173,12 @@ func (c *Cluster) NewClient() (*coordinator.Client, error) {
 		return coordinator.NewClient(c.addrs, cl.DialOption(trust.Coordinator))
 	}
 	return coordinator.NewClient(c.addrs)
+}
+
+// Coordinator returns coordinator i's raft node and replicated state (for
+// metrics and inspection; do not close them).
+func (c *Cluster) Coordinator(i int) (*coordinator.Node, *coordinator.FSM) {
+	return c.coords[i].node, c.coords[i].fsm
 }
 
 // Addrs returns the coordinators' addresses.

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
@@ -21,6 +22,7 @@ import (
 	"github.com/gencluster/gencluster/dataset"
 	"github.com/gencluster/gencluster/kernels"
 	"github.com/gencluster/gencluster/localcluster"
+	"github.com/gencluster/gencluster/metrics"
 	"github.com/gencluster/gencluster/models"
 	"github.com/gencluster/gencluster/training"
 	"github.com/gencluster/gencluster/worker"
@@ -29,7 +31,7 @@ import (
 func (a *app) localCommand() *cobra.Command {
 	var jf jobFlags
 	var workers, coordinators, threads, minWorkers, samples, keep int
-	var out string
+	var out, httpAddr string
 	cmd := &cobra.Command{
 		Use:   "local --workers N [--coordinators 1|3] --model pixelcnn|vae (--steps N | --epochs E) [--out DIR]",
 		Short: "Train on a whole cluster started in this process (coordinators and workers on loopback)",
@@ -71,7 +73,7 @@ starts the job from the beginning.`,
 			if err := coordinator.ValidateJobSpec(spec); err != nil {
 				return err
 			}
-			return a.runLocal(cmd.Context(), spec, workers, coordinators, threads, samples, out)
+			return a.runLocal(cmd.Context(), spec, workers, coordinators, threads, samples, out, httpAddr)
 		},
 	}
 	jf.register(cmd)
@@ -83,6 +85,7 @@ starts the job from the beginning.`,
 	f.IntVar(&samples, "samples", 64, "images in the final sample grid (0: none)")
 	f.StringVar(&out, "out", "", "output directory (default out/MODEL)")
 	f.IntVar(&keep, "keep", 0, "checkpoints of the job the coordinators keep (default 3)")
+	f.StringVar(&httpAddr, "http", "", "HOST:PORT to serve the embedded cluster's /metrics (and /livez, /readyz) on")
 	return cmd
 }
 
@@ -106,7 +109,7 @@ func localSteps(jf jobFlags) (int64, error) {
 	return steps, nil
 }
 
-func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, threads, samples int, out string) (err error) {
+func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, threads, samples int, out, httpAddr string) (err error) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("output directory: %w", err)
 	}
@@ -117,6 +120,8 @@ func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, 
 	defer os.RemoveAll(state)
 
 	curve := &localCurve{rows: map[int64]training.CurveRow{}}
+	reg := newRegistry()
+	wm := &localWorkerMetrics{reg: reg, byID: map[string]*metrics.Worker{}}
 	start := time.Now()
 	cl, err := localcluster.Start(ctx, localcluster.Config{
 		Coordinators: nCoord, StateDir: state, Logger: a.log,
@@ -126,6 +131,7 @@ func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, 
 				if s.Rank == 0 {
 					curve.add(s, time.Since(start))
 				}
+				wm.observe(s)
 			},
 		},
 	})
@@ -133,6 +139,16 @@ func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, 
 		return err
 	}
 	defer func() { err = errors.Join(err, cl.Close()) }()
+	for i := range nCoord {
+		node, fsm := cl.Coordinator(i)
+		metrics.NewCoordinator(prometheus.WrapRegistererWith(prometheus.Labels{"coordinator": node.ID()}, reg),
+			coordinatorMetrics{node: node, fsm: fsm})
+	}
+	stopHTTP, err := a.serveHealth(ctx, httpAddr, func() error { return nil }, reg)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, stopHTTP()) }()
 	for range nWorkers {
 		if _, err := cl.AddWorker(); err != nil {
 			return err
@@ -281,4 +297,23 @@ func (c *localCurve) write(path string) error {
 	defer c.mu.Unlock()
 	rows := slices.SortedFunc(maps.Values(c.rows), func(a, b training.CurveRow) int { return cmp.Compare(a.Step, b.Step) })
 	return training.WriteCurve(path, rows)
+}
+
+// localWorkerMetrics are the embedded workers' metrics in one registry,
+// each worker's series labelled with its id (registered at its first step).
+type localWorkerMetrics struct {
+	reg  *prometheus.Registry
+	mu   sync.Mutex
+	byID map[string]*metrics.Worker
+}
+
+func (m *localWorkerMetrics) observe(s worker.StepInfo) {
+	m.mu.Lock()
+	w := m.byID[s.WorkerID]
+	if w == nil {
+		w = metrics.NewWorker(prometheus.WrapRegistererWith(prometheus.Labels{"worker": s.WorkerID}, m.reg), nil)
+		m.byID[s.WorkerID] = w
+	}
+	m.mu.Unlock()
+	w.Observe(stepSample(s))
 }

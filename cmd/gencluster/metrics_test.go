@@ -17,19 +17,9 @@ import (
 // scrape GETs url and parses the Prometheus text it serves.
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
 	t.Helper()
-	c := http.Client{Timeout: 5 * time.Second}
-	res, err := c.Get(url)
+	fams, err := tryScrape(url)
 	if err != nil {
 		t.Fatalf("scrape %s: %v", url, err)
-	}
-	defer res.Body.Close()
-	if res.StatusCode != http.StatusOK {
-		t.Fatalf("scrape %s: %s", url, res.Status)
-	}
-	parser := expfmt.NewTextParser(model.UTF8Validation)
-	fams, err := parser.TextToMetricFamilies(res.Body)
-	if err != nil {
-		t.Fatalf("scrape %s: parse: %v", url, err)
 	}
 	return fams
 }
@@ -242,4 +232,68 @@ func TestLogFormatJSON(t *testing.T) {
 	if _, errs, code := gencluster(t, "--log-format", "xml", "version"); code == 0 || !strings.Contains(errs, "want text or json") {
 		t.Errorf("--log-format xml: exit %d, %s", code, errs)
 	}
+}
+
+// local --http serves the embedded cluster's metrics: each worker's series
+// labelled with its id, each coordinator's with its own.
+func TestLocalMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("cluster test")
+	}
+	h := freeAddr(t)
+	done := make(chan string, 1)
+	go func() {
+		_, errs, code := gencluster(t, "local", "--workers", "2", "--threads", "1", "--model", "vae", "--batch", "16", "--steps", "600",
+			"--checkpoint-every", "0", "--samples", "0", "--out", t.TempDir(), "--http", h)
+		if code != 0 {
+			done <- errs
+		}
+		close(done)
+	}()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		select {
+		case errs, ok := <-done:
+			if ok {
+				t.Fatalf("local: %s", errs)
+			}
+			t.Fatal("local ended before its metrics showed two workers training")
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no metrics of two training workers within 60s")
+		}
+		fams, err := tryScrape("http://" + h + "/metrics")
+		if err == nil {
+			f := fams["gencluster_worker_steps_total"]
+			if f != nil && len(f.GetMetric()) == 2 {
+				for _, m := range f.GetMetric() {
+					if len(m.GetLabel()) != 1 || m.GetLabel()[0].GetName() != "worker" {
+						t.Errorf("worker series labels: %v", m.GetLabel())
+					}
+				}
+				if _, ok := value(fams, "gencluster_raft_state", "coordinator", "c0", "state", "Leader"); !ok {
+					t.Errorf("no gencluster_raft_state{coordinator=\"c0\"}")
+				}
+				break
+			}
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	<-done
+}
+
+// tryScrape is scrape returning the error instead of failing the test.
+func tryScrape(url string) (map[string]*dto.MetricFamily, error) {
+	c := http.Client{Timeout: 5 * time.Second}
+	res, err := c.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s: %s", url, res.Status)
+	}
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	return parser.TextToMetricFamilies(res.Body)
 }

@@ -38,6 +38,15 @@ type leases struct {
 	// accused counts, per worker, the failed generations in a row for
 	// which a ring peer blamed it while it answered the leader's probe.
 	accused map[string]accusation
+	// heard is, per worker, when this leader last heard from it and the
+	// compute time per step it last reported (for status; not replicated).
+	heard map[string]heard
+}
+
+// heard is the last word from a worker.
+type heard struct {
+	at      time.Time
+	compute float64 // seconds per step; 0 if unknown
 }
 
 // accusation: how many generations in a row, the last of them.
@@ -48,7 +57,7 @@ type accusation struct {
 
 func newLeases() *leases {
 	return &leases{deadline: map[string]time.Time{}, confirmed: map[string]bool{}, accused: map[string]accusation{},
-		ready: map[string]string{}, jobSeen: map[string]time.Time{}}
+		ready: map[string]string{}, jobSeen: map[string]time.Time{}, heard: map[string]heard{}}
 }
 
 // elected starts the leader's term of leases: no one confirmed, every
@@ -63,6 +72,7 @@ func (l *leases) elected(now time.Time, rejoinWait time.Duration) {
 	clear(l.accused)
 	clear(l.ready)
 	clear(l.jobSeen)
+	clear(l.heard)
 }
 
 // deposed forgets everything: only a leader keeps leases.
@@ -75,6 +85,7 @@ func (l *leases) deposed() {
 	clear(l.accused)
 	clear(l.ready)
 	clear(l.jobSeen)
+	clear(l.heard)
 }
 
 func (l *leases) isLeading() bool {
@@ -85,17 +96,32 @@ func (l *leases) isLeading() bool {
 
 // renew records that the worker was heard from: confirmed, leased until,
 // holding the replica of readyJob ("" if none).
-func (l *leases) renew(id string, until time.Time, readyJob string) {
+func (l *leases) renew(id string, until time.Time, readyJob string, compute float64) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.deadline[id] = until
 	l.confirmed[id] = true
 	l.ready[id] = readyJob
+	h := heard{at: time.Now(), compute: compute}
+	if compute <= 0 { // a join says nothing of it: keep the last report
+		h.compute = l.heard[id].compute
+	}
+	l.heard[id] = h
+}
+
+// lastHeard returns when the leader last heard from the worker and its
+// reported compute time per step; ok is false if not since it was elected.
+func (l *leases) lastHeard(id string) (at time.Time, compute float64, ok bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	h, ok := l.heard[id]
+	return h.at, h.compute, ok
 }
 
 func (l *leases) drop(id string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	delete(l.heard, id)
 	delete(l.deadline, id)
 	delete(l.confirmed, id)
 	delete(l.accused, id)

@@ -67,6 +67,10 @@ type ServiceConfig struct {
 	// that worker's id and secret (see withWorker). Calls that carry them
 	// are checked either way. Tests' stand-in workers may not carry them.
 	RequireWorkerSecret bool
+	// StragglerFactor flags a ring member whose compute time per step is
+	// more than this many times the ring's median (DefaultStragglerFactor
+	// if 0) in status and metrics; it is not evicted.
+	StragglerFactor float64
 	// QueueLimit bounds the queued jobs (MaxQueuedJobs if 0) and
 	// WorkerLimit the registered workers (MaxWorkers if 0): a submit or a
 	// new worker's join beyond them is refused with ResourceExhausted.
@@ -107,6 +111,7 @@ type Service struct {
 	checkJoinAddr bool
 	requireSecret bool          // see ServiceConfig.RequireWorkerSecret
 	queueLimit    int           // see ServiceConfig.QueueLimit
+	straggler     float64       // see ServiceConfig.StragglerFactor
 	datasetSlots  chan struct{} // a token per data-set stream running
 	datasetRate   int64
 	workerLimit   int
@@ -152,6 +157,9 @@ func NewService(cfg ServiceConfig) *Service {
 	if cfg.QueueLimit <= 0 {
 		cfg.QueueLimit = MaxQueuedJobs
 	}
+	if cfg.StragglerFactor <= 0 {
+		cfg.StragglerFactor = DefaultStragglerFactor
+	}
 	if cfg.WorkerLimit <= 0 {
 		cfg.WorkerLimit = MaxWorkers
 	}
@@ -163,6 +171,7 @@ func NewService(cfg ServiceConfig) *Service {
 		checkJoinAddr: cfg.CheckJoinAddr,
 		requireSecret: cfg.RequireWorkerSecret,
 		queueLimit:    cfg.QueueLimit,
+		straggler:     cfg.StragglerFactor,
 		datasetSlots:  make(chan struct{}, cfg.DatasetStreams),
 		datasetRate:   cfg.DatasetRate,
 		workerLimit:   cfg.WorkerLimit,
@@ -455,7 +464,7 @@ func (s *Service) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinRespon
 		if err != nil {
 			return nil, err
 		}
-		s.leases.renew(req.GetWorkerId(), time.Now().Add(s.lease), req.GetReadyJob())
+		s.leases.renew(req.GetWorkerId(), time.Now().Add(s.lease), req.GetReadyJob(), 0)
 		a, err := s.assignment(req.GetWorkerId())
 		if err != nil {
 			return nil, err
@@ -492,7 +501,7 @@ func (s *Service) Heartbeat(ctx context.Context, req *pb.HeartbeatRequest) (*pb.
 		if req.GetAddr() != "" && w != req.GetAddr() {
 			return nil, fmt.Errorf("worker id %q is held by the worker at %s, not %s: %w", req.GetWorkerId(), w, req.GetAddr(), ErrAlreadyExists)
 		}
-		s.leases.renew(req.GetWorkerId(), time.Now().Add(s.lease), req.GetReadyJob())
+		s.leases.renew(req.GetWorkerId(), time.Now().Add(s.lease), req.GetReadyJob(), req.GetComputeSeconds())
 		a, err := s.assignment(req.GetWorkerId())
 		if err != nil {
 			return nil, err
@@ -751,6 +760,7 @@ func (s *Service) Status(ctx context.Context, req *pb.StatusRequest) (*pb.Status
 		resp.Ring = st.Ring()
 	})
 	if s.node.IsLeader() {
+		s.heardFrom(resp.Workers, resp.Ring)
 		for _, j := range resp.Jobs {
 			if j.GetState() != JobRunning {
 				continue

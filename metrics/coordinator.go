@@ -17,6 +17,7 @@ type Cluster struct {
 	Generation uint64
 	World      int            // workers in the ring
 	Workers    int            // registered workers
+	Stragglers int            // ring members flagged slow (known on the leader only)
 	Jobs       map[string]int // jobs by state (queued, running, done, failed, cancelled)
 	// The running job, if any.
 	Running          bool
@@ -43,6 +44,7 @@ type coordinator struct {
 
 	state, term, commit, applied, lastLog, leaderChanges, hasLeader *prometheus.Desc
 	generation, world, workers, jobs, running, step, steps, ips     *prometheus.Desc
+	stragglers                                                      *prometheus.Desc
 }
 
 // NewCoordinator registers a coordinator's metrics on reg; they are read
@@ -63,6 +65,7 @@ func NewCoordinator(reg prometheus.Registerer, src CoordinatorSource) {
 		generation:    d("ring", "generation", "The ring generation; it grows with every membership change."),
 		world:         d("ring", "world_size", "Workers in the ring."),
 		workers:       d("", "workers", "Registered workers."),
+		stragglers:    d("", "stragglers", "Ring members whose compute time per step exceeds the straggler factor times the ring's median (on the leader; 0 elsewhere)."),
 		jobs:          d("", "jobs", "Jobs by state.", "state"),
 		running:       d("job", "running", "1 while a job runs."),
 		step:          d("job", "step", "The running job's step, as last reported."),
@@ -74,7 +77,7 @@ func NewCoordinator(reg prometheus.Registerer, src CoordinatorSource) {
 // Describe implements prometheus.Collector.
 func (c *coordinator) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lastLog, c.leaderChanges, c.hasLeader,
-		c.generation, c.world, c.workers, c.jobs, c.running, c.step, c.steps, c.ips} {
+		c.generation, c.world, c.workers, c.stragglers, c.jobs, c.running, c.step, c.steps, c.ips} {
 		ch <- d
 	}
 }
@@ -99,6 +102,7 @@ func (c *coordinator) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.generation, float64(cl.Generation))
 	gauge(c.world, float64(cl.World))
 	gauge(c.workers, float64(cl.Workers))
+	gauge(c.stragglers, float64(cl.Stragglers))
 	for _, s := range jobStates() {
 		gauge(c.jobs, float64(cl.Jobs[s]), s)
 	}

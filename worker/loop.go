@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"time"
 
 	"github.com/gencluster/gencluster/allreduce"
@@ -57,6 +59,7 @@ type loop struct {
 	done       *pb.Assignment // the assignment in which this worker reached the job's last step
 	lastReport time.Time
 	waitLogged string // the hold last logged (not to repeat it)
+	computes   computeWindow
 }
 
 // trainLoop follows the assignments until ctx ends; pre, if not nil, is a
@@ -209,6 +212,7 @@ func (l *loop) training(ctx context.Context) {
 		l.err, l.phase = err, phaseRecovering
 		return
 	}
+	w.compute.Store(math.Float64bits(l.computes.add(j.compute.Seconds())))
 	if w.cfg.OnStep != nil {
 		info := w.stepInfo(j, a)
 		info.Params = j.params
@@ -401,4 +405,24 @@ func truncate(s string, n int) string {
 		n--
 	}
 	return s[:n]
+}
+
+// computeWindow holds the compute times of a worker's last steps.
+type computeWindow struct {
+	times [16]float64
+	n     int // steps seen
+}
+
+// add records one step's compute time and returns the median of the
+// window.
+func (c *computeWindow) add(seconds float64) float64 {
+	c.times[c.n%len(c.times)] = seconds
+	c.n++
+	xs := slices.Clone(c.times[:min(c.n, len(c.times))])
+	slices.Sort(xs)
+	k := len(xs)
+	if k%2 == 1 {
+		return xs[k/2]
+	}
+	return (xs[k/2-1] + xs[k/2]) / 2
 }

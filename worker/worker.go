@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -99,17 +100,18 @@ type StepInfo struct {
 
 // Worker is one member of a training ring.
 type Worker struct {
-	cfg    Config
-	id     string
-	secret string   // issued to id at its first join; "" until then
-	lock   *os.File // holds the data dir
-	log    *slog.Logger
-	lis    net.Listener
-	addr   string // advertised
-	srv    *grpc.Server
-	member *allreduce.Member
-	client *coordinator.Client
-	store  *ckptstore.Store // DataDir/checkpoints
+	cfg     Config
+	compute atomic.Uint64 // float64 bits: median compute seconds per step over the last steps (heartbeats report it)
+	id      string
+	secret  string   // issued to id at its first join; "" until then
+	lock    *os.File // holds the data dir
+	log     *slog.Logger
+	lis     net.Listener
+	addr    string // advertised
+	srv     *grpc.Server
+	member  *allreduce.Member
+	client  *coordinator.Client
+	store   *ckptstore.Store // DataDir/checkpoints
 
 	assign   atomic.Pointer[pb.Assignment]
 	readyJob atomic.Pointer[string] // the job whose replica this worker has built; told to the coordinators
@@ -516,7 +518,8 @@ func (w *Worker) heartbeat(ctx context.Context) error {
 	if a := w.assign.Load(); a != nil {
 		gen = a.GetGeneration()
 	}
-	r, err := w.client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: w.id, Addr: w.Addr(), Generation: gen, ReadyJob: w.ready()})
+	r, err := w.client.Heartbeat(ctx, &pb.HeartbeatRequest{WorkerId: w.id, Addr: w.Addr(), Generation: gen, ReadyJob: w.ready(),
+		ComputeSeconds: math.Float64frombits(w.compute.Load())})
 	switch status.Code(err) {
 	case codes.OK:
 	case codes.NotFound:

@@ -168,13 +168,17 @@ func (x *JoinResponse) GetSecret() string {
 }
 
 type HeartbeatRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`            // the ring generation the worker is in (0: none)
-	ReadyJob      string                 `protobuf:"bytes,4,opt,name=ready_job,json=readyJob,proto3" json:"ready_job,omitempty"` // the job whose replica the worker has built ("" if none)
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId   string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	Addr       string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	Generation uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`            // the ring generation the worker is in (0: none)
+	ReadyJob   string                 `protobuf:"bytes,4,opt,name=ready_job,json=readyJob,proto3" json:"ready_job,omitempty"` // the job whose replica the worker has built ("" if none)
+	// compute_seconds is the median time of the worker's local forward and
+	// backward pass over its recent steps (0: no step yet): the straggler
+	// signal (a ring's step time is the same on every rank, its slowest's).
+	ComputeSeconds float64 `protobuf:"fixed64,5,opt,name=compute_seconds,json=computeSeconds,proto3" json:"compute_seconds,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *HeartbeatRequest) Reset() {
@@ -233,6 +237,13 @@ func (x *HeartbeatRequest) GetReadyJob() string {
 		return x.ReadyJob
 	}
 	return ""
+}
+
+func (x *HeartbeatRequest) GetComputeSeconds() float64 {
+	if x != nil {
+		return x.ComputeSeconds
+	}
+	return 0
 }
 
 type HeartbeatResponse struct {
@@ -1117,14 +1128,22 @@ func (x *CoordinatorInfo) GetVoter() bool {
 }
 
 type WorkerInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
-	Addr          string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
-	State         string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // ready, training, unfit
-	JoinedUnixMs  int64                  `protobuf:"varint,4,opt,name=joined_unix_ms,json=joinedUnixMs,proto3" json:"joined_unix_ms,omitempty"`
-	Reason        string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"` // why it is unfit
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	Id           string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Addr         string                 `protobuf:"bytes,2,opt,name=addr,proto3" json:"addr,omitempty"`
+	State        string                 `protobuf:"bytes,3,opt,name=state,proto3" json:"state,omitempty"` // ready, training, unfit
+	JoinedUnixMs int64                  `protobuf:"varint,4,opt,name=joined_unix_ms,json=joinedUnixMs,proto3" json:"joined_unix_ms,omitempty"`
+	Reason       string                 `protobuf:"bytes,5,opt,name=reason,proto3" json:"reason,omitempty"` // why it is unfit
+	// From the leader's memory (not replicated; absent when the answer did
+	// not come from the leader): how long ago it last heard from the worker
+	// (-1: not since it was elected), the worker's reported compute time per
+	// step, and whether that is more than the straggler factor times the
+	// ring's median (flagged, not evicted).
+	HeartbeatAgeMs int64   `protobuf:"varint,6,opt,name=heartbeat_age_ms,json=heartbeatAgeMs,proto3" json:"heartbeat_age_ms,omitempty"`
+	ComputeSeconds float64 `protobuf:"fixed64,7,opt,name=compute_seconds,json=computeSeconds,proto3" json:"compute_seconds,omitempty"`
+	Straggler      bool    `protobuf:"varint,8,opt,name=straggler,proto3" json:"straggler,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *WorkerInfo) Reset() {
@@ -1190,6 +1209,27 @@ func (x *WorkerInfo) GetReason() string {
 		return x.Reason
 	}
 	return ""
+}
+
+func (x *WorkerInfo) GetHeartbeatAgeMs() int64 {
+	if x != nil {
+		return x.HeartbeatAgeMs
+	}
+	return 0
+}
+
+func (x *WorkerInfo) GetComputeSeconds() float64 {
+	if x != nil {
+		return x.ComputeSeconds
+	}
+	return 0
+}
+
+func (x *WorkerInfo) GetStraggler() bool {
+	if x != nil {
+		return x.Straggler
+	}
+	return false
 }
 
 type JobInfo struct {
@@ -2745,14 +2785,15 @@ const file_gencluster_proto_rawDesc = "" +
 	"assignment\x12\x19\n" +
 	"\blease_ms\x18\x02 \x01(\x03R\aleaseMs\x12\"\n" +
 	"\fcoordinators\x18\x03 \x03(\tR\fcoordinators\x12\x16\n" +
-	"\x06secret\x18\x04 \x01(\tR\x06secret\"\x80\x01\n" +
+	"\x06secret\x18\x04 \x01(\tR\x06secret\"\xa9\x01\n" +
 	"\x10HeartbeatRequest\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x1e\n" +
 	"\n" +
 	"generation\x18\x03 \x01(\x04R\n" +
 	"generation\x12\x1b\n" +
-	"\tready_job\x18\x04 \x01(\tR\breadyJob\"\x8d\x01\n" +
+	"\tready_job\x18\x04 \x01(\tR\breadyJob\x12'\n" +
+	"\x0fcompute_seconds\x18\x05 \x01(\x01R\x0ecomputeSeconds\"\x8d\x01\n" +
 	"\x11HeartbeatResponse\x129\n" +
 	"\n" +
 	"assignment\x18\x01 \x01(\v2\x19.gencluster.v1.AssignmentR\n" +
@@ -2833,14 +2874,17 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12\x14\n" +
-	"\x05voter\x18\x04 \x01(\bR\x05voter\"\x84\x01\n" +
+	"\x05voter\x18\x04 \x01(\bR\x05voter\"\xf5\x01\n" +
 	"\n" +
 	"WorkerInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
 	"\x05state\x18\x03 \x01(\tR\x05state\x12$\n" +
 	"\x0ejoined_unix_ms\x18\x04 \x01(\x03R\fjoinedUnixMs\x12\x16\n" +
-	"\x06reason\x18\x05 \x01(\tR\x06reason\"\x9b\x03\n" +
+	"\x06reason\x18\x05 \x01(\tR\x06reason\x12(\n" +
+	"\x10heartbeat_age_ms\x18\x06 \x01(\x03R\x0eheartbeatAgeMs\x12'\n" +
+	"\x0fcompute_seconds\x18\a \x01(\x01R\x0ecomputeSeconds\x12\x1c\n" +
+	"\tstraggler\x18\b \x01(\bR\tstraggler\"\x9b\x03\n" +
 	"\aJobInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04spec\x18\x02 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12\x14\n" +

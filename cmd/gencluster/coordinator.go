@@ -23,6 +23,7 @@ import (
 func (a *app) coordinatorCommand() *cobra.Command {
 	var id, listen, advertise, peers, dataDir, join, httpAddr string
 	var lease, rejoinWait time.Duration
+	var straggler float64
 	cmd := &cobra.Command{
 		Use:   "coordinator --id ID --listen HOST:PORT --peers id=addr,... --data-dir DIR",
 		Short: "Run a coordinator: a member of the raft-replicated control plane",
@@ -46,7 +47,7 @@ data dir and asks the group at ADDR to add it.`,
 			if join != "" && len(ps) > 0 {
 				return fmt.Errorf("give --peers (a new group) or --join (an existing one), not both")
 			}
-			return a.runCoordinator(cmd.Context(), id, listen, advertise, dataDir, join, httpAddr, ps, coordinator.ServiceConfig{Lease: lease, RejoinWait: rejoinWait})
+			return a.runCoordinator(cmd.Context(), id, listen, advertise, dataDir, join, httpAddr, ps, coordinator.ServiceConfig{Lease: lease, RejoinWait: rejoinWait, StragglerFactor: straggler})
 		},
 	}
 	f := cmd.Flags()
@@ -59,7 +60,9 @@ data dir and asks the group at ADDR to add it.`,
 	f.DurationVar(&lease, "lease", coordinator.DefaultLease, "worker lease: a worker silent this long is removed")
 	f.DurationVar(&rejoinWait, "rejoin-wait", coordinator.DefaultRejoinWait,
 		"after a leader change (a whole-cluster restart), how long a ring waits for members not heard from before going on without them")
-	f.StringVar(&httpAddr, "http", "", "host:port to serve /livez and /readyz on (none if empty)")
+	f.StringVar(&httpAddr, "http", "", "host:port to serve /livez, /readyz and /metrics on (none if empty)")
+	f.Float64Var(&straggler, "straggler-factor", coordinator.DefaultStragglerFactor,
+		"flag a ring member whose compute time per step exceeds this many times the ring's median (status, metrics; not evicted)")
 	cmd.AddCommand(a.coordinatorRemoveCommand())
 	return cmd
 }
@@ -145,7 +148,7 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	hs := grpchealth.NewServer()
 	healthpb.RegisterHealthServer(srv, hs)
 	reg := newRegistry()
-	metrics.NewCoordinator(reg, coordinatorMetrics{node: node, fsm: fsm})
+	metrics.NewCoordinator(reg, coordinatorMetrics{node: node, fsm: fsm, svc: svc})
 	stopHTTP, err := a.serveHealth(ctx, httpAddr, svc.Ready, reg)
 	if err != nil {
 		lis.Close()

@@ -1,8 +1,12 @@
 package main
 
 import (
+	"context"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/coordinator"
 	"github.com/gencluster/gencluster/metrics"
 	"github.com/gencluster/gencluster/worker"
@@ -16,6 +20,7 @@ func newRegistry() *prometheus.Registry { return metrics.NewRegistry(readVersion
 type coordinatorMetrics struct {
 	node *coordinator.Node
 	fsm  *coordinator.FSM
+	svc  *coordinator.Service // nil: no straggler count
 }
 
 func (c coordinatorMetrics) Raft() metrics.Raft {
@@ -37,6 +42,18 @@ func (c coordinatorMetrics) Cluster() metrics.Cluster {
 			cl.Running, cl.Step, cl.TotalSteps, cl.ImagesPerSec = true, j.GetStep(), j.GetSpec().GetSteps(), j.GetImagesPerSec()
 		}
 	})
+	if c.svc != nil && c.node.IsLeader() {
+		// The leader's own status holds what it heard from the workers.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		if st, err := c.svc.Status(ctx, &pb.StatusRequest{Local: true}); err == nil {
+			for _, w := range st.GetWorkers() {
+				if w.GetStraggler() {
+					cl.Stragglers++
+				}
+			}
+		}
+	}
 	return cl
 }
 

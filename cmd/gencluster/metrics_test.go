@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -296,4 +297,118 @@ func tryScrape(url string) (map[string]*dto.MetricFamily, error) {
 	}
 	parser := expfmt.NewTextParser(model.UTF8Validation)
 	return parser.TextToMetricFamilies(res.Body)
+}
+
+// A worker slowed on purpose (SIGSTOP bursts: stopped half the time) is
+// flagged a straggler in status and the leader's metrics, and not evicted;
+// every worker's heartbeat age and compute time are shown.
+func TestStraggler(t *testing.T) {
+	if testing.Short() {
+		t.Skip("process cluster test")
+	}
+	dir := t.TempDir()
+	a1, h1 := freeAddr(t), freeAddr(t)
+	startProc(t, "coordinator c1", "coordinator", "--id", "c1", "--listen", a1, "--peers", "c1="+a1,
+		"--data-dir", filepath.Join(dir, "c1"), "--http", h1, "--lease", "5s")
+	var ws []*proc
+	for i := range 3 {
+		ws = append(ws, startProc(t, fmt.Sprintf("worker w%d", i), "worker", "--join", a1, "--listen", "127.0.0.1:0",
+			"--data-dir", filepath.Join(dir, fmt.Sprintf("w%d", i)), "--threads", "1"))
+	}
+	if _, errs, code := gencluster(t, "submit", "--coordinator", a1, "--model", "vae", "--batch", "48", "--steps", "100000",
+		"--min-workers", "3", "--checkpoint-every", "0"); code != 0 {
+		t.Fatalf("submit: %s", errs)
+	}
+	type wj struct {
+		ID             string  `json:"id"`
+		Addr           string  `json:"addr"`
+		HeartbeatAgeMs *int64  `json:"heartbeat_age_ms"`
+		ComputeSeconds float64 `json:"compute_seconds"`
+		Straggler      bool    `json:"straggler"`
+	}
+	statusOf := func() []wj {
+		out, errs, code := gencluster(t, "status", "--coordinator", a1, "--json")
+		if code != 0 {
+			t.Fatalf("status: %s", errs)
+		}
+		var st struct {
+			Workers []wj `json:"workers"`
+		}
+		if err := json.Unmarshal([]byte(out), &st); err != nil {
+			t.Fatal(err)
+		}
+		return st.Workers
+	}
+	// Every worker trains and reports its compute time; no one is slow yet.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		st := statusOf()
+		ok := len(st) == 3
+		for _, w := range st {
+			ok = ok && w.ComputeSeconds > 0 && w.HeartbeatAgeMs != nil && *w.HeartbeatAgeMs >= 0 && *w.HeartbeatAgeMs < 5000
+		}
+		if ok {
+			for _, w := range st {
+				if w.Straggler {
+					t.Logf("note: %s flagged before any slowing (compute %.1f ms)", w.ID, w.ComputeSeconds*1000)
+				}
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers' compute times and heartbeat ages not all known in 60s: %+v", st)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+
+	// Slow worker 0: stopped 40 ms of every 80.
+	slow := ws[0]
+	stop := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for {
+			select {
+			case <-stop:
+				slow.cmd.Process.Signal(syscall.SIGCONT)
+				return
+			default:
+			}
+			slow.cmd.Process.Signal(syscall.SIGSTOP)
+			time.Sleep(40 * time.Millisecond)
+			slow.cmd.Process.Signal(syscall.SIGCONT)
+			time.Sleep(40 * time.Millisecond)
+		}
+	}()
+	defer func() { close(stop); <-stopped }()
+	var slowID string
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		st := statusOf()
+		var flagged []string
+		for _, w := range st {
+			if w.Straggler {
+				flagged = append(flagged, w.ID)
+			}
+		}
+		if len(flagged) == 1 && len(st) == 3 {
+			slowID = flagged[0]
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not exactly one straggler within 60s of slowing a worker: %+v", st)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	// The flagged one is the slowed process (its log names its id).
+	if !strings.Contains(slow.log.String(), slowID) {
+		t.Errorf("flagged %s, which is not the slowed worker", slowID)
+	}
+	if v, _ := value(scrape(t, "http://"+h1+"/metrics"), "gencluster_stragglers"); v != 1 {
+		t.Errorf("gencluster_stragglers = %v, want 1", v)
+	}
+	out, _, _ := gencluster(t, "status", "--coordinator", a1)
+	if !strings.Contains(out, "STRAGGLER") || !strings.Contains(out, "ms/step") || !strings.Contains(out, "heard ") {
+		t.Errorf("status text lacks the straggler flag, compute time or heartbeat age:\n%s", out)
+	}
 }

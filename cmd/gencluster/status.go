@@ -40,6 +40,15 @@ type workerJSON struct {
 	State  string `json:"state"` // ready, training, unfit
 	Rank   int    `json:"rank"`
 	Reason string `json:"reason,omitempty"` // why it is unfit
+	// From the leader: ms since it last heard from the worker (-1: not
+	// since it was elected; absent from a coordinator that could not ask
+	// the leader), the worker's compute time per step (median of its last
+	// steps; 0 before its first) and whether that makes it a straggler
+	// (slower than the coordinator's --straggler-factor times the ring's
+	// median; flagged, not evicted).
+	HeartbeatAgeMs *int64  `json:"heartbeat_age_ms,omitempty"`
+	ComputeSeconds float64 `json:"compute_seconds"`
+	Straggler      bool    `json:"straggler"`
 }
 
 type jobJSON struct {
@@ -85,7 +94,13 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 		if !ok {
 			rk = -1
 		}
-		s.Workers = append(s.Workers, workerJSON{ID: w.GetId(), Addr: w.GetAddr(), State: w.GetState(), Rank: rk, Reason: w.GetReason()})
+		wj := workerJSON{ID: w.GetId(), Addr: w.GetAddr(), State: w.GetState(), Rank: rk, Reason: w.GetReason(),
+			ComputeSeconds: w.GetComputeSeconds(), Straggler: w.GetStraggler()}
+		if r.GetStaleReason() == "" {
+			age := w.GetHeartbeatAgeMs()
+			wj.HeartbeatAgeMs = &age
+		}
+		s.Workers = append(s.Workers, wj)
 	}
 	for _, j := range r.GetJobs() {
 		jj := jobJSON{
@@ -170,6 +185,15 @@ func printStatus(a *app, s statusJSON) {
 		fmt.Fprintf(a.stdout, "  worker      %-8s %-22s %s (rank %d)", w.ID, w.Addr, w.State, w.Rank)
 		if w.Reason != "" {
 			fmt.Fprintf(a.stdout, ": %s", w.Reason)
+		}
+		if h := w.HeartbeatAgeMs; h != nil && *h >= 0 {
+			fmt.Fprintf(a.stdout, ", heard %.1fs ago", float64(*h)/1000)
+		}
+		if w.ComputeSeconds > 0 {
+			fmt.Fprintf(a.stdout, ", compute %.1f ms/step", w.ComputeSeconds*1000)
+		}
+		if w.Straggler {
+			fmt.Fprint(a.stdout, "  STRAGGLER")
 		}
 		fmt.Fprintln(a.stdout)
 	}

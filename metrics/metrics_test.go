@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
@@ -17,26 +18,16 @@ func TestWorkerObserve(t *testing.T) {
 			Compute: 12 * time.Millisecond, AllReduce: 9 * time.Millisecond, Exposed: 3 * time.Millisecond,
 			Optimizer: 2 * time.Millisecond, World: 2, Rank: 1, Generation: 7, Loss: 0.5})
 	}
-	for name, want := range map[string]float64{"steps": 4, "images": 32, "reduced": 4000, "step": 4, "world": 2, "generation": 7, "loss": 0.5} {
-		var got float64
-		switch name {
-		case "steps":
-			got = testutil.ToFloat64(w.steps)
-		case "images":
-			got = testutil.ToFloat64(w.images)
-		case "reduced":
-			got = testutil.ToFloat64(w.reduced)
-		case "step":
-			got = testutil.ToFloat64(w.step)
-		case "world":
-			got = testutil.ToFloat64(w.world)
-		case "generation":
-			got = testutil.ToFloat64(w.generation)
-		case "loss":
-			got = testutil.ToFloat64(w.loss)
-		}
-		if got != want {
-			t.Errorf("%s = %v, want %v", name, got, want)
+	for _, c := range []struct {
+		name string
+		c    prometheus.Collector
+		want float64
+	}{
+		{"steps", w.steps, 4}, {"images", w.images, 32}, {"reduced", w.reduced, 4000}, {"step", w.step, 4},
+		{"world", w.world, 2}, {"generation", w.generation, 7}, {"loss", w.loss, 0.5},
+	} {
+		if got := testutil.ToFloat64(c.c); got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, got, c.want)
 		}
 	}
 	refused = 5

@@ -384,7 +384,7 @@ func TestLocal(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("local: exit %d: %s\n%s", code, errs, stdout)
 	}
-	if !strings.Contains(stdout, "step 30/30") || !strings.Contains(stdout, "done: step 30") {
+	if !strings.Contains(stdout, "step 30/30") || !strings.Contains(stdout, "done: step 30") || !strings.Contains(stdout, "  eta ") {
 		t.Errorf("local printed no progress to the last step:\n%s", stdout)
 	}
 	for _, f := range []string{"ckpt-0000000030.db", "loss.csv", "loss.png", "samples.png"} {

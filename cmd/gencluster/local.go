@@ -211,6 +211,7 @@ func (a *app) watchJob(ctx context.Context, c *coordinator.Client, jobID string,
 	defer tick.Stop()
 	var lastPrint time.Time
 	var lastStep int64 = -1
+	var rate stepRate
 	for {
 		select {
 		case <-ctx.Done():
@@ -234,11 +235,12 @@ func (a *app) watchJob(ctx context.Context, c *coordinator.Client, jobID string,
 			return nil, fmt.Errorf("job %s vanished from the cluster's status", jobID)
 		}
 		total := job.GetSpec().GetSteps()
+		rate.see(time.Now(), job.GetStep())
 		if job.GetStep() != lastStep && (time.Since(lastPrint) >= 2*time.Second || job.GetState() != "running") {
 			lastPrint, lastStep = time.Now(), job.GetStep()
-			fmt.Fprintf(a.stdout, "step %d/%d (%.1f%%)  loss %.3f  %.1f img/s  workers %d  generation %d  elapsed %s\n",
+			fmt.Fprintf(a.stdout, "step %d/%d (%.1f%%)  loss %.3f  %.1f img/s  workers %d  generation %d  elapsed %s  eta %s\n",
 				job.GetStep(), total, 100*float64(job.GetStep())/float64(total), job.GetLoss(), job.GetImagesPerSec(),
-				len(st.GetRing()), st.GetGeneration(), time.Since(start).Round(time.Second))
+				len(st.GetRing()), st.GetGeneration(), time.Since(start).Round(time.Second), rate.eta(time.Now(), job.GetStep(), total))
 		}
 		switch job.GetState() {
 		case "done", "failed":
@@ -316,4 +318,28 @@ func (m *localWorkerMetrics) observe(s worker.StepInfo) {
 	}
 	m.mu.Unlock()
 	w.Observe(stepSample(s))
+}
+
+// stepRate estimates a job's remaining time from the steps it has made
+// since it was first seen making progress.
+type stepRate struct {
+	t0    time.Time
+	step0 int64
+}
+
+// see records an observation of the job's step.
+func (r *stepRate) see(now time.Time, step int64) {
+	if r.t0.IsZero() && step > 0 {
+		r.t0, r.step0 = now, step
+	}
+}
+
+// eta is the estimated time to step total, or "-" before there is a rate.
+func (r *stepRate) eta(now time.Time, step, total int64) string {
+	el := now.Sub(r.t0)
+	if r.t0.IsZero() || step <= r.step0 || el <= 0 {
+		return "-"
+	}
+	perStep := el / time.Duration(step-r.step0)
+	return (perStep * time.Duration(total-step)).Round(time.Second).String()
 }

@@ -412,3 +412,20 @@ func TestStraggler(t *testing.T) {
 		t.Errorf("status text lacks the straggler flag, compute time or heartbeat age:\n%s", out)
 	}
 }
+
+func TestStepRateETA(t *testing.T) {
+	var r stepRate
+	t0 := time.Unix(1000, 0)
+	if got := r.eta(t0, 0, 100); got != "-" {
+		t.Errorf("eta before any progress: %q", got)
+	}
+	r.see(t0, 0) // no progress yet: not the start
+	r.see(t0.Add(time.Second), 10)
+	if got := r.eta(t0.Add(time.Second), 10, 100); got != "-" {
+		t.Errorf("eta with one observation: %q", got)
+	}
+	// 20 steps in 10 s: 0.5 s a step, 70 to go.
+	if got := r.eta(t0.Add(11*time.Second), 30, 100); got != "35s" {
+		t.Errorf("eta = %q, want 35s", got)
+	}
+}

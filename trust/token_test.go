@@ -236,7 +236,8 @@ func TestTokenReload(t *testing.T) {
 	dir := newPKI(t)
 	pin := hexPin(t, dir)
 	path := writeToken(t, line(pin, goodSecret))
-	tok, err := loadToken(path, nil, 10*time.Millisecond)
+	log, logs := testLogger()
+	tok, err := loadToken(path, log, 10*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,12 +265,19 @@ func TestTokenReload(t *testing.T) {
 		return nil
 	})
 	write("garbage\n")
-	time.Sleep(50 * time.Millisecond) // several check intervals: the broken file is read
-	for range 3 {
+	// Checks read the file (at most every 10 ms) until the broken
+	// replacement is seen and refused; the last good token still works.
+	eventually(t, 2*time.Second, func() error {
 		if err := tok.Check(ctx(newer)); err != nil {
 			t.Fatalf("a broken token file dropped the last good token: %v", err)
 		}
-		time.Sleep(20 * time.Millisecond)
+		if !strings.Contains(logs.String(), "reloading the token file failed") {
+			return fmt.Errorf("the broken token file was not read")
+		}
+		return nil
+	})
+	if err := tok.Check(ctx(newer)); err != nil {
+		t.Fatalf("after the broken file was refused: %v", err)
 	}
 }
 

@@ -418,9 +418,9 @@ type computeWindow struct {
 func (c *computeWindow) add(seconds float64) float64 {
 	c.times[c.n%len(c.times)] = seconds
 	c.n++
-	xs := slices.Clone(c.times[:min(c.n, len(c.times))])
-	slices.Sort(xs)
-	k := len(xs)
+	xs := c.times // a copy on the stack: no allocation in the training step
+	k := min(c.n, len(c.times))
+	slices.Sort(xs[:k])
 	if k%2 == 1 {
 		return xs[k/2]
 	}

@@ -5,22 +5,80 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
+	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 )
 
 // freeAddr returns a loopback address whose port was free a moment ago.
+// The port lies below the kernel's ephemeral range, so a socket another
+// test binary opens on port 0 in the meantime cannot take it; and this
+// binary never hands out the same port twice, so a port a stopped process
+// held is not reused while its peers may still dial it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
+	return testPorts.addr(t)
+}
+
+// portPicker hands out loopback ports below the ephemeral range.
+type portPicker struct {
+	mu   sync.Mutex
+	used map[int]bool
+}
+
+var testPorts = &portPicker{used: map[int]bool{}}
+
+func (p *portPicker) addr(t *testing.T) string {
+	t.Helper()
+	lo, hi := 10000, ephemeralLow()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for range 200 {
+		if hi-lo < 1000 {
+			break // no room below the ephemeral range: fall back to port 0
+		}
+		port := lo + rand.IntN(hi-lo)
+		if p.used[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		p.used[port] = true
+		return l.Addr().String()
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range (32768
+// where it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return 32768
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return 32768
+	}
+	n, err := strconv.Atoi(f[0])
+	if err != nil {
+		return 32768
+	}
+	return n
 }
 
 // syncBuffer is a bytes.Buffer safe for a command writing while the test reads.

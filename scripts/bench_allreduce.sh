@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Side-by-side all-reduce benchmark: gencluster's ring over gRPC vs
-# torch.distributed gloo (../shared/anchors/gloo_allreduce.py), N processes
+# torch.distributed gloo (scripts/torch_reference.py allreduce), N processes
 # on loopback, alternating runs; plus the loopback bound
 # 2(N-1)/N * S / (single-stream loopback bandwidth).
 # Usage: scripts/bench_allreduce.sh [ROUNDS] [ITERS]   (defaults 3, 10)
@@ -8,7 +8,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
 iters=${2:-10}
-anchors=${ANCHORS:-../shared/anchors}
 bin=$(mktemp -d)/gencluster
 go build -o "$bin" ./cmd/gencluster
 results=$(mktemp)
@@ -17,7 +16,7 @@ for r in $(seq "$rounds"); do
     for s in 1 16 64; do
       ours=$("$bin" bench allreduce --world "$n" --mib "$s" --iters "$iters" --loopback --json |
         /usr/bin/python3 -c 'import json,sys; j=json.load(sys.stdin); print(j["median_seconds"], j["bound_seconds"])')
-      gloo=$(cd "$anchors" && /usr/bin/python3 gloo_allreduce.py "$n" "$s" "$iters" | sed -n 's/.*median_s=\([0-9.]*\).*/\1/p')
+      gloo=$(/usr/bin/python3 scripts/torch_reference.py allreduce "$n" "$s" "$iters" | sed -n 's/.*median_s=\([0-9.]*\).*/\1/p')
       echo "$n $s $ours $gloo" >>"$results"
     done
   done

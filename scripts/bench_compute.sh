@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Side-by-side compute benchmark: gencluster bench compute vs the PyTorch
-# anchor (../shared/anchors/torch_ref.py) at the same model, batch and
-# threads, alternating runs so that both see the same machine state.
+# Side-by-side compute benchmark: gencluster bench compute vs PyTorch
+# (scripts/torch_reference.py compute, Debian's python3-torch) at the same
+# model, batch and threads, alternating runs so that both see the same
+# machine state.
 # Usage: scripts/bench_compute.sh [ROUNDS]   (default 3; prints a Markdown table)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
-anchors=${ANCHORS:-../shared/anchors}
 bin=$(mktemp -d)/gencluster
 go build -o "$bin" ./cmd/gencluster
 export MNIST_DIR=$PWD/dataset/mnistdata
@@ -19,7 +19,7 @@ for r in $(seq "$rounds"); do
       b=${batch[$model]} s=${steps[$model]}
       ours=$("$bin" bench compute --model "$model" --batch "$b" --threads "$t" --steps "$s" --json |
         /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])')
-      torch=$(/usr/bin/python3 "$anchors/torch_ref.py" "$model" "$b" "$s" "$t" |
+      torch=$(/usr/bin/python3 scripts/torch_reference.py compute "$model" "$b" "$s" "$t" |
         sed -n 's/.*images_per_s=\([0-9.]*\).*/\1/p')
       echo "$model $b $t $ours $torch" >>"$results"
     done

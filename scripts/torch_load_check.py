@@ -1,11 +1,12 @@
-"""Load a gencluster safetensors export into ../shared/anchors/torch_ref.py's
+"""Load a gencluster safetensors export into scripts/torch_reference.py's
 model with load_state_dict(strict=True) and print its test loss as JSON.
-Usage: PYTHONPATH=../shared/anchors MNIST_DIR=dataset/mnistdata \
-       /usr/bin/python3 scripts/torch_load_check.py MODEL FILE.safetensors
+Usage: /usr/bin/python3 scripts/torch_load_check.py MODEL FILE.safetensors
+($MNIST_DIR as for torch_reference.py: default dataset/mnistdata.)
 Reads safetensors with the standard library only (no safetensors package)."""
 import json, struct, sys
 import numpy as np, torch
-import torch_ref
+sys.dont_write_bytecode = True  # no __pycache__ in scripts/
+import torch_reference
 
 def read_safetensors(path):
     with open(path, "rb") as f:
@@ -24,11 +25,9 @@ def read_safetensors(path):
 def main():
     model, path = sys.argv[1], sys.argv[2]
     torch.manual_seed(0)
-    net = torch_ref.PixelCNN() if model == "pixelcnn" else torch_ref.VAE()
+    net = torch_reference.build(model)
     net.load_state_dict(read_safetensors(path), strict=True)
-    te = torch.from_numpy((torch_ref.load("t10k-images-idx3-ubyte.gz") > 127).astype(np.float32))
-    with torch.no_grad():
-        tot = sum(net.loss(te[k:k+500]).item() * 500 for k in range(0, 10000, 500)) / 10000
+    tot = torch_reference.test_loss(net, torch_reference.images("test"))
     print(json.dumps({"model": model, "test_nats": tot}))
 
 main()

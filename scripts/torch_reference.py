@@ -1,0 +1,229 @@
+"""The PyTorch side of the comparisons in docs/BENCHMARKS.md.
+
+It builds gencluster's two models in PyTorch, layer for layer and with the
+parameter names and layouts `gencluster export` writes (so an exported file
+loads with load_state_dict(strict=True)), and measures them the way the
+gencluster side of each comparison is measured:
+
+  torch_reference.py compute MODEL BATCH STEPS THREADS
+      training images/s: 3 untimed warm-up steps, then STEPS timed steps
+      (batch assembly, forward, backward, Adam), wall clock (perf_counter)
+  torch_reference.py quality MODEL BATCH EPOCHS THREADS
+      Adam (lr 1e-3) for EPOCHS passes over the training set (a new random
+      order each pass, the last partial batch dropped), then the mean test
+      loss in nats per image over the 10,000 test images, batches of 500
+  torch_reference.py allreduce WORLD MIB ITERS
+      WORLD processes (torch.distributed, gloo, loopback, 1 thread each)
+      sum MIB MiB of float32: 2 warm-up runs, then ITERS runs, each after a
+      barrier; rank 0's median seconds
+
+MODEL is pixelcnn or vae; THREADS goes to torch.set_num_threads. Data: the
+IDX files in $MNIST_DIR (default: this repository's dataset/mnistdata, the
+files the gencluster binary embeds), binarised at 0.5 (byte > 127 is 1).
+Every run seeds torch with 0. Run it with Debian's PyTorch:
+    apt-get install python3-torch libopenblas0-pthread
+    /usr/bin/python3 scripts/torch_reference.py compute pixelcnn 32 20 2
+"""
+import gzip
+import os
+import socket
+import statistics
+import struct
+import sys
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DATA = os.environ.get("MNIST_DIR") or os.path.join(HERE, "..", "dataset", "mnistdata")
+PIXELS = 28 * 28
+
+
+def images(split):
+    """The split's images as float32 0/1, shape [N, 1, 28, 28]."""
+    stem = os.path.join(DATA, ("train" if split == "train" else "t10k") + "-images-idx3-ubyte")
+    f = gzip.open(stem + ".gz") if os.path.exists(stem + ".gz") else open(stem, "rb")
+    with f:
+        magic, n, rows, cols = struct.unpack(">4I", f.read(16))
+        assert magic == 0x803, f"{stem}: not an IDX image file"
+        raw = np.frombuffer(f.read(n * rows * cols), np.uint8).reshape(n, 1, rows, cols)
+    return torch.from_numpy((raw > 127).astype(np.float32))
+
+
+class MaskedConv2d(nn.Conv2d):
+    """A k x k convolution that sees only pixels before the centre in raster
+    order: rows above it, and on its row the columns left of it (mask A) or
+    up to and including it (mask B). The mask is a buffer of the weight's
+    shape, named `mask`, as in gencluster's export."""
+
+    def __init__(self, kind, cin, cout, k):
+        super().__init__(cin, cout, k, padding=k // 2)
+        c = k // 2
+        allowed = torch.zeros(k, k)
+        allowed[:c, :] = 1
+        allowed[c, : c + (1 if kind == "B" else 0)] = 1
+        self.register_buffer("mask", allowed.expand_as(self.weight).clone())
+
+    def forward(self, x):
+        return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+
+class PixelCNN(nn.Module):
+    """7x7 mask-A conv 1->64; 6 x [ReLU, 3x3 mask-B conv 64->64]; ReLU, 1x1
+    conv 64->64, ReLU, 1x1 conv 64->1: a Bernoulli logit per pixel. Loss:
+    binary cross-entropy summed over the pixels, per image (nats)."""
+
+    def __init__(self, width=64, blocks=6):
+        super().__init__()
+        self.a = MaskedConv2d("A", 1, width, 7)
+        self.bs = nn.ModuleList(MaskedConv2d("B", width, width, 3) for _ in range(blocks))
+        self.o1 = nn.Conv2d(width, width, 1)
+        self.o2 = nn.Conv2d(width, 1, 1)
+
+    def loss(self, x):
+        h = self.a(x)
+        for conv in self.bs:
+            h = conv(torch.relu(h))
+        logits = self.o2(torch.relu(self.o1(torch.relu(h))))
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+
+
+class VAE(nn.Module):
+    """Encoder 784-400 (ReLU) -> mean (20) and log-variance (20); decoder
+    20-400 (ReLU) -> 784 Bernoulli logits. Loss: the negative ELBO with one
+    noise sample per image (reconstruction BCE + KL to N(0, I)), per image."""
+
+    def __init__(self):
+        super().__init__()
+        self.e = nn.Linear(PIXELS, 400)
+        self.mu = nn.Linear(400, 20)
+        self.lv = nn.Linear(400, 20)
+        self.d1 = nn.Linear(20, 400)
+        self.d2 = nn.Linear(400, PIXELS)
+
+    def loss(self, x):
+        x = x.reshape(len(x), PIXELS)
+        h = torch.relu(self.e(x))
+        mean, logvar = self.mu(h), self.lv(h)
+        z = mean + torch.exp(0.5 * logvar) * torch.randn_like(mean)
+        logits = self.d2(torch.relu(self.d1(z)))
+        rec = F.binary_cross_entropy_with_logits(logits, x, reduction="sum")
+        kl = 0.5 * torch.sum(mean * mean + logvar.exp() - 1 - logvar)
+        return (rec + kl) / len(x)
+
+
+def build(model):
+    if model == "pixelcnn":
+        return PixelCNN()
+    if model == "vae":
+        return VAE()
+    sys.exit(f"unknown model {model!r}: pixelcnn or vae")
+
+
+def test_loss(net, data):
+    """Mean loss per image over data, 500 images at a time, no gradients."""
+    with torch.no_grad():
+        return sum(net.loss(data[i:i + 500]).item() * len(data[i:i + 500]) for i in range(0, len(data), 500)) / len(data)
+
+
+def compute(model, batch, steps, threads):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    train = images("train")
+    net = build(model)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    order = torch.randperm(len(train))
+    span = len(train) - batch
+
+    def step(i):
+        start = (i * batch) % span  # consecutive windows of one random order
+        opt.zero_grad()
+        loss = net.loss(train[order[start:start + batch]])
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for i in range(3):
+        step(i)
+    t0 = time.perf_counter()
+    loss = 0.0
+    for i in range(3, 3 + steps):
+        loss = step(i)
+    dt = time.perf_counter() - t0
+    print(f"{model} batch={batch} steps={steps} threads={threads} images_per_s={batch * steps / dt:.1f} loss={loss:.2f}")
+
+
+def quality(model, batch, epochs, threads):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    train, test = images("train"), images("test")
+    net = build(model)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    total = int(epochs * len(train) / batch)
+    done, t0 = 0, time.time()
+    while done < total:
+        order = torch.randperm(len(train))
+        for start in range(0, len(train) - batch + 1, batch):
+            if done == total:
+                break
+            opt.zero_grad()
+            loss = net.loss(train[order[start:start + batch]])
+            loss.backward()
+            opt.step()
+            done += 1
+            if done % 500 == 0:
+                print(f"step {done}/{total} loss {loss.item():.2f} t={time.time() - t0:.0f}s", flush=True)
+    train_s = time.time() - t0
+    nats = test_loss(net, test)
+    print(f"{model} epochs={epochs} batch={batch} steps={total} train_s={train_s:.0f} "
+          f"test_nats={nats:.2f} bits_per_dim={nats / (PIXELS * np.log(2)):.4f}")
+
+
+def _allreduce_member(rank, world, mib, iters, port):
+    import torch.distributed as dist
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    buf = torch.ones(mib * (1 << 20) // 4)
+    for _ in range(2):
+        dist.all_reduce(buf)
+    times = []
+    for _ in range(iters):
+        dist.barrier()
+        t0 = time.perf_counter()
+        dist.all_reduce(buf)
+        times.append(time.perf_counter() - t0)
+    if rank == 0:
+        t, size = statistics.median(times), mib * (1 << 20)
+        print(f"gloo world={world} MiB={mib} median_s={t:.4f} algbw_MBps={size / t / 1e6:.0f} "
+              f"busbw_MBps={2 * (world - 1) / world * size / t / 1e6:.0f}")
+    dist.destroy_process_group()
+
+
+def allreduce(world, mib, iters):
+    import torch.multiprocessing as mp
+    with socket.socket() as s:  # a free port for the rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_allreduce_member, args=(world, mib, iters, port), nprocs=world)
+
+
+def main(argv):
+    usage = "usage: torch_reference.py compute|quality MODEL BATCH STEPS|EPOCHS THREADS, or allreduce WORLD MIB ITERS"
+    if len(argv) < 4:
+        sys.exit(usage)
+    what, args = argv[0], argv[1:]
+    if what == "compute" and len(args) == 4:
+        compute(args[0], int(args[1]), int(args[2]), int(args[3]))
+    elif what == "quality" and len(args) == 4:
+        quality(args[0], int(args[1]), float(args[2]), int(args[3]))
+    elif what == "allreduce" and len(args) == 3:
+        allreduce(int(args[0]), int(args[1]), int(args[2]))
+    else:
+        sys.exit(usage)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -253,6 +253,17 @@ func (c *Client) Submit(ctx context.Context, spec *pb.JobSpec) (string, error) {
 	return r.GetJobId(), err
 }
 
+// SubmitEpochs queues a job of epochs passes over its data set (with
+// spec.steps 0; the coordinator counts the steps) or, with epochs 0, of
+// spec.steps; it returns the job's id and steps.
+func (c *Client) SubmitEpochs(ctx context.Context, spec *pb.JobSpec, epochs float64) (string, int64, error) {
+	req := &pb.SubmitRequest{Job: spec, RequestId: rand.Text(), Epochs: epochs}
+	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.SubmitResponse, error) {
+		return cl.Submit(ctx, req)
+	})
+	return r.GetJobId(), r.GetSteps(), err
+}
+
 // Join registers a worker.
 func (c *Client) Join(ctx context.Context, req *pb.JoinRequest) (*pb.JoinResponse, error) {
 	r, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.JoinResponse, error) {
@@ -330,6 +341,14 @@ func (c *Client) Cancel(ctx context.Context, jobID, reason string) (string, erro
 func (c *Client) ReportProgress(ctx context.Context, req *pb.ReportProgressRequest) error {
 	_, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.ReportProgressResponse, error) {
 		return cl.ReportProgress(ctx, req)
+	})
+	return err
+}
+
+// PutSample sends the running job's latest sample grid.
+func (c *Client) PutSample(ctx context.Context, req *pb.PutSampleRequest) error {
+	_, err := call(ctx, c, func(ctx context.Context, cl pb.CoordinatorClient) (*pb.PutSampleResponse, error) {
+		return cl.PutSample(ctx, req)
 	})
 	return err
 }

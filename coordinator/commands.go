@@ -26,7 +26,10 @@ import (
 // Version 3: job ids carry the proposer's nonce (SubmitJob.nonce),
 // JobSpec.keep, RecordCheckpoint with holders (a recorded step with the
 // same checksum adds holders).
-const CommandVersion = 3
+//
+// Version 4: RecordSample (the dashboard's sample grid), JobSpec.samples,
+// the loss history ReportProgress builds.
+const CommandVersion = 4
 
 // Limits of what a command may carry.
 const (
@@ -43,6 +46,12 @@ const (
 	MaxQueuedJobs = 1000
 	// MaxJobWarnings bounds a job's warnings (the newest are kept).
 	MaxJobWarnings = 20
+	// MaxSampleBytes bounds a job's sample grid PNG; MaxSamples the images
+	// in it.
+	MaxSampleBytes = 64 << 10
+	MaxSamples     = 64
+	// MaxLossHistory bounds the points of a job's loss history.
+	MaxLossHistory = 512
 	maxAddrLen     = 256
 	maxKeyLen      = 512 // CheckpointManifest.key
 )
@@ -61,6 +70,9 @@ var (
 	// ErrNotOwner: a worker id is registered with a secret the caller does
 	// not hold (another data dir's worker).
 	ErrNotOwner = errors.New("not the owner")
+	// ErrNotInRing: a worker sent what only a member of the current ring
+	// may send (the job's sample grid).
+	ErrNotInRing = errors.New("not in the ring")
 	// ErrStaleGeneration: the command was made for a ring generation that
 	// is no longer current.
 	ErrStaleGeneration = errors.New("stale ring generation")
@@ -159,6 +171,8 @@ func ValidateCommand(c *pb.Command) error {
 		}
 		return errors.Join(validateID("cancel_job: job_id", r.GetJobId()),
 			validateText("cancel_job: reason", r.GetReason(), false))
+	case *pb.Command_RecordSample:
+		return validateRecordSample(b.RecordSample)
 	case nil:
 		return fmt.Errorf("command: no body (unknown to version %d?): %w", CommandVersion, ErrInvalid)
 	default:
@@ -202,6 +216,32 @@ func ValidateJobSpec(s *pb.JobSpec) error {
 	}
 	if k := s.GetKeep(); k < 0 || k > MaxKeep {
 		return fmt.Errorf("job spec: keep %d is outside 0..%d: %w", k, MaxKeep, ErrInvalid)
+	}
+	if n := s.GetSamples(); n < 0 || n > MaxSamples {
+		return fmt.Errorf("job spec: samples %d is outside 0..%d: %w", n, MaxSamples, ErrInvalid)
+	}
+	return nil
+}
+
+// pngSignature starts every PNG file.
+const pngSignature = "\x89PNG\r\n\x1a\n"
+
+func validateRecordSample(r *pb.RecordSample) error {
+	if r == nil {
+		return fmt.Errorf("record_sample: missing: %w", ErrInvalid)
+	}
+	if err := errors.Join(validateID("record_sample: job_id", r.GetJobId()), validateID("record_sample: worker_id", r.GetWorkerId())); err != nil {
+		return err
+	}
+	switch n := len(r.GetPng()); {
+	case r.GetGeneration() == 0:
+		return fmt.Errorf("record_sample: generation missing: %w", ErrInvalid)
+	case r.GetStep() < 1:
+		return fmt.Errorf("record_sample: step %d is not positive: %w", r.GetStep(), ErrInvalid)
+	case n > MaxSampleBytes:
+		return fmt.Errorf("record_sample: png of %d bytes is over %d: %w", n, MaxSampleBytes, ErrInvalid)
+	case !strings.HasPrefix(string(r.GetPng()), pngSignature):
+		return fmt.Errorf("record_sample: png is not a PNG file: %w", ErrInvalid)
 	}
 	return nil
 }

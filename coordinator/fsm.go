@@ -21,7 +21,7 @@ import (
 //	RegisterWorker, RemoveWorkers  uint64: the ring generation after it
 //	SubmitJob                      string: the new job's id
 //	FinishJob                      string: the id of the job that started next, or ""
-//	ReportProgress, RecordCheckpoint  nil
+//	ReportProgress, RecordCheckpoint, RecordSample  nil
 type ApplyResult struct {
 	Value any
 	Err   error
@@ -97,7 +97,7 @@ func apply(s *State, c *pb.Command) (any, error) {
 	case *pb.Command_SubmitJob:
 		return s.submitJob(now, b.SubmitJob)
 	case *pb.Command_ReportProgress:
-		return nil, s.reportProgress(b.ReportProgress)
+		return nil, s.reportProgress(now, b.ReportProgress)
 	case *pb.Command_FinishJob:
 		return s.finishJob(now, b.FinishJob)
 	case *pb.Command_RecordCheckpoint:
@@ -108,6 +108,8 @@ func apply(s *State, c *pb.Command) (any, error) {
 		return s.setWorkerUnfit(now, b.SetWorkerUnfit)
 	case *pb.Command_CancelJob:
 		return s.cancelJob(now, b.CancelJob)
+	case *pb.Command_RecordSample:
+		return nil, s.recordSample(b.RecordSample)
 	}
 	// ValidateCommand lets no other body through.
 	return nil, fmt.Errorf("command: unknown body %T: %w", c.GetBody(), ErrInvalid)

@@ -54,6 +54,8 @@ func envelope(body any) *pb.Command {
 		c.Body = &pb.Command_SetWorkerUnfit{SetWorkerUnfit: b}
 	case *pb.CancelJob:
 		c.Body = &pb.Command_CancelJob{CancelJob: b}
+	case *pb.RecordSample:
+		c.Body = &pb.Command_RecordSample{RecordSample: b}
 	case nil:
 	default:
 		panic(fmt.Sprintf("envelope: %T", body))

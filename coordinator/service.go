@@ -1,12 +1,14 @@
 package coordinator
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"image/png"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -23,6 +25,8 @@ import (
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/ckptstore"
+	"github.com/gencluster/gencluster/dataset"
+	"github.com/gencluster/gencluster/sharding"
 )
 
 // DefaultLease is how long a worker stays registered without a heartbeat.
@@ -92,6 +96,8 @@ type ServiceConfig struct {
 	// checkpoints); nil: it keeps none (the checkpoint calls answer
 	// Unavailable, and a majority must be found among the others).
 	Checkpoints *ckptstore.Store
+	// Version is this binary's version, reported in Status.
+	Version string
 }
 
 // Service is the Coordinator gRPC service. Any coordinator answers any
@@ -120,6 +126,7 @@ type Service struct {
 	probeDial     []grpc.DialOption // for dialling workers
 	leases        *leases
 	ckpt          *keeper // nil if this coordinator keeps no checkpoints
+	version       string
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // peer address -> connection, for forwarding and checkpoint copies
@@ -179,6 +186,7 @@ func NewService(cfg ServiceConfig) *Service {
 		dial:          cfg.DialOptions,
 		probeDial:     cfg.ProbeDialOptions,
 		leases:        newLeases(),
+		version:       cfg.Version,
 		conns:         map[string]*grpc.ClientConn{},
 		stop:          make(chan struct{}),
 		done:          make(chan struct{}),
@@ -356,7 +364,7 @@ func toStatus(err error) error {
 		code = codes.NotFound
 	case errors.Is(err, ErrAlreadyExists), errors.Is(err, ErrServerConflict):
 		code = codes.AlreadyExists
-	case errors.Is(err, ErrNotOwner):
+	case errors.Is(err, ErrNotOwner), errors.Is(err, ErrNotInRing):
 		code = codes.PermissionDenied
 	case errors.Is(err, ErrStaleGeneration), errors.Is(err, ErrNotRunning):
 		code = codes.FailedPrecondition
@@ -687,6 +695,13 @@ func truncate(s string, n int) string {
 
 // Submit queues a job and returns its id.
 func (s *Service) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.SubmitResponse, error) {
+	if e := req.GetEpochs(); e != 0 {
+		spec, err := s.epochSteps(req.GetJob(), e)
+		if err != nil {
+			return nil, err
+		}
+		req = &pb.SubmitRequest{Job: spec, RequestId: req.GetRequestId()}
+	}
 	if err := ValidateJobSpec(req.GetJob()); err != nil {
 		return nil, toStatus(err)
 	}
@@ -709,10 +724,38 @@ func (s *Service) Submit(ctx context.Context, req *pb.SubmitRequest) (*pb.Submit
 		}
 		id, _ := v.(string)
 		s.log.Info("job submitted", "job", id, "model", req.GetJob().GetModel(), "steps", req.GetJob().GetSteps())
-		return &pb.SubmitResponse{JobId: id}, nil
+		return &pb.SubmitResponse{JobId: id, Steps: req.GetJob().GetSteps()}, nil
 	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.SubmitResponse, error) {
 		return c.Submit(ctx, req)
 	})
+}
+
+// maxEpochs bounds SubmitRequest.epochs.
+const maxEpochs = 1e6
+
+// epochSteps returns spec with its steps set to epochs passes over its
+// data set as this coordinator reads it, counted as train counts them
+// (sharding.EpochSteps).
+func (s *Service) epochSteps(spec *pb.JobSpec, epochs float64) (*pb.JobSpec, error) {
+	switch {
+	case spec.GetSteps() != 0:
+		return nil, status.Errorf(codes.InvalidArgument, "job spec: give steps (%d) or epochs (%v), not both", spec.GetSteps(), epochs)
+	case !(epochs > 0) || epochs > maxEpochs:
+		return nil, status.Errorf(codes.InvalidArgument, "epochs %v is not a number in (0, %g]", epochs, float64(maxEpochs))
+	case spec.GetBatch() < 1:
+		return nil, status.Errorf(codes.InvalidArgument, "job spec: batch %d is less than 1", spec.GetBatch())
+	}
+	n, err := dataset.Count(spec.GetDataset(), dataset.Train)
+	if err != nil {
+		return nil, status.Errorf(codes.FailedPrecondition, "epochs: coordinator %s cannot read data set %q to count its images: %v", s.node.ID(), spec.GetDataset(), err)
+	}
+	steps := sharding.EpochSteps(epochs, n, int(spec.GetBatch()))
+	if steps < 1 {
+		return nil, status.Errorf(codes.InvalidArgument, "%v epochs of the %d images of data set %q at batch %d is less than one step", epochs, n, spec.GetDataset(), spec.GetBatch())
+	}
+	spec = proto.CloneOf(spec)
+	spec.Steps = steps
+	return spec, nil
 }
 
 // newNonce draws the random part of a job id (SubmitJob.nonce).
@@ -736,7 +779,7 @@ func (s *Service) Status(ctx context.Context, req *pb.StatusRequest) (*pb.Status
 		if err == nil {
 			lctx, cancel := context.WithTimeout(ctx, statusFromLeader)
 			var r *pb.StatusResponse
-			r, err = c.Status(markForwarded(lctx), &pb.StatusRequest{Local: true})
+			r, err = c.Status(markForwarded(lctx), &pb.StatusRequest{Local: true, History: req.GetHistory()})
 			cancel()
 			if err == nil {
 				return r, nil
@@ -744,7 +787,7 @@ func (s *Service) Status(ctx context.Context, req *pb.StatusRequest) (*pb.Status
 		}
 		stale = fmt.Sprintf("coordinator %s cannot reach the raft leader (%v): this is its own view, which may be behind", s.node.ID(), status.Convert(err).Message())
 	}
-	resp := &pb.StatusResponse{StaleReason: stale}
+	resp := &pb.StatusResponse{StaleReason: stale, Version: s.version}
 	_, resp.Leader = s.node.Leader()
 	servers, err := s.node.Servers(ctx)
 	if err != nil {
@@ -756,6 +799,11 @@ func (s *Service) Status(ctx context.Context, req *pb.StatusRequest) (*pb.Status
 	s.fsm.Read(func(st *State) {
 		resp.Workers = st.Workers()
 		resp.Jobs = st.Jobs()
+		if req.GetHistory() {
+			for _, j := range resp.Jobs {
+				j.LossHistory = st.LossHistory(j.GetId())
+			}
+		}
 		resp.Generation = st.Generation()
 		resp.Ring = st.Ring()
 	})
@@ -791,6 +839,36 @@ func (s *Service) ReportProgress(ctx context.Context, req *pb.ReportProgressRequ
 	}, func(c pb.CoordinatorClient, ctx context.Context) (*pb.ReportProgressResponse, error) {
 		return c.ReportProgress(ctx, req)
 	})
+}
+
+// PutSample records the running job's latest sample grid, sent by a
+// member of the current ring.
+func (s *Service) PutSample(ctx context.Context, req *pb.PutSampleRequest) (*pb.PutSampleResponse, error) {
+	if err := s.actingFor(ctx, req.GetWorkerId()); err != nil {
+		return nil, err
+	}
+	c := &pb.RecordSample{JobId: req.GetJobId(), Generation: req.GetGeneration(), Step: req.GetStep(), Png: req.GetPng(), WorkerId: req.GetWorkerId()}
+	if err := validateRecordSample(c); err != nil {
+		return nil, toStatus(err)
+	}
+	if _, err := png.DecodeConfig(bytes.NewReader(c.GetPng())); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "sample grid: %v", err)
+	}
+	return write(ctx, s, func() (*pb.PutSampleResponse, error) {
+		if _, err := s.propose(ctx, &pb.Command{Body: &pb.Command_RecordSample{RecordSample: c}}); err != nil {
+			return nil, err
+		}
+		return &pb.PutSampleResponse{}, nil
+	}, func(cl pb.CoordinatorClient, ctx context.Context) (*pb.PutSampleResponse, error) {
+		return cl.PutSample(ctx, req)
+	})
+}
+
+// Sample returns the latest sample grid of a job as this coordinator's
+// replica holds it (nil if it has none).
+func (s *Service) Sample(jobID string) (step int64, png []byte) {
+	s.fsm.Read(func(st *State) { step, png = st.Sample(jobID) })
+	return step, png
 }
 
 // FinishJob ends the running job; the next queued one starts.

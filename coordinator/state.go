@@ -512,7 +512,7 @@ func (s *State) submitJob(nowMs int64, c *pb.SubmitJob) (string, error) {
 // reportProgress records a completed step of the running job. Within one
 // generation the step never goes back; a report from a newer generation may
 // go back as far as the latest checkpoint (the ring resumed from it).
-func (s *State) reportProgress(c *pb.ReportProgress) error {
+func (s *State) reportProgress(nowMs int64, c *pb.ReportProgress) error {
 	j, err := s.runningJob(c.GetJobId())
 	if err != nil {
 		return err
@@ -534,7 +534,85 @@ func (s *State) reportProgress(c *pb.ReportProgress) error {
 		return fmt.Errorf("progress of job %q: step %d is behind its checkpoint at step %d: %w", j.GetId(), step, cp.GetStep(), ErrInvalid)
 	}
 	j.Step, j.Loss, j.ImagesPerSec, j.ProgressGeneration = step, c.GetLoss(), c.GetImagesPerSec(), c.GetGeneration()
+	addLossPoint(j, &pb.LossPoint{Step: step, Loss: c.GetLoss(), TimeUnixMs: nowMs})
 	return nil
+}
+
+// addLossPoint adds a reported loss to j's history: points at least
+// loss_stride steps apart, at most MaxLossHistory of them (when full, every
+// other one goes and the stride doubles), so the history spans the whole
+// job evenly in bounded space. A report behind the last point (the ring
+// resumed from a checkpoint) first drops the points past it.
+func addLossPoint(j *pb.JobRecord, p *pb.LossPoint) {
+	h := j.GetLossHistory()
+	resumed := false
+	for len(h) > 0 && h[len(h)-1].GetStep() >= p.GetStep() {
+		h, resumed = h[:len(h)-1], true
+	}
+	stride := max(j.GetLossStride(), 1)
+	if !resumed && len(h) > 0 && p.GetStep()-h[len(h)-1].GetStep() < stride {
+		j.LossHistory = h
+		return
+	}
+	h = append(h, p)
+	if len(h) >= MaxLossHistory {
+		kept := h[:0]
+		for i, q := range h {
+			if i%2 == 0 {
+				kept = append(kept, q)
+			}
+		}
+		clear(h[len(kept):])
+		h, stride = kept, 2*stride
+	}
+	j.LossHistory, j.LossStride = h, stride
+}
+
+// recordSample keeps the running job's sample grid. It comes from a ring
+// member of the current generation (the service checks who sent it); a
+// grid of an older step than the one kept is ignored, one of the same or
+// a newer step replaces it.
+func (s *State) recordSample(c *pb.RecordSample) error {
+	j, err := s.runningJob(c.GetJobId())
+	if err != nil {
+		return err
+	}
+	switch g := c.GetGeneration(); {
+	case g < s.r.Generation:
+		return fmt.Errorf("sample of job %q from generation %d, ring is at %d: %w", j.GetId(), g, s.r.Generation, ErrStaleGeneration)
+	case g > s.r.Generation:
+		return fmt.Errorf("sample of job %q from generation %d, ahead of the ring's %d: %w", j.GetId(), g, s.r.Generation, ErrInvalid)
+	case c.GetStep() > j.GetSpec().GetSteps():
+		return fmt.Errorf("sample of job %q: step %d is past its %d steps: %w", j.GetId(), c.GetStep(), j.GetSpec().GetSteps(), ErrInvalid)
+	case !slices.ContainsFunc(s.Ring(), func(m *pb.RingMember) bool { return m.GetWorkerId() == c.GetWorkerId() }):
+		return fmt.Errorf("sample of job %q from worker %q, which is not in the ring: %w", j.GetId(), c.GetWorkerId(), ErrNotInRing)
+	case c.GetStep() < j.GetSampleStep():
+		return nil
+	}
+	j.SamplePng, j.SampleStep = slices.Clone(c.GetPng()), c.GetStep()
+	return nil
+}
+
+// LossHistory returns a job's loss history (nil if none).
+func (s *State) LossHistory(jobID string) []*pb.LossPoint {
+	j := s.job(jobID)
+	if j == nil {
+		return nil
+	}
+	out := make([]*pb.LossPoint, len(j.GetLossHistory()))
+	for i, p := range j.GetLossHistory() {
+		out[i] = proto.CloneOf(p)
+	}
+	return out
+}
+
+// Sample returns the latest sample grid of a job (nil if it has none).
+func (s *State) Sample(jobID string) (step int64, png []byte) {
+	j := s.job(jobID)
+	if j == nil || len(j.GetSamplePng()) == 0 {
+		return 0, nil
+	}
+	return j.GetSampleStep(), slices.Clone(j.GetSamplePng())
 }
 
 // finishJob ends the running job and starts the next queued one, whose id
@@ -709,6 +787,9 @@ func (s *State) jobInfo(j *pb.JobRecord) *pb.JobInfo {
 		SubmittedUnixMs: j.GetSubmittedUnixMs(),
 		Warnings:        slices.Clone(j.GetWarnings()),
 		Message:         j.GetMessage(),
+		StartedUnixMs:   j.GetStartedUnixMs(),
+		FinishedUnixMs:  j.GetFinishedUnixMs(),
+		SampleStep:      j.GetSampleStep(),
 	}
 	switch {
 	case j.GetState() == pb.JobState_JOB_STATE_RUNNING && s.waiting(j):

@@ -109,6 +109,46 @@ func Open(spec string, split Split) (*Images, error) {
 	return nil, fmt.Errorf("unknown data set %q (known: mnist, idx:DIR)", spec)
 }
 
+// Count returns the number of images in a split of the data set named by
+// spec, reading only the file's header.
+func Count(spec string, split Split) (int, error) {
+	if _, err := ParseSplit(string(split)); err != nil {
+		return 0, err
+	}
+	var f io.ReadCloser
+	var name string
+	switch {
+	case spec == MNIST:
+		name = "mnistdata/" + split.fileName() + ".gz"
+		g, err := builtin.Open(name)
+		if err != nil {
+			return 0, fmt.Errorf("built-in mnist %s: %w", split, err)
+		}
+		f = g
+	case strings.HasPrefix(spec, "idx:") && spec != "idx:":
+		base := filepath.Join(strings.TrimPrefix(spec, "idx:"), split.fileName())
+		for _, path := range []string{base, base + ".gz"} {
+			g, err := os.Open(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return 0, fmt.Errorf("data set: %w", err)
+			}
+			f, name = g, path
+			break
+		}
+		if f == nil {
+			return 0, fmt.Errorf("data set: neither %s nor %s.gz exists: %w", base, base, fs.ErrNotExist)
+		}
+	default:
+		return 0, fmt.Errorf("unknown data set %q (known: mnist, idx:DIR)", spec)
+	}
+	defer f.Close()
+	n, _, _, err := readIDXHeader(bufio.NewReader(f), name)
+	return int(n), err
+}
+
 // openDir reads split's image file from dir, preferring the plain file over
 // the .gz one when both exist.
 func openDir(dir string, split Split) (*Images, error) {
@@ -140,6 +180,40 @@ func FromPixels(n, rows, cols int, pix []byte, source string) (*Images, error) {
 	return &Images{N: n, Rows: rows, Cols: cols, Pix: pix, Source: source}, nil
 }
 
+// readIDXHeader reads and checks an IDX3 image header from r (gunzipping
+// it first if it starts as gzip does, when r is a *bufio.Reader that has
+// not been peeked) and returns the shape it announces.
+func readIDXHeader(r io.Reader, name string) (n, rows, cols int64, err error) {
+	if br, ok := r.(*bufio.Reader); ok {
+		if head, _ := br.Peek(2); len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b {
+			zr, err := gzip.NewReader(br)
+			if err != nil {
+				return 0, 0, 0, fmt.Errorf("data set %s: bad gzip stream: %w", name, err)
+			}
+			defer zr.Close()
+			r = zr
+		}
+	}
+	var hdr [16]byte
+	if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		return 0, 0, 0, fmt.Errorf("data set %s: truncated IDX header: %w", name, err)
+	}
+	magic := binary.BigEndian.Uint32(hdr[0:])
+	if magic != idxImageMagic {
+		return 0, 0, 0, fmt.Errorf("data set %s: magic number %#08x is not an IDX image file (want %#08x)", name, magic, idxImageMagic)
+	}
+	n = int64(binary.BigEndian.Uint32(hdr[4:]))
+	rows = int64(binary.BigEndian.Uint32(hdr[8:]))
+	cols = int64(binary.BigEndian.Uint32(hdr[12:]))
+	if n < 1 || rows < 1 || cols < 1 {
+		return 0, 0, 0, fmt.Errorf("data set %s: header says %d images of %dx%d", name, n, rows, cols)
+	}
+	if rows > 1<<16 || cols > 1<<16 || n*rows*cols > maxBytes {
+		return 0, 0, 0, fmt.Errorf("data set %s: header says %d images of %dx%d, more than this reader accepts", name, n, rows, cols)
+	}
+	return n, rows, cols, nil
+}
+
 // idxImageMagic is the IDX magic number of unsigned-byte, 3-dimensional data.
 const idxImageMagic = 0x00000803
 
@@ -160,22 +234,9 @@ func readIDX(r io.Reader, name string) (*Images, error) {
 		defer zr.Close()
 		src = zr
 	}
-	var hdr [16]byte
-	if _, err := io.ReadFull(src, hdr[:]); err != nil {
-		return nil, fmt.Errorf("data set %s: truncated IDX header: %w", name, err)
-	}
-	magic := binary.BigEndian.Uint32(hdr[0:])
-	if magic != idxImageMagic {
-		return nil, fmt.Errorf("data set %s: magic number %#08x is not an IDX image file (want %#08x)", name, magic, idxImageMagic)
-	}
-	n := int64(binary.BigEndian.Uint32(hdr[4:]))
-	rows := int64(binary.BigEndian.Uint32(hdr[8:]))
-	cols := int64(binary.BigEndian.Uint32(hdr[12:]))
-	if n < 1 || rows < 1 || cols < 1 {
-		return nil, fmt.Errorf("data set %s: header says %d images of %dx%d", name, n, rows, cols)
-	}
-	if rows > 1<<16 || cols > 1<<16 || n*rows*cols > maxBytes {
-		return nil, fmt.Errorf("data set %s: header says %d images of %dx%d, more than this reader accepts", name, n, rows, cols)
+	n, rows, cols, err := readIDXHeader(src, name)
+	if err != nil {
+		return nil, err
 	}
 	pix := make([]byte, n*rows*cols)
 	if got, err := io.ReadFull(src, pix); err != nil {

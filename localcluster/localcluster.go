@@ -37,6 +37,8 @@ type Config struct {
 	// --tls-dir does: Start makes a CA and the three roles' certificates
 	// under StateDir/certs; NewClient dials with the client's.
 	TLS bool
+	// Version is reported by the coordinators' Status.
+	Version string
 }
 
 // Cluster is a running embedded cluster.
@@ -135,7 +137,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 			return nil, errors.Join(err, node.Close(ctx), c.Close())
 		}
 		svc := coordinator.NewService(coordinator.ServiceConfig{Node: node, FSM: fsm, Lease: cfg.Lease, Logger: log, Checkpoints: store,
-			RequireWorkerSecret: true, DialOptions: peerDial, ProbeDialOptions: probeDial})
+			RequireWorkerSecret: true, DialOptions: peerDial, ProbeDialOptions: probeDial, Version: cfg.Version})
 		pb.RegisterCoordinatorServer(srv, svc)
 		co := &coord{srv: srv, fsm: fsm, node: node, svc: svc, served: make(chan error, 1)}
 		go func(l net.Listener) { co.served <- srv.Serve(l) }(lis[i])
@@ -180,6 +182,10 @@ func (c *Cluster) NewClient() (*coordinator.Client, error) {
 func (c *Cluster) Coordinator(i int) (*coordinator.Node, *coordinator.FSM) {
 	return c.coords[i].node, c.coords[i].fsm
 }
+
+// Service returns coordinator i's service (for reads in the same process,
+// e.g. the dashboard).
+func (c *Cluster) Service(i int) *coordinator.Service { return c.coords[i].svc }
 
 // Addrs returns the coordinators' addresses.
 func (c *Cluster) Addrs() []string { return c.addrs }

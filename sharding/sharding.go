@@ -7,6 +7,7 @@ package sharding
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 )
 
@@ -60,6 +61,16 @@ func (s *Sequence) permute(epoch int64) {
 	rng := rand.New(rand.NewPCG(s.Seed, uint64(epoch)^0x9e3779b97f4a7c15))
 	rng.Shuffle(len(s.perm), func(i, j int) { s.perm[i], s.perm[j] = s.perm[j], s.perm[i] })
 	s.epoch = epoch
+}
+
+// EpochSteps is the steps of epochs passes over n images at batch: a
+// partial step is not run (the reference scripts count so too); 0 when
+// that is less than one step.
+func EpochSteps(epochs float64, n, batch int) int64 {
+	if !(epochs > 0) || n < 1 || batch < 1 {
+		return 0
+	}
+	return int64(math.Floor(epochs*float64(n)/float64(batch) + 1e-9))
 }
 
 // Split returns the half-open range [lo, hi) of a global batch of size batch

@@ -40,6 +40,7 @@ func CoordinatorPolicy() Policy {
 		pb.Coordinator_ReportUnfit_FullMethodName:    workerCalls(),
 		pb.Coordinator_FetchDataset_FullMethodName:   workerCalls(),
 		pb.Coordinator_PutCheckpoint_FullMethodName:  workerCalls(),
+		pb.Coordinator_PutSample_FullMethodName:      workerCalls(),
 
 		pb.Coordinator_Submit_FullMethodName:            clientCalls(),
 		pb.Coordinator_Cancel_FullMethodName:            clientCalls(),

@@ -199,14 +199,14 @@ func (cw *ckptWriter) stop() {
 func (w *Worker) checkpointAsync(ctx context.Context, j *job, a *pb.Assignment) {
 	s := j.snapshot(a)
 	if j.writer == nil {
-		j.writer = newCkptWriter(ctx, w.persistBackground, w.checkpointDropped)
+		w.startWriter(ctx, j)
 	}
 	j.writer.submit(s)
 }
 
 // persistBackground writes and uploads one background checkpoint, and
-// reports the outcome.
-func (w *Worker) persistBackground(ctx context.Context, s *snapshot) {
+// reports the outcome: true if the coordinators hold it.
+func (w *Worker) persistBackground(ctx context.Context, s *snapshot) bool {
 	var path, sum string
 	var size int64
 	var err error
@@ -228,9 +228,10 @@ func (w *Worker) persistBackground(ctx context.Context, s *snapshot) {
 	if err != nil && ctx.Err() != nil {
 		w.log.Info("checkpoint upload abandoned: the job was closed", "job", s.job, "step", s.step)
 		w.onCheckpoint(CheckpointEvent{JobID: s.job, Step: s.step, Copy: s.copy, Size: size, Err: err})
-		return
+		return false
 	}
 	w.checkpointOutcome(s, false, size, m, err)
+	return err == nil
 }
 
 // checkpointDropped reports a snapshot that will never be written.

@@ -49,6 +49,9 @@ type job struct {
 	// writer writes rank 0's checkpoints in the background (nil until the
 	// first); it ends with the job.
 	writer *ckptWriter
+	// sampler draws the dashboard's sample grids from the checkpoints the
+	// coordinators hold (nil if the job asks for none); it ends with the job.
+	sampler *ckptWriter
 
 	x      []float32 // this rank's images of a step
 	idx    []int     // the global batch's image indices
@@ -165,6 +168,9 @@ func (w *Worker) buildJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 func (j *job) close() {
 	if j.writer != nil {
 		j.writer.stop()
+	}
+	if j.sampler != nil {
+		j.sampler.stop()
 	}
 	j.pool.Close()
 }

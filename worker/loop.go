@@ -266,7 +266,8 @@ func (w *Worker) finalCheckpoint(ctx context.Context, j *job, a *pb.Assignment) 
 			return // ctx ended
 		}
 	}
-	if err := w.holdFinal(ctx, j.snapshot(a)); err != nil {
+	s := j.snapshot(a)
+	if err := w.holdFinal(ctx, s); err != nil {
 		if ctx.Err() != nil {
 			return
 		}
@@ -275,6 +276,7 @@ func (w *Worker) finalCheckpoint(ctx context.Context, j *job, a *pb.Assignment) 
 		return
 	}
 	j.held = j.step
+	w.finalSample(ctx, j, s)
 }
 
 // wait blocks until the assignment changes (or a heartbeat interval

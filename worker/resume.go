@@ -61,7 +61,7 @@ func (w *Worker) resume(ctx context.Context, j *job, m *pb.CheckpointManifest) e
 		// while it was on its way to them. Send it again, in the
 		// background (a checkpoint must outlive this machine).
 		j.log.Info("sending a checkpoint the coordinators do not hold", "step", j.step)
-		j.writer = newCkptWriter(ctx, w.persistBackground, w.checkpointDropped)
+		w.startWriter(ctx, j)
 		j.writer.submit(&snapshot{job: j.id, step: j.step, taken: time.Now(), file: file, sum: sum})
 	}
 	return nil

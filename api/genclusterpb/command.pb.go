@@ -112,6 +112,7 @@ type Command struct {
 	//	*Command_RenewRing
 	//	*Command_SetWorkerUnfit
 	//	*Command_CancelJob
+	//	*Command_RecordSample
 	Body          isCommand_Body `protobuf_oneof:"body"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -249,6 +250,15 @@ func (x *Command) GetCancelJob() *CancelJob {
 	return nil
 }
 
+func (x *Command) GetRecordSample() *RecordSample {
+	if x != nil {
+		if x, ok := x.Body.(*Command_RecordSample); ok {
+			return x.RecordSample
+		}
+	}
+	return nil
+}
+
 type isCommand_Body interface {
 	isCommand_Body()
 }
@@ -289,6 +299,10 @@ type Command_CancelJob struct {
 	CancelJob *CancelJob `protobuf:"bytes,11,opt,name=cancel_job,json=cancelJob,proto3,oneof"`
 }
 
+type Command_RecordSample struct {
+	RecordSample *RecordSample `protobuf:"bytes,12,opt,name=record_sample,json=recordSample,proto3,oneof"`
+}
+
 func (*Command_RegisterWorker) isCommand_Body() {}
 
 func (*Command_RemoveWorkers) isCommand_Body() {}
@@ -306,6 +320,87 @@ func (*Command_RenewRing) isCommand_Body() {}
 func (*Command_SetWorkerUnfit) isCommand_Body() {}
 
 func (*Command_CancelJob) isCommand_Body() {}
+
+func (*Command_RecordSample) isCommand_Body() {}
+
+// RecordSample keeps the running job's latest sample grid (a PNG drawn by
+// rank 0 from a checkpoint), sent by a member of the current ring; an
+// older step than the one kept is a no-op.
+type RecordSample struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Generation    uint64                 `protobuf:"varint,2,opt,name=generation,proto3" json:"generation,omitempty"`
+	Step          int64                  `protobuf:"varint,3,opt,name=step,proto3" json:"step,omitempty"`
+	Png           []byte                 `protobuf:"bytes,4,opt,name=png,proto3" json:"png,omitempty"`
+	WorkerId      string                 `protobuf:"bytes,5,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"` // who sent it
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecordSample) Reset() {
+	*x = RecordSample{}
+	mi := &file_command_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecordSample) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecordSample) ProtoMessage() {}
+
+func (x *RecordSample) ProtoReflect() protoreflect.Message {
+	mi := &file_command_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecordSample.ProtoReflect.Descriptor instead.
+func (*RecordSample) Descriptor() ([]byte, []int) {
+	return file_command_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *RecordSample) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *RecordSample) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *RecordSample) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *RecordSample) GetPng() []byte {
+	if x != nil {
+		return x.Png
+	}
+	return nil
+}
+
+func (x *RecordSample) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
 
 // RegisterWorker adds a worker at the end of the ring. The same id at the
 // same address while registered is a no-op. The same id at another address
@@ -327,7 +422,7 @@ type RegisterWorker struct {
 
 func (x *RegisterWorker) Reset() {
 	*x = RegisterWorker{}
-	mi := &file_command_proto_msgTypes[1]
+	mi := &file_command_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -339,7 +434,7 @@ func (x *RegisterWorker) String() string {
 func (*RegisterWorker) ProtoMessage() {}
 
 func (x *RegisterWorker) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[1]
+	mi := &file_command_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -352,7 +447,7 @@ func (x *RegisterWorker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RegisterWorker.ProtoReflect.Descriptor instead.
 func (*RegisterWorker) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{1}
+	return file_command_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *RegisterWorker) GetWorkerId() string {
@@ -402,7 +497,7 @@ type RemoveWorkers struct {
 
 func (x *RemoveWorkers) Reset() {
 	*x = RemoveWorkers{}
-	mi := &file_command_proto_msgTypes[2]
+	mi := &file_command_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -414,7 +509,7 @@ func (x *RemoveWorkers) String() string {
 func (*RemoveWorkers) ProtoMessage() {}
 
 func (x *RemoveWorkers) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[2]
+	mi := &file_command_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -427,7 +522,7 @@ func (x *RemoveWorkers) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveWorkers.ProtoReflect.Descriptor instead.
 func (*RemoveWorkers) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{2}
+	return file_command_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *RemoveWorkers) GetWorkerIds() []string {
@@ -471,7 +566,7 @@ type RenewRing struct {
 
 func (x *RenewRing) Reset() {
 	*x = RenewRing{}
-	mi := &file_command_proto_msgTypes[3]
+	mi := &file_command_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -483,7 +578,7 @@ func (x *RenewRing) String() string {
 func (*RenewRing) ProtoMessage() {}
 
 func (x *RenewRing) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[3]
+	mi := &file_command_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -496,7 +591,7 @@ func (x *RenewRing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RenewRing.ProtoReflect.Descriptor instead.
 func (*RenewRing) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{3}
+	return file_command_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *RenewRing) GetGeneration() uint64 {
@@ -527,7 +622,7 @@ type SetWorkerUnfit struct {
 
 func (x *SetWorkerUnfit) Reset() {
 	*x = SetWorkerUnfit{}
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -539,7 +634,7 @@ func (x *SetWorkerUnfit) String() string {
 func (*SetWorkerUnfit) ProtoMessage() {}
 
 func (x *SetWorkerUnfit) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[4]
+	mi := &file_command_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -552,7 +647,7 @@ func (x *SetWorkerUnfit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SetWorkerUnfit.ProtoReflect.Descriptor instead.
 func (*SetWorkerUnfit) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{4}
+	return file_command_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *SetWorkerUnfit) GetWorkerId() string {
@@ -588,7 +683,7 @@ type CancelJob struct {
 
 func (x *CancelJob) Reset() {
 	*x = CancelJob{}
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -600,7 +695,7 @@ func (x *CancelJob) String() string {
 func (*CancelJob) ProtoMessage() {}
 
 func (x *CancelJob) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[5]
+	mi := &file_command_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -613,7 +708,7 @@ func (x *CancelJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelJob.ProtoReflect.Descriptor instead.
 func (*CancelJob) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{5}
+	return file_command_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *CancelJob) GetJobId() string {
@@ -646,7 +741,7 @@ type SubmitJob struct {
 
 func (x *SubmitJob) Reset() {
 	*x = SubmitJob{}
-	mi := &file_command_proto_msgTypes[6]
+	mi := &file_command_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -658,7 +753,7 @@ func (x *SubmitJob) String() string {
 func (*SubmitJob) ProtoMessage() {}
 
 func (x *SubmitJob) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[6]
+	mi := &file_command_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -671,7 +766,7 @@ func (x *SubmitJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubmitJob.ProtoReflect.Descriptor instead.
 func (*SubmitJob) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{6}
+	return file_command_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *SubmitJob) GetSpec() *JobSpec {
@@ -709,7 +804,7 @@ type ReportProgress struct {
 
 func (x *ReportProgress) Reset() {
 	*x = ReportProgress{}
-	mi := &file_command_proto_msgTypes[7]
+	mi := &file_command_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -721,7 +816,7 @@ func (x *ReportProgress) String() string {
 func (*ReportProgress) ProtoMessage() {}
 
 func (x *ReportProgress) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[7]
+	mi := &file_command_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -734,7 +829,7 @@ func (x *ReportProgress) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProgress.ProtoReflect.Descriptor instead.
 func (*ReportProgress) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{7}
+	return file_command_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *ReportProgress) GetJobId() string {
@@ -784,7 +879,7 @@ type FinishJob struct {
 
 func (x *FinishJob) Reset() {
 	*x = FinishJob{}
-	mi := &file_command_proto_msgTypes[8]
+	mi := &file_command_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -796,7 +891,7 @@ func (x *FinishJob) String() string {
 func (*FinishJob) ProtoMessage() {}
 
 func (x *FinishJob) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[8]
+	mi := &file_command_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -809,7 +904,7 @@ func (x *FinishJob) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishJob.ProtoReflect.Descriptor instead.
 func (*FinishJob) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{8}
+	return file_command_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *FinishJob) GetJobId() string {
@@ -851,7 +946,7 @@ type RecordCheckpoint struct {
 
 func (x *RecordCheckpoint) Reset() {
 	*x = RecordCheckpoint{}
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -863,7 +958,7 @@ func (x *RecordCheckpoint) String() string {
 func (*RecordCheckpoint) ProtoMessage() {}
 
 func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[9]
+	mi := &file_command_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -876,7 +971,7 @@ func (x *RecordCheckpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCheckpoint.ProtoReflect.Descriptor instead.
 func (*RecordCheckpoint) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{9}
+	return file_command_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *RecordCheckpoint) GetManifest() *CheckpointManifest {
@@ -908,7 +1003,7 @@ type StateSnapshot struct {
 
 func (x *StateSnapshot) Reset() {
 	*x = StateSnapshot{}
-	mi := &file_command_proto_msgTypes[10]
+	mi := &file_command_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -920,7 +1015,7 @@ func (x *StateSnapshot) String() string {
 func (*StateSnapshot) ProtoMessage() {}
 
 func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[10]
+	mi := &file_command_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -933,7 +1028,7 @@ func (x *StateSnapshot) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StateSnapshot.ProtoReflect.Descriptor instead.
 func (*StateSnapshot) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{10}
+	return file_command_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *StateSnapshot) GetVersion() uint32 {
@@ -991,7 +1086,7 @@ type WorkerRecord struct {
 
 func (x *WorkerRecord) Reset() {
 	*x = WorkerRecord{}
-	mi := &file_command_proto_msgTypes[11]
+	mi := &file_command_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1003,7 +1098,7 @@ func (x *WorkerRecord) String() string {
 func (*WorkerRecord) ProtoMessage() {}
 
 func (x *WorkerRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[11]
+	mi := &file_command_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1016,7 +1111,7 @@ func (x *WorkerRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerRecord.ProtoReflect.Descriptor instead.
 func (*WorkerRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{11}
+	return file_command_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *WorkerRecord) GetId() string {
@@ -1067,7 +1162,7 @@ type WorkerIdentity struct {
 
 func (x *WorkerIdentity) Reset() {
 	*x = WorkerIdentity{}
-	mi := &file_command_proto_msgTypes[12]
+	mi := &file_command_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1079,7 +1174,7 @@ func (x *WorkerIdentity) String() string {
 func (*WorkerIdentity) ProtoMessage() {}
 
 func (x *WorkerIdentity) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[12]
+	mi := &file_command_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1092,7 +1187,7 @@ func (x *WorkerIdentity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WorkerIdentity.ProtoReflect.Descriptor instead.
 func (*WorkerIdentity) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{12}
+	return file_command_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WorkerIdentity) GetId() string {
@@ -1132,13 +1227,20 @@ type JobRecord struct {
 	Checkpoints        []*CheckpointManifest  `protobuf:"bytes,12,rep,name=checkpoints,proto3" json:"checkpoints,omitempty"`                                          // oldest first, at most JobSpec.keep
 	RequestId          string                 `protobuf:"bytes,13,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`                             // the submit's idempotency key, if it had one
 	Warnings           []string               `protobuf:"bytes,14,rep,name=warnings,proto3" json:"warnings,omitempty"`                                                // what went wrong without failing the job (bounded)
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// loss_history: reported losses at least loss_stride steps apart, at most
+	// MaxLossHistory (when full, every other point is dropped and the stride
+	// doubles); a report from a resumed ring drops the points past its step.
+	LossHistory   []*LossPoint `protobuf:"bytes,15,rep,name=loss_history,json=lossHistory,proto3" json:"loss_history,omitempty"`
+	LossStride    int64        `protobuf:"varint,16,opt,name=loss_stride,json=lossStride,proto3" json:"loss_stride,omitempty"`
+	SamplePng     []byte       `protobuf:"bytes,17,opt,name=sample_png,json=samplePng,proto3" json:"sample_png,omitempty"` // latest sample grid (RecordSample)
+	SampleStep    int64        `protobuf:"varint,18,opt,name=sample_step,json=sampleStep,proto3" json:"sample_step,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobRecord) Reset() {
 	*x = JobRecord{}
-	mi := &file_command_proto_msgTypes[13]
+	mi := &file_command_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1150,7 +1252,7 @@ func (x *JobRecord) String() string {
 func (*JobRecord) ProtoMessage() {}
 
 func (x *JobRecord) ProtoReflect() protoreflect.Message {
-	mi := &file_command_proto_msgTypes[13]
+	mi := &file_command_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1163,7 +1265,7 @@ func (x *JobRecord) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JobRecord.ProtoReflect.Descriptor instead.
 func (*JobRecord) Descriptor() ([]byte, []int) {
-	return file_command_proto_rawDescGZIP(), []int{13}
+	return file_command_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *JobRecord) GetId() string {
@@ -1264,11 +1366,39 @@ func (x *JobRecord) GetWarnings() []string {
 	return nil
 }
 
+func (x *JobRecord) GetLossHistory() []*LossPoint {
+	if x != nil {
+		return x.LossHistory
+	}
+	return nil
+}
+
+func (x *JobRecord) GetLossStride() int64 {
+	if x != nil {
+		return x.LossStride
+	}
+	return 0
+}
+
+func (x *JobRecord) GetSamplePng() []byte {
+	if x != nil {
+		return x.SamplePng
+	}
+	return nil
+}
+
+func (x *JobRecord) GetSampleStep() int64 {
+	if x != nil {
+		return x.SampleStep
+	}
+	return 0
+}
+
 var File_command_proto protoreflect.FileDescriptor
 
 const file_command_proto_rawDesc = "" +
 	"\n" +
-	"\rcommand.proto\x12\rgencluster.v1\x1a\x10gencluster.proto\"\xaf\x05\n" +
+	"\rcommand.proto\x12\rgencluster.v1\x1a\x10gencluster.proto\"\xf3\x05\n" +
 	"\aCommand\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\rR\aversion\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +
@@ -1286,8 +1416,17 @@ const file_command_proto_rawDesc = "" +
 	"\x10set_worker_unfit\x18\n" +
 	" \x01(\v2\x1d.gencluster.v1.SetWorkerUnfitH\x00R\x0esetWorkerUnfit\x129\n" +
 	"\n" +
-	"cancel_job\x18\v \x01(\v2\x18.gencluster.v1.CancelJobH\x00R\tcancelJobB\x06\n" +
-	"\x04body\"~\n" +
+	"cancel_job\x18\v \x01(\v2\x18.gencluster.v1.CancelJobH\x00R\tcancelJob\x12B\n" +
+	"\rrecord_sample\x18\f \x01(\v2\x1b.gencluster.v1.RecordSampleH\x00R\frecordSampleB\x06\n" +
+	"\x04body\"\x88\x01\n" +
+	"\fRecordSample\x12\x15\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x02 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04step\x18\x03 \x01(\x03R\x04step\x12\x10\n" +
+	"\x03png\x18\x04 \x01(\fR\x03png\x12\x1b\n" +
+	"\tworker_id\x18\x05 \x01(\tR\bworkerId\"~\n" +
 	"\x0eRegisterWorker\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12#\n" +
@@ -1355,7 +1494,7 @@ const file_command_proto_rawDesc = "" +
 	"\x0eWorkerIdentity\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12#\n" +
 	"\rsecret_sha256\x18\x02 \x01(\fR\fsecretSha256\x12,\n" +
-	"\x12registered_unix_ms\x18\x03 \x01(\x03R\x10registeredUnixMs\"\x8d\x04\n" +
+	"\x12registered_unix_ms\x18\x03 \x01(\x03R\x10registeredUnixMs\"\xab\x05\n" +
 	"\tJobRecord\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04spec\x18\x02 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12-\n" +
@@ -1372,7 +1511,14 @@ const file_command_proto_rawDesc = "" +
 	"\vcheckpoints\x18\f \x03(\v2!.gencluster.v1.CheckpointManifestR\vcheckpoints\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\r \x01(\tR\trequestId\x12\x1a\n" +
-	"\bwarnings\x18\x0e \x03(\tR\bwarnings*\x95\x01\n" +
+	"\bwarnings\x18\x0e \x03(\tR\bwarnings\x12;\n" +
+	"\floss_history\x18\x0f \x03(\v2\x18.gencluster.v1.LossPointR\vlossHistory\x12\x1f\n" +
+	"\vloss_stride\x18\x10 \x01(\x03R\n" +
+	"lossStride\x12\x1d\n" +
+	"\n" +
+	"sample_png\x18\x11 \x01(\fR\tsamplePng\x12\x1f\n" +
+	"\vsample_step\x18\x12 \x01(\x03R\n" +
+	"sampleStep*\x95\x01\n" +
 	"\bJobState\x12\x19\n" +
 	"\x15JOB_STATE_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10JOB_STATE_QUEUED\x10\x01\x12\x15\n" +
@@ -1394,50 +1540,54 @@ func file_command_proto_rawDescGZIP() []byte {
 }
 
 var file_command_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_command_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_command_proto_goTypes = []any{
 	(JobState)(0),              // 0: gencluster.v1.JobState
 	(*Command)(nil),            // 1: gencluster.v1.Command
-	(*RegisterWorker)(nil),     // 2: gencluster.v1.RegisterWorker
-	(*RemoveWorkers)(nil),      // 3: gencluster.v1.RemoveWorkers
-	(*RenewRing)(nil),          // 4: gencluster.v1.RenewRing
-	(*SetWorkerUnfit)(nil),     // 5: gencluster.v1.SetWorkerUnfit
-	(*CancelJob)(nil),          // 6: gencluster.v1.CancelJob
-	(*SubmitJob)(nil),          // 7: gencluster.v1.SubmitJob
-	(*ReportProgress)(nil),     // 8: gencluster.v1.ReportProgress
-	(*FinishJob)(nil),          // 9: gencluster.v1.FinishJob
-	(*RecordCheckpoint)(nil),   // 10: gencluster.v1.RecordCheckpoint
-	(*StateSnapshot)(nil),      // 11: gencluster.v1.StateSnapshot
-	(*WorkerRecord)(nil),       // 12: gencluster.v1.WorkerRecord
-	(*WorkerIdentity)(nil),     // 13: gencluster.v1.WorkerIdentity
-	(*JobRecord)(nil),          // 14: gencluster.v1.JobRecord
-	(*JobSpec)(nil),            // 15: gencluster.v1.JobSpec
-	(*CheckpointManifest)(nil), // 16: gencluster.v1.CheckpointManifest
+	(*RecordSample)(nil),       // 2: gencluster.v1.RecordSample
+	(*RegisterWorker)(nil),     // 3: gencluster.v1.RegisterWorker
+	(*RemoveWorkers)(nil),      // 4: gencluster.v1.RemoveWorkers
+	(*RenewRing)(nil),          // 5: gencluster.v1.RenewRing
+	(*SetWorkerUnfit)(nil),     // 6: gencluster.v1.SetWorkerUnfit
+	(*CancelJob)(nil),          // 7: gencluster.v1.CancelJob
+	(*SubmitJob)(nil),          // 8: gencluster.v1.SubmitJob
+	(*ReportProgress)(nil),     // 9: gencluster.v1.ReportProgress
+	(*FinishJob)(nil),          // 10: gencluster.v1.FinishJob
+	(*RecordCheckpoint)(nil),   // 11: gencluster.v1.RecordCheckpoint
+	(*StateSnapshot)(nil),      // 12: gencluster.v1.StateSnapshot
+	(*WorkerRecord)(nil),       // 13: gencluster.v1.WorkerRecord
+	(*WorkerIdentity)(nil),     // 14: gencluster.v1.WorkerIdentity
+	(*JobRecord)(nil),          // 15: gencluster.v1.JobRecord
+	(*JobSpec)(nil),            // 16: gencluster.v1.JobSpec
+	(*CheckpointManifest)(nil), // 17: gencluster.v1.CheckpointManifest
+	(*LossPoint)(nil),          // 18: gencluster.v1.LossPoint
 }
 var file_command_proto_depIdxs = []int32{
-	2,  // 0: gencluster.v1.Command.register_worker:type_name -> gencluster.v1.RegisterWorker
-	3,  // 1: gencluster.v1.Command.remove_workers:type_name -> gencluster.v1.RemoveWorkers
-	7,  // 2: gencluster.v1.Command.submit_job:type_name -> gencluster.v1.SubmitJob
-	8,  // 3: gencluster.v1.Command.report_progress:type_name -> gencluster.v1.ReportProgress
-	9,  // 4: gencluster.v1.Command.finish_job:type_name -> gencluster.v1.FinishJob
-	10, // 5: gencluster.v1.Command.record_checkpoint:type_name -> gencluster.v1.RecordCheckpoint
-	4,  // 6: gencluster.v1.Command.renew_ring:type_name -> gencluster.v1.RenewRing
-	5,  // 7: gencluster.v1.Command.set_worker_unfit:type_name -> gencluster.v1.SetWorkerUnfit
-	6,  // 8: gencluster.v1.Command.cancel_job:type_name -> gencluster.v1.CancelJob
-	15, // 9: gencluster.v1.SubmitJob.spec:type_name -> gencluster.v1.JobSpec
-	0,  // 10: gencluster.v1.FinishJob.state:type_name -> gencluster.v1.JobState
-	16, // 11: gencluster.v1.RecordCheckpoint.manifest:type_name -> gencluster.v1.CheckpointManifest
-	12, // 12: gencluster.v1.StateSnapshot.workers:type_name -> gencluster.v1.WorkerRecord
-	14, // 13: gencluster.v1.StateSnapshot.jobs:type_name -> gencluster.v1.JobRecord
-	13, // 14: gencluster.v1.StateSnapshot.identities:type_name -> gencluster.v1.WorkerIdentity
-	15, // 15: gencluster.v1.JobRecord.spec:type_name -> gencluster.v1.JobSpec
-	0,  // 16: gencluster.v1.JobRecord.state:type_name -> gencluster.v1.JobState
-	16, // 17: gencluster.v1.JobRecord.checkpoints:type_name -> gencluster.v1.CheckpointManifest
-	18, // [18:18] is the sub-list for method output_type
-	18, // [18:18] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	3,  // 0: gencluster.v1.Command.register_worker:type_name -> gencluster.v1.RegisterWorker
+	4,  // 1: gencluster.v1.Command.remove_workers:type_name -> gencluster.v1.RemoveWorkers
+	8,  // 2: gencluster.v1.Command.submit_job:type_name -> gencluster.v1.SubmitJob
+	9,  // 3: gencluster.v1.Command.report_progress:type_name -> gencluster.v1.ReportProgress
+	10, // 4: gencluster.v1.Command.finish_job:type_name -> gencluster.v1.FinishJob
+	11, // 5: gencluster.v1.Command.record_checkpoint:type_name -> gencluster.v1.RecordCheckpoint
+	5,  // 6: gencluster.v1.Command.renew_ring:type_name -> gencluster.v1.RenewRing
+	6,  // 7: gencluster.v1.Command.set_worker_unfit:type_name -> gencluster.v1.SetWorkerUnfit
+	7,  // 8: gencluster.v1.Command.cancel_job:type_name -> gencluster.v1.CancelJob
+	2,  // 9: gencluster.v1.Command.record_sample:type_name -> gencluster.v1.RecordSample
+	16, // 10: gencluster.v1.SubmitJob.spec:type_name -> gencluster.v1.JobSpec
+	0,  // 11: gencluster.v1.FinishJob.state:type_name -> gencluster.v1.JobState
+	17, // 12: gencluster.v1.RecordCheckpoint.manifest:type_name -> gencluster.v1.CheckpointManifest
+	13, // 13: gencluster.v1.StateSnapshot.workers:type_name -> gencluster.v1.WorkerRecord
+	15, // 14: gencluster.v1.StateSnapshot.jobs:type_name -> gencluster.v1.JobRecord
+	14, // 15: gencluster.v1.StateSnapshot.identities:type_name -> gencluster.v1.WorkerIdentity
+	16, // 16: gencluster.v1.JobRecord.spec:type_name -> gencluster.v1.JobSpec
+	0,  // 17: gencluster.v1.JobRecord.state:type_name -> gencluster.v1.JobState
+	17, // 18: gencluster.v1.JobRecord.checkpoints:type_name -> gencluster.v1.CheckpointManifest
+	18, // 19: gencluster.v1.JobRecord.loss_history:type_name -> gencluster.v1.LossPoint
+	20, // [20:20] is the sub-list for method output_type
+	20, // [20:20] is the sub-list for method input_type
+	20, // [20:20] is the sub-list for extension type_name
+	20, // [20:20] is the sub-list for extension extendee
+	0,  // [0:20] is the sub-list for field type_name
 }
 
 func init() { file_command_proto_init() }
@@ -1456,6 +1606,7 @@ func file_command_proto_init() {
 		(*Command_RenewRing)(nil),
 		(*Command_SetWorkerUnfit)(nil),
 		(*Command_CancelJob)(nil),
+		(*Command_RecordSample)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -1463,7 +1614,7 @@ func file_command_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_command_proto_rawDesc), len(file_command_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   14,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

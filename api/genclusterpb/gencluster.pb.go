@@ -722,8 +722,11 @@ type JobSpec struct {
 	CheckpointEvery int64                  `protobuf:"varint,7,opt,name=checkpoint_every,json=checkpointEvery,proto3" json:"checkpoint_every,omitempty"`
 	MinWorkers      int32                  `protobuf:"varint,8,opt,name=min_workers,json=minWorkers,proto3" json:"min_workers,omitempty"`
 	Keep            int32                  `protobuf:"varint,9,opt,name=keep,proto3" json:"keep,omitempty"` // checkpoints the coordinators keep (0: coordinator.DefaultKeep)
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	// samples is how many images rank 0 samples from each checkpoint it
+	// writes, for the dashboard's sample grid (0: none; at most 64).
+	Samples       int32 `protobuf:"varint,10,opt,name=samples,proto3" json:"samples,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobSpec) Reset() {
@@ -819,13 +822,24 @@ func (x *JobSpec) GetKeep() int32 {
 	return 0
 }
 
+func (x *JobSpec) GetSamples() int32 {
+	if x != nil {
+		return x.Samples
+	}
+	return 0
+}
+
 type SubmitRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	Job   *JobSpec               `protobuf:"bytes,1,opt,name=job,proto3" json:"job,omitempty"`
 	// request_id makes a submit idempotent: a retry with the same id (after a
 	// timeout or a leader change) returns the first submit's job id instead
 	// of queueing the job twice. Optional; at most 128 printable bytes.
-	RequestId     string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	RequestId string `protobuf:"bytes,2,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// epochs, with job.steps 0, asks the coordinator to set steps to this
+	// many passes over the data set as it reads it (floor(images/batch)
+	// steps a pass, at least one step).
+	Epochs        float64 `protobuf:"fixed64,3,opt,name=epochs,proto3" json:"epochs,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -874,9 +888,17 @@ func (x *SubmitRequest) GetRequestId() string {
 	return ""
 }
 
+func (x *SubmitRequest) GetEpochs() float64 {
+	if x != nil {
+		return x.Epochs
+	}
+	return 0
+}
+
 type SubmitResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	JobId         string                 `protobuf:"bytes,1,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Steps         int64                  `protobuf:"varint,2,opt,name=steps,proto3" json:"steps,omitempty"` // the job's steps (as resolved from epochs)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -918,11 +940,20 @@ func (x *SubmitResponse) GetJobId() string {
 	return ""
 }
 
+func (x *SubmitResponse) GetSteps() int64 {
+	if x != nil {
+		return x.Steps
+	}
+	return 0
+}
+
 type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// local asks for this coordinator's own view (a follower otherwise asks
 	// the leader first, which alone knows leases and holds).
-	Local         bool `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
+	Local bool `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
+	// history asks for each job's loss history (JobInfo.loss_history).
+	History       bool `protobuf:"varint,2,opt,name=history,proto3" json:"history,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -964,6 +995,13 @@ func (x *StatusRequest) GetLocal() bool {
 	return false
 }
 
+func (x *StatusRequest) GetHistory() bool {
+	if x != nil {
+		return x.History
+	}
+	return false
+}
+
 type StatusResponse struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
 	Leader       string                 `protobuf:"bytes,1,opt,name=leader,proto3" json:"leader,omitempty"` // address of the raft leader
@@ -976,6 +1014,7 @@ type StatusResponse struct {
 	// view because it could not reach the leader (cut off, or no leader):
 	// that view may be behind. Clients try another coordinator first.
 	StaleReason   string `protobuf:"bytes,7,opt,name=stale_reason,json=staleReason,proto3" json:"stale_reason,omitempty"`
+	Version       string `protobuf:"bytes,8,opt,name=version,proto3" json:"version,omitempty"` // gencluster version of the coordinator that answered
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1055,6 +1094,13 @@ func (x *StatusResponse) GetRing() []*RingMember {
 func (x *StatusResponse) GetStaleReason() string {
 	if x != nil {
 		return x.StaleReason
+	}
+	return ""
+}
+
+func (x *StatusResponse) GetVersion() string {
+	if x != nil {
+		return x.Version
 	}
 	return ""
 }
@@ -1246,8 +1292,14 @@ type JobInfo struct {
 	Warnings        []string               `protobuf:"bytes,10,rep,name=warnings,proto3" json:"warnings,omitempty"`                               // e.g. it went on without workers that did not return
 	Message         string                 `protobuf:"bytes,11,opt,name=message,proto3" json:"message,omitempty"`                                 // why it failed or was cancelled
 	WaitingFor      []string               `protobuf:"bytes,12,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`         // workers a waiting job waits for
-	unknownFields   protoimpl.UnknownFields
-	sizeCache       protoimpl.SizeCache
+	StartedUnixMs   int64                  `protobuf:"varint,13,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
+	FinishedUnixMs  int64                  `protobuf:"varint,14,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
+	// loss_history is the job's reported loss, at most MaxLossHistory points
+	// evenly spaced in steps (only with StatusRequest.history).
+	LossHistory   []*LossPoint `protobuf:"bytes,15,rep,name=loss_history,json=lossHistory,proto3" json:"loss_history,omitempty"`
+	SampleStep    int64        `protobuf:"varint,16,opt,name=sample_step,json=sampleStep,proto3" json:"sample_step,omitempty"` // step of the latest sample grid (0: none)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *JobInfo) Reset() {
@@ -1364,6 +1416,207 @@ func (x *JobInfo) GetWaitingFor() []string {
 	return nil
 }
 
+func (x *JobInfo) GetStartedUnixMs() int64 {
+	if x != nil {
+		return x.StartedUnixMs
+	}
+	return 0
+}
+
+func (x *JobInfo) GetFinishedUnixMs() int64 {
+	if x != nil {
+		return x.FinishedUnixMs
+	}
+	return 0
+}
+
+func (x *JobInfo) GetLossHistory() []*LossPoint {
+	if x != nil {
+		return x.LossHistory
+	}
+	return nil
+}
+
+func (x *JobInfo) GetSampleStep() int64 {
+	if x != nil {
+		return x.SampleStep
+	}
+	return 0
+}
+
+// LossPoint is one reported loss of a job.
+type LossPoint struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Step          int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
+	Loss          float64                `protobuf:"fixed64,2,opt,name=loss,proto3" json:"loss,omitempty"`                                // nats per image
+	TimeUnixMs    int64                  `protobuf:"varint,3,opt,name=time_unix_ms,json=timeUnixMs,proto3" json:"time_unix_ms,omitempty"` // when it was committed
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LossPoint) Reset() {
+	*x = LossPoint{}
+	mi := &file_gencluster_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LossPoint) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LossPoint) ProtoMessage() {}
+
+func (x *LossPoint) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LossPoint.ProtoReflect.Descriptor instead.
+func (*LossPoint) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *LossPoint) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *LossPoint) GetLoss() float64 {
+	if x != nil {
+		return x.Loss
+	}
+	return 0
+}
+
+func (x *LossPoint) GetTimeUnixMs() int64 {
+	if x != nil {
+		return x.TimeUnixMs
+	}
+	return 0
+}
+
+type PutSampleRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	WorkerId      string                 `protobuf:"bytes,1,opt,name=worker_id,json=workerId,proto3" json:"worker_id,omitempty"`
+	JobId         string                 `protobuf:"bytes,2,opt,name=job_id,json=jobId,proto3" json:"job_id,omitempty"`
+	Generation    uint64                 `protobuf:"varint,3,opt,name=generation,proto3" json:"generation,omitempty"`
+	Step          int64                  `protobuf:"varint,4,opt,name=step,proto3" json:"step,omitempty"` // the checkpoint's step it was drawn from
+	Png           []byte                 `protobuf:"bytes,5,opt,name=png,proto3" json:"png,omitempty"`    // at most coordinator.MaxSampleBytes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutSampleRequest) Reset() {
+	*x = PutSampleRequest{}
+	mi := &file_gencluster_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutSampleRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutSampleRequest) ProtoMessage() {}
+
+func (x *PutSampleRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutSampleRequest.ProtoReflect.Descriptor instead.
+func (*PutSampleRequest) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *PutSampleRequest) GetWorkerId() string {
+	if x != nil {
+		return x.WorkerId
+	}
+	return ""
+}
+
+func (x *PutSampleRequest) GetJobId() string {
+	if x != nil {
+		return x.JobId
+	}
+	return ""
+}
+
+func (x *PutSampleRequest) GetGeneration() uint64 {
+	if x != nil {
+		return x.Generation
+	}
+	return 0
+}
+
+func (x *PutSampleRequest) GetStep() int64 {
+	if x != nil {
+		return x.Step
+	}
+	return 0
+}
+
+func (x *PutSampleRequest) GetPng() []byte {
+	if x != nil {
+		return x.Png
+	}
+	return nil
+}
+
+type PutSampleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PutSampleResponse) Reset() {
+	*x = PutSampleResponse{}
+	mi := &file_gencluster_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PutSampleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PutSampleResponse) ProtoMessage() {}
+
+func (x *PutSampleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gencluster_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PutSampleResponse.ProtoReflect.Descriptor instead.
+func (*PutSampleResponse) Descriptor() ([]byte, []int) {
+	return file_gencluster_proto_rawDescGZIP(), []int{20}
+}
+
 type CheckpointInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Step          int64                  `protobuf:"varint,1,opt,name=step,proto3" json:"step,omitempty"`
@@ -1377,7 +1630,7 @@ type CheckpointInfo struct {
 
 func (x *CheckpointInfo) Reset() {
 	*x = CheckpointInfo{}
-	mi := &file_gencluster_proto_msgTypes[18]
+	mi := &file_gencluster_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1389,7 +1642,7 @@ func (x *CheckpointInfo) String() string {
 func (*CheckpointInfo) ProtoMessage() {}
 
 func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[18]
+	mi := &file_gencluster_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1402,7 +1655,7 @@ func (x *CheckpointInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointInfo.ProtoReflect.Descriptor instead.
 func (*CheckpointInfo) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{18}
+	return file_gencluster_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *CheckpointInfo) GetStep() int64 {
@@ -1460,7 +1713,7 @@ type CheckpointManifest struct {
 
 func (x *CheckpointManifest) Reset() {
 	*x = CheckpointManifest{}
-	mi := &file_gencluster_proto_msgTypes[19]
+	mi := &file_gencluster_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1472,7 +1725,7 @@ func (x *CheckpointManifest) String() string {
 func (*CheckpointManifest) ProtoMessage() {}
 
 func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[19]
+	mi := &file_gencluster_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1485,7 +1738,7 @@ func (x *CheckpointManifest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointManifest.ProtoReflect.Descriptor instead.
 func (*CheckpointManifest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{19}
+	return file_gencluster_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *CheckpointManifest) GetJobId() string {
@@ -1574,7 +1827,7 @@ type CheckpointChunk struct {
 
 func (x *CheckpointChunk) Reset() {
 	*x = CheckpointChunk{}
-	mi := &file_gencluster_proto_msgTypes[20]
+	mi := &file_gencluster_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1586,7 +1839,7 @@ func (x *CheckpointChunk) String() string {
 func (*CheckpointChunk) ProtoMessage() {}
 
 func (x *CheckpointChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[20]
+	mi := &file_gencluster_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1599,7 +1852,7 @@ func (x *CheckpointChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointChunk.ProtoReflect.Descriptor instead.
 func (*CheckpointChunk) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{20}
+	return file_gencluster_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CheckpointChunk) GetHeader() *CheckpointHeader {
@@ -1641,7 +1894,7 @@ type CheckpointHeader struct {
 
 func (x *CheckpointHeader) Reset() {
 	*x = CheckpointHeader{}
-	mi := &file_gencluster_proto_msgTypes[21]
+	mi := &file_gencluster_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1653,7 +1906,7 @@ func (x *CheckpointHeader) String() string {
 func (*CheckpointHeader) ProtoMessage() {}
 
 func (x *CheckpointHeader) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[21]
+	mi := &file_gencluster_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1666,7 +1919,7 @@ func (x *CheckpointHeader) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckpointHeader.ProtoReflect.Descriptor instead.
 func (*CheckpointHeader) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{21}
+	return file_gencluster_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CheckpointHeader) GetJobId() string {
@@ -1734,7 +1987,7 @@ type PutCheckpointResponse struct {
 
 func (x *PutCheckpointResponse) Reset() {
 	*x = PutCheckpointResponse{}
-	mi := &file_gencluster_proto_msgTypes[22]
+	mi := &file_gencluster_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1746,7 +1999,7 @@ func (x *PutCheckpointResponse) String() string {
 func (*PutCheckpointResponse) ProtoMessage() {}
 
 func (x *PutCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[22]
+	mi := &file_gencluster_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1759,7 +2012,7 @@ func (x *PutCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PutCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*PutCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{22}
+	return file_gencluster_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PutCheckpointResponse) GetManifest() *CheckpointManifest {
@@ -1778,7 +2031,7 @@ type ReplicateCheckpointResponse struct {
 
 func (x *ReplicateCheckpointResponse) Reset() {
 	*x = ReplicateCheckpointResponse{}
-	mi := &file_gencluster_proto_msgTypes[23]
+	mi := &file_gencluster_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +2043,7 @@ func (x *ReplicateCheckpointResponse) String() string {
 func (*ReplicateCheckpointResponse) ProtoMessage() {}
 
 func (x *ReplicateCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[23]
+	mi := &file_gencluster_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +2056,7 @@ func (x *ReplicateCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReplicateCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*ReplicateCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{23}
+	return file_gencluster_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReplicateCheckpointResponse) GetCoordinatorId() string {
@@ -1824,7 +2077,7 @@ type GetCheckpointRequest struct {
 
 func (x *GetCheckpointRequest) Reset() {
 	*x = GetCheckpointRequest{}
-	mi := &file_gencluster_proto_msgTypes[24]
+	mi := &file_gencluster_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1836,7 +2089,7 @@ func (x *GetCheckpointRequest) String() string {
 func (*GetCheckpointRequest) ProtoMessage() {}
 
 func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[24]
+	mi := &file_gencluster_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1849,7 +2102,7 @@ func (x *GetCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*GetCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{24}
+	return file_gencluster_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *GetCheckpointRequest) GetJobId() string {
@@ -1882,7 +2135,7 @@ type ListCheckpointsRequest struct {
 
 func (x *ListCheckpointsRequest) Reset() {
 	*x = ListCheckpointsRequest{}
-	mi := &file_gencluster_proto_msgTypes[25]
+	mi := &file_gencluster_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1894,7 +2147,7 @@ func (x *ListCheckpointsRequest) String() string {
 func (*ListCheckpointsRequest) ProtoMessage() {}
 
 func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[25]
+	mi := &file_gencluster_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1907,7 +2160,7 @@ func (x *ListCheckpointsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsRequest.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{25}
+	return file_gencluster_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *ListCheckpointsRequest) GetJobId() string {
@@ -1926,7 +2179,7 @@ type ListCheckpointsResponse struct {
 
 func (x *ListCheckpointsResponse) Reset() {
 	*x = ListCheckpointsResponse{}
-	mi := &file_gencluster_proto_msgTypes[26]
+	mi := &file_gencluster_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1938,7 +2191,7 @@ func (x *ListCheckpointsResponse) String() string {
 func (*ListCheckpointsResponse) ProtoMessage() {}
 
 func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[26]
+	mi := &file_gencluster_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1951,7 +2204,7 @@ func (x *ListCheckpointsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListCheckpointsResponse.ProtoReflect.Descriptor instead.
 func (*ListCheckpointsResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{26}
+	return file_gencluster_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *ListCheckpointsResponse) GetCheckpoints() []*CheckpointManifest {
@@ -1971,7 +2224,7 @@ type RecordCheckpointRequest struct {
 
 func (x *RecordCheckpointRequest) Reset() {
 	*x = RecordCheckpointRequest{}
-	mi := &file_gencluster_proto_msgTypes[27]
+	mi := &file_gencluster_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1983,7 +2236,7 @@ func (x *RecordCheckpointRequest) String() string {
 func (*RecordCheckpointRequest) ProtoMessage() {}
 
 func (x *RecordCheckpointRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[27]
+	mi := &file_gencluster_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1996,7 +2249,7 @@ func (x *RecordCheckpointRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCheckpointRequest.ProtoReflect.Descriptor instead.
 func (*RecordCheckpointRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{27}
+	return file_gencluster_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RecordCheckpointRequest) GetManifest() *CheckpointManifest {
@@ -2022,7 +2275,7 @@ type RecordCheckpointResponse struct {
 
 func (x *RecordCheckpointResponse) Reset() {
 	*x = RecordCheckpointResponse{}
-	mi := &file_gencluster_proto_msgTypes[28]
+	mi := &file_gencluster_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2034,7 +2287,7 @@ func (x *RecordCheckpointResponse) String() string {
 func (*RecordCheckpointResponse) ProtoMessage() {}
 
 func (x *RecordCheckpointResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[28]
+	mi := &file_gencluster_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2047,7 +2300,7 @@ func (x *RecordCheckpointResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RecordCheckpointResponse.ProtoReflect.Descriptor instead.
 func (*RecordCheckpointResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{28}
+	return file_gencluster_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RecordCheckpointResponse) GetManifest() *CheckpointManifest {
@@ -2071,7 +2324,7 @@ type ReportProgressRequest struct {
 
 func (x *ReportProgressRequest) Reset() {
 	*x = ReportProgressRequest{}
-	mi := &file_gencluster_proto_msgTypes[29]
+	mi := &file_gencluster_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2083,7 +2336,7 @@ func (x *ReportProgressRequest) String() string {
 func (*ReportProgressRequest) ProtoMessage() {}
 
 func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[29]
+	mi := &file_gencluster_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2096,7 +2349,7 @@ func (x *ReportProgressRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProgressRequest.ProtoReflect.Descriptor instead.
 func (*ReportProgressRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{29}
+	return file_gencluster_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *ReportProgressRequest) GetWorkerId() string {
@@ -2149,7 +2402,7 @@ type ReportProgressResponse struct {
 
 func (x *ReportProgressResponse) Reset() {
 	*x = ReportProgressResponse{}
-	mi := &file_gencluster_proto_msgTypes[30]
+	mi := &file_gencluster_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2414,7 @@ func (x *ReportProgressResponse) String() string {
 func (*ReportProgressResponse) ProtoMessage() {}
 
 func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[30]
+	mi := &file_gencluster_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2427,7 @@ func (x *ReportProgressResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportProgressResponse.ProtoReflect.Descriptor instead.
 func (*ReportProgressResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{30}
+	return file_gencluster_proto_rawDescGZIP(), []int{33}
 }
 
 type FinishJobRequest struct {
@@ -2189,7 +2442,7 @@ type FinishJobRequest struct {
 
 func (x *FinishJobRequest) Reset() {
 	*x = FinishJobRequest{}
-	mi := &file_gencluster_proto_msgTypes[31]
+	mi := &file_gencluster_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2201,7 +2454,7 @@ func (x *FinishJobRequest) String() string {
 func (*FinishJobRequest) ProtoMessage() {}
 
 func (x *FinishJobRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[31]
+	mi := &file_gencluster_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2214,7 +2467,7 @@ func (x *FinishJobRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishJobRequest.ProtoReflect.Descriptor instead.
 func (*FinishJobRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{31}
+	return file_gencluster_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *FinishJobRequest) GetWorkerId() string {
@@ -2254,7 +2507,7 @@ type FinishJobResponse struct {
 
 func (x *FinishJobResponse) Reset() {
 	*x = FinishJobResponse{}
-	mi := &file_gencluster_proto_msgTypes[32]
+	mi := &file_gencluster_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2266,7 +2519,7 @@ func (x *FinishJobResponse) String() string {
 func (*FinishJobResponse) ProtoMessage() {}
 
 func (x *FinishJobResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[32]
+	mi := &file_gencluster_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2279,7 +2532,7 @@ func (x *FinishJobResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FinishJobResponse.ProtoReflect.Descriptor instead.
 func (*FinishJobResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{32}
+	return file_gencluster_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *FinishJobResponse) GetNextJobId() string {
@@ -2298,7 +2551,7 @@ type FetchDatasetRequest struct {
 
 func (x *FetchDatasetRequest) Reset() {
 	*x = FetchDatasetRequest{}
-	mi := &file_gencluster_proto_msgTypes[33]
+	mi := &file_gencluster_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2310,7 +2563,7 @@ func (x *FetchDatasetRequest) String() string {
 func (*FetchDatasetRequest) ProtoMessage() {}
 
 func (x *FetchDatasetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[33]
+	mi := &file_gencluster_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2323,7 +2576,7 @@ func (x *FetchDatasetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FetchDatasetRequest.ProtoReflect.Descriptor instead.
 func (*FetchDatasetRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{33}
+	return file_gencluster_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *FetchDatasetRequest) GetDataset() string {
@@ -2345,7 +2598,7 @@ type DatasetChunk struct {
 
 func (x *DatasetChunk) Reset() {
 	*x = DatasetChunk{}
-	mi := &file_gencluster_proto_msgTypes[34]
+	mi := &file_gencluster_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2357,7 +2610,7 @@ func (x *DatasetChunk) String() string {
 func (*DatasetChunk) ProtoMessage() {}
 
 func (x *DatasetChunk) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[34]
+	mi := &file_gencluster_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2370,7 +2623,7 @@ func (x *DatasetChunk) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DatasetChunk.ProtoReflect.Descriptor instead.
 func (*DatasetChunk) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{34}
+	return file_gencluster_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DatasetChunk) GetImages() int64 {
@@ -2411,7 +2664,7 @@ type CancelRequest struct {
 
 func (x *CancelRequest) Reset() {
 	*x = CancelRequest{}
-	mi := &file_gencluster_proto_msgTypes[35]
+	mi := &file_gencluster_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2423,7 +2676,7 @@ func (x *CancelRequest) String() string {
 func (*CancelRequest) ProtoMessage() {}
 
 func (x *CancelRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[35]
+	mi := &file_gencluster_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2436,7 +2689,7 @@ func (x *CancelRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelRequest.ProtoReflect.Descriptor instead.
 func (*CancelRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{35}
+	return file_gencluster_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *CancelRequest) GetJobId() string {
@@ -2462,7 +2715,7 @@ type CancelResponse struct {
 
 func (x *CancelResponse) Reset() {
 	*x = CancelResponse{}
-	mi := &file_gencluster_proto_msgTypes[36]
+	mi := &file_gencluster_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2474,7 +2727,7 @@ func (x *CancelResponse) String() string {
 func (*CancelResponse) ProtoMessage() {}
 
 func (x *CancelResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[36]
+	mi := &file_gencluster_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2487,7 +2740,7 @@ func (x *CancelResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CancelResponse.ProtoReflect.Descriptor instead.
 func (*CancelResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{36}
+	return file_gencluster_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *CancelResponse) GetNextJobId() string {
@@ -2508,7 +2761,7 @@ type ReportUnfitRequest struct {
 
 func (x *ReportUnfitRequest) Reset() {
 	*x = ReportUnfitRequest{}
-	mi := &file_gencluster_proto_msgTypes[37]
+	mi := &file_gencluster_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2520,7 +2773,7 @@ func (x *ReportUnfitRequest) String() string {
 func (*ReportUnfitRequest) ProtoMessage() {}
 
 func (x *ReportUnfitRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[37]
+	mi := &file_gencluster_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2533,7 +2786,7 @@ func (x *ReportUnfitRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUnfitRequest.ProtoReflect.Descriptor instead.
 func (*ReportUnfitRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{37}
+	return file_gencluster_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *ReportUnfitRequest) GetWorkerId() string {
@@ -2566,7 +2819,7 @@ type ReportUnfitResponse struct {
 
 func (x *ReportUnfitResponse) Reset() {
 	*x = ReportUnfitResponse{}
-	mi := &file_gencluster_proto_msgTypes[38]
+	mi := &file_gencluster_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2578,7 +2831,7 @@ func (x *ReportUnfitResponse) String() string {
 func (*ReportUnfitResponse) ProtoMessage() {}
 
 func (x *ReportUnfitResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[38]
+	mi := &file_gencluster_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2591,7 +2844,7 @@ func (x *ReportUnfitResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReportUnfitResponse.ProtoReflect.Descriptor instead.
 func (*ReportUnfitResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{38}
+	return file_gencluster_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *ReportUnfitResponse) GetGeneration() uint64 {
@@ -2611,7 +2864,7 @@ type AddCoordinatorRequest struct {
 
 func (x *AddCoordinatorRequest) Reset() {
 	*x = AddCoordinatorRequest{}
-	mi := &file_gencluster_proto_msgTypes[39]
+	mi := &file_gencluster_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2623,7 +2876,7 @@ func (x *AddCoordinatorRequest) String() string {
 func (*AddCoordinatorRequest) ProtoMessage() {}
 
 func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[39]
+	mi := &file_gencluster_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2636,7 +2889,7 @@ func (x *AddCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{39}
+	return file_gencluster_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *AddCoordinatorRequest) GetId() string {
@@ -2661,7 +2914,7 @@ type AddCoordinatorResponse struct {
 
 func (x *AddCoordinatorResponse) Reset() {
 	*x = AddCoordinatorResponse{}
-	mi := &file_gencluster_proto_msgTypes[40]
+	mi := &file_gencluster_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2673,7 +2926,7 @@ func (x *AddCoordinatorResponse) String() string {
 func (*AddCoordinatorResponse) ProtoMessage() {}
 
 func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[40]
+	mi := &file_gencluster_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2686,7 +2939,7 @@ func (x *AddCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AddCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*AddCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{40}
+	return file_gencluster_proto_rawDescGZIP(), []int{43}
 }
 
 type RemoveCoordinatorRequest struct {
@@ -2698,7 +2951,7 @@ type RemoveCoordinatorRequest struct {
 
 func (x *RemoveCoordinatorRequest) Reset() {
 	*x = RemoveCoordinatorRequest{}
-	mi := &file_gencluster_proto_msgTypes[41]
+	mi := &file_gencluster_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2710,7 +2963,7 @@ func (x *RemoveCoordinatorRequest) String() string {
 func (*RemoveCoordinatorRequest) ProtoMessage() {}
 
 func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[41]
+	mi := &file_gencluster_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2723,7 +2976,7 @@ func (x *RemoveCoordinatorRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorRequest.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorRequest) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{41}
+	return file_gencluster_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *RemoveCoordinatorRequest) GetId() string {
@@ -2741,7 +2994,7 @@ type RemoveCoordinatorResponse struct {
 
 func (x *RemoveCoordinatorResponse) Reset() {
 	*x = RemoveCoordinatorResponse{}
-	mi := &file_gencluster_proto_msgTypes[42]
+	mi := &file_gencluster_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2753,7 +3006,7 @@ func (x *RemoveCoordinatorResponse) String() string {
 func (*RemoveCoordinatorResponse) ProtoMessage() {}
 
 func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gencluster_proto_msgTypes[42]
+	mi := &file_gencluster_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2766,7 +3019,7 @@ func (x *RemoveCoordinatorResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RemoveCoordinatorResponse.ProtoReflect.Descriptor instead.
 func (*RemoveCoordinatorResponse) Descriptor() ([]byte, []int) {
-	return file_gencluster_proto_rawDescGZIP(), []int{42}
+	return file_gencluster_proto_rawDescGZIP(), []int{45}
 }
 
 var File_gencluster_proto protoreflect.FileDescriptor
@@ -2840,7 +3093,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"\n" +
 	"RingMember\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xe9\x01\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x83\x02\n" +
 	"\aJobSpec\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12\x14\n" +
@@ -2851,15 +3104,20 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x10checkpoint_every\x18\a \x01(\x03R\x0fcheckpointEvery\x12\x1f\n" +
 	"\vmin_workers\x18\b \x01(\x05R\n" +
 	"minWorkers\x12\x12\n" +
-	"\x04keep\x18\t \x01(\x05R\x04keep\"X\n" +
+	"\x04keep\x18\t \x01(\x05R\x04keep\x12\x18\n" +
+	"\asamples\x18\n" +
+	" \x01(\x05R\asamples\"p\n" +
 	"\rSubmitRequest\x12(\n" +
 	"\x03job\x18\x01 \x01(\v2\x16.gencluster.v1.JobSpecR\x03job\x12\x1d\n" +
 	"\n" +
-	"request_id\x18\x02 \x01(\tR\trequestId\"'\n" +
+	"request_id\x18\x02 \x01(\tR\trequestId\x12\x16\n" +
+	"\x06epochs\x18\x03 \x01(\x01R\x06epochs\"=\n" +
 	"\x0eSubmitResponse\x12\x15\n" +
-	"\x06job_id\x18\x01 \x01(\tR\x05jobId\"%\n" +
+	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
+	"\x05steps\x18\x02 \x01(\x03R\x05steps\"?\n" +
 	"\rStatusRequest\x12\x14\n" +
-	"\x05local\x18\x01 \x01(\bR\x05local\"\xbf\x02\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\x12\x18\n" +
+	"\ahistory\x18\x02 \x01(\bR\ahistory\"\xd9\x02\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12B\n" +
 	"\fcoordinators\x18\x02 \x03(\v2\x1e.gencluster.v1.CoordinatorInfoR\fcoordinators\x123\n" +
@@ -2869,7 +3127,8 @@ const file_gencluster_proto_rawDesc = "" +
 	"generation\x18\x05 \x01(\x04R\n" +
 	"generation\x12-\n" +
 	"\x04ring\x18\x06 \x03(\v2\x19.gencluster.v1.RingMemberR\x04ring\x12!\n" +
-	"\fstale_reason\x18\a \x01(\tR\vstaleReason\"a\n" +
+	"\fstale_reason\x18\a \x01(\tR\vstaleReason\x12\x18\n" +
+	"\aversion\x18\b \x01(\tR\aversion\"a\n" +
 	"\x0fCoordinatorInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04addr\x18\x02 \x01(\tR\x04addr\x12\x14\n" +
@@ -2884,7 +3143,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12(\n" +
 	"\x10heartbeat_age_ms\x18\x06 \x01(\x03R\x0eheartbeatAgeMs\x12'\n" +
 	"\x0fcompute_seconds\x18\a \x01(\x01R\x0ecomputeSeconds\x12\x1c\n" +
-	"\tstraggler\x18\b \x01(\bR\tstraggler\"\x9b\x03\n" +
+	"\tstraggler\x18\b \x01(\bR\tstraggler\"\xcb\x04\n" +
 	"\aJobInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04spec\x18\x02 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -2899,7 +3158,26 @@ const file_gencluster_proto_rawDesc = "" +
 	" \x03(\tR\bwarnings\x12\x18\n" +
 	"\amessage\x18\v \x01(\tR\amessage\x12\x1f\n" +
 	"\vwaiting_for\x18\f \x03(\tR\n" +
-	"waitingFor\"\x9b\x01\n" +
+	"waitingFor\x12&\n" +
+	"\x0fstarted_unix_ms\x18\r \x01(\x03R\rstartedUnixMs\x12(\n" +
+	"\x10finished_unix_ms\x18\x0e \x01(\x03R\x0efinishedUnixMs\x12;\n" +
+	"\floss_history\x18\x0f \x03(\v2\x18.gencluster.v1.LossPointR\vlossHistory\x12\x1f\n" +
+	"\vsample_step\x18\x10 \x01(\x03R\n" +
+	"sampleStep\"U\n" +
+	"\tLossPoint\x12\x12\n" +
+	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x12\n" +
+	"\x04loss\x18\x02 \x01(\x01R\x04loss\x12 \n" +
+	"\ftime_unix_ms\x18\x03 \x01(\x03R\n" +
+	"timeUnixMs\"\x8c\x01\n" +
+	"\x10PutSampleRequest\x12\x1b\n" +
+	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x15\n" +
+	"\x06job_id\x18\x02 \x01(\tR\x05jobId\x12\x1e\n" +
+	"\n" +
+	"generation\x18\x03 \x01(\x04R\n" +
+	"generation\x12\x12\n" +
+	"\x04step\x18\x04 \x01(\x03R\x04step\x12\x10\n" +
+	"\x03png\x18\x05 \x01(\fR\x03png\"\x13\n" +
+	"\x11PutSampleResponse\"\x9b\x01\n" +
 	"\x0eCheckpointInfo\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12 \n" +
 	"\ftime_unix_ms\x18\x02 \x01(\x03R\n" +
@@ -3006,7 +3284,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x16AddCoordinatorResponse\"*\n" +
 	"\x18RemoveCoordinatorRequest\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\"\x1b\n" +
-	"\x19RemoveCoordinatorResponse2\x8f\f\n" +
+	"\x19RemoveCoordinatorResponse2\xdf\f\n" +
 	"\vCoordinator\x12?\n" +
 	"\x04Join\x12\x1a.gencluster.v1.JoinRequest\x1a\x1b.gencluster.v1.JoinResponse\x12N\n" +
 	"\tHeartbeat\x12\x1f.gencluster.v1.HeartbeatRequest\x1a .gencluster.v1.HeartbeatResponse\x12B\n" +
@@ -3025,7 +3303,8 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x13ReplicateCheckpoint\x12\x1e.gencluster.v1.CheckpointChunk\x1a*.gencluster.v1.ReplicateCheckpointResponse(\x01\x12V\n" +
 	"\rGetCheckpoint\x12#.gencluster.v1.GetCheckpointRequest\x1a\x1e.gencluster.v1.CheckpointChunk0\x01\x12`\n" +
 	"\x0fListCheckpoints\x12%.gencluster.v1.ListCheckpointsRequest\x1a&.gencluster.v1.ListCheckpointsResponse\x12c\n" +
-	"\x10RecordCheckpoint\x12&.gencluster.v1.RecordCheckpointRequest\x1a'.gencluster.v1.RecordCheckpointResponseB@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"
+	"\x10RecordCheckpoint\x12&.gencluster.v1.RecordCheckpointRequest\x1a'.gencluster.v1.RecordCheckpointResponse\x12N\n" +
+	"\tPutSample\x12\x1f.gencluster.v1.PutSampleRequest\x1a .gencluster.v1.PutSampleResponseB@Z>github.com/gencluster/gencluster/api/genclusterpb;genclusterpbb\x06proto3"
 
 var (
 	file_gencluster_proto_rawDescOnce sync.Once
@@ -3039,7 +3318,7 @@ func file_gencluster_proto_rawDescGZIP() []byte {
 	return file_gencluster_proto_rawDescData
 }
 
-var file_gencluster_proto_msgTypes = make([]protoimpl.MessageInfo, 43)
+var file_gencluster_proto_msgTypes = make([]protoimpl.MessageInfo, 46)
 var file_gencluster_proto_goTypes = []any{
 	(*JoinRequest)(nil),                 // 0: gencluster.v1.JoinRequest
 	(*JoinResponse)(nil),                // 1: gencluster.v1.JoinResponse
@@ -3059,91 +3338,97 @@ var file_gencluster_proto_goTypes = []any{
 	(*CoordinatorInfo)(nil),             // 15: gencluster.v1.CoordinatorInfo
 	(*WorkerInfo)(nil),                  // 16: gencluster.v1.WorkerInfo
 	(*JobInfo)(nil),                     // 17: gencluster.v1.JobInfo
-	(*CheckpointInfo)(nil),              // 18: gencluster.v1.CheckpointInfo
-	(*CheckpointManifest)(nil),          // 19: gencluster.v1.CheckpointManifest
-	(*CheckpointChunk)(nil),             // 20: gencluster.v1.CheckpointChunk
-	(*CheckpointHeader)(nil),            // 21: gencluster.v1.CheckpointHeader
-	(*PutCheckpointResponse)(nil),       // 22: gencluster.v1.PutCheckpointResponse
-	(*ReplicateCheckpointResponse)(nil), // 23: gencluster.v1.ReplicateCheckpointResponse
-	(*GetCheckpointRequest)(nil),        // 24: gencluster.v1.GetCheckpointRequest
-	(*ListCheckpointsRequest)(nil),      // 25: gencluster.v1.ListCheckpointsRequest
-	(*ListCheckpointsResponse)(nil),     // 26: gencluster.v1.ListCheckpointsResponse
-	(*RecordCheckpointRequest)(nil),     // 27: gencluster.v1.RecordCheckpointRequest
-	(*RecordCheckpointResponse)(nil),    // 28: gencluster.v1.RecordCheckpointResponse
-	(*ReportProgressRequest)(nil),       // 29: gencluster.v1.ReportProgressRequest
-	(*ReportProgressResponse)(nil),      // 30: gencluster.v1.ReportProgressResponse
-	(*FinishJobRequest)(nil),            // 31: gencluster.v1.FinishJobRequest
-	(*FinishJobResponse)(nil),           // 32: gencluster.v1.FinishJobResponse
-	(*FetchDatasetRequest)(nil),         // 33: gencluster.v1.FetchDatasetRequest
-	(*DatasetChunk)(nil),                // 34: gencluster.v1.DatasetChunk
-	(*CancelRequest)(nil),               // 35: gencluster.v1.CancelRequest
-	(*CancelResponse)(nil),              // 36: gencluster.v1.CancelResponse
-	(*ReportUnfitRequest)(nil),          // 37: gencluster.v1.ReportUnfitRequest
-	(*ReportUnfitResponse)(nil),         // 38: gencluster.v1.ReportUnfitResponse
-	(*AddCoordinatorRequest)(nil),       // 39: gencluster.v1.AddCoordinatorRequest
-	(*AddCoordinatorResponse)(nil),      // 40: gencluster.v1.AddCoordinatorResponse
-	(*RemoveCoordinatorRequest)(nil),    // 41: gencluster.v1.RemoveCoordinatorRequest
-	(*RemoveCoordinatorResponse)(nil),   // 42: gencluster.v1.RemoveCoordinatorResponse
+	(*LossPoint)(nil),                   // 18: gencluster.v1.LossPoint
+	(*PutSampleRequest)(nil),            // 19: gencluster.v1.PutSampleRequest
+	(*PutSampleResponse)(nil),           // 20: gencluster.v1.PutSampleResponse
+	(*CheckpointInfo)(nil),              // 21: gencluster.v1.CheckpointInfo
+	(*CheckpointManifest)(nil),          // 22: gencluster.v1.CheckpointManifest
+	(*CheckpointChunk)(nil),             // 23: gencluster.v1.CheckpointChunk
+	(*CheckpointHeader)(nil),            // 24: gencluster.v1.CheckpointHeader
+	(*PutCheckpointResponse)(nil),       // 25: gencluster.v1.PutCheckpointResponse
+	(*ReplicateCheckpointResponse)(nil), // 26: gencluster.v1.ReplicateCheckpointResponse
+	(*GetCheckpointRequest)(nil),        // 27: gencluster.v1.GetCheckpointRequest
+	(*ListCheckpointsRequest)(nil),      // 28: gencluster.v1.ListCheckpointsRequest
+	(*ListCheckpointsResponse)(nil),     // 29: gencluster.v1.ListCheckpointsResponse
+	(*RecordCheckpointRequest)(nil),     // 30: gencluster.v1.RecordCheckpointRequest
+	(*RecordCheckpointResponse)(nil),    // 31: gencluster.v1.RecordCheckpointResponse
+	(*ReportProgressRequest)(nil),       // 32: gencluster.v1.ReportProgressRequest
+	(*ReportProgressResponse)(nil),      // 33: gencluster.v1.ReportProgressResponse
+	(*FinishJobRequest)(nil),            // 34: gencluster.v1.FinishJobRequest
+	(*FinishJobResponse)(nil),           // 35: gencluster.v1.FinishJobResponse
+	(*FetchDatasetRequest)(nil),         // 36: gencluster.v1.FetchDatasetRequest
+	(*DatasetChunk)(nil),                // 37: gencluster.v1.DatasetChunk
+	(*CancelRequest)(nil),               // 38: gencluster.v1.CancelRequest
+	(*CancelResponse)(nil),              // 39: gencluster.v1.CancelResponse
+	(*ReportUnfitRequest)(nil),          // 40: gencluster.v1.ReportUnfitRequest
+	(*ReportUnfitResponse)(nil),         // 41: gencluster.v1.ReportUnfitResponse
+	(*AddCoordinatorRequest)(nil),       // 42: gencluster.v1.AddCoordinatorRequest
+	(*AddCoordinatorResponse)(nil),      // 43: gencluster.v1.AddCoordinatorResponse
+	(*RemoveCoordinatorRequest)(nil),    // 44: gencluster.v1.RemoveCoordinatorRequest
+	(*RemoveCoordinatorResponse)(nil),   // 45: gencluster.v1.RemoveCoordinatorResponse
 }
 var file_gencluster_proto_depIdxs = []int32{
 	8,  // 0: gencluster.v1.JoinResponse.assignment:type_name -> gencluster.v1.Assignment
 	8,  // 1: gencluster.v1.HeartbeatResponse.assignment:type_name -> gencluster.v1.Assignment
 	10, // 2: gencluster.v1.Assignment.job:type_name -> gencluster.v1.JobSpec
 	9,  // 3: gencluster.v1.Assignment.ring:type_name -> gencluster.v1.RingMember
-	19, // 4: gencluster.v1.Assignment.checkpoint:type_name -> gencluster.v1.CheckpointManifest
+	22, // 4: gencluster.v1.Assignment.checkpoint:type_name -> gencluster.v1.CheckpointManifest
 	10, // 5: gencluster.v1.SubmitRequest.job:type_name -> gencluster.v1.JobSpec
 	15, // 6: gencluster.v1.StatusResponse.coordinators:type_name -> gencluster.v1.CoordinatorInfo
 	16, // 7: gencluster.v1.StatusResponse.workers:type_name -> gencluster.v1.WorkerInfo
 	17, // 8: gencluster.v1.StatusResponse.jobs:type_name -> gencluster.v1.JobInfo
 	9,  // 9: gencluster.v1.StatusResponse.ring:type_name -> gencluster.v1.RingMember
 	10, // 10: gencluster.v1.JobInfo.spec:type_name -> gencluster.v1.JobSpec
-	18, // 11: gencluster.v1.JobInfo.last_checkpoint:type_name -> gencluster.v1.CheckpointInfo
-	21, // 12: gencluster.v1.CheckpointChunk.header:type_name -> gencluster.v1.CheckpointHeader
-	19, // 13: gencluster.v1.PutCheckpointResponse.manifest:type_name -> gencluster.v1.CheckpointManifest
-	19, // 14: gencluster.v1.ListCheckpointsResponse.checkpoints:type_name -> gencluster.v1.CheckpointManifest
-	19, // 15: gencluster.v1.RecordCheckpointRequest.manifest:type_name -> gencluster.v1.CheckpointManifest
-	19, // 16: gencluster.v1.RecordCheckpointResponse.manifest:type_name -> gencluster.v1.CheckpointManifest
-	0,  // 17: gencluster.v1.Coordinator.Join:input_type -> gencluster.v1.JoinRequest
-	2,  // 18: gencluster.v1.Coordinator.Heartbeat:input_type -> gencluster.v1.HeartbeatRequest
-	4,  // 19: gencluster.v1.Coordinator.Leave:input_type -> gencluster.v1.LeaveRequest
-	6,  // 20: gencluster.v1.Coordinator.ReportFailure:input_type -> gencluster.v1.ReportFailureRequest
-	11, // 21: gencluster.v1.Coordinator.Submit:input_type -> gencluster.v1.SubmitRequest
-	13, // 22: gencluster.v1.Coordinator.Status:input_type -> gencluster.v1.StatusRequest
-	29, // 23: gencluster.v1.Coordinator.ReportProgress:input_type -> gencluster.v1.ReportProgressRequest
-	31, // 24: gencluster.v1.Coordinator.FinishJob:input_type -> gencluster.v1.FinishJobRequest
-	33, // 25: gencluster.v1.Coordinator.FetchDataset:input_type -> gencluster.v1.FetchDatasetRequest
-	39, // 26: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
-	41, // 27: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
-	35, // 28: gencluster.v1.Coordinator.Cancel:input_type -> gencluster.v1.CancelRequest
-	37, // 29: gencluster.v1.Coordinator.ReportUnfit:input_type -> gencluster.v1.ReportUnfitRequest
-	20, // 30: gencluster.v1.Coordinator.PutCheckpoint:input_type -> gencluster.v1.CheckpointChunk
-	20, // 31: gencluster.v1.Coordinator.ReplicateCheckpoint:input_type -> gencluster.v1.CheckpointChunk
-	24, // 32: gencluster.v1.Coordinator.GetCheckpoint:input_type -> gencluster.v1.GetCheckpointRequest
-	25, // 33: gencluster.v1.Coordinator.ListCheckpoints:input_type -> gencluster.v1.ListCheckpointsRequest
-	27, // 34: gencluster.v1.Coordinator.RecordCheckpoint:input_type -> gencluster.v1.RecordCheckpointRequest
-	1,  // 35: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
-	3,  // 36: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
-	5,  // 37: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
-	7,  // 38: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
-	12, // 39: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
-	14, // 40: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
-	30, // 41: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
-	32, // 42: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
-	34, // 43: gencluster.v1.Coordinator.FetchDataset:output_type -> gencluster.v1.DatasetChunk
-	40, // 44: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
-	42, // 45: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
-	36, // 46: gencluster.v1.Coordinator.Cancel:output_type -> gencluster.v1.CancelResponse
-	38, // 47: gencluster.v1.Coordinator.ReportUnfit:output_type -> gencluster.v1.ReportUnfitResponse
-	22, // 48: gencluster.v1.Coordinator.PutCheckpoint:output_type -> gencluster.v1.PutCheckpointResponse
-	23, // 49: gencluster.v1.Coordinator.ReplicateCheckpoint:output_type -> gencluster.v1.ReplicateCheckpointResponse
-	20, // 50: gencluster.v1.Coordinator.GetCheckpoint:output_type -> gencluster.v1.CheckpointChunk
-	26, // 51: gencluster.v1.Coordinator.ListCheckpoints:output_type -> gencluster.v1.ListCheckpointsResponse
-	28, // 52: gencluster.v1.Coordinator.RecordCheckpoint:output_type -> gencluster.v1.RecordCheckpointResponse
-	35, // [35:53] is the sub-list for method output_type
-	17, // [17:35] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	21, // 11: gencluster.v1.JobInfo.last_checkpoint:type_name -> gencluster.v1.CheckpointInfo
+	18, // 12: gencluster.v1.JobInfo.loss_history:type_name -> gencluster.v1.LossPoint
+	24, // 13: gencluster.v1.CheckpointChunk.header:type_name -> gencluster.v1.CheckpointHeader
+	22, // 14: gencluster.v1.PutCheckpointResponse.manifest:type_name -> gencluster.v1.CheckpointManifest
+	22, // 15: gencluster.v1.ListCheckpointsResponse.checkpoints:type_name -> gencluster.v1.CheckpointManifest
+	22, // 16: gencluster.v1.RecordCheckpointRequest.manifest:type_name -> gencluster.v1.CheckpointManifest
+	22, // 17: gencluster.v1.RecordCheckpointResponse.manifest:type_name -> gencluster.v1.CheckpointManifest
+	0,  // 18: gencluster.v1.Coordinator.Join:input_type -> gencluster.v1.JoinRequest
+	2,  // 19: gencluster.v1.Coordinator.Heartbeat:input_type -> gencluster.v1.HeartbeatRequest
+	4,  // 20: gencluster.v1.Coordinator.Leave:input_type -> gencluster.v1.LeaveRequest
+	6,  // 21: gencluster.v1.Coordinator.ReportFailure:input_type -> gencluster.v1.ReportFailureRequest
+	11, // 22: gencluster.v1.Coordinator.Submit:input_type -> gencluster.v1.SubmitRequest
+	13, // 23: gencluster.v1.Coordinator.Status:input_type -> gencluster.v1.StatusRequest
+	32, // 24: gencluster.v1.Coordinator.ReportProgress:input_type -> gencluster.v1.ReportProgressRequest
+	34, // 25: gencluster.v1.Coordinator.FinishJob:input_type -> gencluster.v1.FinishJobRequest
+	36, // 26: gencluster.v1.Coordinator.FetchDataset:input_type -> gencluster.v1.FetchDatasetRequest
+	42, // 27: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
+	44, // 28: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
+	38, // 29: gencluster.v1.Coordinator.Cancel:input_type -> gencluster.v1.CancelRequest
+	40, // 30: gencluster.v1.Coordinator.ReportUnfit:input_type -> gencluster.v1.ReportUnfitRequest
+	23, // 31: gencluster.v1.Coordinator.PutCheckpoint:input_type -> gencluster.v1.CheckpointChunk
+	23, // 32: gencluster.v1.Coordinator.ReplicateCheckpoint:input_type -> gencluster.v1.CheckpointChunk
+	27, // 33: gencluster.v1.Coordinator.GetCheckpoint:input_type -> gencluster.v1.GetCheckpointRequest
+	28, // 34: gencluster.v1.Coordinator.ListCheckpoints:input_type -> gencluster.v1.ListCheckpointsRequest
+	30, // 35: gencluster.v1.Coordinator.RecordCheckpoint:input_type -> gencluster.v1.RecordCheckpointRequest
+	19, // 36: gencluster.v1.Coordinator.PutSample:input_type -> gencluster.v1.PutSampleRequest
+	1,  // 37: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
+	3,  // 38: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
+	5,  // 39: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
+	7,  // 40: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
+	12, // 41: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
+	14, // 42: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
+	33, // 43: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
+	35, // 44: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
+	37, // 45: gencluster.v1.Coordinator.FetchDataset:output_type -> gencluster.v1.DatasetChunk
+	43, // 46: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
+	45, // 47: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
+	39, // 48: gencluster.v1.Coordinator.Cancel:output_type -> gencluster.v1.CancelResponse
+	41, // 49: gencluster.v1.Coordinator.ReportUnfit:output_type -> gencluster.v1.ReportUnfitResponse
+	25, // 50: gencluster.v1.Coordinator.PutCheckpoint:output_type -> gencluster.v1.PutCheckpointResponse
+	26, // 51: gencluster.v1.Coordinator.ReplicateCheckpoint:output_type -> gencluster.v1.ReplicateCheckpointResponse
+	23, // 52: gencluster.v1.Coordinator.GetCheckpoint:output_type -> gencluster.v1.CheckpointChunk
+	29, // 53: gencluster.v1.Coordinator.ListCheckpoints:output_type -> gencluster.v1.ListCheckpointsResponse
+	31, // 54: gencluster.v1.Coordinator.RecordCheckpoint:output_type -> gencluster.v1.RecordCheckpointResponse
+	20, // 55: gencluster.v1.Coordinator.PutSample:output_type -> gencluster.v1.PutSampleResponse
+	37, // [37:56] is the sub-list for method output_type
+	18, // [18:37] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_gencluster_proto_init() }
@@ -3151,14 +3436,14 @@ func file_gencluster_proto_init() {
 	if File_gencluster_proto != nil {
 		return
 	}
-	file_gencluster_proto_msgTypes[20].OneofWrappers = []any{}
+	file_gencluster_proto_msgTypes[23].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gencluster_proto_rawDesc), len(file_gencluster_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   43,
+			NumMessages:   46,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -44,6 +44,7 @@ const (
 	Coordinator_GetCheckpoint_FullMethodName       = "/gencluster.v1.Coordinator/GetCheckpoint"
 	Coordinator_ListCheckpoints_FullMethodName     = "/gencluster.v1.Coordinator/ListCheckpoints"
 	Coordinator_RecordCheckpoint_FullMethodName    = "/gencluster.v1.Coordinator/RecordCheckpoint"
+	Coordinator_PutSample_FullMethodName           = "/gencluster.v1.Coordinator/PutSample"
 )
 
 // CoordinatorClient is the client API for Coordinator service.
@@ -107,6 +108,10 @@ type CoordinatorClient interface {
 	// received a checkpoint forwards its manifest to the leader). A manifest
 	// for a step already committed with the same checksum adds its holders.
 	RecordCheckpoint(ctx context.Context, in *RecordCheckpointRequest, opts ...grpc.CallOption) (*RecordCheckpointResponse, error)
+	// PutSample records the sample grid rank 0 drew from the running job's
+	// checkpoint (a small PNG, shown by the dashboard); the latest one per
+	// job is kept.
+	PutSample(ctx context.Context, in *PutSampleRequest, opts ...grpc.CallOption) (*PutSampleResponse, error)
 }
 
 type coordinatorClient struct {
@@ -321,6 +326,16 @@ func (c *coordinatorClient) RecordCheckpoint(ctx context.Context, in *RecordChec
 	return out, nil
 }
 
+func (c *coordinatorClient) PutSample(ctx context.Context, in *PutSampleRequest, opts ...grpc.CallOption) (*PutSampleResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(PutSampleResponse)
+	err := c.cc.Invoke(ctx, Coordinator_PutSample_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // CoordinatorServer is the server API for Coordinator service.
 // All implementations must embed UnimplementedCoordinatorServer
 // for forward compatibility.
@@ -382,6 +397,10 @@ type CoordinatorServer interface {
 	// received a checkpoint forwards its manifest to the leader). A manifest
 	// for a step already committed with the same checksum adds its holders.
 	RecordCheckpoint(context.Context, *RecordCheckpointRequest) (*RecordCheckpointResponse, error)
+	// PutSample records the sample grid rank 0 drew from the running job's
+	// checkpoint (a small PNG, shown by the dashboard); the latest one per
+	// job is kept.
+	PutSample(context.Context, *PutSampleRequest) (*PutSampleResponse, error)
 	mustEmbedUnimplementedCoordinatorServer()
 }
 
@@ -445,6 +464,9 @@ func (UnimplementedCoordinatorServer) ListCheckpoints(context.Context, *ListChec
 }
 func (UnimplementedCoordinatorServer) RecordCheckpoint(context.Context, *RecordCheckpointRequest) (*RecordCheckpointResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method RecordCheckpoint not implemented")
+}
+func (UnimplementedCoordinatorServer) PutSample(context.Context, *PutSampleRequest) (*PutSampleResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method PutSample not implemented")
 }
 func (UnimplementedCoordinatorServer) mustEmbedUnimplementedCoordinatorServer() {}
 func (UnimplementedCoordinatorServer) testEmbeddedByValue()                     {}
@@ -755,6 +777,24 @@ func _Coordinator_RecordCheckpoint_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Coordinator_PutSample_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(PutSampleRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(CoordinatorServer).PutSample(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Coordinator_PutSample_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(CoordinatorServer).PutSample(ctx, req.(*PutSampleRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Coordinator_ServiceDesc is the grpc.ServiceDesc for Coordinator service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -817,6 +857,10 @@ var Coordinator_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "RecordCheckpoint",
 			Handler:    _Coordinator_RecordCheckpoint_Handler,
+		},
+		{
+			MethodName: "PutSample",
+			Handler:    _Coordinator_PutSample_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{

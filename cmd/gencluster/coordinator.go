@@ -16,6 +16,7 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/ckptstore"
 	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/dashboard"
 	"github.com/gencluster/gencluster/metrics"
 	"github.com/gencluster/gencluster/trust"
 )
@@ -141,6 +142,7 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	}
 	svcCfg.Node, svcCfg.FSM, svcCfg.Logger, svcCfg.Checkpoints = node, fsm, a.log, store
 	svcCfg.CheckJoinAddr, svcCfg.RequireWorkerSecret = true, true
+	svcCfg.Version = readVersion().label()
 	svc := coordinator.NewService(svcCfg)
 	pb.RegisterCoordinatorServer(srv, svc)
 	// The standard gRPC health service, for Kubernetes' gRPC probes and
@@ -149,7 +151,7 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	healthpb.RegisterHealthServer(srv, hs)
 	reg := newRegistry()
 	metrics.NewCoordinator(reg, coordinatorMetrics{node: node, fsm: fsm, svc: svc})
-	stopHTTP, err := a.serveHealth(ctx, httpAddr, svc.Ready, reg)
+	stopHTTP, err := a.serveHealth(ctx, httpAddr, svc.Ready, reg, dashboard.Handler(svc, readVersion().label(), a.log))
 	if err != nil {
 		lis.Close()
 		svc.Close()

@@ -173,3 +173,39 @@ func TestCoordinatorJoinAtRunTime(t *testing.T) {
 		t.Fatal("--join with --peers accepted")
 	}
 }
+
+// status --watch redraws in place on a terminal (the screen cleared before
+// each view) and prints views one after the other, marked, elsewhere; it
+// stops when interrupted.
+func TestStatusWatch(t *testing.T) {
+	c := newTestCluster(t, 1, 0)
+	c.waitWorkers(c.client(), 0)
+	for _, tty := range []bool{true, false} {
+		out := &syncBuffer{}
+		a := &app{stdout: out, stderr: &syncBuffer{}, tty: tty}
+		root := a.rootCommand()
+		root.SetArgs([]string{"status", "--coordinator", c.coords[0], "--watch", "--every", "100ms"})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- root.ExecuteContext(ctx) }()
+		mark := "\n--- "
+		if tty {
+			mark = clearScreen
+		}
+		deadline := time.Now().Add(30 * time.Second)
+		for strings.Count(out.String(), mark) < 3 && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("tty %v: status --watch ended with %v", tty, err)
+		}
+		s := out.String()
+		if n := strings.Count(s, mark); n < 3 || strings.Count(s, "leader: ") < 3 {
+			t.Fatalf("tty %v: %d views marked %q in:\n%s", tty, n, mark, s)
+		}
+		if !tty && strings.Contains(s, clearScreen) {
+			t.Fatalf("escape codes written to a pipe:\n%q", s)
+		}
+	}
+}

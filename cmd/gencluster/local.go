@@ -19,6 +19,7 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/checkpoint"
 	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/dashboard"
 	"github.com/gencluster/gencluster/dataset"
 	"github.com/gencluster/gencluster/kernels"
 	"github.com/gencluster/gencluster/localcluster"
@@ -30,6 +31,7 @@ import (
 
 func (a *app) localCommand() *cobra.Command {
 	var jf jobFlags
+	var pf plotFlags
 	var workers, coordinators, threads, minWorkers, samples, keep int
 	var out, httpAddr string
 	cmd := &cobra.Command{
@@ -66,17 +68,26 @@ starts the job from the beginning.`,
 			if err != nil {
 				return err
 			}
+			testLoss, err := pf.parse(false)
+			if err != nil {
+				return err
+			}
 			spec := &pb.JobSpec{
 				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: steps, Lr: jf.lr,
 				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
 			}
+			if httpAddr != "" {
+				spec.Samples = int32(defaultSamples(jf.model)) // the dashboard shows them
+			}
 			if err := coordinator.ValidateJobSpec(spec); err != nil {
 				return err
 			}
-			return a.runLocal(cmd.Context(), spec, workers, coordinators, threads, samples, out, httpAddr)
+			return a.runLocal(cmd.Context(), spec, workers, coordinators, threads, samples, out, httpAddr,
+				localPlot{test: testLoss == training.TestLossEnd, logY: pf.logScale})
 		},
 	}
 	jf.register(cmd)
+	pf.register(cmd, false)
 	f := cmd.Flags()
 	f.IntVar(&workers, "workers", 2, "workers in the ring")
 	f.IntVar(&coordinators, "coordinators", 1, "coordinators in the raft group: 1 or 3")
@@ -85,7 +96,7 @@ starts the job from the beginning.`,
 	f.IntVar(&samples, "samples", 64, "images in the final sample grid (0: none)")
 	f.StringVar(&out, "out", "", "output directory (default out/MODEL)")
 	f.IntVar(&keep, "keep", 0, "checkpoints of the job the coordinators keep (default 3)")
-	f.StringVar(&httpAddr, "http", "", "HOST:PORT to serve the embedded cluster's /metrics (and /livez, /readyz) on")
+	f.StringVar(&httpAddr, "http", "", "HOST:PORT to serve the embedded cluster's dashboard at / and /metrics (and /livez, /readyz) on")
 	return cmd
 }
 
@@ -109,7 +120,13 @@ func localSteps(jf jobFlags) (int64, error) {
 	return steps, nil
 }
 
-func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, threads, samples int, out, httpAddr string) (err error) {
+// localPlot is what local draws beside the job's loss curve.
+type localPlot struct {
+	test bool // evaluate the final checkpoint on the test split
+	logY bool // loss.png's y axis on a log scale
+}
+
+func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, threads, samples int, out, httpAddr string, lp localPlot) (err error) {
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return fmt.Errorf("output directory: %w", err)
 	}
@@ -124,7 +141,7 @@ func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, 
 	wm := &localWorkerMetrics{reg: reg, byID: map[string]*metrics.Worker{}}
 	start := time.Now()
 	cl, err := localcluster.Start(ctx, localcluster.Config{
-		Coordinators: nCoord, StateDir: state, Logger: a.log,
+		Coordinators: nCoord, StateDir: state, Logger: a.log, Version: readVersion().label(),
 		Worker: worker.Config{
 			Threads: threads,
 			OnStep: func(s worker.StepInfo) {
@@ -144,7 +161,7 @@ func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, 
 		metrics.NewCoordinator(prometheus.WrapRegistererWith(prometheus.Labels{"coordinator": node.ID()}, reg),
 			coordinatorMetrics{node: node, fsm: fsm})
 	}
-	stopHTTP, err := a.serveHealth(ctx, httpAddr, func() error { return nil }, reg)
+	stopHTTP, err := a.serveHealth(ctx, httpAddr, func() error { return nil }, reg, dashboard.Handler(cl.Service(0), readVersion().label(), a.log))
 	if err != nil {
 		return err
 	}
@@ -179,7 +196,7 @@ func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, 
 	if err != nil {
 		return err
 	}
-	return a.localOutputs(spec, curve, samples, out, file)
+	return a.localOutputs(ctx, spec, curve, samples, out, file, lp)
 }
 
 // fetchFinal fetches the job's latest checkpoint from the coordinators
@@ -249,31 +266,35 @@ func (a *app) watchJob(ctx context.Context, c *coordinator.Client, jobID string,
 	}
 }
 
-// localOutputs writes loss.csv, loss.png and samples.png into out from the
-// run's progress and its final checkpoint, file.
-func (a *app) localOutputs(spec *pb.JobSpec, curve *localCurve, samples int, out, file string) error {
-	csvPath := filepath.Join(out, "loss.csv")
-	if err := curve.write(csvPath); err != nil {
-		return err
-	}
-	if err := training.PlotCurve(csvPath, filepath.Join(out, "loss.png"), spec.GetModel()); err != nil {
+// localOutputs writes loss.csv, test_loss.csv, loss.png and samples.png
+// into out from the run's progress and its final checkpoint, file.
+func (a *app) localOutputs(ctx context.Context, spec *pb.JobSpec, curve *localCurve, samples int, out, file string, lp localPlot) error {
+	if err := curve.write(filepath.Join(out, training.CurveFile)); err != nil {
 		return err
 	}
 	st, err := checkpoint.Read(file)
 	if err != nil {
 		return fmt.Errorf("final checkpoint: %w", err)
 	}
-	if samples > 0 {
+	var m models.Model
+	if samples > 0 || lp.test {
 		pool := kernels.NewPool(runtime.NumCPU())
 		defer pool.Close()
-		m, err := models.New(spec.GetModel(), pool)
-		if err != nil {
+		if m, err = models.New(spec.GetModel(), pool); err != nil {
 			return err
 		}
 		if err := training.Restore(st, m, nil); err != nil {
 			return err
 		}
-		if err := training.SampleGrid(m, samples, spec.GetSeed(), filepath.Join(out, "samples.png")); err != nil {
+	}
+	if err := a.localTestLoss(ctx, lp.test, m, spec.GetDataset(), st.Meta.Step, out); err != nil {
+		return err
+	}
+	if err := training.PlotCurve(out, spec.GetModel(), lp.logY); err != nil {
+		return err
+	}
+	if samples > 0 {
+		if err := training.SampleGrid(m, samples, spec.GetSeed(), filepath.Join(out, training.SamplesFile)); err != nil {
 			return err
 		}
 	}

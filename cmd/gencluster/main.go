@@ -10,6 +10,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -29,6 +30,8 @@ type app struct {
 	tlsDir         string // --tls-dir: one role's folder (gencluster certs init)
 	tokenFile      string // --token-file: the join token (gencluster certs init)
 	logFormat      string // --log-format: text or json
+	// tty: stdout is a terminal (status --watch redraws in place).
+	tty bool
 }
 
 func main() {
@@ -40,7 +43,7 @@ func main() {
 
 // run executes the command line args and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	a := &app{stdout: stdout, stderr: stderr}
+	a := &app{stdout: stdout, stderr: stderr, tty: isTerminal(stdout)}
 	root := a.rootCommand()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -107,10 +110,11 @@ func noArgs(cmd *cobra.Command, args []string) error {
 	return nil
 }
 
-// serveHealth serves /livez, /readyz (package health) and, with reg,
-// /metrics (package metrics) on addr until ctx
-// ends or the returned stop is called; nothing if addr is empty.
-func (a *app) serveHealth(ctx context.Context, addr string, ready health.Ready, reg *prometheus.Registry) (stop func() error, err error) {
+// serveHealth serves /livez, /readyz (package health), with reg
+// /metrics (package metrics) and with dash the dashboard at / (package
+// dashboard) on addr until ctx ends or the returned stop is called;
+// nothing if addr is empty.
+func (a *app) serveHealth(ctx context.Context, addr string, ready health.Ready, reg *prometheus.Registry, dash http.Handler) (stop func() error, err error) {
 	if addr == "" {
 		return func() error { return nil }, nil
 	}
@@ -125,6 +129,10 @@ func (a *app) serveHealth(ctx context.Context, addr string, ready health.Ready, 
 	if reg != nil {
 		mux.Handle("GET /metrics", metrics.Handler(reg))
 		paths += " /metrics"
+	}
+	if dash != nil {
+		mux.Handle("/", dash)
+		paths += " / (dashboard)"
 	}
 	go func() { done <- health.Serve(ctx, lis, mux) }()
 	a.log.Info("serving health", "addr", lis.Addr().String(), "paths", paths)

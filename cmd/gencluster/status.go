@@ -25,6 +25,9 @@ type statusJSON struct {
 	// StaleReason is set when no coordinator that can reach the leader
 	// answered: the view is one coordinator's own and may be behind.
 	StaleReason string `json:"stale_reason,omitempty"`
+	// Version is the gencluster version of the coordinator that answered
+	// (empty from one older than this field).
+	Version string `json:"version"`
 }
 
 type coordinatorJSON struct {
@@ -69,6 +72,9 @@ type jobJSON struct {
 	// or was cancelled.
 	Warnings []string `json:"warnings,omitempty"`
 	Message  string   `json:"message,omitempty"`
+	// ETASeconds estimates the time to the last step of a running job
+	// from its reported images/s (-1: unknown).
+	ETASeconds float64 `json:"eta_seconds"`
 }
 
 type checkpointJSON struct {
@@ -81,7 +87,7 @@ type checkpointJSON struct {
 
 func toStatusJSON(r *pb.StatusResponse) statusJSON {
 	s := statusJSON{Leader: r.GetLeader(), Generation: r.GetGeneration(), Coordinators: []coordinatorJSON{}, Workers: []workerJSON{}, Queue: []jobJSON{},
-		StaleReason: r.GetStaleReason()}
+		StaleReason: r.GetStaleReason(), Version: r.GetVersion()}
 	for _, c := range r.GetCoordinators() {
 		s.Coordinators = append(s.Coordinators, coordinatorJSON{ID: c.GetId(), Addr: c.GetAddr(), State: c.GetState(), Voter: c.GetVoter()})
 	}
@@ -107,6 +113,10 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 			ID: j.GetId(), Model: j.GetSpec().GetModel(), Dataset: j.GetSpec().GetDataset(), State: j.GetState(),
 			Step: j.GetStep(), TotalSteps: j.GetSpec().GetSteps(), Loss: j.GetLoss(), ImagesPerSec: j.GetImagesPerSec(),
 			WaitingReason: j.GetWaitingReason(), WaitingFor: j.GetWaitingFor(), Warnings: j.GetWarnings(), Message: j.GetMessage(),
+			ETASeconds: -1,
+		}
+		if j.GetState() == "running" && j.GetImagesPerSec() > 0 {
+			jj.ETASeconds = float64(j.GetSpec().GetSteps()-j.GetStep()) * float64(j.GetSpec().GetBatch()) / j.GetImagesPerSec()
 		}
 		if s.Job == nil && (j.GetState() == "running" || j.GetState() == "waiting") {
 			s.Job = &jj
@@ -135,6 +145,7 @@ func (a *app) statusCommand() *cobra.Command {
 				return err
 			}
 			defer c.Close()
+			redraw := watch && !asJSON && a.tty
 			for {
 				ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 				r, err := c.Status(ctx)
@@ -152,6 +163,12 @@ func (a *app) statusCommand() *cobra.Command {
 						return err
 					}
 				} else {
+					if redraw {
+						fmt.Fprint(a.stdout, clearScreen)
+						fmt.Fprintf(a.stdout, "every %s: gencluster status (Ctrl-C to stop)   %s\n\n", every, time.Now().Format(time.TimeOnly))
+					} else if watch {
+						fmt.Fprintln(a.stdout, "\n---", time.Now().Format(time.RFC3339))
+					}
 					printStatus(a, s)
 				}
 				if !watch {
@@ -167,7 +184,7 @@ func (a *app) statusCommand() *cobra.Command {
 	}
 	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON (one object per line with --watch)")
-	cmd.Flags().BoolVar(&watch, "watch", false, "print again every --every until interrupted")
+	cmd.Flags().BoolVar(&watch, "watch", false, "print again every --every until interrupted (redrawn in place on a terminal)")
 	cmd.Flags().DurationVar(&every, "every", 2*time.Second, "interval of --watch")
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
 	return cmd
@@ -177,7 +194,11 @@ func printStatus(a *app, s statusJSON) {
 	if s.StaleReason != "" {
 		fmt.Fprintf(a.stdout, "warning: %s\n", s.StaleReason)
 	}
-	fmt.Fprintf(a.stdout, "leader: %s   ring generation: %d\n", s.Leader, s.Generation)
+	fmt.Fprintf(a.stdout, "leader: %s   ring generation: %d", s.Leader, s.Generation)
+	if s.Version != "" {
+		fmt.Fprintf(a.stdout, "   gencluster %s", s.Version)
+	}
+	fmt.Fprintln(a.stdout)
 	for _, c := range s.Coordinators {
 		fmt.Fprintf(a.stdout, "  coordinator %-8s %-22s %s\n", c.ID, c.Addr, c.State)
 	}
@@ -198,7 +219,11 @@ func printStatus(a *app, s statusJSON) {
 		fmt.Fprintln(a.stdout)
 	}
 	if j := s.Job; j != nil {
-		fmt.Fprintf(a.stdout, "job %s: %s on %s, %s, step %d/%d, loss %.3f, %.1f img/s\n", j.ID, j.Model, j.Dataset, j.State, j.Step, j.TotalSteps, j.Loss, j.ImagesPerSec)
+		fmt.Fprintf(a.stdout, "job %s: %s on %s, %s, step %d/%d, loss %.3f, %.1f img/s", j.ID, j.Model, j.Dataset, j.State, j.Step, j.TotalSteps, j.Loss, j.ImagesPerSec)
+		if j.ETASeconds >= 0 {
+			fmt.Fprintf(a.stdout, ", eta %s", (time.Duration(j.ETASeconds) * time.Second).Round(time.Second))
+		}
+		fmt.Fprintln(a.stdout)
 		if j.WaitingReason != "" {
 			fmt.Fprintf(a.stdout, "  %s\n", j.WaitingReason)
 		}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/coordinator"
@@ -15,30 +16,47 @@ import (
 func (a *app) submitCommand() *cobra.Command {
 	var jf jobFlags
 	var addrs string
-	var minWorkers, keep int
+	var minWorkers, keep, samples int
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "submit --coordinator ADDR --model pixelcnn|vae --steps N [flags]",
+		Use:   "submit --coordinator ADDR --model pixelcnn|vae (--steps N | --epochs E) [flags]",
 		Short: "Queue a training job on the cluster and print its id",
-		Args:  noArgs,
+		Long: `Queue a training job on the cluster and print its id.
+
+With --epochs the coordinator that takes the job sets its steps from the
+data set as it reads it (as train counts them: a partial step is not run);
+the steps are logged to stderr.`,
+		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if jf.model == "" {
 				return errors.New("--model is required (pixelcnn or vae)")
 			}
-			if jf.steps < 1 {
-				return errors.New("--steps N (at least 1) is required")
+			switch {
+			case jf.steps > 0 && jf.epochs != 0:
+				return errors.New("give --steps or --epochs, not both")
+			case jf.steps < 1 && !(jf.epochs > 0):
+				return errors.New("give --steps N (at least 1) or --epochs E (a positive number)")
+			}
+			if samples < 0 {
+				samples = defaultSamples(jf.model)
 			}
 			spec := &pb.JobSpec{
 				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: jf.steps, Lr: jf.lr,
 				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
+				Samples: int32(samples),
 			}
-			if err := coordinator.ValidateJobSpec(spec); err != nil {
+			check := proto.CloneOf(spec)
+			check.Steps = max(check.Steps, 1) // set by the coordinator from --epochs
+			if err := coordinator.ValidateJobSpec(check); err != nil {
 				return err
 			}
 			return a.withCoordinators(cmd.Context(), addrs, timeout, func(ctx context.Context, c *coordinator.Client) error {
-				id, err := c.Submit(ctx, spec)
+				id, steps, err := c.SubmitEpochs(ctx, spec, jf.epochs)
 				if err != nil {
 					return err
+				}
+				if jf.epochs > 0 {
+					a.log.Info("job submitted", "job", id, "epochs", jf.epochs, "steps", steps)
 				}
 				fmt.Fprintln(a.stdout, id)
 				return nil
@@ -49,8 +67,23 @@ func (a *app) submitCommand() *cobra.Command {
 	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")
 	cmd.Flags().IntVar(&minWorkers, "min-workers", 1, "hold the job until this many workers are in the ring")
 	cmd.Flags().IntVar(&keep, "keep", 0, "checkpoints of the job the coordinators keep (default 3)")
+	cmd.Flags().IntVar(&samples, "samples", -1, fmt.Sprintf("images rank 0 samples from each checkpoint for the dashboard (0: none; default %d for vae, %d for pixelcnn, which samples pixel by pixel)",
+		defaultSamples("vae"), defaultSamples("pixelcnn")))
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
 	return cmd
+}
+
+// dashboardSamples is the size of the dashboard's sample grid.
+const dashboardSamples = 16
+
+// defaultSamples is how many images rank 0 samples from each checkpoint of
+// a model's job for the dashboard: a PixelCNN draws pixel by pixel (some
+// 0.5 s an image on one core), so fewer.
+func defaultSamples(model string) int {
+	if model == "pixelcnn" {
+		return 4
+	}
+	return dashboardSamples
 }
 
 func (a *app) cancelCommand() *cobra.Command {

@@ -55,7 +55,7 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 				return err
 			}
 			a.log.Info("worker serving", "id", w.ID(), "addr", w.Addr(), "data_dir", dataDir)
-			stopHTTP, err := a.serveHealth(cmd.Context(), httpAddr, w.Ready, reg)
+			stopHTTP, err := a.serveHealth(cmd.Context(), httpAddr, w.Ready, reg, nil)
 			if err != nil {
 				return errors.Join(err, w.Close())
 			}

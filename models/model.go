@@ -29,6 +29,14 @@ type Noise struct {
 	First uint64
 }
 
+// ProgressSampler is a Model whose sampling is many passes over all the
+// images (the PixelCNN: one a pixel), and that can say how far it is.
+type ProgressSampler interface {
+	// SampleProgress is Sample calling progress(done, total), if not nil,
+	// after each of its total passes; it draws the same images.
+	SampleProgress(dst []float32, n int, rng *rand.Rand, progress func(done, total int))
+}
+
 // Model is a generative model of binary images of Rows x Cols pixels.
 //
 // Images are float32 {0,1} pixels, one image after the other in row-major

@@ -142,6 +142,8 @@ func (m *PixelCNN) gradDone(c *Conv) {
 	}
 }
 
+var _ ProgressSampler = (*PixelCNN)(nil)
+
 // reach is how many rows above, and columns either side, an output pixel's
 // receptive field spans: the mask-A kernel's radius plus one per mask-B layer.
 func (m *PixelCNN) reach() int { return m.a.K/2 + len(m.bs) }
@@ -151,6 +153,12 @@ func (m *PixelCNN) reach() int { return m.a.K/2 + len(m.bs) }
 // receptive field (reach rows above, reach columns either side), which gives
 // the same logit as the whole image at a fraction of the cost.
 func (m *PixelCNN) Sample(dst []float32, n int, rng *rand.Rand) {
+	m.SampleProgress(dst, n, rng, nil)
+}
+
+// SampleProgress is Sample calling progress(done, Rows*Cols), if not nil,
+// after each pixel position (models.ProgressSampler).
+func (m *PixelCNN) SampleProgress(dst []float32, n int, rng *rand.Rand, progress func(done, total int)) {
 	h, w := m.height, m.width
 	canvas := dst[:n*h*w]
 	clear(canvas)
@@ -172,6 +180,9 @@ func (m *PixelCNN) Sample(dst []float32, n int, rng *rand.Rand) {
 				if rng.Float64() < p {
 					canvas[b*h*w+y*w+x] = 1
 				}
+			}
+			if progress != nil {
+				progress(y*w+x+1, h*w)
 			}
 		}
 	}

@@ -1,12 +1,12 @@
 // Package render draws the PNG outputs of a training run: a grid of
-// grayscale sample images (Grid, GridFile) and a line plot of the training
-// loss (LossCurve, LossCurveFile).
-//
-// Everything is drawn with the standard library image packages and the
-// fixed 7x13 bitmap font of golang.org/x/image/font/basicfont, so output is
-// deterministic: the same input always gives the same bytes.
+// grayscale sample images (Grid, GridFile) and a plot of the loss
+// (LossCurve, LossCurveFile).
 //
 // # Sample grids
+//
+// Grids are drawn by hand on an image.Gray (the standard library's image
+// and image/png): a grid is nothing but copied and scaled pixels, so the
+// output is exact and deterministic, which its tests check pixel by pixel.
 //
 // Grid lays n images of rows x cols pixels out left to right, top to bottom,
 // in a grid of ceil(sqrt(n)) columns and as many rows as needed. Cells are
@@ -18,32 +18,36 @@
 //
 // # Loss plots
 //
-// LossCurve draws an 800x500 line plot on a white background with a title,
-// axes with tick marks at round steps (1, 2 or 5 times a power of ten),
-// light grid lines, axis labels "step" and "loss (nats/image)" and a legend.
-// Series take colours from a fixed ten-colour palette in order (cycling
-// after ten) and are drawn in order, 2 pixels wide, without anti-aliasing;
-// the legend goes in the corner of the plot that hides the least data.
-// Points with a non-finite X or Y break the line, and a point joined to no
-// other is drawn as a small square. Dense series are drawn column by column:
-// all consecutive points that fall into one pixel column become one vertical
-// stroke from their lowest to their highest value, joined to the
-// neighbouring columns, which looks the same as drawing every segment but
-// costs O(points + pixels); 100,000 points take a few tens of milliseconds.
+// Loss plots are drawn with gonum.org/v1/plot (rasterised by its vgimg
+// backend, text in the Liberation Sans font it embeds, so no system fonts
+// are needed and the binary stays static). LossCurve draws a PlotWidth x
+// PlotHeight (800x500) plot on a white background: a title, axes labelled
+// "step" and "loss (nats/image)" with light grid lines at the major ticks,
+// and a legend in the top right corner. Series take colours from a fixed
+// ten-colour palette in order (cycling after ten) and are drawn in order:
+// as a line, or, with Series.Marks, as round marks joined by a thin line
+// (the test loss, known at a few steps). Points with a non-finite X or Y
+// break the line, and a point of a line joined to no other is drawn as a
+// small square. The same input gives the same bytes.
 //
-// The x axis spans the data exactly. The y axis starts a little (3% of the
-// range) below the smallest loss and, normally, ends as far above the
-// largest. A freshly initialised model's first losses can be many times the
-// trained ones (about 543 against 80 nats per image on MNIST), which would
-// squash the interesting part of the curve into a thin band at the bottom.
-// So the top of the y axis is capped at the 99th percentile of all plotted
-// Y values plus 10% of the range below it, but only when that cap is less
-// than half of the uncapped range, that is, when the few largest values
-// would otherwise take over half the height. The percentile is the
-// nearest-rank one, so with fewer than 100 points it is the maximum and
-// nothing is capped. The bottom is never cut. Lines running above the cap
-// leave the top of the plot, and a note under the title says how many
+// The x axis spans the data exactly. The linear y axis starts a little (3%
+// of the range) below the smallest loss and, normally, ends as far above
+// the largest. A freshly initialised model's first losses can be many
+// times the trained ones (about 543 against 80 nats per image on MNIST),
+// which would squash the interesting part of the curve into a thin band
+// at the bottom. So the top of the y axis is capped at the 99th percentile
+// of all plotted Y values plus 10% of the range below it, but only when
+// that cap is less than half of the uncapped range, that is, when the few
+// largest values would otherwise take over half the height. The percentile
+// is the nearest-rank one, so with fewer than 100 points it is the maximum
+// and nothing is capped. The bottom is never cut. Lines running above the
+// cap leave the top of the plot, and a second title line says how many
 // points lie above it.
+//
+// With Options.LogY the y axis is logarithmic instead, spans all the data
+// (3% of its decades either side, no cap) and is labelled at 1, 2 and 5
+// times powers of ten. A log axis cannot show zero or negative values:
+// LossCurve returns an error naming the first such point.
 package render
 
 import (

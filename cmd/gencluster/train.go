@@ -35,29 +35,41 @@ func (f *jobFlags) register(cmd *cobra.Command) {
 
 func (a *app) trainCommand() *cobra.Command {
 	var jf jobFlags
+	var pf plotFlags
 	var threads, keep, samples int
 	var out string
 	cmd := &cobra.Command{
 		Use:   "train --model pixelcnn|vae (--steps N | --epochs E) --out DIR",
 		Short: "Train a model in this process (no cluster)",
 		Long: `Train a model in one process. Progress (step, loss, images/s, ETA) is printed
-as it goes; DIR receives checkpoints (ckpt-<step>.db), loss.csv, loss.png and
-samples.png. Running again with the same settings and DIR resumes from the
-newest good checkpoint.`,
+as it goes; DIR receives checkpoints (ckpt-<step>.db), loss.csv, test_loss.csv
+(the test split's loss, at the end or at every checkpoint: --test-loss),
+loss.png (both) and samples.png. Running again with the same settings and DIR
+resumes from the newest good checkpoint.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if jf.model == "" {
 				return fmt.Errorf("--model is required (pixelcnn or vae)")
 			}
+			testLoss, err := pf.parse(true)
+			if err != nil {
+				return err
+			}
 			cfg := training.Config{
 				Model: jf.model, Dataset: jf.dataset, Batch: jf.batch, Steps: jf.steps, Epochs: jf.epochs,
 				Seed: jf.seed, LR: jf.lr, Threads: threads, Out: out, CheckpointEvery: jf.checkpointEvery,
-				Keep: keep, Samples: samples,
+				Keep: keep, Samples: samples, TestLoss: testLoss, LossLogScale: pf.logScale,
 			}
 			if cfg.Threads == 0 {
 				cfg.Threads = runtime.NumCPU()
 			}
+			var lastLine time.Time
 			res, err := training.Train(cmd.Context(), cfg, func(p training.Progress) {
+				// A line every two seconds, and the last step's.
+				if time.Since(lastLine) < 2*time.Second && p.Step != p.Total {
+					return
+				}
+				lastLine = time.Now()
 				fmt.Fprintf(a.stdout, "step %d/%d (%.1f%%)  loss %.3f  %.1f img/s  elapsed %s  eta %s\n",
 					p.Step, p.Total, 100*float64(p.Step)/float64(p.Total), p.Loss, p.ImagesPerSec,
 					p.Elapsed.Round(time.Second), p.ETA.Round(time.Second))
@@ -70,6 +82,7 @@ newest good checkpoint.`,
 		},
 	}
 	jf.register(cmd)
+	pf.register(cmd, true)
 	cmd.Flags().IntVar(&threads, "threads", 0, "compute threads (0: all cores)")
 	cmd.Flags().StringVar(&out, "out", "", "output directory (required)")
 	cmd.Flags().IntVar(&keep, "keep", 3, "checkpoints to keep in --out")

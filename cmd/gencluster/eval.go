@@ -35,7 +35,8 @@ func (a *app) evalCommand() *cobra.Command {
 nats per image and bits per dimension (nats / (pixels * ln 2)). For the VAE it
 is the negative ELBO with one noise sample per image (an upper bound on the
 NLL), with fixed noise so that runs repeat. PATH is a checkpoint file or a
-directory (its newest good checkpoint is used).`,
+directory (its newest good checkpoint is used). On a terminal a bar shows the
+images done.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			sp, err := dataset.ParseSplit(split)
@@ -64,7 +65,11 @@ directory (its newest good checkpoint is used).`,
 			if err := dataset.CheckShape(set, m.Rows(), m.Cols()); err != nil {
 				return err
 			}
-			nats, err := training.Evaluate(cmd.Context(), m, set, batch, 0)
+			prog := a.progress("eval", "images")
+			nats, err := training.EvaluateProgress(cmd.Context(), m, set, batch, 0, func(done, total int) {
+				prog.update(int64(done), int64(total), "")
+			})
+			prog.finish()
 			if err != nil {
 				return err
 			}

@@ -222,11 +222,13 @@ func (a *app) fetchFinal(ctx context.Context, c *coordinator.Client, jobID strin
 	return file, nil
 }
 
-// watchJob prints the job's progress every two seconds until it ends.
+// watchJob shows the job's progress until it ends: a bar on a terminal, a
+// line every two seconds otherwise.
 func (a *app) watchJob(ctx context.Context, c *coordinator.Client, jobID string, start time.Time) (*pb.JobInfo, error) {
 	tick := time.NewTicker(500 * time.Millisecond)
 	defer tick.Stop()
-	var lastPrint time.Time
+	prog := a.progress("local", "steps")
+	defer prog.finish()
 	var lastStep int64 = -1
 	var rate stepRate
 	for {
@@ -253,17 +255,25 @@ func (a *app) watchJob(ctx context.Context, c *coordinator.Client, jobID string,
 		}
 		total := job.GetSpec().GetSteps()
 		rate.see(time.Now(), job.GetStep())
-		if job.GetStep() != lastStep && (time.Since(lastPrint) >= 2*time.Second || job.GetState() != "running") {
-			lastPrint, lastStep = time.Now(), job.GetStep()
-			fmt.Fprintf(a.stdout, "step %d/%d (%.1f%%)  loss %.3f  %.1f img/s  workers %d  generation %d  elapsed %s  eta %s\n",
-				job.GetStep(), total, 100*float64(job.GetStep())/float64(total), job.GetLoss(), job.GetImagesPerSec(),
-				len(st.GetRing()), st.GetGeneration(), time.Since(start).Round(time.Second), rate.eta(time.Now(), job.GetStep(), total))
+		prog.update(job.GetStep(), total, fmt.Sprintf("loss %.3f  %.1f img/s  workers %d  generation %d",
+			job.GetLoss(), job.GetImagesPerSec(), len(st.GetRing()), st.GetGeneration()))
+		if job.GetStep() != lastStep && prog.lineDue(job.GetState() != "running") {
+			lastStep = job.GetStep()
+			fmt.Fprintln(a.stdout, localLine(job, st, time.Since(start), rate.eta(time.Now(), job.GetStep(), total)))
 		}
 		switch job.GetState() {
 		case "done", "failed":
 			return job, nil
 		}
 	}
+}
+
+// localLine is local's progress line when stdout is not a terminal.
+func localLine(job *pb.JobInfo, st *pb.StatusResponse, elapsed time.Duration, eta string) string {
+	total := job.GetSpec().GetSteps()
+	return fmt.Sprintf("step %d/%d (%.1f%%)  loss %.3f  %.1f img/s  workers %d  generation %d  elapsed %s  eta %s",
+		job.GetStep(), total, 100*float64(job.GetStep())/float64(total), job.GetLoss(), job.GetImagesPerSec(),
+		len(st.GetRing()), st.GetGeneration(), elapsed.Round(time.Second), eta)
 }
 
 // localOutputs writes loss.csv, test_loss.csv, loss.png and samples.png

@@ -30,8 +30,12 @@ type app struct {
 	tlsDir         string // --tls-dir: one role's folder (gencluster certs init)
 	tokenFile      string // --token-file: the join token (gencluster certs init)
 	logFormat      string // --log-format: text or json
-	// tty: stdout is a terminal (status --watch redraws in place).
+	// tty: stdout is a terminal (status --watch redraws in place; train,
+	// local, sample and eval show a progress bar: progress.go).
 	tty bool
+	// logs is stderr as the logger writes to it: above a progress bar
+	// while one is up (progress.go).
+	logs *logSink
 }
 
 func main() {
@@ -43,7 +47,7 @@ func main() {
 
 // run executes the command line args and returns the process exit code.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	a := &app{stdout: stdout, stderr: stderr, tty: isTerminal(stdout)}
+	a := &app{stdout: stdout, stderr: stderr, tty: isTerminal(stdout), logs: &logSink{w: stderr, terminal: isTerminal(stderr)}}
 	root := a.rootCommand()
 	root.SetArgs(args)
 	root.SetOut(stdout)
@@ -74,9 +78,9 @@ resume from checkpoints (submit, status, cancel, checkpoint).`,
 			opts := &slog.HandlerOptions{Level: lvl}
 			switch a.logFormat {
 			case "text":
-				a.log = slog.New(slog.NewTextHandler(a.stderr, opts))
+				a.log = slog.New(slog.NewTextHandler(a.logOut(), opts))
 			case "json":
-				a.log = slog.New(slog.NewJSONHandler(a.stderr, opts))
+				a.log = slog.New(slog.NewJSONHandler(a.logOut(), opts))
 			default:
 				return fmt.Errorf("--log-format %q: want text or json", a.logFormat)
 			}

@@ -20,7 +20,8 @@ func (a *app) sampleCommand() *cobra.Command {
 		Long: `Draw n images from a checkpoint's model and write them as a PNG grid.
 PixelCNN samples pixel by pixel in raster order (each pixel's logit computed on
 the window its receptive field covers); the VAE decodes draws from its prior
-and shows pixel probabilities.`,
+and shows pixel probabilities. On a terminal a bar shows the pixel positions
+done (the PixelCNN draws all images a pixel at a time).`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if n < 1 || n > 4096 {
@@ -38,7 +39,12 @@ and shows pixel probabilities.`,
 			if err != nil {
 				return err
 			}
-			if err := training.SampleGrid(m, n, seed, out); err != nil {
+			prog := a.progress("sample", "pixels")
+			err = training.SampleGridProgress(m, n, seed, out, func(done, total int) {
+				prog.update(int64(done), int64(total), "")
+			})
+			prog.finish()
+			if err != nil {
 				return err
 			}
 			fmt.Fprintf(a.stdout, "wrote %d %s samples (step %d) to %s\n", n, m.Name(), st.Meta.Step, out)

@@ -41,11 +41,12 @@ func (a *app) trainCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "train --model pixelcnn|vae (--steps N | --epochs E) --out DIR",
 		Short: "Train a model in this process (no cluster)",
-		Long: `Train a model in one process. Progress (step, loss, images/s, ETA) is printed
-as it goes; DIR receives checkpoints (ckpt-<step>.db), loss.csv, test_loss.csv
-(the test split's loss, at the end or at every checkpoint: --test-loss),
-loss.png (both) and samples.png. Running again with the same settings and DIR
-resumes from the newest good checkpoint.`,
+		Long: `Train a model in one process. Progress (step, loss, images/s, ETA) is shown
+as it goes: a bar on a terminal, a line every two seconds otherwise. DIR
+receives checkpoints (ckpt-<step>.db), loss.csv, test_loss.csv (the test
+split's loss, at the end or at every checkpoint: --test-loss), loss.png (both)
+and samples.png. Running again with the same settings and DIR resumes from the
+newest good checkpoint.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if jf.model == "" {
@@ -63,17 +64,14 @@ resumes from the newest good checkpoint.`,
 			if cfg.Threads == 0 {
 				cfg.Threads = runtime.NumCPU()
 			}
-			var lastLine time.Time
+			prog := a.progress("train", "steps")
 			res, err := training.Train(cmd.Context(), cfg, func(p training.Progress) {
-				// A line every two seconds, and the last step's.
-				if time.Since(lastLine) < 2*time.Second && p.Step != p.Total {
-					return
+				prog.update(p.Step, p.Total, fmt.Sprintf("loss %.3f  %.1f img/s", p.Loss, p.ImagesPerSec))
+				if prog.lineDue(p.Step == p.Total) {
+					fmt.Fprintln(a.stdout, trainLine(p))
 				}
-				lastLine = time.Now()
-				fmt.Fprintf(a.stdout, "step %d/%d (%.1f%%)  loss %.3f  %.1f img/s  elapsed %s  eta %s\n",
-					p.Step, p.Total, 100*float64(p.Step)/float64(p.Total), p.Loss, p.ImagesPerSec,
-					p.Elapsed.Round(time.Second), p.ETA.Round(time.Second))
 			}, a.log)
+			prog.finish()
 			if err != nil {
 				return err
 			}
@@ -88,4 +86,11 @@ resumes from the newest good checkpoint.`,
 	cmd.Flags().IntVar(&keep, "keep", 3, "checkpoints to keep in --out")
 	cmd.Flags().IntVar(&samples, "samples", 64, "images in the final sample grid (0: none)")
 	return cmd
+}
+
+// trainLine is train's progress line when stdout is not a terminal.
+func trainLine(p training.Progress) string {
+	return fmt.Sprintf("step %d/%d (%.1f%%)  loss %.3f  %.1f img/s  elapsed %s  eta %s",
+		p.Step, p.Total, 100*float64(p.Step)/float64(p.Total), p.Loss, p.ImagesPerSec,
+		p.Elapsed.Round(time.Second), p.ETA.Round(time.Second))
 }

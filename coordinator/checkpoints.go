@@ -187,6 +187,8 @@ func (s *Service) PutCheckpoint(st pb.Coordinator_PutCheckpointServer) error {
 		return toStatus(fmt.Errorf("commit the manifest of job %s step %d: %w", hdr.GetJobId(), hdr.GetStep(), err))
 	}
 	late(rec)
+	s.counts.ckptCommitted.Add(1)
+	s.counts.ckptBytes.Add(uint64(rec.GetSizeBytes()))
 	k.log.Info("checkpoint committed", "job", rec.GetJobId(), "step", rec.GetStep(), "size_bytes", rec.GetSizeBytes(),
 		"holders", rec.GetHolders(), "took_ms", time.Since(start).Milliseconds())
 	if len(failures) > 0 {
@@ -329,6 +331,7 @@ func (s *Service) ReplicateCheckpoint(st pb.Coordinator_ReplicateCheckpointServe
 		k.log.Error("checkpoint copy not stored", "err", err)
 		return s.storeStatus("store a checkpoint copy", err)
 	}
+	s.counts.copies.Add(1)
 	k.log.Debug("checkpoint copy stored", "job", hdr.GetJobId(), "step", hdr.GetStep(), "key", key)
 	return st.SendAndClose(&pb.ReplicateCheckpointResponse{CoordinatorId: s.node.ID()})
 }

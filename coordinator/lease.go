@@ -269,6 +269,7 @@ func (s *Service) keepLeases() {
 			s.log.Warn("removing workers whose lease expired failed", "workers", dead, "err", err)
 			continue
 		}
+		s.counts.leaseExpiries.Add(uint64(len(dead)))
 		for _, id := range dead {
 			s.leases.drop(id)
 			why := "lease expired"

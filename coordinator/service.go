@@ -127,12 +127,38 @@ type Service struct {
 	leases        *leases
 	ckpt          *keeper // nil if this coordinator keeps no checkpoints
 	version       string
+	counts        counts
 
 	mu    sync.Mutex
 	conns map[string]*grpc.ClientConn // peer address -> connection, for forwarding and checkpoint copies
 
 	stop chan struct{}
 	done chan struct{}
+}
+
+// Counters are events this coordinator's service counted since it
+// started (for its metrics).
+type Counters struct {
+	// FailureReports decided by this coordinator as leader: the blamed
+	// worker removed, or kept (it answered the leader's probe).
+	FailuresRemoved, FailuresKept uint64
+	// LeaseExpiries: workers this coordinator removed, as leader, because
+	// their lease expired.
+	LeaseExpiries uint64
+	// Checkpoints (and their bytes) workers uploaded to this coordinator
+	// that it stored and saw committed, and copies it stored for others.
+	CheckpointsCommitted, CheckpointBytes, CopiesStored uint64
+}
+
+type counts struct {
+	failuresRemoved, failuresKept, leaseExpiries, ckptCommitted, ckptBytes, copies atomic.Uint64
+}
+
+// Counters reads the service's counters.
+func (s *Service) Counters() Counters {
+	c := &s.counts
+	return Counters{FailuresRemoved: c.failuresRemoved.Load(), FailuresKept: c.failuresKept.Load(), LeaseExpiries: c.leaseExpiries.Load(),
+		CheckpointsCommitted: c.ckptCommitted.Load(), CheckpointBytes: c.ckptBytes.Load(), CopiesStored: c.copies.Load()}
 }
 
 // NewService makes the service and starts its lease keeper, which acts
@@ -612,9 +638,11 @@ func (s *Service) ReportFailure(ctx context.Context, req *pb.ReportFailureReques
 		}
 		gen, _ := v.(uint64)
 		if remove {
+			s.counts.failuresRemoved.Add(1)
 			s.leases.drop(failed)
 			s.log.Warn("worker removed", "worker", failed, "addr", addr, "why", "failure report", "reporter", req.GetReporterId(), "verdict", verdict, "reason", req.GetReason(), "generation", gen)
 		} else {
+			s.counts.failuresKept.Add(1)
 			s.log.Info("ring generation failed; forming it again", "blamed", failed, "verdict", verdict, "reporter", req.GetReporterId(), "reason", req.GetReason(), "generation", gen)
 		}
 		return &pb.ReportFailureResponse{Generation: gen, Removed: remove, Verdict: verdict}, nil

@@ -23,6 +23,20 @@ type Cluster struct {
 	Running          bool
 	Step, TotalSteps int64
 	ImagesPerSec     float64
+	// Leases: what the leader heard from each registered worker (empty
+	// elsewhere).
+	Leases []Lease
+	// What this coordinator's service counted since it started.
+	FailuresRemoved, FailuresKept, LeaseExpiries            uint64
+	CheckpointsCommitted, CheckpointBytes, CheckpointCopies uint64
+}
+
+// Lease is the leader's view of one worker.
+type Lease struct {
+	Worker         string
+	AgeSeconds     float64 // since the leader last heard from it (-1: not since it was elected)
+	ComputeSeconds float64 // its reported compute time per step (0: none yet)
+	Straggler      bool
 }
 
 // CoordinatorSource is what a coordinator's metrics read at each scrape.
@@ -45,6 +59,8 @@ type coordinator struct {
 	state, term, commit, applied, lastLog, leaderChanges, hasLeader *prometheus.Desc
 	generation, world, workers, jobs, running, step, steps, ips     *prometheus.Desc
 	stragglers                                                      *prometheus.Desc
+	leaseAge, reportedCompute, straggler                            *prometheus.Desc
+	failures, leaseExpiries, ckpts, ckptBytes, copies               *prometheus.Desc
 }
 
 // NewCoordinator registers a coordinator's metrics on reg; they are read
@@ -71,13 +87,23 @@ func NewCoordinator(reg prometheus.Registerer, src CoordinatorSource) {
 		step:          d("job", "step", "The running job's step, as last reported."),
 		steps:         d("job", "steps", "The running job's step count."),
 		ips:           d("job", "images_per_second", "The running job's training throughput, as last reported."),
+		leaseAge:      d("lease", "age_seconds", "Seconds since the leader last heard from the worker (-1: not since it was elected; on the leader only).", "worker"),
+		reportedCompute: d("worker", "reported_compute_seconds",
+			"The worker's compute time per step (median of its recent steps), as its heartbeats report it (on the leader only).", "worker"),
+		straggler:     d("worker", "straggler", "1 if the worker is flagged a straggler (on the leader only).", "worker"),
+		failures:      d("", "failure_reports_total", "Failure reports this coordinator decided as leader: the blamed worker removed, or kept (it answered the probe).", "verdict"),
+		leaseExpiries: d("", "lease_expiries_total", "Workers this coordinator removed as leader because their lease expired."),
+		ckpts:         d("checkpoint", "committed_total", "Checkpoints uploaded to this coordinator that it stored and saw committed."),
+		ckptBytes:     d("checkpoint", "committed_bytes_total", "Bytes of the checkpoints counted by gencluster_checkpoint_committed_total."),
+		copies:        d("checkpoint", "copies_stored_total", "Checkpoint copies this coordinator stored for another coordinator."),
 	})
 }
 
 // Describe implements prometheus.Collector.
 func (c *coordinator) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.state, c.term, c.commit, c.applied, c.lastLog, c.leaderChanges, c.hasLeader,
-		c.generation, c.world, c.workers, c.stragglers, c.jobs, c.running, c.step, c.steps, c.ips} {
+		c.generation, c.world, c.workers, c.stragglers, c.jobs, c.running, c.step, c.steps, c.ips,
+		c.leaseAge, c.reportedCompute, c.straggler, c.failures, c.leaseExpiries, c.ckpts, c.ckptBytes, c.copies} {
 		ch <- d
 	}
 }
@@ -110,6 +136,40 @@ func (c *coordinator) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.step, float64(cl.Step))
 	gauge(c.steps, float64(cl.TotalSteps))
 	gauge(c.ips, cl.ImagesPerSec)
+	for _, l := range cl.Leases {
+		gauge(c.leaseAge, l.AgeSeconds, l.Worker)
+		gauge(c.reportedCompute, l.ComputeSeconds, l.Worker)
+		gauge(c.straggler, b2f(l.Straggler), l.Worker)
+	}
+	counter := func(d *prometheus.Desc, v uint64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, float64(v), labels...)
+	}
+	counter(c.failures, cl.FailuresRemoved, "removed")
+	counter(c.failures, cl.FailuresKept, "kept")
+	counter(c.leaseExpiries, cl.LeaseExpiries)
+	counter(c.ckpts, cl.CheckpointsCommitted)
+	counter(c.ckptBytes, cl.CheckpointBytes)
+	counter(c.copies, cl.CheckpointCopies)
+}
+
+// NewRefusedCalls registers gencluster_refused_calls_total{method}, read
+// from refused (a trust.Guard's Refused) at each scrape.
+func NewRefusedCalls(reg prometheus.Registerer, refused func() map[string]uint64) {
+	reg.MustRegister(&refusedCalls{read: refused, desc: prometheus.NewDesc(prometheus.BuildFQName(Namespace, "", "refused_calls_total"),
+		"gRPC calls this process refused (no credentials, or a role the method does not allow), by method.", []string{"method"}, nil)})
+}
+
+type refusedCalls struct {
+	read func() map[string]uint64
+	desc *prometheus.Desc
+}
+
+func (r *refusedCalls) Describe(ch chan<- *prometheus.Desc) { ch <- r.desc }
+
+func (r *refusedCalls) Collect(ch chan<- prometheus.Metric) {
+	for m, n := range r.read() {
+		ch <- prometheus.MustNewConstMetric(r.desc, prometheus.CounterValue, float64(n), m)
+	}
 }
 
 func b2f(b bool) float64 {

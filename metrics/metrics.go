@@ -63,18 +63,40 @@ type Step struct {
 	Optimizer          time.Duration
 }
 
+// Checkpoint is what became of one checkpoint a worker (rank 0) took.
+type Checkpoint struct {
+	// Outcome: "held" (the coordinators hold it), "skipped" (a newer one
+	// replaced it before it was written) or "failed".
+	Outcome string
+	// Copy is the pause the ring saw (copying the state); Commit from the
+	// copy's start to the committed manifest (held only).
+	Copy, Commit time.Duration
+	Size         int64 // bytes of the file (0 if not written)
+}
+
 // Worker is a worker's training metrics.
 type Worker struct {
 	steps, images, reduced                       prometheus.Counter
 	stepTime, compute, allreduce, exposed, optim prometheus.Histogram
 	loss, step, generation, world, rank          prometheus.Gauge
+	ckpts                                        *prometheus.CounterVec
+	ckptCopy, ckptCommit                         prometheus.Histogram
+	ckptSize                                     prometheus.Gauge
 }
 
-// NewWorker registers a worker's metrics on reg. refusedFrames, if not nil,
-// is read at each scrape as gencluster_ring_refused_frames_total (ring
-// streams and frames this worker refused: unsigned, stale, not from its
-// assigned neighbour).
-func NewWorker(reg prometheus.Registerer, refusedFrames func() uint64) *Worker {
+// WorkerCounters are a worker's own counters, read at each scrape.
+type WorkerCounters interface {
+	// RefusedFrames: ring streams and frames it refused (unsigned, stale,
+	// not from its assigned neighbour).
+	RefusedFrames() uint64
+	// FailuresReported: failed ring generations it reported that the
+	// coordinators took.
+	FailuresReported() uint64
+}
+
+// NewWorker registers a worker's metrics on reg; src, if not nil, is read
+// at each scrape.
+func NewWorker(reg prometheus.Registerer, src WorkerCounters) *Worker {
 	counter := func(name, help string) prometheus.Counter {
 		return prometheus.NewCounter(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "worker", Name: name, Help: help})
 	}
@@ -98,16 +120,43 @@ func NewWorker(reg prometheus.Registerer, refusedFrames func() uint64) *Worker {
 		generation: gauge("ring_generation", "The ring generation this worker trains in."),
 		world:      gauge("world_size", "Workers in this worker's ring."),
 		rank:       gauge("rank", "This worker's rank in its ring."),
+		ckpts: prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: Namespace, Subsystem: "worker", Name: "checkpoints_total",
+			Help: "Checkpoints this worker took as rank 0, by outcome: held by the coordinators, skipped (a newer one replaced it), failed."}, []string{"outcome"}),
+		ckptCopy: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Subsystem: "worker", Name: "checkpoint_copy_seconds",
+			Help: "Time the train loop spent copying the state for a checkpoint (the pause the ring sees).", Buckets: stepBuckets()}),
+		ckptCommit: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: Namespace, Subsystem: "worker", Name: "checkpoint_commit_seconds",
+			Help:    "Time from a checkpoint's copy to its manifest committed by the coordinators (written, uploaded, replicated).",
+			Buckets: prometheus.ExponentialBuckets(0.01, 2, 16)}),
+		ckptSize: gauge("checkpoint_size_bytes", "Size of the last checkpoint file this worker wrote."),
+	}
+	for _, o := range []string{"held", "skipped", "failed"} {
+		w.ckpts.WithLabelValues(o) // every outcome's series from the start
 	}
 	reg.MustRegister(w.steps, w.images, w.reduced, w.stepTime, w.compute, w.allreduce, w.exposed, w.optim,
-		w.loss, w.step, w.generation, w.world, w.rank)
-	if refusedFrames != nil {
+		w.loss, w.step, w.generation, w.world, w.rank, w.ckpts, w.ckptCopy, w.ckptCommit, w.ckptSize)
+	if src != nil {
 		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Namespace: Namespace, Subsystem: "ring", Name: "refused_frames_total",
 			Help: "Ring streams and frames this worker refused (unsigned, stale, or not from its assigned neighbour).",
-		}, func() float64 { return float64(refusedFrames()) }))
+		}, func() float64 { return float64(src.RefusedFrames()) }))
+		reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: Namespace, Subsystem: "worker", Name: "failures_reported_total",
+			Help: "Failed ring generations this worker reported (and the coordinators took).",
+		}, func() float64 { return float64(src.FailuresReported()) }))
 	}
 	return w
+}
+
+// ObserveCheckpoint records what became of one checkpoint.
+func (w *Worker) ObserveCheckpoint(c Checkpoint) {
+	w.ckpts.WithLabelValues(c.Outcome).Inc()
+	w.ckptCopy.Observe(c.Copy.Seconds())
+	if c.Outcome == "held" {
+		w.ckptCommit.Observe(c.Commit.Seconds())
+	}
+	if c.Size > 0 {
+		w.ckptSize.Set(float64(c.Size))
+	}
 }
 
 // Observe records one completed step.

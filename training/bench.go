@@ -30,7 +30,7 @@ type ComputeBench struct {
 
 // MeasureCompute times full training steps (batch assembly, forward,
 // backward, Adam) of model on the built-in MNIST training set, as
-// torch_ref.py does: warmup untimed steps, then steps timed ones.
+// scripts/torch_reference.py does: warmup untimed steps, then steps timed ones.
 func MeasureCompute(ctx context.Context, model string, batch, threads, warmup, steps int) (*ComputeBench, error) {
 	if batch < 1 || threads < 1 || steps < 1 || warmup < 0 {
 		return nil, fmt.Errorf("bench compute: batch, threads and steps must be positive (got %d, %d, %d)", batch, threads, steps)

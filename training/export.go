@@ -8,7 +8,7 @@ import (
 // ExportTensors lays out m's parameters as the PyTorch reference's
 // state_dict: same keys, full OIHW conv weights (masked taps zero), [out,in]
 // linear weights, plus each masked convolution's "<layer>.mask" buffer, so
-// torch_ref.py's models load them even with strict=True.
+// scripts/torch_reference.py's models load them even with strict=True.
 func ExportTensors(m models.Model) []safetensors.Tensor {
 	var ts []safetensors.Tensor
 	for _, p := range m.Params() {

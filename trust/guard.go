@@ -194,9 +194,18 @@ func sentCertificate(ctx context.Context) bool {
 	return false
 }
 
+// UnknownMethod is the key under which Refused counts calls of methods
+// the policy does not name (a caller picks those names: counting each
+// would let it grow the map, and a metric's labels, without bound).
+const UnknownMethod = "(not in the policy)"
+
 func (g *Guard) refuse(ctx context.Context, method string, id Identity, allowed []Role, err error) error {
+	key := method
+	if _, ok := g.policy[method]; !ok {
+		key = UnknownMethod
+	}
 	g.mu.Lock()
-	g.refused[method]++
+	g.refused[key]++
 	g.mu.Unlock()
 	p, _ := peer.FromContext(ctx)
 	g.log.Warn("trust: call refused",
@@ -216,8 +225,15 @@ func (g *Guard) refuse(ctx context.Context, method string, id Identity, allowed 
 // if c is nil (plaintext). With token non-nil, callers without a
 // certificate are admitted too if they carry the token (see [NewGuard]).
 func ServerOptions(c *Credentials, token *Token, policy Policy, log *slog.Logger) []grpc.ServerOption {
+	opts, _ := GuardedServerOptions(c, token, policy, log)
+	return opts
+}
+
+// GuardedServerOptions is ServerOptions that also returns the Guard (nil
+// with c nil), whose Refused counts feed the process's metrics.
+func GuardedServerOptions(c *Credentials, token *Token, policy Policy, log *slog.Logger) ([]grpc.ServerOption, *Guard) {
 	if c == nil {
-		return nil
+		return nil, nil
 	}
 	g := NewGuard(policy, token, log)
 	tlsConf := c.ServerTLS()
@@ -225,5 +241,5 @@ func ServerOptions(c *Credentials, token *Token, policy Policy, log *slog.Logger
 		tlsConf = c.ServerTLSAdmittingTokens()
 	}
 	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(tlsConf)),
-		grpc.ChainUnaryInterceptor(g.UnaryInterceptor()), grpc.ChainStreamInterceptor(g.StreamInterceptor())}
+		grpc.ChainUnaryInterceptor(g.UnaryInterceptor()), grpc.ChainStreamInterceptor(g.StreamInterceptor())}, g
 }

@@ -381,6 +381,7 @@ func (w *Worker) recover(ctx context.Context, a *pb.Assignment, err error) {
 		})
 		cancel()
 		if rerr == nil {
+			w.reported.Add(1)
 			w.log.Info("reported the failed generation", "blamed", failed, "removed", r.GetRemoved(), "verdict", r.GetVerdict(), "new_generation", r.GetGeneration())
 			break
 		}

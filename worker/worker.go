@@ -117,6 +117,8 @@ type Worker struct {
 	readyJob atomic.Pointer[string] // the job whose replica this worker has built; told to the coordinators
 	changed  chan struct{}          // cap 1: assign changed
 	leaseMs  atomic.Int64
+	reported atomic.Uint64         // failed generations reported (and taken)
+	guard    *trust.Guard          // the ring server's (nil without certificates)
 	joinErr  atomic.Pointer[error] // why the last join attempt failed (for /readyz)
 
 	ringMu sync.Mutex
@@ -211,13 +213,15 @@ func newWorker(cfg Config, log *slog.Logger, lock *os.File) (*Worker, error) {
 		return nil, fmt.Errorf("worker: listen on %s: %w", cfg.Listen, err)
 	}
 	srvOpts := allreduce.ServerOptions()
+	var guard *trust.Guard
 	var ringDial, coordDial []grpc.DialOption
 	if c := cfg.Credentials; c != nil {
 		if c.Role() != trust.Worker {
 			lis.Close()
 			return nil, fmt.Errorf("worker: its credentials hold a %s certificate, not a worker one", c.Role())
 		}
-		srvOpts = append(srvOpts, trust.ServerOptions(c, nil, trust.WorkerPolicy(), log)...)
+		opts, g := trust.GuardedServerOptions(c, nil, trust.WorkerPolicy(), log)
+		srvOpts, guard = append(srvOpts, opts...), g
 		ringDial = []grpc.DialOption{c.DialOption(trust.Worker)}
 		coordDial = []grpc.DialOption{c.DialOption(trust.Coordinator)}
 	} else if tok := cfg.Token; tok != nil {
@@ -254,7 +258,7 @@ func newWorker(cfg Config, log *slog.Logger, lock *os.File) (*Worker, error) {
 		}
 	}
 	w := &Worker{
-		cfg: cfg, id: id, secret: secret, lock: lock, log: log.With("worker", id), lis: lis, srv: srv, member: member, client: client, store: store,
+		cfg: cfg, id: id, secret: secret, lock: lock, log: log.With("worker", id), lis: lis, srv: srv, member: member, client: client, store: store, guard: guard,
 		addr: advertise, changed: make(chan struct{}, 1), serveErr: make(chan error, 1),
 	}
 	go func() { w.serveErr <- srv.Serve(lis) }()
@@ -628,3 +632,16 @@ func (w *Worker) awaitNewer(ctx context.Context, gen uint64) *pb.Assignment {
 // refused (unsigned or stale hellos, streams not from its assigned
 // predecessor, answers not from its assigned successor).
 func (w *Worker) RefusedFrames() uint64 { return w.member.Refused() }
+
+// RefusedCalls is the number of gRPC calls this worker's server refused,
+// by method (nil without certificates: then nothing is refused by role).
+func (w *Worker) RefusedCalls() map[string]uint64 {
+	if w.guard == nil {
+		return nil
+	}
+	return w.guard.Refused()
+}
+
+// FailuresReported is the number of failed ring generations this worker
+// reported that the coordinators took.
+func (w *Worker) FailuresReported() uint64 { return w.reported.Load() }

@@ -27,7 +27,7 @@ func (a *app) benchComputeCommand() *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:   "compute --model M --batch B --threads T [--steps N] [--json]",
-		Short: "Training images/s of one process (as ../shared/anchors/torch_ref.py measures)",
+		Short: "Training images/s of one process (as scripts/torch_reference.py compute measures PyTorch)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			r, err := training.MeasureCompute(cmd.Context(), model, batch, threads, warmup, steps)

@@ -51,7 +51,7 @@ func (a *app) benchAllreduceCommand() *cobra.Command {
 		Short: "Time a ring all-reduce of S MiB across N processes on loopback",
 		Long: `Start N ring members as separate processes on loopback, all-reduce a buffer
 of S MiB float32 K times (after 2 warm-up runs, each timed run preceded by a
-barrier, as ../shared/anchors/gloo_allreduce.py does) and report rank 0's
+barrier, as scripts/torch_reference.py allreduce does for gloo) and report rank 0's
 median time, algorithm bandwidth S/t and bus bandwidth 2(N-1)/N*S/t.
 Each member runs on --threads OS threads (GOMAXPROCS), 1 by default as the
 anchor's torch.set_num_threads(1).

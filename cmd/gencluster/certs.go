@@ -44,7 +44,7 @@ func (a *app) certsInitCommand() *cobra.Command {
 	var validity time.Duration
 	var keep bool
 	cmd := &cobra.Command{
-		Use:   "init --dir DIR --coordinator-hosts H[,H...]",
+		Use:   "init --dir DIR [--coordinator-hosts H[,H...]]",
 		Short: "Write a new CA and a certificate for each role",
 		Long: `Write a new private CA (DIR/ca.crt, DIR/ca.key) and one folder per role,
 DIR/coordinator, DIR/worker and DIR/client, each with ca.crt, tls.crt and

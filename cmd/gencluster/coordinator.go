@@ -61,7 +61,7 @@ data dir and asks the group at ADDR to add it.`,
 	f.DurationVar(&lease, "lease", coordinator.DefaultLease, "worker lease: a worker silent this long is removed")
 	f.DurationVar(&rejoinWait, "rejoin-wait", coordinator.DefaultRejoinWait,
 		"after a leader change (a whole-cluster restart), how long a ring waits for members not heard from before going on without them")
-	f.StringVar(&httpAddr, "http", "", "host:port to serve /livez, /readyz and /metrics on (none if empty)")
+	f.StringVar(&httpAddr, "http", "", "host:port to serve the dashboard at /, /metrics, /livez and /readyz on (none if empty; plain HTTP, read-only)")
 	f.Float64Var(&straggler, "straggler-factor", coordinator.DefaultStragglerFactor,
 		"flag a ring member whose compute time per step exceeds this many times the ring's median (status, metrics; not evicted)")
 	cmd.AddCommand(a.coordinatorRemoveCommand())
@@ -123,10 +123,11 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", listen, err)
 	}
+	guardOpts, guard := trust.GuardedServerOptions(creds, tok, trust.CoordinatorPolicy(), a.log)
 	// Streams per connection are bounded: a forwarding coordinator's
 	// connection carries many workers' calls, so the bound is generous.
 	srv := grpc.NewServer(append([]grpc.ServerOption{grpc.MaxRecvMsgSize(64 << 20), grpc.MaxConcurrentStreams(1024)},
-		trust.ServerOptions(creds, tok, trust.CoordinatorPolicy(), a.log)...)...)
+		guardOpts...)...)
 	fsm := coordinator.NewFSM(a.log)
 	node, err := coordinator.NewNode(ctx, coordinator.NodeConfig{
 		ID: id, Addr: advertise, DataDir: dataDir, Peers: peers, Join: join != "", FSM: fsm, Logger: a.log, DialOptions: peerDial,
@@ -151,6 +152,9 @@ func (a *app) runCoordinator(ctx context.Context, id, listen, advertise, dataDir
 	healthpb.RegisterHealthServer(srv, hs)
 	reg := newRegistry()
 	metrics.NewCoordinator(reg, coordinatorMetrics{node: node, fsm: fsm, svc: svc})
+	if guard != nil {
+		metrics.NewRefusedCalls(reg, guard.Refused)
+	}
 	stopHTTP, err := a.serveHealth(ctx, httpAddr, svc.Ready, reg, dashboard.Handler(svc, readVersion().label(), a.log))
 	if err != nil {
 		lis.Close()

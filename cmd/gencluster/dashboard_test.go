@@ -75,7 +75,7 @@ func TestDashboardChromium(t *testing.T) {
 	}
 	poll(fmt.Sprintf("the step advances past %v without a reload", step1), fmt.Sprintf(`Number(document.getElementById("job-step").dataset.step) > %v`, step1))
 	poll("two workers, ranks 0 and 1", `(() => { const r = [...document.querySelectorAll("#workers tbody tr")].map(tr => tr.cells[0].textContent); return r.length === 2 && r[0] === "0" && r[1] === "1"; })()`)
-	poll("the leader is named", `document.getElementById("leader").textContent.startsWith("leader ") && document.querySelector("#coordinators tbody tr").cells[2].textContent.startsWith("leader")`)
+	poll("three coordinators, one of them the leader", `(() => { const s = [...document.querySelectorAll("#coordinators tbody tr")].map(tr => tr.cells[2].textContent); return document.getElementById("leader").textContent.startsWith("leader ") && s.length === 3 && s.filter(x => x.startsWith("leader")).length === 1 && s.filter(x => x.startsWith("follower")).length === 2; })()`)
 	poll("a loss curve of several points", `(() => { const c = document.querySelector("#loss-plot polyline"); return c !== null && c.getAttribute("points").split(" ").length >= 3; })()`)
 	poll("the sample grid loads", `(() => { const i = document.getElementById("sample"); return i.complete && i.naturalWidth > 0 && !i.classList.contains("hidden"); })()`)
 	poll("a checkpoint is listed", `document.querySelectorAll("#checkpoints tbody tr td").length >= 4`)

@@ -18,7 +18,7 @@ func (a *app) exportCommand() *cobra.Command {
 		Long: `Write a checkpoint's weights as safetensors with the tensor names and layouts
 of the PyTorch reference's state_dict (conv weights OIHW with zeros at masked
 taps, linear [out,in], float32 little-endian, plus the masks), so that
-torch_ref.py's models load them with load_state_dict.`,
+scripts/torch_reference.py's models load them with load_state_dict.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if format != "safetensors" {

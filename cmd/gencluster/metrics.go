@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,7 +43,13 @@ func (c coordinatorMetrics) Cluster() metrics.Cluster {
 			cl.Running, cl.Step, cl.TotalSteps, cl.ImagesPerSec = true, j.GetStep(), j.GetSpec().GetSteps(), j.GetImagesPerSec()
 		}
 	})
-	if c.svc != nil && c.node.IsLeader() {
+	if c.svc == nil {
+		return cl
+	}
+	n := c.svc.Counters()
+	cl.FailuresRemoved, cl.FailuresKept, cl.LeaseExpiries = n.FailuresRemoved, n.FailuresKept, n.LeaseExpiries
+	cl.CheckpointsCommitted, cl.CheckpointBytes, cl.CheckpointCopies = n.CheckpointsCommitted, n.CheckpointBytes, n.CopiesStored
+	if c.node.IsLeader() {
 		// The leader's own status holds what it heard from the workers.
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		defer cancel()
@@ -51,10 +58,34 @@ func (c coordinatorMetrics) Cluster() metrics.Cluster {
 				if w.GetStraggler() {
 					cl.Stragglers++
 				}
+				age := float64(w.GetHeartbeatAgeMs()) / 1000
+				if w.GetHeartbeatAgeMs() < 0 {
+					age = -1
+				}
+				cl.Leases = append(cl.Leases, metrics.Lease{Worker: w.GetId(), AgeSeconds: age, ComputeSeconds: w.GetComputeSeconds(), Straggler: w.GetStraggler()})
 			}
 		}
 	}
 	return cl
+}
+
+// lateWorker reads a worker's counters for its metrics; the worker is
+// made after its metrics (its step hook feeds them), and scraped once made.
+type lateWorker struct{ w **worker.Worker }
+
+func (l lateWorker) RefusedFrames() uint64    { return (*l.w).RefusedFrames() }
+func (l lateWorker) FailuresReported() uint64 { return (*l.w).FailuresReported() }
+
+// checkpointSample is a checkpoint's outcome as package metrics takes it.
+func checkpointSample(ev worker.CheckpointEvent) metrics.Checkpoint {
+	c := metrics.Checkpoint{Outcome: "held", Copy: ev.Copy, Commit: ev.Commit, Size: ev.Size}
+	switch {
+	case errors.Is(ev.Err, worker.ErrCheckpointSkipped):
+		c.Outcome = "skipped"
+	case ev.Err != nil:
+		c.Outcome = "failed"
+	}
+	return c
 }
 
 // stepSample is a worker's step as package metrics takes it.

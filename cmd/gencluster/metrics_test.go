@@ -94,7 +94,7 @@ func TestMetrics(t *testing.T) {
 		awaitHTTP(t, "http://"+h+"/readyz", 200, "ok")
 	}
 	if _, errs, code := gencluster(t, "submit", "--coordinator", a1, "--model", "vae", "--batch", "16", "--steps", "100000",
-		"--min-workers", "2", "--checkpoint-every", "0"); code != 0 {
+		"--min-workers", "2", "--checkpoint-every", "200"); code != 0 {
 		t.Fatalf("submit: %s", errs)
 	}
 
@@ -128,6 +128,11 @@ func TestMetrics(t *testing.T) {
 		"gencluster_worker_ring_generation":           dto.MetricType_GAUGE,
 		"gencluster_worker_world_size":                dto.MetricType_GAUGE,
 		"gencluster_ring_refused_frames_total":        dto.MetricType_COUNTER,
+		"gencluster_worker_failures_reported_total":   dto.MetricType_COUNTER,
+		"gencluster_worker_checkpoints_total":         dto.MetricType_COUNTER,
+		"gencluster_worker_checkpoint_copy_seconds":   dto.MetricType_HISTOGRAM,
+		"gencluster_worker_checkpoint_commit_seconds": dto.MetricType_HISTOGRAM,
+		"gencluster_worker_checkpoint_size_bytes":     dto.MetricType_GAUGE,
 	})
 	if v, _ := value(first, "gencluster_worker_world_size"); v != 2 {
 		t.Errorf("worker world size %v, want 2", v)
@@ -151,19 +156,29 @@ func TestMetrics(t *testing.T) {
 
 	c := scrape(t, "http://"+h1+"/metrics")
 	checkTypes(t, "coordinator", c, map[string]dto.MetricType{
-		"gencluster_build_info":                dto.MetricType_GAUGE,
-		"gencluster_raft_state":                dto.MetricType_GAUGE,
-		"gencluster_raft_term":                 dto.MetricType_GAUGE,
-		"gencluster_raft_commit_index":         dto.MetricType_GAUGE,
-		"gencluster_raft_applied_index":        dto.MetricType_GAUGE,
-		"gencluster_raft_leader_changes_total": dto.MetricType_COUNTER,
-		"gencluster_ring_generation":           dto.MetricType_GAUGE,
-		"gencluster_ring_world_size":           dto.MetricType_GAUGE,
-		"gencluster_workers":                   dto.MetricType_GAUGE,
-		"gencluster_jobs":                      dto.MetricType_GAUGE,
-		"gencluster_job_step":                  dto.MetricType_GAUGE,
-		"gencluster_job_steps":                 dto.MetricType_GAUGE,
+		"gencluster_build_info":                       dto.MetricType_GAUGE,
+		"gencluster_raft_state":                       dto.MetricType_GAUGE,
+		"gencluster_raft_term":                        dto.MetricType_GAUGE,
+		"gencluster_raft_commit_index":                dto.MetricType_GAUGE,
+		"gencluster_raft_applied_index":               dto.MetricType_GAUGE,
+		"gencluster_raft_leader_changes_total":        dto.MetricType_COUNTER,
+		"gencluster_ring_generation":                  dto.MetricType_GAUGE,
+		"gencluster_ring_world_size":                  dto.MetricType_GAUGE,
+		"gencluster_workers":                          dto.MetricType_GAUGE,
+		"gencluster_jobs":                             dto.MetricType_GAUGE,
+		"gencluster_job_step":                         dto.MetricType_GAUGE,
+		"gencluster_job_steps":                        dto.MetricType_GAUGE,
+		"gencluster_lease_age_seconds":                dto.MetricType_GAUGE,
+		"gencluster_worker_reported_compute_seconds":  dto.MetricType_GAUGE,
+		"gencluster_worker_straggler":                 dto.MetricType_GAUGE,
+		"gencluster_failure_reports_total":            dto.MetricType_COUNTER,
+		"gencluster_lease_expiries_total":             dto.MetricType_COUNTER,
+		"gencluster_checkpoint_committed_total":       dto.MetricType_COUNTER,
+		"gencluster_checkpoint_committed_bytes_total": dto.MetricType_COUNTER,
 	})
+	if n := len(c["gencluster_lease_age_seconds"].GetMetric()); n != 2 {
+		t.Errorf("the leader's lease ages cover %d workers, want 2", n)
+	}
 	for _, kv := range [][3]string{
 		{"gencluster_raft_state", "Leader", "1"}, {"gencluster_raft_state", "Follower", "0"},
 		{"gencluster_jobs", "running", "1"}, {"gencluster_jobs", "queued", "0"},
@@ -194,6 +209,31 @@ func TestMetrics(t *testing.T) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the coordinator's commit index (%v→%v) and job step (%v→%v) did not move in 30s", committed, nc, step, ns)
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	// Checkpoints: rank 0 counts one held, with its times and size, and
+	// the coordinator one committed, with its bytes.
+	deadline = time.Now().Add(60 * time.Second)
+	for {
+		var held, size float64
+		for _, h := range hw {
+			w := scrape(t, "http://"+h+"/metrics")
+			n, _ := value(w, "gencluster_worker_checkpoints_total", "outcome", "held")
+			s, _ := value(w, "gencluster_worker_checkpoint_size_bytes")
+			held, size = held+n, max(size, s)
+		}
+		cc := scrape(t, "http://"+h1+"/metrics")
+		committed, _ := value(cc, "gencluster_checkpoint_committed_total")
+		bytes, _ := value(cc, "gencluster_checkpoint_committed_bytes_total")
+		if held >= 1 && committed >= 1 {
+			if size <= 0 || bytes < size {
+				t.Errorf("checkpoint size %v on the worker, %v bytes committed on the coordinator", size, bytes)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no checkpoint held (%v) and committed (%v) in the metrics within 60s", held, committed)
 		}
 		time.Sleep(300 * time.Millisecond)
 	}

@@ -67,7 +67,7 @@ the steps are logged to stderr.`,
 	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")
 	cmd.Flags().IntVar(&minWorkers, "min-workers", 1, "hold the job until this many workers are in the ring")
 	cmd.Flags().IntVar(&keep, "keep", 0, "checkpoints of the job the coordinators keep (default 3)")
-	cmd.Flags().IntVar(&samples, "samples", -1, fmt.Sprintf("images rank 0 samples from each checkpoint for the dashboard (0: none; default %d for vae, %d for pixelcnn, which samples pixel by pixel)",
+	cmd.Flags().IntVar(&samples, "samples", -1, fmt.Sprintf("images rank 0 samples from each checkpoint for the dashboard (0: none; -1: %d for vae, %d for pixelcnn, which samples pixel by pixel)",
 		defaultSamples("vae"), defaultSamples("pixelcnn")))
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
 	return cmd

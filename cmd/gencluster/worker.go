@@ -40,7 +40,7 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 			a.warnPlaintext("worker", listen)
 			reg := newRegistry()
 			var w *worker.Worker
-			wm := metrics.NewWorker(reg, func() uint64 { return w.RefusedFrames() }) // scraped only once w is set
+			wm := metrics.NewWorker(reg, lateWorker{&w}) // scraped only once w is set
 			w, err = worker.New(worker.Config{
 				Coordinators: splitAddrs(join), Listen: listen, Advertise: advertise, DataDir: dataDir, Threads: threads, Logger: a.log,
 				Credentials: creds, Token: tok,
@@ -50,11 +50,13 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 					a.log.Debug("step", "job", s.JobID, "step", s.Step, "generation", s.Generation, "rank", s.Rank, "world", s.World, "loss", s.Loss)
 					wm.Observe(stepSample(s))
 				},
+				OnCheckpoint: func(ev worker.CheckpointEvent) { wm.ObserveCheckpoint(checkpointSample(ev)) },
 			})
 			if err != nil {
 				return err
 			}
 			a.log.Info("worker serving", "id", w.ID(), "addr", w.Addr(), "data_dir", dataDir)
+			metrics.NewRefusedCalls(reg, w.RefusedCalls)
 			stopHTTP, err := a.serveHealth(cmd.Context(), httpAddr, w.Ready, reg, nil)
 			if err != nil {
 				return errors.Join(err, w.Close())
@@ -69,6 +71,6 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 	f.StringVar(&advertise, "advertise", "", "host:port ring peers dial (default: the listener's address; the host name if it listens on all interfaces)")
 	f.StringVar(&dataDir, "data-dir", "", "directory for the worker's id and its local copy of the job's checkpoints (required)")
 	f.IntVar(&threads, "threads", runtime.NumCPU(), "compute threads")
-	f.StringVar(&httpAddr, "http", "", "host:port to serve /livez and /readyz on (none if empty)")
+	f.StringVar(&httpAddr, "http", "", "host:port to serve /livez, /readyz and /metrics on (none if empty)")
 	return cmd
 }

@@ -113,7 +113,6 @@ func TestProgressTerminal(t *testing.T) {
 	p.finish()
 	fmt.Fprintln(logs, "after the bar")
 	got := out.String()
-	t.Logf("terminal output: %q", got)
 	for _, want := range []string{"train", "40/40", "100 %", "steps/s", "done", "loss 60.000", "checkpoint written"} {
 		if !strings.Contains(got, want) {
 			t.Errorf("terminal output lacks %q:\n%q", want, got)
@@ -147,4 +146,45 @@ func TestProgressTerminal(t *testing.T) {
 	if errs.String() != "to the file\n" {
 		t.Errorf("stderr not a terminal: got %q", errs.String())
 	}
+}
+
+// TestProgressRate: the rate counts from the last update before the work
+// moved (a job polled at step 0 while its ring forms, a resumed run), and
+// a big jump between two updates weighs what it is worth.
+func TestProgressRate(t *testing.T) {
+	var out bytes.Buffer
+	p := newProgress(&out, true, nil, "local", "steps")
+	p.width = 140
+	start := time.Unix(1000, 0)
+	clock := start
+	p.now = func() time.Time { return clock }
+	for _, u := range []struct {
+		at   time.Duration
+		done int64
+	}{{0, 0}, {500 * time.Millisecond, 0}, {1500 * time.Millisecond, 100}, {2500 * time.Millisecond, 400}} {
+		clock = start.Add(u.at)
+		p.update(u.done, 1000, "workers 2")
+	}
+	// 400 steps in the 2 s since the last update at step 0.
+	if got, want := p.text.Load().show("steps", false), " 200.0 steps/s  eta 3s  workers 2"; got != want {
+		t.Errorf("bar text %q, want %q", got, want)
+	}
+	p.finish()
+	if got := out.String(); !strings.Contains(got, "400/1000") || !strings.Contains(got, "200.0 steps/s  eta 3s  workers 2") {
+		t.Errorf("bar %q, want 400/1000 at 200.0 steps/s, eta 3s", got)
+	}
+
+	// Resumed at 500: its rate is that of this run's steps.
+	p = newProgress(&bytes.Buffer{}, true, nil, "train", "steps")
+	p.now = func() time.Time { return clock }
+	p.update(501, 1000, "")
+	clock = clock.Add(time.Second)
+	p.update(511, 1000, "")
+	if got, want := p.text.Load().show("steps", false), " 10.0 steps/s  eta 49s"; got != want {
+		t.Errorf("resumed: bar text %q, want %q", got, want)
+	}
+	if got := p.text.Load().show("steps", true); got != " 10.0 steps/s  done" {
+		t.Errorf("complete: bar text %q", got)
+	}
+	p.finish()
 }

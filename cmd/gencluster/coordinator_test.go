@@ -209,3 +209,54 @@ func TestStatusWatch(t *testing.T) {
 		}
 	}
 }
+
+// submit --epochs: the coordinator counts the steps from the data set as
+// train does (60000 images at batch 100: 600 a pass); with --steps too,
+// or less than one step, it is refused.
+func TestSubmitEpochs(t *testing.T) {
+	c := newTestCluster(t, 1, 0)
+	cl := c.client()
+	c.waitWorkers(cl, 0)
+	out, errs, code := gencluster(t, "submit", "--coordinator", c.coords[0], "--model", "vae", "--batch", "100", "--epochs", "0.5")
+	if code != 0 {
+		t.Fatalf("submit --epochs: exit %d: %s", code, errs)
+	}
+	job := strings.TrimSpace(out)
+	if !strings.Contains(errs, "steps=300") {
+		t.Errorf("submit did not log the steps it got: %s", errs)
+	}
+	c.waitJob(cl, job, 10*time.Second, "job of 300 steps", func(string, int64, int) bool { return true })
+	st, _, _ := gencluster(t, "status", "--coordinator", c.coords[0], "--json")
+	var s statusJSON
+	if err := json.Unmarshal([]byte(st), &s); err != nil {
+		t.Fatal(err)
+	}
+	var steps int64 = -1
+	for _, j := range append(s.Queue, derefJob(s.Job)...) {
+		if j.ID == job {
+			steps = j.TotalSteps
+		}
+	}
+	if steps != 300 {
+		t.Fatalf("0.5 epochs of mnist at batch 100: %d steps, want 300", steps)
+	}
+	for _, bad := range [][]string{
+		{"--epochs", "1", "--steps", "10"},
+		{"--epochs", "0.001"}, // 0.6 of a step
+		{"--epochs", "-2"},
+	} {
+		args := append([]string{"submit", "--coordinator", c.coords[0], "--model", "vae", "--batch", "100"}, bad...)
+		if _, errs, code := gencluster(t, args...); code == 0 {
+			t.Errorf("submit %v: accepted", bad)
+		} else if !strings.Contains(errs, "epochs") && !strings.Contains(errs, "step") {
+			t.Errorf("submit %v: %s", bad, errs)
+		}
+	}
+}
+
+func derefJob(j *jobJSON) []jobJSON {
+	if j == nil {
+		return nil
+	}
+	return []jobJSON{*j}
+}

@@ -72,7 +72,7 @@ type ServiceConfig struct {
 	// are checked either way. Tests' stand-in workers may not carry them.
 	RequireWorkerSecret bool
 	// StragglerFactor flags a ring member whose compute time per step is
-	// more than this many times the ring's median (DefaultStragglerFactor
+	// more than this many times the median of the other ring members' (DefaultStragglerFactor
 	// if 0) in status and metrics; it is not evicted.
 	StragglerFactor float64
 	// QueueLimit bounds the queued jobs (MaxQueuedJobs if 0) and

@@ -13,14 +13,15 @@ const DefaultStragglerFactor = 1.5
 // heardFrom fills in, on the leader, each worker's heartbeat age and
 // compute time per step, and flags the ring's stragglers: members whose
 // compute time is more than the straggler factor times the median of the
-// ring's reported ones (a ring of fewer than two reports flags no one).
+// other members' reported ones (the others', so that in a ring of two the
+// slow one is measured against the fast one, not against itself; no
+// member is flagged without another's report).
 func (s *Service) heardFrom(workers []*pb.WorkerInfo, ring []*pb.RingMember) {
 	now := time.Now()
 	inRing := map[string]bool{}
 	for _, m := range ring {
 		inRing[m.GetWorkerId()] = true
 	}
-	var ringTimes []float64
 	for _, w := range workers {
 		at, compute, ok := s.leases.lastHeard(w.GetId())
 		w.HeartbeatAgeMs = -1
@@ -28,16 +29,19 @@ func (s *Service) heardFrom(workers []*pb.WorkerInfo, ring []*pb.RingMember) {
 			w.HeartbeatAgeMs = now.Sub(at).Milliseconds()
 		}
 		w.ComputeSeconds = compute
-		if inRing[w.GetId()] && compute > 0 {
-			ringTimes = append(ringTimes, compute)
-		}
 	}
-	if len(ringTimes) < 2 {
-		return
-	}
-	med := median(ringTimes)
+	others := make([]float64, 0, len(workers))
 	for _, w := range workers {
-		w.Straggler = inRing[w.GetId()] && w.GetComputeSeconds() > s.straggler*med
+		if !inRing[w.GetId()] || w.GetComputeSeconds() <= 0 {
+			continue
+		}
+		others = others[:0]
+		for _, o := range workers {
+			if o != w && inRing[o.GetId()] && o.GetComputeSeconds() > 0 {
+				others = append(others, o.GetComputeSeconds())
+			}
+		}
+		w.Straggler = len(others) > 0 && w.GetComputeSeconds() > s.straggler*median(others)
 	}
 }
 

@@ -81,7 +81,7 @@ func NewCoordinator(reg prometheus.Registerer, src CoordinatorSource) {
 		generation:    d("ring", "generation", "The ring generation; it grows with every membership change."),
 		world:         d("ring", "world_size", "Workers in the ring."),
 		workers:       d("", "workers", "Registered workers."),
-		stragglers:    d("", "stragglers", "Ring members whose compute time per step exceeds the straggler factor times the ring's median (on the leader; 0 elsewhere)."),
+		stragglers:    d("", "stragglers", "Ring members whose compute time per step exceeds the straggler factor times the other ring members' median (on the leader; 0 elsewhere)."),
 		jobs:          d("", "jobs", "Jobs by state.", "state"),
 		running:       d("job", "running", "1 while a job runs."),
 		step:          d("job", "step", "The running job's step, as last reported."),

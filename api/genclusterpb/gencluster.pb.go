@@ -1184,7 +1184,7 @@ type WorkerInfo struct {
 	// not come from the leader): how long ago it last heard from the worker
 	// (-1: not since it was elected), the worker's reported compute time per
 	// step, and whether that is more than the straggler factor times the
-	// ring's median (flagged, not evicted).
+	// other ring members' median (flagged, not evicted).
 	HeartbeatAgeMs int64   `protobuf:"varint,6,opt,name=heartbeat_age_ms,json=heartbeatAgeMs,proto3" json:"heartbeat_age_ms,omitempty"`
 	ComputeSeconds float64 `protobuf:"fixed64,7,opt,name=compute_seconds,json=computeSeconds,proto3" json:"compute_seconds,omitempty"`
 	Straggler      bool    `protobuf:"varint,8,opt,name=straggler,proto3" json:"straggler,omitempty"`

@@ -63,7 +63,7 @@ data dir and asks the group at ADDR to add it.`,
 		"after a leader change (a whole-cluster restart), how long a ring waits for members not heard from before going on without them")
 	f.StringVar(&httpAddr, "http", "", "host:port to serve the dashboard at /, /metrics, /livez and /readyz on (none if empty; plain HTTP, read-only)")
 	f.Float64Var(&straggler, "straggler-factor", coordinator.DefaultStragglerFactor,
-		"flag a ring member whose compute time per step exceeds this many times the ring's median (status, metrics; not evicted)")
+		"flag a ring member whose compute time per step exceeds this many times the median of the other ring members' (status, metrics; not evicted)")
 	cmd.AddCommand(a.coordinatorRemoveCommand())
 	return cmd
 }

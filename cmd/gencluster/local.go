@@ -159,7 +159,7 @@ func (a *app) runLocal(ctx context.Context, spec *pb.JobSpec, nWorkers, nCoord, 
 	for i := range nCoord {
 		node, fsm := cl.Coordinator(i)
 		metrics.NewCoordinator(prometheus.WrapRegistererWith(prometheus.Labels{"coordinator": node.ID()}, reg),
-			coordinatorMetrics{node: node, fsm: fsm})
+			coordinatorMetrics{node: node, fsm: fsm, svc: cl.Service(i)})
 	}
 	stopHTTP, err := a.serveHealth(ctx, httpAddr, func() error { return nil }, reg, dashboard.Handler(cl.Service(0), readVersion().label(), a.log))
 	if err != nil {

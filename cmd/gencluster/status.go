@@ -47,8 +47,8 @@ type workerJSON struct {
 	// since it was elected; absent from a coordinator that could not ask
 	// the leader), the worker's compute time per step (median of its last
 	// steps; 0 before its first) and whether that makes it a straggler
-	// (slower than the coordinator's --straggler-factor times the ring's
-	// median; flagged, not evicted).
+	// (slower than the coordinator's --straggler-factor times the other
+	// ring members' median; flagged, not evicted).
 	HeartbeatAgeMs *int64  `json:"heartbeat_age_ms,omitempty"`
 	ComputeSeconds float64 `json:"compute_seconds"`
 	Straggler      bool    `json:"straggler"`

@@ -185,7 +185,8 @@ func TestValidate(t *testing.T) {
 // loss.png marks them; evaluating does not change what training computes.
 func TestTrainTestLoss(t *testing.T) {
 	out := t.TempDir()
-	cfg := Config{Model: "vae", Dataset: "mnist", Batch: 64, Steps: 25, Seed: 1, LR: 1e-3, Threads: 2, Out: out,
+	ds := writeIDX(t, 600)
+	cfg := Config{Model: "vae", Dataset: ds, Batch: 16, Steps: 25, Seed: 1, LR: 1e-3, Threads: 2, Out: out,
 		Keep: 5, CheckpointEvery: 10, TestLoss: TestLossCheckpoints}
 	var reports []int64
 	if _, err := Train(context.Background(), cfg, func(p Progress) { reports = append(reports, p.Step) }, quiet()); err != nil {
@@ -201,11 +202,13 @@ func TestTrainTestLoss(t *testing.T) {
 	if len(rows) != 3 || rows[0].Step != 10 || rows[1].Step != 20 || rows[2].Step != 25 {
 		t.Fatalf("test_loss.csv rows %v, want steps 10, 20, 25", rows)
 	}
-	if !(rows[0].Loss > rows[2].Loss) || rows[2].Loss < 100 || rows[0].Loss > 543 {
-		t.Errorf("test losses %v: want falling, in (100, 543)", rows)
+	// A fresh VAE starts near 784 ln 2 = 543 nats; these images' pixels
+	// are on with probability 0.2, 392 nats of entropy.
+	if !(rows[0].Loss > rows[2].Loss) || rows[2].Loss < 380 || rows[0].Loss > 543 {
+		t.Errorf("test losses %v: want falling, in (380, 543)", rows)
 	}
 	m := restored(t, out, "vae")
-	set, err := dataset.Open("mnist", dataset.Test)
+	set, err := dataset.Open(ds, dataset.Test)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +252,11 @@ func TestTrainTestLoss(t *testing.T) {
 // TestTrainTestLossResume: a resumed run keeps the test rows up to its
 // checkpoint and evaluates the rest again, with the same results.
 func TestTrainTestLossResume(t *testing.T) {
-	for _, model := range []string{"vae", "pixelcnn"} {
+	ms := []string{"vae", "pixelcnn"}
+	if raceEnabled {
+		ms = ms[:1] // TestResumeIsBitIdentical resumes the PixelCNN too
+	}
+	for _, model := range ms {
 		t.Run(model, func(t *testing.T) {
 			ds := writeIDX(t, 40)
 			cfg := Config{Model: model, Dataset: ds, Batch: 8, Steps: 6, Seed: 5, LR: 1e-3, Threads: 2, Keep: 10,
@@ -373,6 +380,10 @@ func TestEvaluateAndSampleProgress(t *testing.T) {
 	}
 
 	// Sampling: one call per pixel position, the same images as without.
+	if raceEnabled {
+		t.Log("skipping the PixelCNN's sampling under the race detector (784 passes, each ~20x slower)")
+		return
+	}
 	dir := t.TempDir()
 	calls, last := 0, 0
 	if err := SampleGridProgress(m, 2, 7, filepath.Join(dir, "a.png"), func(d, total int) {

@@ -148,17 +148,19 @@ var _ ProgressSampler = (*PixelCNN)(nil)
 // receptive field spans: the mask-A kernel's radius plus one per mask-B layer.
 func (m *PixelCNN) reach() int { return m.a.K/2 + len(m.bs) }
 
-// Sample draws n images pixel by pixel in raster order. Each pixel's logit
-// is computed on a window of the canvas just large enough to hold its
-// receptive field (reach rows above, reach columns either side), which gives
-// the same logit as the whole image at a fraction of the cost.
+// Sample draws n images pixel by pixel in raster order, each layer
+// computed once per pixel from the cached layers below (see
+// pixelcnn_sample.go).
 func (m *PixelCNN) Sample(dst []float32, n int, rng *rand.Rand) {
 	m.SampleProgress(dst, n, rng, nil)
 }
 
-// SampleProgress is Sample calling progress(done, Rows*Cols), if not nil,
-// after each pixel position (models.ProgressSampler).
-func (m *PixelCNN) SampleProgress(dst []float32, n int, rng *rand.Rand, progress func(done, total int)) {
+// sampleWindowed draws what Sample draws by running the network, at each
+// pixel, on a window of the canvas just large enough to hold the pixel's
+// receptive field (reach rows above, reach columns either side): the
+// sampler before the cached one, kept as the reference its tests compare
+// with.
+func (m *PixelCNN) sampleWindowed(dst []float32, n int, rng *rand.Rand) {
 	h, w := m.height, m.width
 	canvas := dst[:n*h*w]
 	clear(canvas)
@@ -180,9 +182,6 @@ func (m *PixelCNN) SampleProgress(dst []float32, n int, rng *rand.Rand, progress
 				if rng.Float64() < p {
 					canvas[b*h*w+y*w+x] = 1
 				}
-			}
-			if progress != nil {
-				progress(y*w+x+1, h*w)
 			}
 		}
 	}

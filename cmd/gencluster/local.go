@@ -77,7 +77,7 @@ starts the job from the beginning.`,
 				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
 			}
 			if httpAddr != "" {
-				spec.Samples = int32(defaultSamples(jf.model)) // the dashboard shows them
+				spec.Samples = dashboardSamples // the dashboard shows them
 			}
 			if err := coordinator.ValidateJobSpec(spec); err != nil {
 				return err

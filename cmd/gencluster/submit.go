@@ -37,9 +37,6 @@ the steps are logged to stderr.`,
 			case jf.steps < 1 && !(jf.epochs > 0):
 				return errors.New("give --steps N (at least 1) or --epochs E (a positive number)")
 			}
-			if samples < 0 {
-				samples = defaultSamples(jf.model)
-			}
 			spec := &pb.JobSpec{
 				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: jf.steps, Lr: jf.lr,
 				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
@@ -67,24 +64,14 @@ the steps are logged to stderr.`,
 	cmd.Flags().StringVar(&addrs, "coordinator", "", "coordinator address(es), comma-separated (required)")
 	cmd.Flags().IntVar(&minWorkers, "min-workers", 1, "hold the job until this many workers are in the ring")
 	cmd.Flags().IntVar(&keep, "keep", 0, "checkpoints of the job the coordinators keep (default 3)")
-	cmd.Flags().IntVar(&samples, "samples", -1, fmt.Sprintf("images rank 0 samples from each checkpoint for the dashboard (0: none; -1: %d for vae, %d for pixelcnn, which samples pixel by pixel)",
-		defaultSamples("vae"), defaultSamples("pixelcnn")))
+	cmd.Flags().IntVar(&samples, "samples", dashboardSamples, "images rank 0 samples from each checkpoint for the dashboard's grid (0: none)")
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
 	return cmd
 }
 
-// dashboardSamples is the size of the dashboard's sample grid.
+// dashboardSamples is the size of the dashboard's sample grid (0.1 s of
+// one core for a PixelCNN, which samples with cached activations).
 const dashboardSamples = 16
-
-// defaultSamples is how many images rank 0 samples from each checkpoint of
-// a model's job for the dashboard: a PixelCNN draws pixel by pixel (some
-// 0.5 s an image on one core), so fewer.
-func defaultSamples(model string) int {
-	if model == "pixelcnn" {
-		return 4
-	}
-	return dashboardSamples
-}
 
 func (a *app) cancelCommand() *cobra.Command {
 	var addrs, reason string

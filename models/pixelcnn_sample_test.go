@@ -1,0 +1,84 @@
+package models
+
+import (
+	"math/rand/v2"
+	"slices"
+	"testing"
+
+	"github.com/gencluster/gencluster/kernels"
+)
+
+// The cached sampler draws exactly what the windowed one (a forward pass
+// per pixel) draws for the same seed: every pixel of a batch, on 1 and 2
+// threads, for a batch that is and one that is not a multiple of the
+// kernels' tile widths; and it reports progress once per pixel.
+func TestSampleCachedEqualsWindowed(t *testing.T) {
+	for _, threads := range []int{1, 2} {
+		for _, n := range []int{5, 16} {
+			pool := kernels.NewPool(threads)
+			m := NewPixelCNN(28, 28, 64, 6, pool)
+			m.Init(rand.New(rand.NewPCG(7, uint64(n))))
+			// Sharper than the initial weights (logits near 0, pixels
+			// coin flips): scale the output layer so that the draws
+			// depend on the logits' values, not only on the coins.
+			for i := range m.o2.W.Data {
+				m.o2.W.Data[i] *= 8
+			}
+			want := make([]float32, n*784)
+			m.sampleWindowed(want, n, rand.New(rand.NewPCG(3, 4)))
+			got := make([]float32, n*784)
+			calls := 0
+			m.SampleProgress(got, n, rand.New(rand.NewPCG(3, 4)), func(done, total int) {
+				calls++
+				if done != calls || total != 784 {
+					t.Fatalf("progress(%d, %d) at call %d", done, total, calls)
+				}
+			})
+			pool.Close()
+			if calls != 784 {
+				t.Errorf("progress called %d times, want 784", calls)
+			}
+			if !slices.Equal(got, want) {
+				diff := 0
+				for i := range got {
+					if got[i] != want[i] {
+						diff++
+					}
+				}
+				t.Fatalf("%d threads, %d images: %d of %d pixels differ from the windowed sampler's", threads, n, diff, len(got))
+			}
+			ones := 0
+			for _, v := range got {
+				if v == 1 {
+					ones++
+				}
+			}
+			if ones == 0 || ones == len(got) {
+				t.Fatalf("%d threads, %d images: %d of %d pixels set: not a sample", threads, n, ones, len(got))
+			}
+		}
+	}
+}
+
+func BenchmarkSamplePixelCNN(b *testing.B) {
+	for _, c := range []struct {
+		name string
+		fn   func(m *PixelCNN, dst []float32, n int, rng *rand.Rand)
+	}{
+		{"cached", func(m *PixelCNN, dst []float32, n int, rng *rand.Rand) { m.Sample(dst, n, rng) }},
+		{"windowed", (*PixelCNN).sampleWindowed},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			pool := kernels.NewPool(1)
+			defer pool.Close()
+			m := NewPixelCNN(28, 28, 64, 6, pool)
+			m.Init(rand.New(rand.NewPCG(1, 2)))
+			const n = 16
+			dst := make([]float32, n*784)
+			for b.Loop() {
+				c.fn(m, dst, n, rand.New(rand.NewPCG(1, 1)))
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+		})
+	}
+}

@@ -16,6 +16,11 @@ gencluster side of each comparison is measured:
       WORLD processes (torch.distributed, gloo, loopback, 1 thread each)
       sum MIB MiB of float32: 2 warm-up runs, then ITERS runs, each after a
       barrier; rank 0's median seconds
+  torch_reference.py sample N THREADS [PIXELS]
+      the plain PixelCNN sampler: the whole network over the N images
+      once per pixel, in raster order (no caching); times the first PIXELS
+      pixels (default all 784) after one untimed pass and prints the
+      seconds per pass and the time for all 784 extrapolated from them
 
 MODEL is pixelcnn or vae; THREADS goes to torch.set_num_threads. Data: the
 IDX files in $MNIST_DIR (default: this repository's dataset/mnistdata, the
@@ -210,12 +215,42 @@ def allreduce(world, mib, iters):
     mp.spawn(_allreduce_member, args=(world, mib, iters, port), nprocs=world)
 
 
+def sample(n, threads, pixels):
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    net = PixelCNN().eval()
+    x = torch.zeros(n, 1, 28, 28)
+
+    def logits(x):
+        h = net.a(x)
+        for conv in net.bs:
+            h = conv(torch.relu(h))
+        return net.o2(torch.relu(net.o1(torch.relu(h))))
+
+    with torch.no_grad():
+        logits(x)  # untimed
+        start = time.perf_counter()
+        for i in range(pixels):
+            r, c = divmod(i, 28)
+            p = torch.sigmoid(logits(x)[:, 0, r, c])
+            x[:, 0, r, c] = (torch.rand(n) < p).float()
+        took = time.perf_counter() - start
+    per_pass = took / pixels
+    print(f"sample n={n} threads={threads} pixels={pixels} pass_s={per_pass:.5f} total_s={per_pass * PIXELS:.2f} "
+          f"samples_per_s={n / (per_pass * PIXELS):.3f}")
+
+
 def main(argv):
-    usage = "usage: torch_reference.py compute|quality MODEL BATCH STEPS|EPOCHS THREADS, or allreduce WORLD MIB ITERS"
-    if len(argv) < 4:
+    usage = ("usage: torch_reference.py compute|quality MODEL BATCH STEPS|EPOCHS THREADS, "
+             "allreduce WORLD MIB ITERS, or sample N THREADS [PIXELS]")
+    if len(argv) < 3:
         sys.exit(usage)
     what, args = argv[0], argv[1:]
-    if what == "compute" and len(args) == 4:
+    if what == "sample" and len(args) in (2, 3):
+        sample(int(args[0]), int(args[1]), int(args[2]) if len(args) == 3 else PIXELS)
+    elif len(argv) < 4:
+        sys.exit(usage)
+    elif what == "compute" and len(args) == 4:
         compute(args[0], int(args[1]), int(args[2]), int(args[3]))
     elif what == "quality" and len(args) == 4:
         quality(args[0], int(args[1]), float(args[2]), int(args[3]))

@@ -284,7 +284,7 @@ func TestLocalMetrics(t *testing.T) {
 	h := freeAddr(t)
 	done := make(chan string, 1)
 	go func() {
-		_, errs, code := gencluster(t, "local", "--workers", "2", "--threads", "1", "--model", "vae", "--batch", "16", "--steps", "600",
+		_, errs, code := gencluster(t, "local", "--workers", "2", "--threads", "1", "--model", "vae", "--batch", "16", "--steps", "300",
 			"--checkpoint-every", "0", "--samples", "0", "--out", t.TempDir(), "--http", h)
 		if code != 0 {
 			done <- errs

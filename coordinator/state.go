@@ -509,24 +509,34 @@ func (s *State) submitJob(nowMs int64, c *pb.SubmitJob) (string, error) {
 	return id, nil
 }
 
+// fromRing returns the running job jobID for a report (what) that a ring
+// member made in generation gen about step: an error unless the job runs,
+// gen is the current generation and step is within the job's steps.
+func (s *State) fromRing(what, jobID string, gen uint64, step int64) (*pb.JobRecord, error) {
+	j, err := s.runningJob(jobID)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case gen < s.r.Generation:
+		return nil, fmt.Errorf("%s of job %q from generation %d, ring is at %d: %w", what, j.GetId(), gen, s.r.Generation, ErrStaleGeneration)
+	case gen > s.r.Generation:
+		return nil, fmt.Errorf("%s of job %q from generation %d, ahead of the ring's %d: %w", what, j.GetId(), gen, s.r.Generation, ErrInvalid)
+	case step > j.GetSpec().GetSteps():
+		return nil, fmt.Errorf("%s of job %q: step %d is past its %d steps: %w", what, j.GetId(), step, j.GetSpec().GetSteps(), ErrInvalid)
+	}
+	return j, nil
+}
+
 // reportProgress records a completed step of the running job. Within one
 // generation the step never goes back; a report from a newer generation may
 // go back as far as the latest checkpoint (the ring resumed from it).
 func (s *State) reportProgress(nowMs int64, c *pb.ReportProgress) error {
-	j, err := s.runningJob(c.GetJobId())
+	j, err := s.fromRing("progress", c.GetJobId(), c.GetGeneration(), c.GetStep())
 	if err != nil {
 		return err
 	}
-	switch g := c.GetGeneration(); {
-	case g < s.r.Generation:
-		return fmt.Errorf("progress of job %q from generation %d, ring is at %d: %w", j.GetId(), g, s.r.Generation, ErrStaleGeneration)
-	case g > s.r.Generation:
-		return fmt.Errorf("progress of job %q from generation %d, ahead of the ring's %d: %w", j.GetId(), g, s.r.Generation, ErrInvalid)
-	}
 	step := c.GetStep()
-	if step > j.GetSpec().GetSteps() {
-		return fmt.Errorf("progress of job %q: step %d is past its %d steps: %w", j.GetId(), step, j.GetSpec().GetSteps(), ErrInvalid)
-	}
 	if c.GetGeneration() == j.GetProgressGeneration() && step < j.GetStep() {
 		return fmt.Errorf("progress of job %q: step %d goes back from %d: %w", j.GetId(), step, j.GetStep(), ErrInvalid)
 	}
@@ -573,17 +583,11 @@ func addLossPoint(j *pb.JobRecord, p *pb.LossPoint) {
 // grid of an older step than the one kept is ignored, one of the same or
 // a newer step replaces it.
 func (s *State) recordSample(c *pb.RecordSample) error {
-	j, err := s.runningJob(c.GetJobId())
+	j, err := s.fromRing("sample", c.GetJobId(), c.GetGeneration(), c.GetStep())
 	if err != nil {
 		return err
 	}
-	switch g := c.GetGeneration(); {
-	case g < s.r.Generation:
-		return fmt.Errorf("sample of job %q from generation %d, ring is at %d: %w", j.GetId(), g, s.r.Generation, ErrStaleGeneration)
-	case g > s.r.Generation:
-		return fmt.Errorf("sample of job %q from generation %d, ahead of the ring's %d: %w", j.GetId(), g, s.r.Generation, ErrInvalid)
-	case c.GetStep() > j.GetSpec().GetSteps():
-		return fmt.Errorf("sample of job %q: step %d is past its %d steps: %w", j.GetId(), c.GetStep(), j.GetSpec().GetSteps(), ErrInvalid)
+	switch {
 	case !slices.ContainsFunc(s.Ring(), func(m *pb.RingMember) bool { return m.GetWorkerId() == c.GetWorkerId() }):
 		return fmt.Errorf("sample of job %q from worker %q, which is not in the ring: %w", j.GetId(), c.GetWorkerId(), ErrNotInRing)
 	case c.GetStep() < j.GetSampleStep():

@@ -1,7 +1,7 @@
 // Package dataset reads the image data sets gencluster trains on: the MNIST
 // set built into the binary and any directory of IDX files in the MNIST
 // layout. Images are kept as bytes and thresholded into {0,1} float32 pixels
-// on demand (byte > 127 is 1), the binarisation of SPEC §3.
+// on demand (byte > 127 is 1), the reference scripts' binarisation.
 package dataset
 
 import (

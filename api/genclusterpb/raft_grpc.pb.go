@@ -1,5 +1,5 @@
 // The raft transport between coordinators. hashicorp/raft's RPCs ride on the
-// coordinator's own gRPC server (one port per coordinator, SPEC §2); every
+// coordinator's own gRPC server (one port per coordinator: its --listen address); every
 // field of raft's request and response structs is carried explicitly, so the
 // wire format is ours and not raft's internal encoding. Field numbers are
 // never reused.

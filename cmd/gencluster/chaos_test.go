@@ -261,7 +261,7 @@ func (r *chaosRound) addWorker() *chaosProc {
 	return w
 }
 
-// startWorker starts a process on w's data dir on a fresh port, as SPEC §2
+// startWorker starts a process on w's data dir on a fresh port, as docs/CLI.md
 // shows (--listen HOST:0), and records its life.
 func (r *chaosRound) startWorker(w *chaosProc) {
 	p := startProc(r.t, fmt.Sprintf("worker %s #%d", filepath.Base(w.dataDir), len(w.procs)+1), append(slices.Clone(r.sec.worker), "worker", "--join", strings.Join(r.coords, ","),

@@ -461,7 +461,7 @@ func TestClusterStreamsDataset(t *testing.T) {
 	}
 }
 
-// TestClusterWholeRestart (SPEC §5.4): every process is SIGKILLed mid-job
+// TestClusterWholeRestart: every process is SIGKILLed mid-job
 // and started again with the same data dirs, the workers on new ports
 // (--listen 127.0.0.1:0) and one after the other; the job (min-workers 1)
 // resumes from the newest checkpoint and finishes with parameters
@@ -748,7 +748,7 @@ func listCheckpoints(t *testing.T, coords []string) []checkpointListJSON {
 
 // checkCheckpointCommands: after a job of steps steps (a checkpoint every
 // `every`) on c, the coordinators list its newest three checkpoints
-// (SPEC: keep 3), the last the final step, held by every coordinator of
+// (the default --keep 3), the last the final step, held by every coordinator of
 // c; checkpoint get fetches it into a file that verify and eval read.
 func checkCheckpointCommands(t *testing.T, c *testCluster, steps, every int64) {
 	t.Helper()

@@ -121,7 +121,7 @@ func startCoordinator(t *testing.T, args ...string) {
 
 // TestCoordinatorJoinAtRunTime: a single coordinator is a valid cluster; a
 // second one joins it with --join; status through either shows both, and a
-// submitted job, with the JSON fields of SPEC §2.
+// submitted job, with the JSON fields of docs/CLI.md.
 func TestCoordinatorJoinAtRunTime(t *testing.T) {
 	a1, a2 := freeAddr(t), freeAddr(t)
 	dir := t.TempDir()

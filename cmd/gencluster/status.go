@@ -13,7 +13,7 @@ import (
 	"github.com/gencluster/gencluster/coordinator"
 )
 
-// statusJSON is the stable JSON of `gencluster status --json` (SPEC §2).
+// statusJSON is the stable JSON of `gencluster status --json` (docs/CLI.md).
 type statusJSON struct {
 	Leader         string            `json:"leader"`
 	Coordinators   []coordinatorJSON `json:"coordinators"`

@@ -10,7 +10,7 @@ import (
 	"github.com/gencluster/gencluster/training"
 )
 
-// jobFlags are the flags shared by train, submit and local (SPEC §2).
+// jobFlags are the flags shared by train, submit and local (docs/CLI.md).
 type jobFlags struct {
 	model, dataset  string
 	batch           int

@@ -37,6 +37,41 @@ type ProgressSampler interface {
 	SampleProgress(dst []float32, n int, rng *rand.Rand, progress func(done, total int))
 }
 
+// GEMM is one matrix product of a training step: C[M][N] (+)= op(A) op(B)
+// with an inner dimension K, as kernels.Sgemm is called.
+type GEMM struct {
+	Name           string // layer and part: "bs.0 forward", "e weight grad"
+	TransA, TransB bool
+	M, N, K        int
+}
+
+// FLOPs is the floating-point operations of the product (a multiply-add
+// counts two).
+func (g GEMM) FLOPs() float64 { return 2 * float64(g.M) * float64(g.N) * float64(g.K) }
+
+// GEMMLister is a Model that lists the matrix products of its training
+// step on n images, in the order it runs them (forward, then backward):
+// per layer a forward, a weight-gradient and, but for the first layer, an
+// input-gradient product, with masked taps left out.
+type GEMMLister interface {
+	TrainGEMMs(n int) []GEMM
+}
+
+// TrainFLOPs is the useful floating-point operations of m's training step
+// on n images: those of its matrix products (GEMMLister). The elementwise
+// work (bias, ReLU, the loss) is left out: a few percent, and not what a
+// FLOP rate compares. ok is false for a model that does not list them.
+func TrainFLOPs(m Model, n int) (flops float64, ok bool) {
+	l, ok := m.(GEMMLister)
+	if !ok {
+		return 0, false
+	}
+	for _, g := range l.TrainGEMMs(n) {
+		flops += g.FLOPs()
+	}
+	return flops, true
+}
+
 // Model is a generative model of binary images of Rows x Cols pixels.
 //
 // Images are float32 {0,1} pixels, one image after the other in row-major

@@ -142,7 +142,29 @@ func (m *PixelCNN) gradDone(c *Conv) {
 	}
 }
 
-var _ ProgressSampler = (*PixelCNN)(nil)
+var (
+	_ ProgressSampler = (*PixelCNN)(nil)
+	_ GEMMLister      = (*PixelCNN)(nil)
+)
+
+// TrainGEMMs implements GEMMLister, as Conv.Forward and Conv.Backward call
+// Sgemm: the forward pass layer by layer, then the backward pass from the
+// last layer (weight gradient, then input gradient but for the first).
+func (m *PixelCNN) TrainGEMMs(n int) []GEMM {
+	np := n * m.height * m.width
+	var gs []GEMM
+	for _, c := range m.layers {
+		gs = append(gs, GEMM{Name: c.W.Name + " forward", M: c.Out, N: np, K: c.Rows()})
+	}
+	for i := len(m.layers) - 1; i >= 0; i-- {
+		c := m.layers[i]
+		gs = append(gs, GEMM{Name: c.W.Name + " weight grad", TransB: true, M: c.Out, N: c.Rows(), K: np})
+		if i > 0 {
+			gs = append(gs, GEMM{Name: c.W.Name + " input grad", TransA: true, M: c.Rows(), N: np, K: c.Out})
+		}
+	}
+	return gs
+}
 
 // reach is how many rows above, and columns either side, an output pixel's
 // receptive field spans: the mask-A kernel's radius plus one per mask-B layer.

@@ -52,6 +52,26 @@ func (m *VAE) Cols() int { return m.in / 28 }
 
 func (m *VAE) layers() []*Linear { return []*Linear{m.e, m.mu, m.lv, m.d1, m.d2} }
 
+var _ GEMMLister = (*VAE)(nil)
+
+// TrainGEMMs implements GEMMLister, as Linear.Forward and Linear.Backward
+// call Sgemm: the layers' forward products in the order Grad runs them,
+// then the backward ones (weight gradient, then input gradient but for
+// the encoder's first layer, whose input is the data).
+func (m *VAE) TrainGEMMs(n int) []GEMM {
+	var gs []GEMM
+	for _, l := range []*Linear{m.e, m.mu, m.lv, m.d1, m.d2} {
+		gs = append(gs, GEMM{Name: l.W.Name + " forward", TransB: true, M: n, N: l.Out, K: l.In})
+	}
+	for _, l := range []*Linear{m.d2, m.d1, m.mu, m.lv, m.e} {
+		gs = append(gs, GEMM{Name: l.W.Name + " weight grad", TransA: true, M: l.Out, N: l.In, K: n})
+		if l != m.e {
+			gs = append(gs, GEMM{Name: l.W.Name + " input grad", M: n, N: l.In, K: l.Out})
+		}
+	}
+	return gs
+}
+
 func (m *VAE) Params() []*Param {
 	var ps []*Param
 	for _, l := range m.layers() {

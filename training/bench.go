@@ -26,7 +26,20 @@ type ComputeBench struct {
 	ImagesPerSec float64 `json:"images_per_sec"`
 	StepMedianMS float64 `json:"step_median_ms"`
 	Loss         float64 `json:"loss"`
+	// GFLOPS is the useful rate over the timed steps: the model's
+	// matrix-product FLOPs of a training step (models.TrainFLOPs, masked
+	// taps not counted) times the steps, over the seconds.
+	GFLOPS float64 `json:"gflops"`
+	// PeakGFLOPS is this machine's FMA peak on as many threads, measured
+	// right after the steps with the widest register-only loop it has
+	// (PeakKernel); FractionOfPeak is GFLOPS over it.
+	PeakGFLOPS     float64 `json:"peak_gflops"`
+	PeakKernel     string  `json:"peak_kernel"`
+	FractionOfPeak float64 `json:"fraction_of_peak"`
 }
+
+// peakTime is how long MeasureCompute measures the FMA peak.
+const peakTime = 500 * time.Millisecond
 
 // MeasureCompute times full training steps (batch assembly, forward,
 // backward, Adam) of model on the built-in MNIST training set, as
@@ -87,9 +100,18 @@ func MeasureCompute(ctx context.Context, model string, batch, threads, warmup, s
 	}
 	total := time.Since(t0).Seconds()
 	slices.Sort(times)
-	return &ComputeBench{
+	r := &ComputeBench{
 		Model: model, Batch: batch, Threads: threads, Steps: steps, Warmup: warmup,
 		Seconds: total, ImagesPerSec: float64(batch*steps) / total,
 		StepMedianMS: 1000 * times[steps/2], Loss: loss,
-	}, nil
+	}
+	if f, ok := models.TrainFLOPs(m, batch); ok {
+		r.GFLOPS = f * float64(steps) / total / 1e9
+	}
+	peak := kernels.MeasurePeak(kernels.PeakKernels()[0], threads, peakTime)
+	r.PeakGFLOPS, r.PeakKernel = peak.GFLOPS, peak.Kernel
+	if peak.GFLOPS > 0 {
+		r.FractionOfPeak = r.GFLOPS / peak.GFLOPS
+	}
+	return r, nil
 }

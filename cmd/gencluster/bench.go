@@ -10,14 +10,14 @@ import (
 
 func (a *app) benchCommand() *cobra.Command {
 	cmd := &cobra.Command{
-		Use:   "bench compute|allreduce|cluster ...",
-		Short: "Measure speed: training images/s of one process, ring all-reduce time, the cluster's overhead and recovery",
+		Use:   "bench compute|peak|allreduce|cluster ...",
+		Short: "Measure speed: training images/s of one process, the FMA peak and SGEMM against it, ring all-reduce time, the cluster's overhead and recovery",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return fmt.Errorf("bench needs a subcommand: compute, allreduce or cluster")
+			return fmt.Errorf("bench needs a subcommand: compute, peak, allreduce or cluster")
 		},
 	}
-	cmd.AddCommand(a.benchComputeCommand(), a.benchAllreduceCommand(), a.benchAllreduceMemberCommand(), a.benchClusterCommand())
+	cmd.AddCommand(a.benchComputeCommand(), a.benchPeakCommand(), a.benchAllreduceCommand(), a.benchAllreduceMemberCommand(), a.benchClusterCommand())
 	return cmd
 }
 
@@ -37,8 +37,8 @@ func (a *app) benchComputeCommand() *cobra.Command {
 			if asJSON {
 				return a.printJSON(r)
 			}
-			fmt.Fprintf(a.stdout, "%s batch=%d steps=%d threads=%d images_per_s=%.1f step_median_ms=%.2f loss=%.2f\n",
-				r.Model, r.Batch, r.Steps, r.Threads, r.ImagesPerSec, r.StepMedianMS, r.Loss)
+			fmt.Fprintf(a.stdout, "%s batch=%d steps=%d threads=%d images_per_s=%.1f step_median_ms=%.2f loss=%.2f gflops=%.1f peak_gflops=%.1f (%s) fraction_of_peak=%.3f\n",
+				r.Model, r.Batch, r.Steps, r.Threads, r.ImagesPerSec, r.StepMedianMS, r.Loss, r.GFLOPS, r.PeakGFLOPS, r.PeakKernel, r.FractionOfPeak)
 			return nil
 		},
 	}
@@ -47,6 +47,6 @@ func (a *app) benchComputeCommand() *cobra.Command {
 	cmd.Flags().IntVar(&threads, "threads", 1, "compute threads")
 	cmd.Flags().IntVar(&steps, "steps", 20, "timed steps")
 	cmd.Flags().IntVar(&warmup, "warmup", 3, "untimed warm-up steps")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: images_per_sec and the settings")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON: images_per_sec, gflops, fraction_of_peak and the settings")
 	return cmd
 }

@@ -32,6 +32,7 @@ var cliJSONTypes = map[string]reflect.Type{
 	"gencluster checkpoint list":   reflect.TypeFor[[]checkpointListJSON](),
 	"gencluster checkpoint verify": reflect.TypeFor[[]verifyJSON](),
 	"gencluster bench compute":     reflect.TypeFor[training.ComputeBench](),
+	"gencluster bench peak":        reflect.TypeFor[peakJSON](),
 	"gencluster bench allreduce":   reflect.TypeFor[allreduceBench](),
 	"gencluster bench cluster":     reflect.TypeFor[clusterBench](),
 }

@@ -3,7 +3,9 @@
 # (scripts/torch_reference.py compute, Debian's python3-torch) at the same
 # model, batch and threads, alternating runs so that both see the same
 # machine state.
-# Usage: scripts/bench_compute.sh [ROUNDS]   (default 3; prints a Markdown table)
+# Usage: scripts/bench_compute.sh [ROUNDS]   (default 3; prints a Markdown table:
+# images/s of both, their ratio, gencluster's useful GFLOP/s and its
+# fraction of the FMA peak that bench compute measures after each run)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
@@ -18,7 +20,7 @@ for r in $(seq "$rounds"); do
     for t in 1 2; do
       b=${batch[$model]} s=${steps[$model]}
       ours=$("$bin" bench compute --model "$model" --batch "$b" --threads "$t" --steps "$s" --json |
-        /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["images_per_sec"])')
+        /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["images_per_sec"], r["gflops"], r["fraction_of_peak"])')
       torch=$(/usr/bin/python3 scripts/torch_reference.py compute "$model" "$b" "$s" "$t" |
         sed -n 's/.*images_per_s=\([0-9.]*\).*/\1/p')
       echo "$model $b $t $ours $torch" >>"$results"
@@ -27,13 +29,15 @@ for r in $(seq "$rounds"); do
 done
 /usr/bin/python3 - "$results" <<'PY'
 import sys, statistics, collections
-rows = collections.defaultdict(lambda: ([], []))
+rows = collections.defaultdict(lambda: ([], []))  # (gencluster (img/s, GFLOP/s, fraction)), PyTorch img/s
 for line in open(sys.argv[1]):
-    m, b, t, o, p = line.split()
-    rows[(m, int(b), int(t))][0].append(float(o)); rows[(m, int(b), int(t))][1].append(float(p))
-print("| model | batch | threads | gencluster img/s (median) | PyTorch img/s (median) | ratio | runs |")
-print("| --- | --- | --- | --- | --- | --- | --- |")
+    m, b, t, o, g, f, p = line.split()
+    r = rows[(m, int(b), int(t))]
+    r[0].append((float(o), float(g), float(f))); r[1].append(float(p))
+print("| model | batch | threads | gencluster img/s (median) | PyTorch img/s (median) | ratio | gencluster GFLOP/s | fraction of FMA peak | runs |")
+print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for (m, b, t), (o, p) in sorted(rows.items()):
-    mo, mp = statistics.median(o), statistics.median(p)
-    print(f"| {m} | {b} | {t} | {mo:.1f} | {mp:.1f} | {mo/mp:.2f} | {len(o)} |")
+    mo, mp = statistics.median(x[0] for x in o), statistics.median(p)
+    mg, mf = statistics.median(x[1] for x in o), statistics.median(x[2] for x in o)
+    print(f"| {m} | {b} | {t} | {mo:.1f} | {mp:.1f} | {mo/mp:.2f} | {mg:.1f} | {mf:.2f} | {len(o)} |")
 PY

@@ -18,6 +18,7 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unsafe"
 
 	bolt "go.etcd.io/bbolt"
 )
@@ -112,7 +113,16 @@ func checksum(meta []byte, tensors [][]byte) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// encode returns d as little-endian bytes: on a little-endian host a view
+// of d's own memory (no copy: bbolt copies what it stores when its
+// transaction commits, and d does not change meanwhile), elsewhere a copy.
 func encode(d []float32) []byte {
+	if len(d) == 0 {
+		return []byte{}
+	}
+	if binary.NativeEndian.Uint16([]byte{1, 0}) == 1 {
+		return unsafe.Slice((*byte)(unsafe.Pointer(&d[0])), 4*len(d))
+	}
 	b := make([]byte, 4*len(d))
 	for i, v := range d {
 		binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
@@ -177,7 +187,23 @@ func write(path string, s *State, pageSize int) (string, error) {
 			os.Remove(tmpName)
 		}
 	}()
-	db, err := bolt.Open(tmpName, 0o644, &bolt.Options{Timeout: time.Second, PageSize: pageSize})
+	// Map a large file big enough for its tensors from the start: a file
+	// that outgrows its mapping is remapped, and before each remap bbolt
+	// copies every value written so far to the heap (node.dereference),
+	// which made a checkpoint cost several times its size in garbage.
+	// bbolt rounds the mapping up to a power of two and grows the file to
+	// it, so the margin covers only its own pages (a page or so per
+	// tensor, the meta and freelist pages): a file that needs more is
+	// remapped once, as before. Small files are left as they were.
+	var size int
+	for _, t := range tensors {
+		size += len(t)
+	}
+	opts := &bolt.Options{Timeout: time.Second, PageSize: pageSize}
+	if size >= 1<<20 {
+		opts.InitialMmapSize = size + 64<<10
+	}
+	db, err := bolt.Open(tmpName, 0o644, opts)
 	if err != nil {
 		return "", fmt.Errorf("checkpoint %s: open temp file: %w", path, err)
 	}

@@ -7,6 +7,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"sort"
 	"strings"
@@ -246,5 +247,47 @@ func TestCleanTemp(t *testing.T) {
 	}
 	if _, err := CleanTemp(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing directory: %v", err)
+	}
+}
+
+// Writing a large checkpoint allocates about its size once (bbolt's page
+// buffer), at most twice, not several times: the tensors are not copied to bytes, and the
+// file is mapped large enough from the start, so bbolt never copies what
+// it has written to the heap to remap it. (Before: about six times.)
+func TestWriteGarbage(t *testing.T) {
+	const n = 1 << 20 // 4 MiB of float32 in three tensors
+	st := &State{
+		Meta: Meta{Job: Job{Model: "vae", Dataset: "mnist", Batch: 8, TotalSteps: 10, Seed: 3, LR: 1e-3}, Step: 1,
+			Tensors: []TensorInfo{{Name: "param/a", Shape: []int{n / 2}}, {Name: "param/b", Shape: []int{n / 4}}, {Name: "param/c", Shape: []int{n / 4}}}},
+		Data: [][]float32{make([]float32, n/2), make([]float32, n/4), make([]float32, n/4)},
+	}
+	for i := range st.Data {
+		for j := range st.Data[i] {
+			st.Data[i][j] = float32(j%97) * 0.5
+		}
+	}
+	path := filepath.Join(t.TempDir(), "big.db")
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	if _, err := Write(path, st); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if alloc, limit := after.TotalAlloc-before.TotalAlloc, uint64(2*4*n); alloc > limit {
+		t.Errorf("writing %d MiB of tensors allocated %.1f MiB, more than %.1f", 4*n>>20, float64(alloc)/(1<<20), float64(limit)/(1<<20))
+	} else {
+		t.Logf("writing %d MiB of tensors allocated %.1f MiB", 4*n>>20, float64(alloc)/(1<<20))
+	}
+	got, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range st.Data {
+		if !slices.Equal(got.Data[i], st.Data[i]) {
+			t.Fatalf("tensor %d read back differs", i)
+		}
+	}
+	if fi, err := os.Stat(path); err != nil || fi.Size() > 8<<20 {
+		t.Fatalf("file of %v bytes (%v) for 4 MiB of tensors", fi.Size(), err)
 	}
 }

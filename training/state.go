@@ -19,13 +19,27 @@ const (
 // Snapshot copies the model's parameters and the optimizer's moments into a
 // checkpoint state (a copy: training may go on while it is written).
 func Snapshot(job checkpoint.Job, step int64, loss float64, m models.Model, opt *optim.Adam) *checkpoint.State {
+	return state(job, step, loss, m, opt, true)
+}
+
+// View is Snapshot without the copy: the state's tensors are the model's
+// and the optimizer's own memory, valid until training goes on. For a
+// checkpoint written before the next step (train's), it saves the copy.
+func View(job checkpoint.Job, step int64, loss float64, m models.Model, opt *optim.Adam) *checkpoint.State {
+	return state(job, step, loss, m, opt, false)
+}
+
+func state(job checkpoint.Job, step int64, loss float64, m models.Model, opt *optim.Adam, clone bool) *checkpoint.State {
 	st := &checkpoint.State{Meta: checkpoint.Meta{Job: job, Step: step, Loss: loss}}
 	if opt != nil {
 		st.Meta.AdamSteps = opt.Steps
 	}
 	add := func(prefix string, p *models.Param, d []float32) {
 		st.Meta.Tensors = append(st.Meta.Tensors, checkpoint.TensorInfo{Name: prefix + p.Name, Shape: p.CompactShape()})
-		st.Data = append(st.Data, slices.Clone(d))
+		if clone {
+			d = slices.Clone(d)
+		}
+		st.Data = append(st.Data, d)
 	}
 	for i, p := range m.Params() {
 		add(groupParam, p, p.Data)

@@ -214,7 +214,7 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 	res := &Result{Step: start}
 	save := func(step int64, loss float64) error {
 		path := filepath.Join(cfg.Out, checkpoint.FileName(step))
-		if _, err := checkpoint.Write(path, Snapshot(job, step, loss, m, opt)); err != nil {
+		if _, err := checkpoint.Write(path, View(job, step, loss, m, opt)); err != nil { // written before the next step
 			return err
 		}
 		res.Checkpoint = path

@@ -176,23 +176,48 @@ func (l *Conv) biasGradPart(part, parts int) {
 	o0, o1 := kernels.Span(l.Out, 1, part, parts)
 	for o := o0; o < o1; o++ {
 		row := l.g[o*np : (o+1)*np]
-		var s float32
 		if l.act != nil {
-			act := l.act[o*np : (o+1)*np]
-			for i, v := range row {
-				if act[i] <= 0 {
-					row[i] = 0
-					continue
-				}
-				s += v
-			}
-		} else {
-			for _, v := range row {
-				s += v
-			}
+			reluGrad(row, l.act[o*np:(o+1)*np])
 		}
-		l.B.Grad[o] = s
+		l.B.Grad[o] = sum4(row)
 	}
+}
+
+// reluGrad zeroes g where the ReLU's output act is not positive, without
+// a branch per value (the ReLU's pattern is as good as random to a branch
+// predictor). act holds ReLU outputs: +0 or a positive float, whose bits
+// as an int32 are positive exactly when it is.
+func reluGrad(g, act []float32) {
+	act = act[:len(g)]
+	for i, a := range act {
+		keep := uint32(-int32(math.Float32bits(a)) >> 31) // all ones if a > 0
+		g[i] = math.Float32frombits(math.Float32bits(g[i]) & keep)
+	}
+}
+
+// sum4 sums xs in four interleaved partial sums (xs[i] into sum i%4, the
+// four added pairwise at the end): the order depends only on len(xs), and
+// four additions are in flight instead of one.
+func sum4(xs []float32) float32 {
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+4 <= len(xs); i += 4 {
+		s0 += xs[i]
+		s1 += xs[i+1]
+		s2 += xs[i+2]
+		s3 += xs[i+3]
+	}
+	for j := 0; i < len(xs); i, j = i+1, j+1 {
+		switch j {
+		case 0:
+			s0 += xs[i]
+		case 1:
+			s1 += xs[i]
+		default:
+			s2 += xs[i]
+		}
+	}
+	return (s0 + s1) + (s2 + s3)
 }
 
 func (l *Conv) im2col(x, cols []float32, n, h, w int) {

@@ -87,84 +87,59 @@ const MNIST = "mnist"
 // the binary) or "idx:DIR" (a directory of MNIST-layout IDX files, gzipped
 // or not).
 func Open(spec string, split Split) (*Images, error) {
-	if _, err := ParseSplit(string(split)); err != nil {
+	f, name, err := openFile(spec, split)
+	if err != nil {
 		return nil, err
 	}
-	switch {
-	case spec == MNIST:
-		name := "mnistdata/" + split.fileName() + ".gz"
-		f, err := builtin.Open(name)
-		if err != nil {
-			return nil, fmt.Errorf("built-in mnist %s: %w", split, err)
-		}
-		defer f.Close()
-		return readIDX(f, "mnist:"+split.fileName())
-	case strings.HasPrefix(spec, "idx:"):
-		dir := strings.TrimPrefix(spec, "idx:")
-		if dir == "" {
-			return nil, errors.New(`data set "idx:" names no directory (want idx:DIR)`)
-		}
-		return openDir(dir, split)
-	}
-	return nil, fmt.Errorf("unknown data set %q (known: mnist, idx:DIR)", spec)
+	defer f.Close()
+	return readIDX(f, name)
 }
 
 // Count returns the number of images in a split of the data set named by
 // spec, reading only the file's header.
 func Count(spec string, split Split) (int, error) {
-	if _, err := ParseSplit(string(split)); err != nil {
+	f, name, err := openFile(spec, split)
+	if err != nil {
 		return 0, err
-	}
-	var f io.ReadCloser
-	var name string
-	switch {
-	case spec == MNIST:
-		name = "mnistdata/" + split.fileName() + ".gz"
-		g, err := builtin.Open(name)
-		if err != nil {
-			return 0, fmt.Errorf("built-in mnist %s: %w", split, err)
-		}
-		f = g
-	case strings.HasPrefix(spec, "idx:") && spec != "idx:":
-		base := filepath.Join(strings.TrimPrefix(spec, "idx:"), split.fileName())
-		for _, path := range []string{base, base + ".gz"} {
-			g, err := os.Open(path)
-			if errors.Is(err, fs.ErrNotExist) {
-				continue
-			}
-			if err != nil {
-				return 0, fmt.Errorf("data set: %w", err)
-			}
-			f, name = g, path
-			break
-		}
-		if f == nil {
-			return 0, fmt.Errorf("data set: neither %s nor %s.gz exists: %w", base, base, fs.ErrNotExist)
-		}
-	default:
-		return 0, fmt.Errorf("unknown data set %q (known: mnist, idx:DIR)", spec)
 	}
 	defer f.Close()
 	n, _, _, err := readIDXHeader(bufio.NewReader(f), name)
 	return int(n), err
 }
 
-// openDir reads split's image file from dir, preferring the plain file over
-// the .gz one when both exist.
-func openDir(dir string, split Split) (*Images, error) {
-	base := filepath.Join(dir, split.fileName())
-	for _, path := range []string{base, base + ".gz"} {
-		f, err := os.Open(path)
-		if errors.Is(err, fs.ErrNotExist) {
-			continue
-		}
-		if err != nil {
-			return nil, fmt.Errorf("data set: %w", err)
-		}
-		defer f.Close()
-		return readIDX(f, path)
+// openFile opens split's image file of the data set named by spec (in a
+// directory, the plain file before the .gz one when both exist) and
+// returns it with the name errors give it.
+func openFile(spec string, split Split) (io.ReadCloser, string, error) {
+	if _, err := ParseSplit(string(split)); err != nil {
+		return nil, "", err
 	}
-	return nil, fmt.Errorf("data set: neither %s nor %s.gz exists: %w", base, base, fs.ErrNotExist)
+	switch {
+	case spec == MNIST:
+		f, err := builtin.Open("mnistdata/" + split.fileName() + ".gz")
+		if err != nil {
+			return nil, "", fmt.Errorf("built-in mnist %s: %w", split, err)
+		}
+		return f, "mnist:" + split.fileName(), nil
+	case strings.HasPrefix(spec, "idx:"):
+		dir := strings.TrimPrefix(spec, "idx:")
+		if dir == "" {
+			return nil, "", errors.New(`data set "idx:" names no directory (want idx:DIR)`)
+		}
+		base := filepath.Join(dir, split.fileName())
+		for _, path := range []string{base, base + ".gz"} {
+			f, err := os.Open(path)
+			if errors.Is(err, fs.ErrNotExist) {
+				continue
+			}
+			if err != nil {
+				return nil, "", fmt.Errorf("data set: %w", err)
+			}
+			return f, path, nil
+		}
+		return nil, "", fmt.Errorf("data set: neither %s nor %s.gz exists: %w", base, base, fs.ErrNotExist)
+	}
+	return nil, "", fmt.Errorf("unknown data set %q (known: mnist, idx:DIR)", spec)
 }
 
 // FromPixels makes an Images of n images of rows x cols bytes from pix

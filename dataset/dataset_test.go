@@ -91,6 +91,9 @@ func TestIDXDirectory(t *testing.T) {
 		if s.N != 2 || s.Rows != 2 || s.Cols != 2 || !bytes.Equal(s.Pix, pix) {
 			t.Fatalf("read %+v", s)
 		}
+		if n, err := Count("idx:"+dir, Train); n != 2 || err != nil {
+			t.Fatalf("Count: %d, %v", n, err)
+		}
 		if err := CheckShape(s, 28, 28); err == nil || !strings.Contains(err.Error(), "2x2") {
 			t.Fatalf("CheckShape: %v", err)
 		}
@@ -132,6 +135,9 @@ func TestBadSpecs(t *testing.T) {
 		"idx:":                "no directory",
 		"idx:/does/not/exist": "/does/not/exist",
 	} {
+		if _, err := Count(spec, Train); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Count(%q): %v, want an error saying %q", spec, err, want)
+		}
 		if _, err := Open(spec, Train); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: %v, want %q", spec, err, want)
 		}

@@ -136,8 +136,7 @@ func (c *Config) TotalSteps(n int) int64 {
 	if c.Steps > 0 {
 		return c.Steps
 	}
-	// int(), as torch_quality.py counts: a partial step is not run.
-	return int64(math.Floor(c.Epochs*float64(n)/float64(c.Batch) + 1e-9))
+	return sharding.EpochSteps(c.Epochs, n, c.Batch)
 }
 
 // Train runs the job, resuming from the newest good checkpoint in Out if

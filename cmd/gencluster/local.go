@@ -25,6 +25,7 @@ import (
 	"github.com/gencluster/gencluster/localcluster"
 	"github.com/gencluster/gencluster/metrics"
 	"github.com/gencluster/gencluster/models"
+	"github.com/gencluster/gencluster/sharding"
 	"github.com/gencluster/gencluster/training"
 	"github.com/gencluster/gencluster/worker"
 )
@@ -108,14 +109,13 @@ func localSteps(jf jobFlags) (int64, error) {
 	if jf.epochs <= 0 {
 		return 0, errors.New("give --steps N or --epochs E")
 	}
-	images, err := dataset.Open(jf.dataset, dataset.Train)
+	n, err := dataset.Count(jf.dataset, dataset.Train)
 	if err != nil {
 		return 0, err
 	}
-	cfg := training.Config{Batch: jf.batch, Epochs: jf.epochs}
-	steps := cfg.TotalSteps(images.N)
+	steps := sharding.EpochSteps(jf.epochs, n, jf.batch)
 	if steps < 1 {
-		return 0, fmt.Errorf("%v epochs of %d images at batch %d is less than one step", jf.epochs, images.N, jf.batch)
+		return 0, fmt.Errorf("%v epochs of %d images at batch %d is less than one step", jf.epochs, n, jf.batch)
 	}
 	return steps, nil
 }

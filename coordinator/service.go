@@ -807,7 +807,7 @@ func (s *Service) Status(ctx context.Context, req *pb.StatusRequest) (*pb.Status
 		if err == nil {
 			lctx, cancel := context.WithTimeout(ctx, statusFromLeader)
 			var r *pb.StatusResponse
-			r, err = c.Status(markForwarded(lctx), &pb.StatusRequest{Local: true, History: req.GetHistory()})
+			r, err = c.Status(markForwarded(lctx), &pb.StatusRequest{Local: true})
 			cancel()
 			if err == nil {
 				return r, nil
@@ -827,11 +827,6 @@ func (s *Service) Status(ctx context.Context, req *pb.StatusRequest) (*pb.Status
 	s.fsm.Read(func(st *State) {
 		resp.Workers = st.Workers()
 		resp.Jobs = st.Jobs()
-		if req.GetHistory() {
-			for _, j := range resp.Jobs {
-				j.LossHistory = st.LossHistory(j.GetId())
-			}
-		}
 		resp.Generation = st.Generation()
 		resp.Ring = st.Ring()
 	})
@@ -890,6 +885,13 @@ func (s *Service) PutSample(ctx context.Context, req *pb.PutSampleRequest) (*pb.
 	}, func(cl pb.CoordinatorClient, ctx context.Context) (*pb.PutSampleResponse, error) {
 		return cl.PutSample(ctx, req)
 	})
+}
+
+// LossHistory returns a job's loss history as this coordinator's replica
+// holds it (nil if none).
+func (s *Service) LossHistory(jobID string) (h []*pb.LossPoint) {
+	s.fsm.Read(func(st *State) { h = st.LossHistory(jobID) })
+	return h
 }
 
 // Sample returns the latest sample grid of a job as this coordinator's

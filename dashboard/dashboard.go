@@ -30,11 +30,13 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 )
 
-// Source is what the dashboard reads: a coordinator's Status (with loss
-// histories) and checkpoint list, and a job's latest sample grid.
+// Source is what the dashboard reads: a coordinator's Status and
+// checkpoint list, and (from its own replica) a job's loss history and
+// latest sample grid.
 type Source interface {
 	Status(ctx context.Context, req *pb.StatusRequest) (*pb.StatusResponse, error)
 	ListCheckpoints(ctx context.Context, req *pb.ListCheckpointsRequest) (*pb.ListCheckpointsResponse, error)
+	LossHistory(jobID string) []*pb.LossPoint
 	Sample(jobID string) (step int64, png []byte)
 }
 
@@ -165,7 +167,7 @@ type Checkpoint struct {
 
 // Read builds the View from src at time now.
 func Read(ctx context.Context, src Source, version string, now time.Time) (*View, error) {
-	st, err := src.Status(ctx, &pb.StatusRequest{History: true})
+	st, err := src.Status(ctx, &pb.StatusRequest{})
 	if err != nil {
 		return nil, err
 	}
@@ -220,7 +222,7 @@ func Read(ctx context.Context, src Source, version string, now time.Time) (*View
 	}
 	if shown != nil {
 		d := &Detail{Job: jobOf(shown), LossHistory: [][2]float64{}, Checkpoints: []Checkpoint{}}
-		for _, p := range shown.GetLossHistory() {
+		for _, p := range src.LossHistory(shown.GetId()) {
 			d.LossHistory = append(d.LossHistory, [2]float64{float64(p.GetStep()), p.GetLoss()})
 		}
 		if n := len(d.LossHistory); shown.GetStep() > 0 && (n == 0 || d.LossHistory[n-1][0] < float64(shown.GetStep())) {

@@ -16,12 +16,13 @@ import (
 )
 
 type fakeSource struct {
-	st     *pb.StatusResponse
-	err    error
-	cps    []*pb.CheckpointManifest
-	png    []byte
-	asked  *pb.StatusRequest
-	listed string
+	st      *pb.StatusResponse
+	err     error
+	cps     []*pb.CheckpointManifest
+	png     []byte
+	asked   *pb.StatusRequest
+	listed  string
+	history string
 }
 
 func (f *fakeSource) Status(_ context.Context, req *pb.StatusRequest) (*pb.StatusResponse, error) {
@@ -32,6 +33,14 @@ func (f *fakeSource) Status(_ context.Context, req *pb.StatusRequest) (*pb.Statu
 func (f *fakeSource) ListCheckpoints(_ context.Context, req *pb.ListCheckpointsRequest) (*pb.ListCheckpointsResponse, error) {
 	f.listed = req.GetJobId()
 	return &pb.ListCheckpointsResponse{Checkpoints: f.cps}, nil
+}
+
+func (f *fakeSource) LossHistory(job string) []*pb.LossPoint {
+	f.history = job
+	if job != "job-2" {
+		return nil
+	}
+	return []*pb.LossPoint{{Step: 1, Loss: 540}, {Step: 200, Loss: 120}, {Step: 390, Loss: 102}}
 }
 
 func (f *fakeSource) Sample(job string) (int64, []byte) {
@@ -55,7 +64,6 @@ func cluster() *fakeSource {
 			Ring: []*pb.RingMember{{WorkerId: "wa", Addr: "h1:1"}, {WorkerId: "wb", Addr: "h2:1"}},
 			Jobs: []*pb.JobInfo{
 				{Id: "job-2", Spec: spec, State: "running", Step: 400, Loss: 101.5, ImagesPerSec: 1000, SampleStep: 400,
-					LossHistory:    []*pb.LossPoint{{Step: 1, Loss: 540}, {Step: 200, Loss: 120}, {Step: 390, Loss: 102}},
 					LastCheckpoint: &pb.CheckpointInfo{Step: 400}},
 				{Id: "job-3", Spec: spec, State: "queued", WaitingReason: "queued behind job-2"},
 				{Id: "job-1", Spec: spec, State: "failed", Step: 17, Message: "loss diverged at step 17"},
@@ -73,8 +81,8 @@ func TestRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !src.asked.GetHistory() || src.listed != "job-2" {
-		t.Fatalf("asked status %v and checkpoints of %q: want the history and the running job's", src.asked, src.listed)
+	if src.listed != "job-2" || src.history != "job-2" {
+		t.Fatalf("asked checkpoints of %q and the history of %q: want the running job's", src.listed, src.history)
 	}
 	if v.Version != "dash" || v.Coordinator != "v9" || v.TimeUnixMs != now.UnixMilli() || v.Generation != 7 {
 		t.Fatalf("header: %+v", v)

@@ -951,9 +951,7 @@ type StatusRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// local asks for this coordinator's own view (a follower otherwise asks
 	// the leader first, which alone knows leases and holds).
-	Local bool `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
-	// history asks for each job's loss history (JobInfo.loss_history).
-	History       bool `protobuf:"varint,2,opt,name=history,proto3" json:"history,omitempty"`
+	Local         bool `protobuf:"varint,1,opt,name=local,proto3" json:"local,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -991,13 +989,6 @@ func (*StatusRequest) Descriptor() ([]byte, []int) {
 func (x *StatusRequest) GetLocal() bool {
 	if x != nil {
 		return x.Local
-	}
-	return false
-}
-
-func (x *StatusRequest) GetHistory() bool {
-	if x != nil {
-		return x.History
 	}
 	return false
 }
@@ -1294,12 +1285,9 @@ type JobInfo struct {
 	WaitingFor      []string               `protobuf:"bytes,12,rep,name=waiting_for,json=waitingFor,proto3" json:"waiting_for,omitempty"`         // workers a waiting job waits for
 	StartedUnixMs   int64                  `protobuf:"varint,13,opt,name=started_unix_ms,json=startedUnixMs,proto3" json:"started_unix_ms,omitempty"`
 	FinishedUnixMs  int64                  `protobuf:"varint,14,opt,name=finished_unix_ms,json=finishedUnixMs,proto3" json:"finished_unix_ms,omitempty"`
-	// loss_history is the job's reported loss, at most MaxLossHistory points
-	// evenly spaced in steps (only with StatusRequest.history).
-	LossHistory   []*LossPoint `protobuf:"bytes,15,rep,name=loss_history,json=lossHistory,proto3" json:"loss_history,omitempty"`
-	SampleStep    int64        `protobuf:"varint,16,opt,name=sample_step,json=sampleStep,proto3" json:"sample_step,omitempty"` // step of the latest sample grid (0: none)
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	SampleStep      int64                  `protobuf:"varint,16,opt,name=sample_step,json=sampleStep,proto3" json:"sample_step,omitempty"` // step of the latest sample grid (0: none)
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *JobInfo) Reset() {
@@ -1428,13 +1416,6 @@ func (x *JobInfo) GetFinishedUnixMs() int64 {
 		return x.FinishedUnixMs
 	}
 	return 0
-}
-
-func (x *JobInfo) GetLossHistory() []*LossPoint {
-	if x != nil {
-		return x.LossHistory
-	}
-	return nil
 }
 
 func (x *JobInfo) GetSampleStep() int64 {
@@ -3114,10 +3095,9 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x06epochs\x18\x03 \x01(\x01R\x06epochs\"=\n" +
 	"\x0eSubmitResponse\x12\x15\n" +
 	"\x06job_id\x18\x01 \x01(\tR\x05jobId\x12\x14\n" +
-	"\x05steps\x18\x02 \x01(\x03R\x05steps\"?\n" +
+	"\x05steps\x18\x02 \x01(\x03R\x05steps\"%\n" +
 	"\rStatusRequest\x12\x14\n" +
-	"\x05local\x18\x01 \x01(\bR\x05local\x12\x18\n" +
-	"\ahistory\x18\x02 \x01(\bR\ahistory\"\xd9\x02\n" +
+	"\x05local\x18\x01 \x01(\bR\x05local\"\xd9\x02\n" +
 	"\x0eStatusResponse\x12\x16\n" +
 	"\x06leader\x18\x01 \x01(\tR\x06leader\x12B\n" +
 	"\fcoordinators\x18\x02 \x03(\v2\x1e.gencluster.v1.CoordinatorInfoR\fcoordinators\x123\n" +
@@ -3143,7 +3123,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"\x06reason\x18\x05 \x01(\tR\x06reason\x12(\n" +
 	"\x10heartbeat_age_ms\x18\x06 \x01(\x03R\x0eheartbeatAgeMs\x12'\n" +
 	"\x0fcompute_seconds\x18\a \x01(\x01R\x0ecomputeSeconds\x12\x1c\n" +
-	"\tstraggler\x18\b \x01(\bR\tstraggler\"\xcb\x04\n" +
+	"\tstraggler\x18\b \x01(\bR\tstraggler\"\x94\x04\n" +
 	"\aJobInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12*\n" +
 	"\x04spec\x18\x02 \x01(\v2\x16.gencluster.v1.JobSpecR\x04spec\x12\x14\n" +
@@ -3160,10 +3140,9 @@ const file_gencluster_proto_rawDesc = "" +
 	"\vwaiting_for\x18\f \x03(\tR\n" +
 	"waitingFor\x12&\n" +
 	"\x0fstarted_unix_ms\x18\r \x01(\x03R\rstartedUnixMs\x12(\n" +
-	"\x10finished_unix_ms\x18\x0e \x01(\x03R\x0efinishedUnixMs\x12;\n" +
-	"\floss_history\x18\x0f \x03(\v2\x18.gencluster.v1.LossPointR\vlossHistory\x12\x1f\n" +
+	"\x10finished_unix_ms\x18\x0e \x01(\x03R\x0efinishedUnixMs\x12\x1f\n" +
 	"\vsample_step\x18\x10 \x01(\x03R\n" +
-	"sampleStep\"U\n" +
+	"sampleStepJ\x04\b\x0f\x10\x10\"U\n" +
 	"\tLossPoint\x12\x12\n" +
 	"\x04step\x18\x01 \x01(\x03R\x04step\x12\x12\n" +
 	"\x04loss\x18\x02 \x01(\x01R\x04loss\x12 \n" +
@@ -3380,55 +3359,54 @@ var file_gencluster_proto_depIdxs = []int32{
 	9,  // 9: gencluster.v1.StatusResponse.ring:type_name -> gencluster.v1.RingMember
 	10, // 10: gencluster.v1.JobInfo.spec:type_name -> gencluster.v1.JobSpec
 	21, // 11: gencluster.v1.JobInfo.last_checkpoint:type_name -> gencluster.v1.CheckpointInfo
-	18, // 12: gencluster.v1.JobInfo.loss_history:type_name -> gencluster.v1.LossPoint
-	24, // 13: gencluster.v1.CheckpointChunk.header:type_name -> gencluster.v1.CheckpointHeader
-	22, // 14: gencluster.v1.PutCheckpointResponse.manifest:type_name -> gencluster.v1.CheckpointManifest
-	22, // 15: gencluster.v1.ListCheckpointsResponse.checkpoints:type_name -> gencluster.v1.CheckpointManifest
-	22, // 16: gencluster.v1.RecordCheckpointRequest.manifest:type_name -> gencluster.v1.CheckpointManifest
-	22, // 17: gencluster.v1.RecordCheckpointResponse.manifest:type_name -> gencluster.v1.CheckpointManifest
-	0,  // 18: gencluster.v1.Coordinator.Join:input_type -> gencluster.v1.JoinRequest
-	2,  // 19: gencluster.v1.Coordinator.Heartbeat:input_type -> gencluster.v1.HeartbeatRequest
-	4,  // 20: gencluster.v1.Coordinator.Leave:input_type -> gencluster.v1.LeaveRequest
-	6,  // 21: gencluster.v1.Coordinator.ReportFailure:input_type -> gencluster.v1.ReportFailureRequest
-	11, // 22: gencluster.v1.Coordinator.Submit:input_type -> gencluster.v1.SubmitRequest
-	13, // 23: gencluster.v1.Coordinator.Status:input_type -> gencluster.v1.StatusRequest
-	32, // 24: gencluster.v1.Coordinator.ReportProgress:input_type -> gencluster.v1.ReportProgressRequest
-	34, // 25: gencluster.v1.Coordinator.FinishJob:input_type -> gencluster.v1.FinishJobRequest
-	36, // 26: gencluster.v1.Coordinator.FetchDataset:input_type -> gencluster.v1.FetchDatasetRequest
-	42, // 27: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
-	44, // 28: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
-	38, // 29: gencluster.v1.Coordinator.Cancel:input_type -> gencluster.v1.CancelRequest
-	40, // 30: gencluster.v1.Coordinator.ReportUnfit:input_type -> gencluster.v1.ReportUnfitRequest
-	23, // 31: gencluster.v1.Coordinator.PutCheckpoint:input_type -> gencluster.v1.CheckpointChunk
-	23, // 32: gencluster.v1.Coordinator.ReplicateCheckpoint:input_type -> gencluster.v1.CheckpointChunk
-	27, // 33: gencluster.v1.Coordinator.GetCheckpoint:input_type -> gencluster.v1.GetCheckpointRequest
-	28, // 34: gencluster.v1.Coordinator.ListCheckpoints:input_type -> gencluster.v1.ListCheckpointsRequest
-	30, // 35: gencluster.v1.Coordinator.RecordCheckpoint:input_type -> gencluster.v1.RecordCheckpointRequest
-	19, // 36: gencluster.v1.Coordinator.PutSample:input_type -> gencluster.v1.PutSampleRequest
-	1,  // 37: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
-	3,  // 38: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
-	5,  // 39: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
-	7,  // 40: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
-	12, // 41: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
-	14, // 42: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
-	33, // 43: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
-	35, // 44: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
-	37, // 45: gencluster.v1.Coordinator.FetchDataset:output_type -> gencluster.v1.DatasetChunk
-	43, // 46: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
-	45, // 47: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
-	39, // 48: gencluster.v1.Coordinator.Cancel:output_type -> gencluster.v1.CancelResponse
-	41, // 49: gencluster.v1.Coordinator.ReportUnfit:output_type -> gencluster.v1.ReportUnfitResponse
-	25, // 50: gencluster.v1.Coordinator.PutCheckpoint:output_type -> gencluster.v1.PutCheckpointResponse
-	26, // 51: gencluster.v1.Coordinator.ReplicateCheckpoint:output_type -> gencluster.v1.ReplicateCheckpointResponse
-	23, // 52: gencluster.v1.Coordinator.GetCheckpoint:output_type -> gencluster.v1.CheckpointChunk
-	29, // 53: gencluster.v1.Coordinator.ListCheckpoints:output_type -> gencluster.v1.ListCheckpointsResponse
-	31, // 54: gencluster.v1.Coordinator.RecordCheckpoint:output_type -> gencluster.v1.RecordCheckpointResponse
-	20, // 55: gencluster.v1.Coordinator.PutSample:output_type -> gencluster.v1.PutSampleResponse
-	37, // [37:56] is the sub-list for method output_type
-	18, // [18:37] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	24, // 12: gencluster.v1.CheckpointChunk.header:type_name -> gencluster.v1.CheckpointHeader
+	22, // 13: gencluster.v1.PutCheckpointResponse.manifest:type_name -> gencluster.v1.CheckpointManifest
+	22, // 14: gencluster.v1.ListCheckpointsResponse.checkpoints:type_name -> gencluster.v1.CheckpointManifest
+	22, // 15: gencluster.v1.RecordCheckpointRequest.manifest:type_name -> gencluster.v1.CheckpointManifest
+	22, // 16: gencluster.v1.RecordCheckpointResponse.manifest:type_name -> gencluster.v1.CheckpointManifest
+	0,  // 17: gencluster.v1.Coordinator.Join:input_type -> gencluster.v1.JoinRequest
+	2,  // 18: gencluster.v1.Coordinator.Heartbeat:input_type -> gencluster.v1.HeartbeatRequest
+	4,  // 19: gencluster.v1.Coordinator.Leave:input_type -> gencluster.v1.LeaveRequest
+	6,  // 20: gencluster.v1.Coordinator.ReportFailure:input_type -> gencluster.v1.ReportFailureRequest
+	11, // 21: gencluster.v1.Coordinator.Submit:input_type -> gencluster.v1.SubmitRequest
+	13, // 22: gencluster.v1.Coordinator.Status:input_type -> gencluster.v1.StatusRequest
+	32, // 23: gencluster.v1.Coordinator.ReportProgress:input_type -> gencluster.v1.ReportProgressRequest
+	34, // 24: gencluster.v1.Coordinator.FinishJob:input_type -> gencluster.v1.FinishJobRequest
+	36, // 25: gencluster.v1.Coordinator.FetchDataset:input_type -> gencluster.v1.FetchDatasetRequest
+	42, // 26: gencluster.v1.Coordinator.AddCoordinator:input_type -> gencluster.v1.AddCoordinatorRequest
+	44, // 27: gencluster.v1.Coordinator.RemoveCoordinator:input_type -> gencluster.v1.RemoveCoordinatorRequest
+	38, // 28: gencluster.v1.Coordinator.Cancel:input_type -> gencluster.v1.CancelRequest
+	40, // 29: gencluster.v1.Coordinator.ReportUnfit:input_type -> gencluster.v1.ReportUnfitRequest
+	23, // 30: gencluster.v1.Coordinator.PutCheckpoint:input_type -> gencluster.v1.CheckpointChunk
+	23, // 31: gencluster.v1.Coordinator.ReplicateCheckpoint:input_type -> gencluster.v1.CheckpointChunk
+	27, // 32: gencluster.v1.Coordinator.GetCheckpoint:input_type -> gencluster.v1.GetCheckpointRequest
+	28, // 33: gencluster.v1.Coordinator.ListCheckpoints:input_type -> gencluster.v1.ListCheckpointsRequest
+	30, // 34: gencluster.v1.Coordinator.RecordCheckpoint:input_type -> gencluster.v1.RecordCheckpointRequest
+	19, // 35: gencluster.v1.Coordinator.PutSample:input_type -> gencluster.v1.PutSampleRequest
+	1,  // 36: gencluster.v1.Coordinator.Join:output_type -> gencluster.v1.JoinResponse
+	3,  // 37: gencluster.v1.Coordinator.Heartbeat:output_type -> gencluster.v1.HeartbeatResponse
+	5,  // 38: gencluster.v1.Coordinator.Leave:output_type -> gencluster.v1.LeaveResponse
+	7,  // 39: gencluster.v1.Coordinator.ReportFailure:output_type -> gencluster.v1.ReportFailureResponse
+	12, // 40: gencluster.v1.Coordinator.Submit:output_type -> gencluster.v1.SubmitResponse
+	14, // 41: gencluster.v1.Coordinator.Status:output_type -> gencluster.v1.StatusResponse
+	33, // 42: gencluster.v1.Coordinator.ReportProgress:output_type -> gencluster.v1.ReportProgressResponse
+	35, // 43: gencluster.v1.Coordinator.FinishJob:output_type -> gencluster.v1.FinishJobResponse
+	37, // 44: gencluster.v1.Coordinator.FetchDataset:output_type -> gencluster.v1.DatasetChunk
+	43, // 45: gencluster.v1.Coordinator.AddCoordinator:output_type -> gencluster.v1.AddCoordinatorResponse
+	45, // 46: gencluster.v1.Coordinator.RemoveCoordinator:output_type -> gencluster.v1.RemoveCoordinatorResponse
+	39, // 47: gencluster.v1.Coordinator.Cancel:output_type -> gencluster.v1.CancelResponse
+	41, // 48: gencluster.v1.Coordinator.ReportUnfit:output_type -> gencluster.v1.ReportUnfitResponse
+	25, // 49: gencluster.v1.Coordinator.PutCheckpoint:output_type -> gencluster.v1.PutCheckpointResponse
+	26, // 50: gencluster.v1.Coordinator.ReplicateCheckpoint:output_type -> gencluster.v1.ReplicateCheckpointResponse
+	23, // 51: gencluster.v1.Coordinator.GetCheckpoint:output_type -> gencluster.v1.CheckpointChunk
+	29, // 52: gencluster.v1.Coordinator.ListCheckpoints:output_type -> gencluster.v1.ListCheckpointsResponse
+	31, // 53: gencluster.v1.Coordinator.RecordCheckpoint:output_type -> gencluster.v1.RecordCheckpointResponse
+	20, // 54: gencluster.v1.Coordinator.PutSample:output_type -> gencluster.v1.PutSampleResponse
+	36, // [36:55] is the sub-list for method output_type
+	17, // [17:36] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_gencluster_proto_init() }

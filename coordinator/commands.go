@@ -50,6 +50,8 @@ const (
 	// in it.
 	MaxSampleBytes = 64 << 10
 	MaxSamples     = 64
+	// MaxBucketKiB bounds JobSpec.bucket_kib (1 GiB).
+	MaxBucketKiB = 1 << 20
 	// MaxLossHistory bounds the points of a job's loss history.
 	MaxLossHistory = 512
 	maxAddrLen     = 256
@@ -219,6 +221,9 @@ func ValidateJobSpec(s *pb.JobSpec) error {
 	}
 	if n := s.GetSamples(); n < 0 || n > MaxSamples {
 		return fmt.Errorf("job spec: samples %d is outside 0..%d: %w", n, MaxSamples, ErrInvalid)
+	}
+	if n := s.GetBucketKib(); n < 0 || n > MaxBucketKiB {
+		return fmt.Errorf("job spec: bucket_kib %d is outside 0..%d: %w", n, MaxBucketKiB, ErrInvalid)
 	}
 	return nil
 }

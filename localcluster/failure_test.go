@@ -243,6 +243,18 @@ func TestRestartOnlyWorker(t *testing.T) {
 		t.Fatal(err)
 	}
 	reps.waitStep(t, 25, time.Minute)
+	// Rank 0 writes and sends its checkpoints in the background: kill it
+	// once the coordinators hold the one at step 20 (or a later one), not
+	// merely once step 25 is done (a fast step outruns the upload).
+	held, err := c.AwaitJob(context.Background(), time.Minute, id, func(j *pb.JobInfo) bool {
+		return j.GetLastCheckpoint().GetStep() >= 20 || j.GetState() == "done"
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if held.GetState() == "done" {
+		t.Fatal("the job ended before the worker could be killed")
+	}
 	w.Kill()
 	restarted.Store(true)
 	if _, err := c.Restart(w); err != nil {

@@ -50,6 +50,14 @@ func (l *Linear) Forward(x, y []float32, n int) {
 // and, when dx is not nil, writes dLoss/dx into dx, or adds it to dx when
 // addDx is set (for inputs that feed several layers).
 func (l *Linear) Backward(x, dy, dx []float32, n int, addDx bool) {
+	l.BackwardParams(x, dy, n)
+	l.BackwardInput(dy, dx, n, addDx)
+}
+
+// BackwardParams is the first half of Backward: the weight and bias
+// gradients, which are final when it returns (so a gradient hook can hand
+// them on while BackwardInput runs).
+func (l *Linear) BackwardParams(x, dy []float32, n int) {
 	kernels.Sgemm(l.pool, true, false, l.Out, l.In, n, 1, dy, l.Out, x, l.In, 0, l.W.Grad, l.In)
 	clear(l.B.Grad)
 	for b := 0; b < n; b++ {
@@ -57,11 +65,17 @@ func (l *Linear) Backward(x, dy, dx []float32, n int, addDx bool) {
 			l.B.Grad[i] += v
 		}
 	}
-	if dx != nil {
-		var beta float32
-		if addDx {
-			beta = 1
-		}
-		kernels.Sgemm(l.pool, false, false, n, l.In, l.Out, 1, dy, l.Out, l.W.Data, l.In, beta, dx, l.In)
+}
+
+// BackwardInput is the second half of Backward: dLoss/dx (nothing when dx
+// is nil).
+func (l *Linear) BackwardInput(dy, dx []float32, n int, addDx bool) {
+	if dx == nil {
+		return
 	}
+	var beta float32
+	if addDx {
+		beta = 1
+	}
+	kernels.Sgemm(l.pool, false, false, n, l.In, l.Out, 1, dy, l.Out, l.W.Data, l.In, beta, dx, l.In)
 }

@@ -135,11 +135,16 @@ func (m *VAE) Grad(x []float32, n int, noise Noise) float64 {
 	m.dh = grow(m.dh, n*m.hidden)
 	loss := m.bce.loss(m.logit, x, m.dl, n, m.in) + kl
 
-	m.d2.Backward(m.d, m.dl, m.dd, n, false)
+	// Each layer's parameter gradients are handed to the hook before its
+	// input gradient is computed: the hook's all-reduce starts one GEMM
+	// earlier.
+	m.d2.BackwardParams(m.d, m.dl, n)
 	m.gradDone(m.d2)
+	m.d2.BackwardInput(m.dl, m.dd, n, false)
 	reluBackward(m.d, m.dd)
-	m.d1.Backward(m.z, m.dd, m.dz, n, false)
+	m.d1.BackwardParams(m.z, m.dd, n)
 	m.gradDone(m.d1)
+	m.d1.BackwardInput(m.dd, m.dz, n, false)
 	for i, dz := range m.dz {
 		mu, lv := m.m[i], float64(m.v[i])
 		std := math.Exp(0.5 * lv)
@@ -147,10 +152,12 @@ func (m *VAE) Grad(x []float32, n int, noise Noise) float64 {
 		m.dm[i] = dz + mu
 		m.dv[i] = float32(float64(dz)*float64(m.eps[i])*0.5*std + 0.5*(math.Exp(lv)-1))
 	}
-	m.mu.Backward(m.h, m.dm, m.dh, n, false)
+	m.mu.BackwardParams(m.h, m.dm, n)
 	m.gradDone(m.mu)
-	m.lv.Backward(m.h, m.dv, m.dh, n, true)
+	m.lv.BackwardParams(m.h, m.dv, n)
 	m.gradDone(m.lv)
+	m.mu.BackwardInput(m.dm, m.dh, n, false)
+	m.lv.BackwardInput(m.dv, m.dh, n, true)
 	reluBackward(m.h, m.dh)
 	m.e.Backward(x, m.dh, nil, n, false)
 	m.gradDone(m.e)

@@ -1,6 +1,7 @@
 package worker
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -53,18 +54,19 @@ type job struct {
 	// coordinators hold (nil if the job asks for none); it ends with the job.
 	sampler *ckptWriter
 
-	x      []float32 // this rank's images of a step
-	idx    []int     // the global batch's image indices
-	lossv  []float32 // the summed loss, reduced with the gradients
-	gather []float32 // one step count per rank
-	state  []float32 // params, Adam moments and step count, for the broadcast
-	ops    []*allreduce.Op
-	order  []*models.Param // the gradient hook's order (backward order)
+	x       []float32 // this rank's images of a step
+	idx     []int     // the global batch's image indices
+	gather  []float32 // one step count per rank
+	state   []float32 // params, Adam moments and step count, for the broadcast
+	buckets *buckets  // the gradients (and the loss) as the step's all-reduce operations
+	ops     []*allreduce.Op
+	order   []*models.Param // the gradient hook's order (backward order)
 
 	// The step in flight, for the gradient hook.
 	bucketHook func(step int64, bucket int) // tests only
 	stepCtx    context.Context
 	stepRing   *allreduce.Generation
+	stepErr    error // the hook met a gradient out of order
 	firstStart time.Time
 
 	// Communication of the last step: from the first bucket's start to the
@@ -144,6 +146,21 @@ func (w *Worker) buildJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 		meta: checkpoint.Job{Model: spec.GetModel(), Dataset: spec.GetDataset(), Batch: int(spec.GetBatch()),
 			TotalSteps: spec.GetSteps(), Seed: spec.GetSeed(), LR: spec.GetLr()},
 	}
+	j.x = make([]float32, int(spec.GetBatch())*m.Rows()*m.Cols())
+	j.idx = make([]int, spec.GetBatch())
+	// Learn the order in which backward finishes the gradients (on one
+	// blank image), and lay the gradients out in it as buckets: a rank
+	// with no images in a step starts its buckets in that order.
+	m.SetGradHook(func(p *models.Param) { j.order = append(j.order, p) })
+	m.Grad(j.x[:m.Rows()*m.Cols()], 1, models.Noise{})
+	capBytes := DefaultBucketBytes
+	if kib := spec.GetBucketKib(); kib > 0 {
+		capBytes = int(kib) << 10
+	}
+	if j.buckets, err = newBuckets(j.order, capBytes); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("job %s: %w", a.GetJobId(), err)
+	}
 	n := 0
 	for _, p := range m.Params() {
 		j.params = append(j.params, p.Data)
@@ -152,13 +169,6 @@ func (w *Worker) buildJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 		n += len(p.Data)
 	}
 	j.state = make([]float32, 3*n+1)
-	j.x = make([]float32, int(spec.GetBatch())*m.Rows()*m.Cols())
-	j.idx = make([]int, spec.GetBatch())
-	j.lossv = make([]float32, 1)
-	// Learn the order in which backward finishes the gradients (on one
-	// blank image): a rank with no images in a step starts its buckets in it.
-	m.SetGradHook(func(p *models.Param) { j.order = append(j.order, p) })
-	m.Grad(j.x[:m.Rows()*m.Cols()], 1, models.Noise{})
 	m.SetGradHook(j.onGrad)
 	return j, nil
 }
@@ -249,10 +259,12 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 	for i := lo; i < hi; i++ {
 		j.data.Binary(j.idx[i], j.x[(i-lo)*dim:(i-lo+1)*dim])
 	}
-	// Every gradient is a bucket, started by the hook as soon as backward
-	// has finished it (j.order, the same on every rank), so that summing it
-	// over the ring overlaps the rest of the backward pass; the loss last.
-	j.ops, j.stepCtx, j.stepRing = j.ops[:0], ctx, m
+	// Each bucket is started by the hook as soon as backward has finished
+	// its gradients (in the same order on every rank), so that summing it
+	// over the ring overlaps the rest of the backward pass; the last one,
+	// with the loss, once backward returns.
+	j.ops, j.stepCtx, j.stepRing, j.stepErr = j.ops[:0], ctx, m, nil
+	j.buckets.begin()
 	var local float64
 	if hi > lo {
 		noise := training.StepNoise(j.spec.GetSeed(), j.step, batch)
@@ -265,9 +277,13 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 		}
 	}
 	backEnd := time.Now()
-	j.lossv[0] = float32(local)
-	j.start(j.lossv)
-	var first error
+	*j.buckets.loss() = float32(local)
+	first := j.stepErr
+	if from, to, err := j.buckets.finish(); err != nil {
+		first = cmp.Or(first, err)
+	} else if first == nil {
+		j.start(from, to)
+	}
 	for _, op := range j.ops {
 		if err := op.Wait(); err != nil && first == nil {
 			first = err
@@ -278,16 +294,13 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 	j.compute, j.images = backEnd.Sub(stepStart), hi-lo
 	j.reduced = 0
 	if len(a.GetRing()) > 1 { // a ring of one sums nothing
-		for _, g := range j.grads {
-			j.reduced += 4 * int64(len(g))
-		}
-		j.reduced += 4 * int64(len(j.lossv))
+		j.reduced = 4 * int64(len(j.buckets.flat))
 	}
 	j.stepCtx, j.stepRing = nil, nil
 	if first != nil {
 		return fmt.Errorf("step %d: %w", j.step+1, first)
 	}
-	loss := float64(j.lossv[0]) / float64(batch)
+	loss := float64(*j.buckets.loss()) / float64(batch)
 	if math.IsNaN(loss) || math.IsInf(loss, 0) {
 		return &jobError{fmt.Errorf("step %d: loss is %v; lower the learning rate", j.step+1, loss)}
 	}
@@ -308,29 +321,37 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 	return nil
 }
 
-// onGrad starts the all-reduce of a gradient backward has just finished.
+// onGrad notes a gradient backward has just finished and starts the
+// all-reduce of the buckets it completes.
 func (j *job) onGrad(p *models.Param) {
-	if j.stepRing == nil {
+	if j.stepRing == nil || j.stepErr != nil {
 		return
 	}
-	if len(j.ops) == 0 {
-		j.firstStart = time.Now()
+	from, to, err := j.buckets.done(p)
+	if err != nil {
+		j.stepErr = err
+		return
 	}
-	j.start(p.Grad)
+	j.start(from, to)
 }
 
-// start starts the all-reduce of one bucket of the step in flight, reusing
-// the Op of the same bucket of the last step (all of which were waited).
-func (j *job) start(buf []float32) {
-	n := len(j.ops)
-	if j.bucketHook != nil {
-		j.bucketHook(j.step, n)
+// start starts the all-reduce of buckets from..to-1 of the step in flight,
+// reusing the Ops of the same buckets of the last step (all of which were
+// waited).
+func (j *job) start(from, to int) {
+	if from < to && len(j.ops) == 0 {
+		j.firstStart = time.Now()
 	}
-	var op *allreduce.Op
-	if n < cap(j.ops) {
-		op = j.ops[:n+1][n]
+	for k := from; k < to; k++ {
+		if j.bucketHook != nil {
+			j.bucketHook(j.step, k)
+		}
+		var op *allreduce.Op
+		if k < cap(j.ops) {
+			op = j.ops[:k+1][k]
+		}
+		j.ops = append(j.ops[:k], j.stepRing.StartOp(j.stepCtx, op, j.buckets.bucket(k)))
 	}
-	j.ops = append(j.ops[:n], j.stepRing.StartOp(j.stepCtx, op, buf))
 }
 
 // jobError is a failure of the job itself (not of the ring): the job is

@@ -724,7 +724,12 @@ type JobSpec struct {
 	Keep            int32                  `protobuf:"varint,9,opt,name=keep,proto3" json:"keep,omitempty"` // checkpoints the coordinators keep (0: coordinator.DefaultKeep)
 	// samples is how many images rank 0 samples from each checkpoint it
 	// writes, for the dashboard's sample grid (0: none; at most 64).
-	Samples       int32 `protobuf:"varint,10,opt,name=samples,proto3" json:"samples,omitempty"`
+	Samples int32 `protobuf:"varint,10,opt,name=samples,proto3" json:"samples,omitempty"`
+	// bucket_kib caps the gradient buckets summed over the ring, in KiB: the
+	// gradients are fused, in backward's order, into buckets of at least
+	// this size, each summed as soon as backward has finished it (0: the
+	// worker's default, worker.DefaultBucketBytes).
+	BucketKib     int32 `protobuf:"varint,11,opt,name=bucket_kib,json=bucketKib,proto3" json:"bucket_kib,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -825,6 +830,13 @@ func (x *JobSpec) GetKeep() int32 {
 func (x *JobSpec) GetSamples() int32 {
 	if x != nil {
 		return x.Samples
+	}
+	return 0
+}
+
+func (x *JobSpec) GetBucketKib() int32 {
+	if x != nil {
+		return x.BucketKib
 	}
 	return 0
 }
@@ -3074,7 +3086,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"\n" +
 	"RingMember\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\x83\x02\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xa2\x02\n" +
 	"\aJobSpec\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12\x14\n" +
@@ -3087,7 +3099,9 @@ const file_gencluster_proto_rawDesc = "" +
 	"minWorkers\x12\x12\n" +
 	"\x04keep\x18\t \x01(\x05R\x04keep\x12\x18\n" +
 	"\asamples\x18\n" +
-	" \x01(\x05R\asamples\"p\n" +
+	" \x01(\x05R\asamples\x12\x1d\n" +
+	"\n" +
+	"bucket_kib\x18\v \x01(\x05R\tbucketKib\"p\n" +
 	"\rSubmitRequest\x12(\n" +
 	"\x03job\x18\x01 \x01(\v2\x16.gencluster.v1.JobSpecR\x03job\x12\x1d\n" +
 	"\n" +

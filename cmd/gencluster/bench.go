@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"os"
+	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -17,8 +19,43 @@ func (a *app) benchCommand() *cobra.Command {
 			return fmt.Errorf("bench needs a subcommand: compute, peak, allreduce or cluster")
 		},
 	}
+	var profile string
+	cmd.PersistentFlags().StringVar(&profile, "cpuprofile", "", "write a CPU profile of the measurement to this file (read it with go tool pprof)")
+	var stop func() error
+	cmd.PersistentPreRunE = func(cmd *cobra.Command, _ []string) error {
+		if err := a.setup(cmd); err != nil {
+			return err
+		}
+		var err error
+		stop, err = startCPUProfile(profile)
+		return err
+	}
+	cmd.PersistentPostRunE = func(*cobra.Command, []string) error { return stop() }
 	cmd.AddCommand(a.benchComputeCommand(), a.benchPeakCommand(), a.benchAllreduceCommand(), a.benchAllreduceMemberCommand(), a.benchClusterCommand())
 	return cmd
+}
+
+// startCPUProfile starts writing a CPU profile to path ("" for none) and
+// returns the function that ends it.
+func startCPUProfile(path string) (func() error, error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile %s: %w", path, err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("cpu profile %s: %w", path, err)
+		}
+		return nil
+	}, nil
 }
 
 func (a *app) benchComputeCommand() *cobra.Command {

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/coordinator"
 	"github.com/gencluster/gencluster/localcluster"
 	"github.com/gencluster/gencluster/training"
 	"github.com/gencluster/gencluster/worker"
@@ -28,16 +29,30 @@ type clusterBench struct {
 	Rounds  int    `json:"rounds"`  // of each recovery measurement
 	TLS     bool   `json:"tls"`     // the cluster ran mutual TLS (--tls)
 
+	BucketKiB int `json:"bucket_kib"` // the job's gradient bucket cap (0: the default)
+
+	// Throughput: --rounds rounds, each one process then the cluster; the
+	// figures are medians over the rounds.
 	TrainImagesPerSec float64 `json:"train_images_per_sec"` // one process, --threads
 	LocalImagesPerSec float64 `json:"local_images_per_sec"` // --workers processes' worth, 1 thread each
-	// DistributionOverhead is 1 - local/train.
-	DistributionOverhead float64 `json:"distribution_overhead"`
+	// LocalVsTrain is the median of the rounds' local/train ratios
+	// (LocalVsTrainRounds), DistributionOverhead 1 - local/train of the
+	// medians.
+	LocalVsTrain         float64   `json:"local_vs_train"`
+	LocalVsTrainRounds   []float64 `json:"local_vs_train_rounds"`
+	DistributionOverhead float64   `json:"distribution_overhead"`
 	// AllreduceMsPerStep is rank 0's all-reduce time per step (first
 	// bucket started to last bucket done), ExposedMsPerStep the part of it
-	// after the backward pass ended; HiddenShare = 1 - exposed/all-reduce.
+	// after the backward pass ended (not hidden behind it); HiddenShare =
+	// 1 - exposed/all-reduce. ComputeMsPerStep is rank 0's forward and
+	// backward, OptimizerMsPerStep its Adam update, StepMsPerStep the
+	// whole step (medians over the timed steps of every round).
 	AllreduceMsPerStep float64 `json:"allreduce_ms_per_step"`
 	ExposedMsPerStep   float64 `json:"exposed_ms_per_step"`
 	HiddenShare        float64 `json:"allreduce_hidden_share"`
+	ComputeMsPerStep   float64 `json:"compute_ms_per_step"`
+	OptimizerMsPerStep float64 `json:"optimizer_ms_per_step"`
+	StepMsPerStep      float64 `json:"step_ms_per_step"`
 
 	// Recovery: from the kill to the first step completed afterwards in a
 	// new ring generation (worker kill), or to the first progress report
@@ -53,7 +68,7 @@ type clusterBench struct {
 
 func (a *app) benchClusterCommand() *cobra.Command {
 	var model string
-	var batch, steps, workers, threads, rounds, every, ckptSteps int
+	var batch, steps, workers, threads, rounds, every, ckptSteps, bucketKiB int
 	var parts []string
 	var asJSON, useTLS bool
 	cmd := &cobra.Command{
@@ -97,7 +112,12 @@ the throughput and recovery clusters over mutual TLS with roles checked
 			if every < 1 || ckptSteps < 1 {
 				return errors.New("--checkpoint-every and --checkpoint-steps must be positive")
 			}
-			r, err := a.runClusterBench(cmd.Context(), model, batch, steps, workers, threads, rounds, useTLS, want)
+			if bucketKiB < 0 || bucketKiB > coordinator.MaxBucketKiB {
+				return fmt.Errorf("--bucket-kib must be 0..%d", coordinator.MaxBucketKiB)
+			}
+			reserveProcs(2*max(workers, 3) + 1) // the clusters' workers have 1 thread each
+			r := &clusterBench{Model: model, Batch: batch, Steps: steps, Workers: workers, Threads: threads, Rounds: rounds, TLS: useTLS, BucketKiB: bucketKiB}
+			err := a.runClusterBench(cmd.Context(), r, want)
 			if err == nil && want["checkpoint"] {
 				r.checkpointBench, err = measureCheckpoints(cmd.Context(), a.log, model, batch, workers, ckptSteps, every, rounds)
 			}
@@ -108,9 +128,10 @@ the throughput and recovery clusters over mutual TLS with roles checked
 				return a.printJSON(r)
 			}
 			if want["throughput"] {
-				fmt.Fprintf(a.stdout, "%s batch=%d: train --threads %d %.1f img/s, local --workers %d --threads 1 %.1f img/s (overhead %.1f%%)\n",
-					r.Model, r.Batch, r.Threads, r.TrainImagesPerSec, r.Workers, r.LocalImagesPerSec, 100*r.DistributionOverhead)
-				fmt.Fprintf(a.stdout, "all-reduce %.2f ms/step, exposed %.2f ms/step, hidden %.0f%%\n", r.AllreduceMsPerStep, r.ExposedMsPerStep, 100*r.HiddenShare)
+				fmt.Fprintf(a.stdout, "%s batch=%d: train --threads %d %.1f img/s, local --workers %d --threads 1 %.1f img/s (medians of %d rounds; local/train %.3f, rounds %.3f)\n",
+					r.Model, r.Batch, r.Threads, r.TrainImagesPerSec, r.Workers, r.LocalImagesPerSec, r.Rounds, r.LocalVsTrain, r.LocalVsTrainRounds)
+				fmt.Fprintf(a.stdout, "rank 0 per step: compute %.2f ms, all-reduce %.2f ms, exposed %.2f ms (hidden %.0f%%), optimizer %.2f ms, step %.2f ms\n",
+					r.ComputeMsPerStep, r.AllreduceMsPerStep, r.ExposedMsPerStep, 100*r.HiddenShare, r.OptimizerMsPerStep, r.StepMsPerStep)
 			}
 			if want["recovery"] {
 				fmt.Fprintf(a.stdout, "recovery: worker kill median %.3f s %v, leader kill median %.3f s %v\n",
@@ -135,39 +156,67 @@ the throughput and recovery clusters over mutual TLS with roles checked
 	f.StringSliceVar(&parts, "parts", []string{"throughput", "recovery", "checkpoint"}, "what to measure: throughput, recovery, checkpoint")
 	f.BoolVar(&asJSON, "json", false, "print JSON: the figures and the settings")
 	f.BoolVar(&useTLS, "tls", false, "run the throughput and recovery clusters over mutual TLS")
+	f.IntVar(&bucketKiB, "bucket-kib", 0, "the jobs' gradient bucket cap in KiB (0: the workers' default, 512)")
 	return cmd
 }
 
-func (a *app) runClusterBench(ctx context.Context, model string, batch, steps, workers, threads, rounds int, useTLS bool, parts map[string]bool) (*clusterBench, error) {
-	r := &clusterBench{Model: model, Batch: batch, Steps: steps, Workers: workers, Threads: threads, Rounds: rounds, TLS: useTLS}
+func (a *app) runClusterBench(ctx context.Context, r *clusterBench, parts map[string]bool) error {
 	if parts["throughput"] {
 		if err := a.measureThroughput(ctx, r); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if parts["recovery"] {
 		if err := a.measureRecovery(ctx, r); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	return r, nil
+	return nil
 }
 
-// measureThroughput: one process against the embedded cluster.
+// measureThroughput: one process against the embedded cluster, --rounds
+// times in turn (so both see the same spells of a noisy machine).
 func (a *app) measureThroughput(ctx context.Context, r *clusterBench) error {
-	model, batch, steps, workers, threads := r.Model, r.Batch, r.Steps, r.Workers, r.Threads
-	const warmup = 3
-	one, err := training.MeasureCompute(ctx, model, batch, threads, warmup, steps)
-	if err != nil {
-		return err
+	var train, local, ratios, comm, exposed, compute, opt, step []float64
+	for range r.Rounds {
+		one, err := training.MeasureCompute(ctx, r.Model, r.Batch, r.Threads, throughputWarmup, r.Steps)
+		if err != nil {
+			return err
+		}
+		ips, timed, err := a.clusterThroughput(ctx, r)
+		if err != nil {
+			return err
+		}
+		train, local, ratios = append(train, one.ImagesPerSec), append(local, ips), append(ratios, ips/one.ImagesPerSec)
+		for _, s := range timed {
+			comm, exposed = append(comm, ms(s.Comm)), append(exposed, ms(s.Exposed))
+			compute, opt, step = append(compute, ms(s.Compute)), append(opt, ms(s.Optimizer)), append(step, ms(s.StepTime))
+		}
 	}
-	r.TrainImagesPerSec = one.ImagesPerSec
+	r.TrainImagesPerSec, r.LocalImagesPerSec = median(train), median(local)
+	r.LocalVsTrain, r.LocalVsTrainRounds = median(ratios), ratios
+	r.DistributionOverhead = 1 - r.LocalImagesPerSec/r.TrainImagesPerSec
+	r.AllreduceMsPerStep, r.ExposedMsPerStep = median(comm), median(exposed)
+	if r.AllreduceMsPerStep > 0 {
+		r.HiddenShare = 1 - r.ExposedMsPerStep/r.AllreduceMsPerStep
+	}
+	r.ComputeMsPerStep, r.OptimizerMsPerStep, r.StepMsPerStep = median(compute), median(opt), median(step)
+	return nil
+}
 
-	// Throughput and overlap: rank 0's steps after the warm-up.
+// throughputWarmup is the untimed steps of each throughput run.
+const throughputWarmup = 3
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+// clusterThroughput runs one job on an embedded cluster of r.Workers
+// workers and returns its training images/s over the steps after the
+// warm-up, and rank 0's figures of those steps.
+func (a *app) clusterThroughput(ctx context.Context, r *clusterBench) (float64, []worker.StepInfo, error) {
 	var mu sync.Mutex
 	var infos []worker.StepInfo
 	var times []time.Time
-	err = withCluster(ctx, a.log, 1, workers, r.TLS, func(s worker.StepInfo) {
+	err := withCluster(ctx, a.log, 1, r.Workers, r.TLS, func(s worker.StepInfo) {
 		if s.Rank != 0 {
 			return
 		}
@@ -176,7 +225,9 @@ func (a *app) measureThroughput(ctx context.Context, r *clusterBench) error {
 		infos, times = append(infos, s), append(times, time.Now())
 		mu.Unlock()
 	}, func(c *localcluster.Cluster, ws []*localcluster.Worker) error {
-		id, err := c.Submit(ctx, benchJob(model, batch, int64(warmup+steps)))
+		spec := benchJob(r.Model, r.Batch, int64(throughputWarmup+r.Steps))
+		spec.BucketKib = int32(r.BucketKiB)
+		id, err := c.Submit(ctx, spec)
 		if err != nil {
 			return err
 		}
@@ -184,26 +235,14 @@ func (a *app) measureThroughput(ctx context.Context, r *clusterBench) error {
 		return err
 	})
 	if err != nil {
-		return err
+		return 0, nil, err
 	}
-	if len(infos) < warmup+steps {
-		return fmt.Errorf("bench cluster: rank 0 reported %d steps, want %d", len(infos), warmup+steps)
+	if len(infos) < throughputWarmup+r.Steps {
+		return 0, nil, fmt.Errorf("bench cluster: rank 0 reported %d steps, want %d", len(infos), throughputWarmup+r.Steps)
 	}
-	timed := infos[warmup:]
-	r.LocalImagesPerSec = float64(len(timed)-1) * float64(batch) / times[len(times)-1].Sub(times[warmup]).Seconds()
-	r.DistributionOverhead = 1 - r.LocalImagesPerSec/r.TrainImagesPerSec
-	var comm, exposed time.Duration
-	for _, s := range timed {
-		comm += s.Comm
-		exposed += s.Exposed
-	}
-	r.AllreduceMsPerStep = float64(comm.Microseconds()) / 1e3 / float64(len(timed))
-	r.ExposedMsPerStep = float64(exposed.Microseconds()) / 1e3 / float64(len(timed))
-	if comm > 0 {
-		r.HiddenShare = 1 - float64(exposed)/float64(comm)
-	}
-
-	return nil
+	w := throughputWarmup
+	ips := float64(len(infos)-1-w) * float64(r.Batch) / times[len(times)-1].Sub(times[w]).Seconds()
+	return ips, infos[w+1:], nil
 }
 
 // measureRecovery: worker and leader kills.

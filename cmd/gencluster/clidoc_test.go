@@ -303,8 +303,19 @@ func checkCLIDoc(root *cobra.Command, doc string) []string {
 	for _, path := range slices.Sorted(maps.Keys(cmds)) {
 		c := cmds[path]
 		c.InheritedFlags().VisitAll(func(f *pflag.Flag) {
-			if globals[f.Name] == nil && !f.Hidden {
+			if globals[f.Name] != nil || f.Hidden {
+				return
+			}
+			// A persistent flag of a parent other than the root (bench's
+			// --cpuprofile) is documented once, in that parent's section.
+			owner := c.Parent()
+			for owner != nil && owner.PersistentFlags().Lookup(f.Name) == nil {
+				owner = owner.Parent()
+			}
+			if owner == nil || owner == root {
 				problems = append(problems, fmt.Sprintf("`%s` inherits --%s, which is not a root flag: this test expects every inherited flag to be global", path, f.Name))
+			} else if s := byCmd[owner.CommandPath()]; s == nil || !hasRow(s.flags, f.Name) {
+				problems = append(problems, fmt.Sprintf("`%s` inherits --%s from `%s`, whose section does not document it", path, f.Name, owner.CommandPath()))
 			}
 		})
 		if c == root {
@@ -522,4 +533,9 @@ func derefType(t reflect.Type) reflect.Type {
 func isTextMarshaler(t reflect.Type) bool {
 	tm := reflect.TypeFor[encoding.TextMarshaler]()
 	return t.Implements(tm) || reflect.PointerTo(t).Implements(tm)
+}
+
+func hasRow(rows map[string]docRow, name string) bool {
+	_, ok := rows[name]
+	return ok
 }

@@ -33,7 +33,7 @@ import (
 func (a *app) localCommand() *cobra.Command {
 	var jf jobFlags
 	var pf plotFlags
-	var workers, coordinators, threads, minWorkers, samples, keep int
+	var workers, coordinators, threads, minWorkers, samples, keep, bucketKiB int
 	var out, httpAddr string
 	cmd := &cobra.Command{
 		Use:   "local --workers N [--coordinators 1|3] --model pixelcnn|vae (--steps N | --epochs E) [--out DIR]",
@@ -76,6 +76,7 @@ starts the job from the beginning.`,
 			spec := &pb.JobSpec{
 				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: steps, Lr: jf.lr,
 				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
+				BucketKib: int32(bucketKiB),
 			}
 			if httpAddr != "" {
 				spec.Samples = dashboardSamples // the dashboard shows them
@@ -83,6 +84,7 @@ starts the job from the beginning.`,
 			if err := coordinator.ValidateJobSpec(spec); err != nil {
 				return err
 			}
+			reserveProcs(workers*(threads+1) + 1)
 			return a.runLocal(cmd.Context(), spec, workers, coordinators, threads, samples, out, httpAddr,
 				localPlot{test: testLoss == training.TestLossEnd, logY: pf.logScale})
 		},
@@ -97,6 +99,7 @@ starts the job from the beginning.`,
 	f.IntVar(&samples, "samples", 64, "images in the final sample grid (0: none)")
 	f.StringVar(&out, "out", "", "output directory (default out/MODEL)")
 	f.IntVar(&keep, "keep", 0, "checkpoints of the job the coordinators keep (default 3)")
+	f.IntVar(&bucketKiB, "bucket-kib", 0, bucketKiBUsage)
 	f.StringVar(&httpAddr, "http", "", "HOST:PORT to serve the embedded cluster's dashboard at / and /metrics (and /livez, /readyz) on")
 	return cmd
 }

@@ -59,6 +59,25 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// setup applies the global flags: the logger. A command with its own
+// PersistentPreRunE calls it first (cobra runs only the nearest one).
+func (a *app) setup(*cobra.Command) error {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
+		return fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: lvl}
+	switch a.logFormat {
+	case "text":
+		a.log = slog.New(slog.NewTextHandler(a.logOut(), opts))
+	case "json":
+		a.log = slog.New(slog.NewJSONHandler(a.logOut(), opts))
+	default:
+		return fmt.Errorf("--log-format %q: want text or json", a.logFormat)
+	}
+	return nil
+}
+
 func (a *app) rootCommand() *cobra.Command {
 	root := &cobra.Command{
 		Use:   "gencluster",
@@ -68,24 +87,9 @@ process (train), in an embedded cluster (local), or across machines: a
 raft-replicated group of coordinators (coordinator) and training workers
 (worker) that sum gradients over a ring, recover from failed processes and
 resume from checkpoints (submit, status, cancel, checkpoint).`,
-		SilenceUsage:  true,
-		SilenceErrors: true,
-		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
-			var lvl slog.Level
-			if err := lvl.UnmarshalText([]byte(a.logLevel)); err != nil {
-				return fmt.Errorf("--log-level: %w", err)
-			}
-			opts := &slog.HandlerOptions{Level: lvl}
-			switch a.logFormat {
-			case "text":
-				a.log = slog.New(slog.NewTextHandler(a.logOut(), opts))
-			case "json":
-				a.log = slog.New(slog.NewJSONHandler(a.logOut(), opts))
-			default:
-				return fmt.Errorf("--log-format %q: want text or json", a.logFormat)
-			}
-			return nil
-		},
+		SilenceUsage:      true,
+		SilenceErrors:     true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error { return a.setup(cmd) },
 	}
 	root.PersistentFlags().StringVar(&a.logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	root.PersistentFlags().StringVar(&a.logFormat, "log-format", "text", "log format on stderr: text (key=value) or json (one object a line)")

@@ -16,7 +16,7 @@ import (
 func (a *app) submitCommand() *cobra.Command {
 	var jf jobFlags
 	var addrs string
-	var minWorkers, keep, samples int
+	var minWorkers, keep, samples, bucketKiB int
 	var timeout time.Duration
 	cmd := &cobra.Command{
 		Use:   "submit --coordinator ADDR --model pixelcnn|vae (--steps N | --epochs E) [flags]",
@@ -40,7 +40,7 @@ the steps are logged to stderr.`,
 			spec := &pb.JobSpec{
 				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: jf.steps, Lr: jf.lr,
 				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
-				Samples: int32(samples),
+				Samples: int32(samples), BucketKib: int32(bucketKiB),
 			}
 			check := proto.CloneOf(spec)
 			check.Steps = max(check.Steps, 1) // set by the coordinator from --epochs
@@ -65,9 +65,13 @@ the steps are logged to stderr.`,
 	cmd.Flags().IntVar(&minWorkers, "min-workers", 1, "hold the job until this many workers are in the ring")
 	cmd.Flags().IntVar(&keep, "keep", 0, "checkpoints of the job the coordinators keep (default 3)")
 	cmd.Flags().IntVar(&samples, "samples", dashboardSamples, "images rank 0 samples from each checkpoint for the dashboard's grid (0: none)")
+	cmd.Flags().IntVar(&bucketKiB, "bucket-kib", 0, bucketKiBUsage)
 	cmd.Flags().DurationVar(&timeout, "timeout", 15*time.Second, "give up when no coordinator answers within this")
 	return cmd
 }
+
+// bucketKiBUsage is the help of submit's and local's --bucket-kib.
+const bucketKiBUsage = "gradient bucket cap in KiB: gradients are fused, in backward's order, into buckets of at least this size, each summed over the ring as soon as backward has finished it (0: 512)"
 
 // dashboardSamples is the size of the dashboard's sample grid (0.1 s of
 // one core for a PixelCNN, which samples with cached activations).

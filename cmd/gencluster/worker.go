@@ -38,6 +38,7 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 				return err
 			}
 			a.warnPlaintext("worker", listen)
+			reserveProcs(threads + 1)
 			reg := newRegistry()
 			var w *worker.Worker
 			wm := metrics.NewWorker(reg, lateWorker{&w}) // scraped only once w is set

@@ -14,6 +14,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"sort"
 	"strings"
@@ -144,7 +145,19 @@ func FileName(step int64) string { return fmt.Sprintf("ckpt-%010d.db", step) }
 // Write stores s at path atomically: it builds a bbolt file beside path,
 // commits it in one transaction (fsynced), renames it over path and fsyncs
 // the directory. It returns the checksum written.
-func Write(path string, s *State) (string, error) { return write(path, s, 0) }
+//
+// bbolt builds every value larger than a page in a heap buffer before
+// writing it, so a write leaves about the file's size in garbage. Write
+// collects it before returning: a process that writes a checkpoint every
+// few hundred steps then peaks at its live heap plus one checkpoint, not
+// at the collector's headroom (GOGC=100: twice a live heap that is mostly
+// the data set). The collection is short: the large live objects (images,
+// tensors) hold no pointers.
+func Write(path string, s *State) (string, error) {
+	sum, err := write(path, s, 0)
+	runtime.GC()
+	return sum, err
+}
 
 // write is Write with bbolt pages of pageSize bytes (0: bbolt's default,
 // the OS page size); tests use small pages for small files.

@@ -18,6 +18,7 @@ type Conv struct {
 	W, B       *Param
 	dy, dx     []int // offsets of the kept taps
 	pool       *kernels.Pool
+	geo        kernels.Shifts // the taps over the last n x h x w batch
 
 	// arguments of the parallel parts (set before pool.Run; avoids closures)
 	x, cols    []float32
@@ -104,18 +105,31 @@ func (l *Conv) ColsLen(n, h, w int) int {
 }
 
 // Forward computes y[Out][n*h*w] from x[In][n*h*w], then applies ReLU to y
-// when relu is set. cols is a workspace of ColsLen(n, h, w) values.
+// when relu is set. cols is not used (the im2col matrix is never built: the
+// GEMM reads its rows straight from x, see kernels.SgemmIm2col). Forward
+// panics if x or y is shorter than its shape.
 func (l *Conv) Forward(x, y []float32, n, h, w int, cols []float32, relu bool) {
 	np := n * h * w
-	src := x
-	if !l.pointwise() {
-		l.im2col(x, cols, n, h, w)
-		src = cols
+	if l.pointwise() {
+		kernels.Sgemm(l.pool, false, false, l.Out, np, l.In, 1, l.W.Data, l.In, x, np, 0, y, np)
+	} else {
+		l.setGeometry(n, h, w)
+		b := kernels.Im2col{Src: x, Ld: np, Channels: l.In, Shifts: &l.geo}
+		if err := kernels.SgemmIm2col(l.pool, l.Out, 1, l.W.Data, l.Rows(), b, 0, y, np); err != nil {
+			panic("models: Conv.Forward: " + err.Error())
+		}
 	}
-	kernels.Sgemm(l.pool, false, false, l.Out, np, l.Rows(), 1, l.W.Data, l.Rows(), src, np, 0, y, np)
 	l.y, l.n, l.h, l.w, l.relu = y, n, h, w, relu
 	l.pool.Run(l.Out, l.biasFn)
 	l.y = nil
+}
+
+// setGeometry makes l.geo the taps over n images of h x w (a no-op when it
+// already is).
+func (l *Conv) setGeometry(n, h, w int) {
+	if err := l.geo.Set(n, h, w, l.dy, l.dx); err != nil {
+		panic("models: Conv: " + err.Error())
+	}
 }
 
 // biasPart adds the bias to the output channels of this part and applies

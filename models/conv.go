@@ -164,12 +164,15 @@ func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, cols, act []float32) {
 	l.g, l.act, l.n, l.h, l.w = dy, act, n, h, w
 	l.pool.Run(l.Out, l.biasGradFn)
 	l.g, l.act = nil, nil
-	src := x
-	if !l.pointwise() {
-		l.im2col(x, cols, n, h, w)
-		src = cols
+	if l.pointwise() {
+		kernels.Sgemm(l.pool, false, true, l.Out, rows, np, 1, dy, np, x, np, 0, l.W.Grad, rows)
+	} else {
+		l.setGeometry(n, h, w)
+		b := kernels.Im2col{Src: x, Ld: np, Channels: l.In, Shifts: &l.geo}
+		if err := kernels.SgemmIm2colT(l.pool, l.Out, 1, dy, np, b, 0, l.W.Grad, rows); err != nil {
+			panic("models: Conv.Backward: " + err.Error())
+		}
 	}
-	kernels.Sgemm(l.pool, false, true, l.Out, rows, np, 1, dy, np, src, np, 0, l.W.Grad, rows)
 	if dx == nil {
 		return
 	}

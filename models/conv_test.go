@@ -110,3 +110,58 @@ func TestConvForwardMatchesExplicit(t *testing.T) {
 		pool.Close()
 	}
 }
+
+// TestConvBackwardMatchesExplicit: the weight gradient has the bits of
+// Sgemm on the explicit im2col matrix (transposed), the bias gradient and
+// the ReLU'd dy are unchanged, and the input gradient is col2im of the
+// explicit product within rounding (its sums run in another order), on
+// 1, 2 and 3 threads.
+func TestConvBackwardMatchesExplicit(t *testing.T) {
+	for _, threads := range []int{1, 2, 3} {
+		pool := kernels.NewPool(threads)
+		for _, cs := range convShapes {
+			rng := rand.New(rand.NewPCG(8, uint64(cs.k)))
+			l := NewConv("c", cs.in, cs.out, cs.k, cs.mask, pool)
+			l.Init(rng)
+			np := cs.n * cs.h * cs.w
+			rows := l.Rows()
+			x := randSlice(rng, cs.in*np, 1)
+			dy := randSlice(rng, cs.out*np, 1)
+			cols := refIm2col(l, x, cs.n, cs.h, cs.w)
+			wantW := make([]float32, cs.out*rows)
+			kernels.Sgemm(pool, false, true, cs.out, rows, np, 1, dy, np, cols, np, 0, wantW, rows)
+			dcols := make([]float32, rows*np)
+			kernels.Sgemm(pool, true, false, rows, np, cs.out, 1, l.W.Data, rows, dy, np, 0, dcols, np)
+			wantX := refCol2im(l, dcols, cs.n, cs.h, cs.w)
+
+			dx := make([]float32, cs.in*np)
+			l.Backward(x, append([]float32(nil), dy...), dx, cs.n, cs.h, cs.w, make([]float32, l.ColsLen(cs.n, cs.h, cs.w)), nil)
+			for i := range wantW {
+				if math.Float32bits(l.W.Grad[i]) != math.Float32bits(wantW[i]) {
+					t.Fatalf("%s, %d threads: dW[%d] = %v, explicit %v", cs, threads, i, l.W.Grad[i], wantW[i])
+				}
+			}
+			// Each dx sums Out*Taps products of values in [-1, 1] times
+			// weights below 1/sqrt(fan in): bound the error by that many
+			// ulps of the sum of magnitudes.
+			absW := make([]float32, len(l.W.Data))
+			absDy := make([]float32, len(dy))
+			for i, v := range l.W.Data {
+				absW[i] = float32(math.Abs(float64(v)))
+			}
+			for i, v := range dy {
+				absDy[i] = float32(math.Abs(float64(v)))
+			}
+			absCols := make([]float32, rows*np)
+			kernels.SgemmRef(true, false, rows, np, cs.out, 1, absW, rows, absDy, np, 0, absCols, np)
+			mag := refCol2im(l, absCols, cs.n, cs.h, cs.w)
+			for i := range wantX {
+				tol := 2 * float64(cs.out*l.Taps()+2) * math.Pow(2, -24) * float64(mag[i])
+				if d := math.Abs(float64(dx[i] - wantX[i])); d > tol || math.IsNaN(float64(dx[i])) {
+					t.Fatalf("%s, %d threads: dx[%d] = %v, explicit %v (tol %g)", cs, threads, i, dx[i], wantX[i], tol)
+				}
+			}
+		}
+		pool.Close()
+	}
+}

@@ -19,14 +19,14 @@ type Conv struct {
 	dy, dx     []int // offsets of the kept taps
 	pool       *kernels.Pool
 	geo        kernels.Shifts // the taps over the last n x h x w batch
+	mdy, mdx   []int          // the taps mirrored: -dy, -dx
+	geoT       kernels.Shifts // the mirrored taps, for the input gradient
+	wt         []float32      // W rearranged to [In][Out*Taps]
 
 	// arguments of the parallel parts (set before pool.Run; avoids closures)
-	x, cols    []float32
 	n, h, w    int
 	y, g, act  []float32 // epilogue / prologue arguments
 	relu       bool
-	im2colFn   func(part, parts int)
-	col2imFn   func(part, parts int)
 	biasFn     func(part, parts int)
 	biasGradFn func(part, parts int)
 }
@@ -61,13 +61,15 @@ func NewConv(prefix string, in, out, k int, mask MaskKind, pool *kernels.Pool) *
 		}
 	}
 	l := &Conv{In: in, Out: out, K: k, dy: dy, dx: dx, pool: pool}
+	for i := range dy {
+		l.mdy = append(l.mdy, -dy[i])
+		l.mdx = append(l.mdx, -dx[i])
+	}
 	if mask == MaskNone {
 		taps = nil
 	}
 	l.W = newParam(prefix+".weight", []int{out, in, k, k}, taps)
 	l.B = newParam(prefix+".bias", []int{out}, nil)
-	l.im2colFn = l.im2colPart
-	l.col2imFn = l.col2imPart
 	l.biasFn = l.biasPart
 	l.biasGradFn = l.biasGradPart
 	return l
@@ -180,8 +182,23 @@ func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, cols, act []float32) {
 		kernels.Sgemm(l.pool, true, false, l.In, np, l.Out, 1, l.W.Data, rows, dy, np, 0, dx, np)
 		return
 	}
-	kernels.Sgemm(l.pool, true, false, rows, np, l.Out, 1, l.W.Data, rows, dy, np, 0, cols, np)
-	l.col2im(cols, dx, n, h, w)
+	// dx[c][j] = sum over o, t of W[o][c*T+t] * dy[o][j - off[t]] where
+	// (y-dy[t], x-dx[t]) is in the image: dy convolved with the mirrored
+	// taps, as a GEMM with the weights rearranged to [In][Out*T].
+	t := len(l.dy)
+	l.wt = grow(l.wt, l.In*l.Out*t)
+	for o := 0; o < l.Out; o++ {
+		for c := 0; c < l.In; c++ {
+			copy(l.wt[(c*l.Out+o)*t:(c*l.Out+o+1)*t], l.W.Data[o*rows+c*t:o*rows+(c+1)*t])
+		}
+	}
+	if err := l.geoT.Set(n, h, w, l.mdy, l.mdx); err != nil {
+		panic("models: Conv.Backward: " + err.Error())
+	}
+	b := kernels.Im2col{Src: dy, Ld: np, Channels: l.Out, Shifts: &l.geoT}
+	if err := kernels.SgemmIm2col(l.pool, l.In, 1, l.wt, l.Out*t, b, 0, dx, np); err != nil {
+		panic("models: Conv.Backward: " + err.Error())
+	}
 }
 
 // biasGradPart applies the ReLU derivative to dy (when act is set) and sums
@@ -235,82 +252,4 @@ func sum4(xs []float32) float32 {
 		}
 	}
 	return (s0 + s1) + (s2 + s3)
-}
-
-func (l *Conv) im2col(x, cols []float32, n, h, w int) {
-	l.x, l.cols, l.n, l.h, l.w = x, cols, n, h, w
-	l.pool.Run(l.In, l.im2colFn)
-	l.x, l.cols = nil, nil
-}
-
-// im2colPart fills the rows of the input channels in this part:
-// cols[c*T+t][b,y,x] = x[c][b, y+dy[t], x+dx[t]], zero outside the image.
-func (l *Conv) im2colPart(part, parts int) {
-	n, h, w := l.n, l.h, l.w
-	np, hw, t := n*h*w, h*w, len(l.dy)
-	c0, c1 := kernels.Span(l.In, 1, part, parts)
-	for c := c0; c < c1; c++ {
-		xc := l.x[c*np : (c+1)*np]
-		for ti := 0; ti < t; ti++ {
-			row := l.cols[(c*t+ti)*np : (c*t+ti+1)*np]
-			oy, ox := l.dy[ti], l.dx[ti]
-			// valid output columns: 0 <= x+ox < w
-			xa, xb := max(0, -ox), min(w, w-ox)
-			for b := 0; b < n; b++ {
-				img := xc[b*hw : (b+1)*hw]
-				out := row[b*hw : (b+1)*hw]
-				for yy := 0; yy < h; yy++ {
-					o := out[yy*w : (yy+1)*w]
-					sy := yy + oy
-					if sy < 0 || sy >= h || xa >= xb {
-						clear(o)
-						continue
-					}
-					clear(o[:xa])
-					copy(o[xa:xb], img[sy*w+xa+ox:sy*w+xb+ox])
-					clear(o[xb:])
-				}
-			}
-		}
-	}
-}
-
-func (l *Conv) col2im(cols, dx []float32, n, h, w int) {
-	l.x, l.cols, l.n, l.h, l.w = dx, cols, n, h, w
-	l.pool.Run(l.In, l.col2imFn)
-	l.x, l.cols = nil, nil
-}
-
-// col2imPart is the adjoint of im2colPart: dx[c][b, y+dy, x+dx] += cols[c*T+t][b,y,x].
-func (l *Conv) col2imPart(part, parts int) {
-	n, h, w := l.n, l.h, l.w
-	np, hw, t := n*h*w, h*w, len(l.dy)
-	c0, c1 := kernels.Span(l.In, 1, part, parts)
-	for c := c0; c < c1; c++ {
-		dxc := l.x[c*np : (c+1)*np]
-		clear(dxc)
-		for ti := 0; ti < t; ti++ {
-			row := l.cols[(c*t+ti)*np : (c*t+ti+1)*np]
-			oy, ox := l.dy[ti], l.dx[ti]
-			xa, xb := max(0, -ox), min(w, w-ox)
-			if xa >= xb {
-				continue
-			}
-			for b := 0; b < n; b++ {
-				img := dxc[b*hw : (b+1)*hw]
-				in := row[b*hw : (b+1)*hw]
-				for yy := 0; yy < h; yy++ {
-					sy := yy + oy
-					if sy < 0 || sy >= h {
-						continue
-					}
-					dst := img[sy*w+xa+ox : sy*w+xb+ox]
-					src := in[yy*w+xa : yy*w+xb]
-					for i, v := range src {
-						dst[i] += v
-					}
-				}
-			}
-		}
-	}
 }

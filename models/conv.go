@@ -10,9 +10,15 @@ import (
 // Conv is a stride-1, same-padded 2-D convolution with an optional PixelCNN
 // mask, on activations laid out channel-major over the whole batch:
 // x[c][b*H*W + h*W + w]. Masked taps are never stored nor computed: the
-// kernel keeps only the window positions the mask lets through, and im2col
-// builds rows for those taps alone, so a 3x3 mask-B convolution multiplies
-// 5 taps instead of 9.
+// kernel keeps only the window positions the mask lets through, and the
+// im2col matrix has rows for those taps alone, so a 3x3 mask-B convolution
+// multiplies 5 taps instead of 9.
+//
+// The im2col matrix is never built: the GEMMs read its rows straight from
+// the activations at each tap's offset while they pack their operands
+// (kernels.SgemmIm2col, SgemmIm2colT), so a layer needs no workspace but
+// the tap validity bits (kernels.Shifts) and a copy of W rearranged for
+// the input gradient.
 type Conv struct {
 	In, Out, K int
 	W, B       *Param
@@ -78,10 +84,10 @@ func NewConv(prefix string, in, out, k int, mask MaskKind, pool *kernels.Pool) *
 // Taps is the number of kernel positions computed (k*k for a dense kernel).
 func (l *Conv) Taps() int { return len(l.dy) }
 
-// Rows is the number of im2col rows: In * Taps.
+// Rows is the number of rows of the (implicit) im2col matrix: In * Taps.
 func (l *Conv) Rows() int { return l.In * len(l.dy) }
 
-// pointwise reports whether the convolution is 1x1, which needs no im2col.
+// pointwise reports whether the convolution is 1x1: a plain GEMM on x.
 func (l *Conv) pointwise() bool { return len(l.dy) == 1 && l.dy[0] == 0 && l.dx[0] == 0 }
 
 // Init draws weights and biases like torch.nn.Conv2d's default
@@ -98,19 +104,10 @@ func (l *Conv) Init(rng *rand.Rand) {
 	}
 }
 
-// ColsLen is the length of the im2col workspace needed for n images of h x w.
-func (l *Conv) ColsLen(n, h, w int) int {
-	if l.pointwise() {
-		return 0
-	}
-	return l.Rows() * n * h * w
-}
-
 // Forward computes y[Out][n*h*w] from x[In][n*h*w], then applies ReLU to y
-// when relu is set. cols is not used (the im2col matrix is never built: the
-// GEMM reads its rows straight from x, see kernels.SgemmIm2col). Forward
-// panics if x or y is shorter than its shape.
-func (l *Conv) Forward(x, y []float32, n, h, w int, cols []float32, relu bool) {
+// when relu is set. x and y must hold In and Out planes of n*h*w values
+// (Forward panics otherwise).
+func (l *Conv) Forward(x, y []float32, n, h, w int, relu bool) {
 	np := n * h * w
 	if l.pointwise() {
 		kernels.Sgemm(l.pool, false, false, l.Out, np, l.In, 1, l.W.Data, l.In, x, np, 0, y, np)
@@ -156,11 +153,15 @@ func (l *Conv) biasPart(part, parts int) {
 
 // Backward takes dy = dLoss/dy and the forward input x, writes the weight
 // and bias gradients (overwriting W.Grad and B.Grad) and, when dx is not nil,
-// dLoss/dx into dx. cols is a workspace as in Forward. When the forward pass
-// applied a ReLU, act is its output and dy the gradient with respect to it;
-// dy is then multiplied in place by the ReLU's derivative first. act is nil
-// for a layer without ReLU.
-func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, cols, act []float32) {
+// dLoss/dx into dx. When the forward pass applied a ReLU, act is its output
+// and dy the gradient with respect to it; dy is then multiplied in place by
+// the ReLU's derivative first. act is nil for a layer without ReLU.
+//
+// The weight gradient dy * im2col(x)^T is computed as exactly as from the
+// im2col matrix in memory (kernels.SgemmIm2colT); the input gradient, the
+// adjoint of im2col, as a convolution of dy with the mirrored taps
+// (kernels.SgemmIm2col), which sums in another order than col2im did.
+func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, act []float32) {
 	np := n * h * w
 	rows := l.Rows()
 	l.g, l.act, l.n, l.h, l.w = dy, act, n, h, w

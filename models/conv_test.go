@@ -100,7 +100,7 @@ func TestConvForwardMatchesExplicit(t *testing.T) {
 				}
 			}
 			y := make([]float32, cs.out*np)
-			l.Forward(x, y, cs.n, cs.h, cs.w, make([]float32, l.ColsLen(cs.n, cs.h, cs.w)), true)
+			l.Forward(x, y, cs.n, cs.h, cs.w, true)
 			for i := range y {
 				if math.Float32bits(y[i]) != math.Float32bits(want[i]) {
 					t.Fatalf("%s, %d threads: y[%d] = %v, explicit %v", cs, threads, i, y[i], want[i])
@@ -135,7 +135,7 @@ func TestConvBackwardMatchesExplicit(t *testing.T) {
 			wantX := refCol2im(l, dcols, cs.n, cs.h, cs.w)
 
 			dx := make([]float32, cs.in*np)
-			l.Backward(x, append([]float32(nil), dy...), dx, cs.n, cs.h, cs.w, make([]float32, l.ColsLen(cs.n, cs.h, cs.w)), nil)
+			l.Backward(x, append([]float32(nil), dy...), dx, cs.n, cs.h, cs.w, nil)
 			for i := range wantW {
 				if math.Float32bits(l.W.Grad[i]) != math.Float32bits(wantW[i]) {
 					t.Fatalf("%s, %d threads: dW[%d] = %v, explicit %v", cs, threads, i, l.W.Grad[i], wantW[i])

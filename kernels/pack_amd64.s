@@ -424,3 +424,59 @@ imtloop:
 	JNZ     imtloop
 	VZEROUPPER
 	RET
+
+// LOADROWT512(i, y) is LOADROWT with an AVX-512 k-mask: the 16 bits from
+// the block's byte of row i's bits, shifted right by CL, are the lane mask
+// of a zeroing masked load of the 8 positions at SI + soff[i]*4.
+#define LOADROWT512(i, y) \
+	MOVQ      (i*8)(R8), R12; \
+	MOVQ      (i*8)(R10), R13; \
+	ADDQ      R9, R13; \
+	MOVWLZX   (R13)(DX*1), AX; \
+	SHRL      CL, AX; \
+	KMOVW     AX, K1; \
+	VMOVUPS.Z (SI)(R12*4), K1, y
+
+// func packIm2colTAVX512(n8 int, src *float32, soff *[8]int, bits *byte, boff *[8]int, shift int, dst *float32, ldd int)
+// packIm2colTAVX with k-masks (AVX-512F and VL): no lane-bit vector to
+// rebuild, no mask arithmetic in vector registers.
+TEXT ·packIm2colTAVX512(SB), NOSPLIT, $0-64
+	MOVQ n8+0(FP), BX
+	MOVQ src+8(FP), SI
+	MOVQ soff+16(FP), R8
+	MOVQ bits+24(FP), R9
+	MOVQ boff+32(FP), R10
+	MOVQ shift+40(FP), CX
+	MOVQ dst+48(FP), DI
+	MOVQ ldd+56(FP), R11
+	SHLQ $2, R11
+	XORQ DX, DX          // byte offset of the block in the bits
+
+imt512loop:
+	LOADROWT512(0, Y0)
+	LOADROWT512(1, Y1)
+	LOADROWT512(2, Y2)
+	LOADROWT512(3, Y3)
+	LOADROWT512(4, Y4)
+	LOADROWT512(5, Y5)
+	LOADROWT512(6, Y6)
+	LOADROWT512(7, Y7)
+	TRANSPOSE8
+	LEAQ    (DI)(R11*2), R12
+	ADDQ    R11, R12             // dst row 3
+	LEAQ    (DI)(R11*4), R13     // dst row 4
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y9, (DI)(R11*1)
+	VMOVUPS Y10, (DI)(R11*2)
+	VMOVUPS Y11, (R12)
+	VMOVUPS Y12, (R13)
+	VMOVUPS Y13, (R12)(R11*2)
+	VMOVUPS Y14, (R13)(R11*2)
+	VMOVUPS Y15, (R12)(R11*4)
+	ADDQ    $32, SI
+	INCQ    DX
+	LEAQ    (DI)(R11*8), DI
+	DECQ    BX
+	JNZ     imt512loop
+	VZEROUPPER
+	RET

@@ -203,7 +203,11 @@ func packIm2colTFast(kern *sgemmKernel, dst []float32, b *Im2col, p0, kc, j0, w 
 			soff[i] = ch*b.Ld + s.off[t] + p0
 			boff[i] = t*s.words*8 + p0/8
 		}
-		packIm2colTAVX(n8, &b.Src[0], &soff, &bits[0], &boff, p0&7, &dst[r0], nr)
+		if kern.kind == kindAVX512 && cpu.X86.HasAVX512VL {
+			packIm2colTAVX512(n8, &b.Src[0], &soff, &bits[0], &boff, p0&7, &dst[r0], nr)
+		} else {
+			packIm2colTAVX(n8, &b.Src[0], &soff, &bits[0], &boff, p0&7, &dst[r0], nr)
+		}
 	}
 	return g8, n8 * 8
 }
@@ -235,3 +239,9 @@ func packIm2colAVX2(kc int, src *float32, ld int, offs *int, taps, t0 int, bits 
 //
 //go:noescape
 func packIm2colTAVX(n8 int, src *float32, soff *[8]int, bits *byte, boff *[8]int, shift int, dst *float32, ldd int)
+
+// packIm2colTAVX512 is packIm2colTAVX with AVX-512 k-masks. Needs
+// AVX-512F and AVX-512VL.
+//
+//go:noescape
+func packIm2colTAVX512(n8 int, src *float32, soff *[8]int, bits *byte, boff *[8]int, shift int, dst *float32, ldd int)

@@ -157,7 +157,7 @@ func (l *Conv) biasPart(part, parts int) {
 // and dy the gradient with respect to it; dy is then multiplied in place by
 // the ReLU's derivative first. act is nil for a layer without ReLU.
 //
-// The weight gradient dy * im2col(x)^T is computed as exactly as from the
+// The weight gradient dy * im2col(x)^T is computed exactly as from the
 // im2col matrix in memory (kernels.SgemmIm2colT); the input gradient, the
 // adjoint of im2col, as a convolution of dy with the mirrored taps
 // (kernels.SgemmIm2col), which sums in another order than col2im did.

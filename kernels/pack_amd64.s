@@ -233,3 +233,250 @@ trans6loop:
 	JNZ     trans6loop
 	VZEROUPPER
 	RET
+
+// Implicit im2col (im2col.go). Masks come from one bit per position and
+// tap; the loads are masked, so invalid lanes are zero and never read.
+
+// 1 << i for i < 16: lane i of a ymm pair tests bit i of a broadcast mask.
+DATA im2colBits<>+0(SB)/4, $0x1
+DATA im2colBits<>+4(SB)/4, $0x2
+DATA im2colBits<>+8(SB)/4, $0x4
+DATA im2colBits<>+12(SB)/4, $0x8
+DATA im2colBits<>+16(SB)/4, $0x10
+DATA im2colBits<>+20(SB)/4, $0x20
+DATA im2colBits<>+24(SB)/4, $0x40
+DATA im2colBits<>+28(SB)/4, $0x80
+DATA im2colBits<>+32(SB)/4, $0x100
+DATA im2colBits<>+36(SB)/4, $0x200
+DATA im2colBits<>+40(SB)/4, $0x400
+DATA im2colBits<>+44(SB)/4, $0x800
+DATA im2colBits<>+48(SB)/4, $0x1000
+DATA im2colBits<>+52(SB)/4, $0x2000
+DATA im2colBits<>+56(SB)/4, $0x4000
+DATA im2colBits<>+60(SB)/4, $0x8000
+GLOBL im2colBits<>(SB), RODATA|NOPTR, $64
+
+// func packIm2colAVX512(kc int, src *float32, ld int, offs *int, taps, t0 int, bits *byte, bstride int, dst *float32, strips int)
+// Row l of the kc rows is tap t (DX, from t0, wrapping at taps) of the
+// channel whose plane starts at SI (src, advanced by ld each wrap): its
+// run starts offs[t] floats from SI, its mask bits at bits + t*bstride.
+// For each strip: two 16-bit masks, two zeroing masked loads, two stores.
+TEXT ·packIm2colAVX512(SB), NOSPLIT, $0-80
+	MOVQ kc+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ ld+16(FP), R8
+	SHLQ $2, R8
+	MOVQ t0+40(FP), DX
+	MOVQ dst+64(FP), DI
+	MOVQ CX, R11
+	SHLQ $7, R11 // bytes from one strip to the next in dst: kc*32*4
+
+im512row:
+	MOVQ  offs+24(FP), R10
+	MOVQ  (R10)(DX*8), R10
+	LEAQ  (SI)(R10*4), R10 // the row's run
+	MOVQ  DX, AX
+	IMULQ bstride+56(FP), AX
+	ADDQ  bits+48(FP), AX  // its mask bits
+	MOVQ  DI, R12
+	MOVQ  strips+72(FP), BX
+
+im512strip:
+	KMOVW     (AX), K1
+	KMOVW     2(AX), K2
+	VMOVUPS.Z (R10), K1, Z0
+	VMOVUPS.Z 64(R10), K2, Z1
+	VMOVUPS   Z0, (R12)
+	VMOVUPS   Z1, 64(R12)
+	ADDQ      $128, R10
+	ADDQ      $4, AX
+	ADDQ      R11, R12
+	DECQ      BX
+	JNZ       im512strip
+
+	ADDQ $128, DI
+	INCQ DX
+	CMPQ DX, taps+32(FP)
+	JLT  im512next
+	XORQ DX, DX
+	ADDQ R8, SI
+
+im512next:
+	DECQ CX
+	JNZ  im512row
+	VZEROUPPER
+	RET
+
+// func packIm2colAVX2(kc int, src *float32, ld int, offs *int, taps, t0 int, bits *byte, bstride int, dst *float32, strips int)
+// As packIm2colAVX512 with strips of 16: the 16 mask bits are broadcast
+// and turned into two lane masks (AND with 1<<i, compare equal) for
+// VMASKMOVPS.
+TEXT ·packIm2colAVX2(SB), NOSPLIT, $0-80
+	MOVQ    kc+0(FP), CX
+	MOVQ    src+8(FP), SI
+	MOVQ    ld+16(FP), R8
+	SHLQ    $2, R8
+	MOVQ    t0+40(FP), DX
+	MOVQ    dst+64(FP), DI
+	MOVQ    CX, R11
+	SHLQ    $6, R11 // kc*16*4
+	VMOVDQU im2colBits<>+0(SB), Y14
+	VMOVDQU im2colBits<>+32(SB), Y15
+
+im2row:
+	MOVQ  offs+24(FP), R10
+	MOVQ  (R10)(DX*8), R10
+	LEAQ  (SI)(R10*4), R10
+	MOVQ  DX, AX
+	IMULQ bstride+56(FP), AX
+	ADDQ  bits+48(FP), AX
+	MOVQ  DI, R12
+	MOVQ  strips+72(FP), BX
+
+im2strip:
+	VPBROADCASTD (AX), Y2
+	VPAND        Y14, Y2, Y3
+	VPCMPEQD     Y14, Y3, Y3
+	VPAND        Y15, Y2, Y4
+	VPCMPEQD     Y15, Y4, Y4
+	VMASKMOVPS   (R10), Y3, Y0
+	VMASKMOVPS   32(R10), Y4, Y1
+	VMOVUPS      Y0, (R12)
+	VMOVUPS      Y1, 32(R12)
+	ADDQ         $64, R10
+	ADDQ         $2, AX
+	ADDQ         R11, R12
+	DECQ         BX
+	JNZ          im2strip
+
+	ADDQ $64, DI
+	INCQ DX
+	CMPQ DX, taps+32(FP)
+	JLT  im2next
+	XORQ DX, DX
+	ADDQ R8, SI
+
+im2next:
+	DECQ CX
+	JNZ  im2row
+	VZEROUPPER
+	RET
+
+// LOADROWT(i, y) loads y = the 8 positions of row i of the block (byte
+// offset BX in the run src + soff[i]*4), masked by the 8 bits from bit
+// shift of the block's byte (DX) of bits + boff[i]; Y14 = 1 << (shift+lane).
+#define LOADROWT(i, y) \
+	MOVQ         (i*8)(R8), R12; \
+	LEAQ         (SI)(R12*4), R12; \
+	MOVQ         (i*8)(R10), R13; \
+	ADDQ         R9, R13; \
+	VPBROADCASTD (R13)(DX*1), y; \
+	VPAND        Y14, y, y; \
+	VPCMPEQD     Y14, y, y; \
+	VMASKMOVPS   (R12)(BX*1), y, y
+
+// func packIm2colTAVX(n8 int, src *float32, soff *[8]int, bits *byte, boff *[8]int, shift int, dst *float32, ldd int)
+// For r < 8 and l < 8*n8: dst[l*ldd + r] = src[soff[r] + l] where bit
+// shift+l of bits[boff[r]:] is set, else 0. Blocks of 8x8: eight masked
+// row loads, the transpose of packTrans8AVX, eight stores.
+TEXT ·packIm2colTAVX(SB), NOSPLIT, $0-64
+	MOVQ n8+0(FP), CX
+	MOVQ src+8(FP), SI
+	MOVQ soff+16(FP), R8
+	MOVQ bits+24(FP), R9
+	MOVQ boff+32(FP), R10
+	MOVQ dst+48(FP), DI
+	MOVQ ldd+56(FP), R11
+	SHLQ $2, R11
+	XORQ BX, BX          // byte offset of the block in the runs
+	XORQ DX, DX          // byte offset of the block in the bits
+
+imtloop:
+	// TRANSPOSE8 uses all 16 registers: rebuild the lane bits each block.
+	MOVQ    shift+40(FP), AX
+	VMOVQ   AX, X13
+	VMOVDQU im2colBits<>+0(SB), Y14
+	VPSLLD  X13, Y14, Y14
+	LOADROWT(0, Y0)
+	LOADROWT(1, Y1)
+	LOADROWT(2, Y2)
+	LOADROWT(3, Y3)
+	LOADROWT(4, Y4)
+	LOADROWT(5, Y5)
+	LOADROWT(6, Y6)
+	LOADROWT(7, Y7)
+	TRANSPOSE8
+	LEAQ    (DI)(R11*2), R12
+	ADDQ    R11, R12             // dst row 3
+	LEAQ    (DI)(R11*4), R13     // dst row 4
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y9, (DI)(R11*1)
+	VMOVUPS Y10, (DI)(R11*2)
+	VMOVUPS Y11, (R12)
+	VMOVUPS Y12, (R13)
+	VMOVUPS Y13, (R12)(R11*2)
+	VMOVUPS Y14, (R13)(R11*2)
+	VMOVUPS Y15, (R12)(R11*4)
+	ADDQ    $32, BX
+	INCQ    DX
+	LEAQ    (DI)(R11*8), DI
+	DECQ    CX
+	JNZ     imtloop
+	VZEROUPPER
+	RET
+
+// LOADROWT512(i, y) is LOADROWT with an AVX-512 k-mask: the 16 bits from
+// the block's byte of row i's bits, shifted right by CL, are the lane mask
+// of a zeroing masked load of the 8 positions at SI + soff[i]*4.
+#define LOADROWT512(i, y) \
+	MOVQ      (i*8)(R8), R12; \
+	MOVQ      (i*8)(R10), R13; \
+	ADDQ      R9, R13; \
+	MOVWLZX   (R13)(DX*1), AX; \
+	SHRL      CL, AX; \
+	KMOVW     AX, K1; \
+	VMOVUPS.Z (SI)(R12*4), K1, y
+
+// func packIm2colTAVX512(n8 int, src *float32, soff *[8]int, bits *byte, boff *[8]int, shift int, dst *float32, ldd int)
+// packIm2colTAVX with k-masks (AVX-512F and VL): no lane-bit vector to
+// rebuild, no mask arithmetic in vector registers.
+TEXT ·packIm2colTAVX512(SB), NOSPLIT, $0-64
+	MOVQ n8+0(FP), BX
+	MOVQ src+8(FP), SI
+	MOVQ soff+16(FP), R8
+	MOVQ bits+24(FP), R9
+	MOVQ boff+32(FP), R10
+	MOVQ shift+40(FP), CX
+	MOVQ dst+48(FP), DI
+	MOVQ ldd+56(FP), R11
+	SHLQ $2, R11
+	XORQ DX, DX          // byte offset of the block in the bits
+
+imt512loop:
+	LOADROWT512(0, Y0)
+	LOADROWT512(1, Y1)
+	LOADROWT512(2, Y2)
+	LOADROWT512(3, Y3)
+	LOADROWT512(4, Y4)
+	LOADROWT512(5, Y5)
+	LOADROWT512(6, Y6)
+	LOADROWT512(7, Y7)
+	TRANSPOSE8
+	LEAQ    (DI)(R11*2), R12
+	ADDQ    R11, R12             // dst row 3
+	LEAQ    (DI)(R11*4), R13     // dst row 4
+	VMOVUPS Y8, (DI)
+	VMOVUPS Y9, (DI)(R11*1)
+	VMOVUPS Y10, (DI)(R11*2)
+	VMOVUPS Y11, (R12)
+	VMOVUPS Y12, (R13)
+	VMOVUPS Y13, (R12)(R11*2)
+	VMOVUPS Y14, (R13)(R11*2)
+	VMOVUPS Y15, (R12)(R11*4)
+	ADDQ    $32, SI
+	INCQ    DX
+	LEAQ    (DI)(R11*8), DI
+	DECQ    BX
+	JNZ     imt512loop
+	VZEROUPPER
+	RET

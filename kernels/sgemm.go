@@ -122,6 +122,10 @@ type sgemmCall struct {
 	a, b, c        []float32
 	lda, ldb, ldc  int
 	splitN         bool // parts split the columns of C (else its rows)
+	// implicit: B is not b but the implicit im2col matrix im (transB: its
+	// transpose is op(B)); see im2col.go.
+	implicit bool
+	im       Im2col
 }
 
 // sgemmSerialFMAs is the work (multiply-adds over whole register tiles)
@@ -157,6 +161,13 @@ func sgemm(p *Pool, kern *sgemmKernel, transA, transB bool, m, n, k int, alpha f
 		alpha: alpha, beta: beta, a: a, b: b, c: c, lda: lda, ldb: ldb, ldc: ldc,
 		splitN: n >= m,
 	}
+	g.run(p)
+}
+
+// run computes the call on p's threads (or on the caller's alone for small
+// calls); the sizes are checked and C is not empty, k > 0, alpha != 0.
+func (g *sgemmCall) run(p *Pool) {
+	m, n, k, kern := g.m, g.n, g.k, g.kern
 	parts := p.Threads()
 	if tiles := g.tiles(); tiles < parts {
 		parts = tiles
@@ -176,7 +187,7 @@ func sgemm(p *Pool, kern *sgemmKernel, transA, transB bool, m, n, k int, alpha f
 		return
 	}
 	p.growScratch(parts)
-	p.gemm = g
+	p.gemm = *g
 	if p.gemmFn == nil {
 		p.gemmFn = p.sgemmPart
 	}
@@ -253,7 +264,7 @@ func (g *sgemmCall) block(s *sgemmScratch, i0, i1, j0, j1 int) {
 	ncs := cut(j1-j0, kern.bBudget/kcs, nr)
 	s.grow(mcs*kcs, ncs*kcs, mr*nr)
 	alpha, c, ldc := g.alpha, g.c, g.ldc
-	direct := !g.transB && i1-i0 <= mr
+	direct := !g.transB && !g.implicit && i1-i0 <= mr
 	// B is packed gcols columns at a time (about 128 KiB), so that each row
 	// of B is read in long contiguous runs.
 	gcols := max(nr, (32<<10)/kcs/nr*nr)
@@ -283,7 +294,7 @@ func (g *sgemmCall) block(s *sgemmScratch, i0, i1, j0, j1 int) {
 					case ic == i0 && jr%gcols == 0:
 						// Pack the next group of strips (on the first row
 						// block only; later ones reuse it), just before use.
-						packB(kern, s.bp[jr*kc:], g.b, g.ldb, g.transB, pc, kc, jc+jr, min(gcols, nc-jr))
+						g.packB(s.bp[jr*kc:], pc, kc, jc+jr, min(gcols, nc-jr))
 					}
 					for ir := 0; ir < mc; ir += mr {
 						mrb := min(mr, mc-ir)
@@ -302,6 +313,19 @@ func (g *sgemmCall) block(s *sgemmScratch, i0, i1, j0, j1 int) {
 				}
 			}
 		}
+	}
+}
+
+// packB packs op(B)[p0:p0+kc, j0:j0+cols] like the function packB, from
+// B in memory or from the implicit im2col matrix.
+func (g *sgemmCall) packB(dst []float32, p0, kc, j0, cols int) {
+	switch {
+	case !g.implicit:
+		packB(g.kern, dst, g.b, g.ldb, g.transB, p0, kc, j0, cols)
+	case g.transB:
+		packIm2colT(g.kern, dst, &g.im, p0, kc, j0, cols)
+	default:
+		packIm2col(g.kern, dst, &g.im, p0, kc, j0, cols)
 	}
 }
 
@@ -430,12 +454,21 @@ func packGather(kern *sgemmKernel, dst, src []float32, ld, off, kc, w, width int
 // checkMatrix panics unless x can hold a rows x cols row-major matrix with
 // row stride ld.
 func checkMatrix(name string, rows, cols int, x []float32, ld int) {
+	if err := matrixErr(name, rows, cols, x, ld); err != nil {
+		panic(err.Error())
+	}
+}
+
+// matrixErr returns an error unless x can hold a rows x cols row-major
+// matrix with row stride ld.
+func matrixErr(name string, rows, cols int, x []float32, ld int) error {
 	if ld < max(1, cols) {
-		panic(fmt.Sprintf("kernels: Sgemm: ld%s = %d < %d columns", name, ld, cols))
+		return fmt.Errorf("kernels: Sgemm: ld%s = %d < %d columns", name, ld, cols)
 	}
-	if rows > 0 && cols > 0 && len(x) < (rows-1)*ld+cols {
-		panic(fmt.Sprintf("kernels: Sgemm: %s has %d elements, needs %d for %dx%d with stride %d", name, len(x), (rows-1)*ld+cols, rows, cols, ld))
+	if rows > 0 && cols > 0 && (len(x) < cols || (len(x)-cols)/ld < rows-1) {
+		return fmt.Errorf("kernels: Sgemm: %s has %d elements, needs %d for %dx%d with stride %d", name, len(x), (rows-1)*ld+cols, rows, cols, ld)
 	}
+	return nil
 }
 
 // scaleMatrix sets C = beta*C (C = 0 when beta == 0, whatever C held).

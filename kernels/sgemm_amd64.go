@@ -2,7 +2,11 @@
 
 package kernels
 
-import "golang.org/x/sys/cpu"
+import (
+	"unsafe"
+
+	"golang.org/x/sys/cpu"
+)
 
 // sgemmAVX2 is a 6x16 tile: 12 ymm accumulators, two ymm loads of B and six
 // broadcasts of A per step of k. Blocking for Zen 3 / Skylake-class cores:
@@ -136,3 +140,108 @@ func packTrans8AVX(n8 int, src *float32, ld int, dst *float32, ldd int)
 //
 //go:noescape
 func packTrans6AVX(n8 int, src *float32, ld int, dst *float32)
+
+// packIm2colFast packs strips strips of the implicit im2col matrix b (see
+// packIm2col) with masked vector loads, when kern is an AVX kernel; it
+// reports whether it did. Each row of B is read straight from its plane at
+// the tap's offset; the lanes where the tap is invalid are masked off,
+// which both zeroes them and keeps them from being read (masked-off lanes
+// do not fault), so only values inside b.Src are ever loaded.
+func packIm2colFast(kern *sgemmKernel, dst []float32, b *Im2col, p0, kc, j0, strips int) bool {
+	s := b.Shifts
+	nr := kern.nr
+	switch {
+	case kern.kind == kindAVX512 && nr == 32:
+	case kern.kind == kindAVX2 && nr == 16 && cpu.X86.HasAVX2:
+	default:
+		return false
+	}
+	// The strips must lie within the plane rounded up to whole strips:
+	// the mask bits read, 4 bytes from byte j/8 for each strip start j,
+	// then stay within each tap's row of bits (see Shifts.bits).
+	if j0%nr != 0 || j0+strips*nr >= s.plane+nr {
+		return false
+	}
+	taps := len(s.dy)
+	_ = dst[strips*kc*nr-1]
+	_ = s.off[taps-1]
+	bits := s.bitBytes()
+	c0, t0 := p0/taps, p0%taps
+	_ = bits[(taps-1)*s.words*8+(j0+strips*nr)/8+3]
+	src := &b.Src[c0*b.Ld+j0]
+	if nr == 32 {
+		packIm2colAVX512(kc, src, b.Ld, &s.off[0], taps, t0, &bits[j0/8], s.words*8, &dst[0], strips)
+	} else {
+		packIm2colAVX2(kc, src, b.Ld, &s.off[0], taps, t0, &bits[j0/8], s.words*8, &dst[0], strips)
+	}
+	return true
+}
+
+// packIm2colTFast packs, for one strip of op(B) = B^T (see packIm2colT), w
+// valid columns from j0, the first g8 = w&^7 columns over the first l8 =
+// kc&^7 rows, eight columns (rows of B) at a time: masked loads of eight
+// runs of eight positions, then an 8x8 transpose. It returns g8 and l8
+// (0, 0 when it cannot).
+func packIm2colTFast(kern *sgemmKernel, dst []float32, b *Im2col, p0, kc, j0, w int) (g8, l8 int) {
+	n8 := kc / 8
+	if kern.kind == kindGo || n8 == 0 || w < 8 || !cpu.X86.HasAVX2 {
+		return 0, 0
+	}
+	s := b.Shifts
+	nr, taps := kern.nr, len(s.dy)
+	g8 = w / 8 * 8
+	_ = dst[(n8*8-1)*nr+g8-1]
+	bits := s.bitBytes()
+	// Bits read: 4 bytes from byte (p0+l)/8 for l < n8*8, within each row.
+	if (p0+n8*8)/8+4 > s.words*8 {
+		return 0, 0
+	}
+	var soff, boff [8]int
+	for r0 := 0; r0 < g8; r0 += 8 {
+		for i := range soff {
+			ch, t := (j0+r0+i)/taps, (j0+r0+i)%taps
+			soff[i] = ch*b.Ld + s.off[t] + p0
+			boff[i] = t*s.words*8 + p0/8
+		}
+		if kern.kind == kindAVX512 && cpu.X86.HasAVX512VL {
+			packIm2colTAVX512(n8, &b.Src[0], &soff, &bits[0], &boff, p0&7, &dst[r0], nr)
+		} else {
+			packIm2colTAVX(n8, &b.Src[0], &soff, &bits[0], &boff, p0&7, &dst[r0], nr)
+		}
+	}
+	return g8, n8 * 8
+}
+
+// bitBytes returns the validity bits of s as bytes: on this little-endian
+// machine bit j of a tap's row is bit j%8 of its byte j/8.
+func (s *Shifts) bitBytes() []byte {
+	return unsafe.Slice((*byte)(unsafe.Pointer(&s.bits[0])), len(s.bits)*8)
+}
+
+// packIm2colAVX512 packs kc rows of an implicit im2col matrix as strips
+// strips of 32 columns. Row l is row t0+l counted from (channel c0, tap 0)
+// taps at a time: tap t = (t0+l) mod taps of channel c0 + (t0+l)/taps. For
+// s < strips: dst[s*kc*32 + l*32 + i] = src[(c-c0)*ld + offs[t] + s*32 + i]
+// where bit s*32+i of bits[t*bstride:] is set, else 0. Needs AVX-512F.
+//
+//go:noescape
+func packIm2colAVX512(kc int, src *float32, ld int, offs *int, taps, t0 int, bits *byte, bstride int, dst *float32, strips int)
+
+// packIm2colAVX2 is packIm2colAVX512 for strips of 16 columns
+// (dst[s*kc*16 + l*16 + i]). Needs AVX2.
+//
+//go:noescape
+func packIm2colAVX2(kc int, src *float32, ld int, offs *int, taps, t0 int, bits *byte, bstride int, dst *float32, strips int)
+
+// packIm2colTAVX sets, for r < 8 and l < 8*n8, dst[l*ldd + r] =
+// src[soff[r] + l] where bit shift+l of bits[boff[r]:] is set, else 0
+// (shift < 8). Needs AVX2.
+//
+//go:noescape
+func packIm2colTAVX(n8 int, src *float32, soff *[8]int, bits *byte, boff *[8]int, shift int, dst *float32, ldd int)
+
+// packIm2colTAVX512 is packIm2colTAVX with AVX-512 k-masks. Needs
+// AVX-512F and AVX-512VL.
+//
+//go:noescape
+func packIm2colTAVX512(n8 int, src *float32, soff *[8]int, bits *byte, boff *[8]int, shift int, dst *float32, ldd int)

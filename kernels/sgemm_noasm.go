@@ -22,3 +22,11 @@ func packStripsFast(kern *sgemmKernel, dst, src []float32, ld, off, kc, width, s
 func packGatherFast(kern *sgemmKernel, dst, src []float32, ld, off, kc, width int) int {
 	return 0
 }
+
+func packIm2colFast(kern *sgemmKernel, dst []float32, b *Im2col, p0, kc, j0, strips int) bool {
+	return false
+}
+
+func packIm2colTFast(kern *sgemmKernel, dst []float32, b *Im2col, p0, kc, j0, w int) (g8, l8 int) {
+	return 0, 0
+}

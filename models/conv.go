@@ -10,22 +10,29 @@ import (
 // Conv is a stride-1, same-padded 2-D convolution with an optional PixelCNN
 // mask, on activations laid out channel-major over the whole batch:
 // x[c][b*H*W + h*W + w]. Masked taps are never stored nor computed: the
-// kernel keeps only the window positions the mask lets through, and im2col
-// builds rows for those taps alone, so a 3x3 mask-B convolution multiplies
-// 5 taps instead of 9.
+// kernel keeps only the window positions the mask lets through, and the
+// im2col matrix has rows for those taps alone, so a 3x3 mask-B convolution
+// multiplies 5 taps instead of 9.
+//
+// The im2col matrix is never built: the GEMMs read its rows straight from
+// the activations at each tap's offset while they pack their operands
+// (kernels.SgemmIm2col, SgemmIm2colT), so a layer needs no workspace but
+// the tap validity bits (kernels.Shifts) and a copy of W rearranged for
+// the input gradient.
 type Conv struct {
 	In, Out, K int
 	W, B       *Param
 	dy, dx     []int // offsets of the kept taps
 	pool       *kernels.Pool
+	geo        kernels.Shifts // the taps over the last n x h x w batch
+	mdy, mdx   []int          // the taps mirrored: -dy, -dx
+	geoT       kernels.Shifts // the mirrored taps, for the input gradient
+	wt         []float32      // W rearranged to [In][Out*Taps]
 
 	// arguments of the parallel parts (set before pool.Run; avoids closures)
-	x, cols    []float32
 	n, h, w    int
 	y, g, act  []float32 // epilogue / prologue arguments
 	relu       bool
-	im2colFn   func(part, parts int)
-	col2imFn   func(part, parts int)
 	biasFn     func(part, parts int)
 	biasGradFn func(part, parts int)
 }
@@ -60,13 +67,15 @@ func NewConv(prefix string, in, out, k int, mask MaskKind, pool *kernels.Pool) *
 		}
 	}
 	l := &Conv{In: in, Out: out, K: k, dy: dy, dx: dx, pool: pool}
+	for i := range dy {
+		l.mdy = append(l.mdy, -dy[i])
+		l.mdx = append(l.mdx, -dx[i])
+	}
 	if mask == MaskNone {
 		taps = nil
 	}
 	l.W = newParam(prefix+".weight", []int{out, in, k, k}, taps)
 	l.B = newParam(prefix+".bias", []int{out}, nil)
-	l.im2colFn = l.im2colPart
-	l.col2imFn = l.col2imPart
 	l.biasFn = l.biasPart
 	l.biasGradFn = l.biasGradPart
 	return l
@@ -75,10 +84,10 @@ func NewConv(prefix string, in, out, k int, mask MaskKind, pool *kernels.Pool) *
 // Taps is the number of kernel positions computed (k*k for a dense kernel).
 func (l *Conv) Taps() int { return len(l.dy) }
 
-// Rows is the number of im2col rows: In * Taps.
+// Rows is the number of rows of the (implicit) im2col matrix: In * Taps.
 func (l *Conv) Rows() int { return l.In * len(l.dy) }
 
-// pointwise reports whether the convolution is 1x1, which needs no im2col.
+// pointwise reports whether the convolution is 1x1: a plain GEMM on x.
 func (l *Conv) pointwise() bool { return len(l.dy) == 1 && l.dy[0] == 0 && l.dx[0] == 0 }
 
 // Init draws weights and biases like torch.nn.Conv2d's default
@@ -95,27 +104,31 @@ func (l *Conv) Init(rng *rand.Rand) {
 	}
 }
 
-// ColsLen is the length of the im2col workspace needed for n images of h x w.
-func (l *Conv) ColsLen(n, h, w int) int {
-	if l.pointwise() {
-		return 0
-	}
-	return l.Rows() * n * h * w
-}
-
 // Forward computes y[Out][n*h*w] from x[In][n*h*w], then applies ReLU to y
-// when relu is set. cols is a workspace of ColsLen(n, h, w) values.
-func (l *Conv) Forward(x, y []float32, n, h, w int, cols []float32, relu bool) {
+// when relu is set. x and y must hold In and Out planes of n*h*w values
+// (Forward panics otherwise).
+func (l *Conv) Forward(x, y []float32, n, h, w int, relu bool) {
 	np := n * h * w
-	src := x
-	if !l.pointwise() {
-		l.im2col(x, cols, n, h, w)
-		src = cols
+	if l.pointwise() {
+		kernels.Sgemm(l.pool, false, false, l.Out, np, l.In, 1, l.W.Data, l.In, x, np, 0, y, np)
+	} else {
+		l.setGeometry(n, h, w)
+		b := kernels.Im2col{Src: x, Ld: np, Channels: l.In, Shifts: &l.geo}
+		if err := kernels.SgemmIm2col(l.pool, l.Out, 1, l.W.Data, l.Rows(), b, 0, y, np); err != nil {
+			panic("models: Conv.Forward: " + err.Error())
+		}
 	}
-	kernels.Sgemm(l.pool, false, false, l.Out, np, l.Rows(), 1, l.W.Data, l.Rows(), src, np, 0, y, np)
 	l.y, l.n, l.h, l.w, l.relu = y, n, h, w, relu
 	l.pool.Run(l.Out, l.biasFn)
 	l.y = nil
+}
+
+// setGeometry makes l.geo the taps over n images of h x w (a no-op when it
+// already is).
+func (l *Conv) setGeometry(n, h, w int) {
+	if err := l.geo.Set(n, h, w, l.dy, l.dx); err != nil {
+		panic("models: Conv: " + err.Error())
+	}
 }
 
 // biasPart adds the bias to the output channels of this part and applies
@@ -140,22 +153,29 @@ func (l *Conv) biasPart(part, parts int) {
 
 // Backward takes dy = dLoss/dy and the forward input x, writes the weight
 // and bias gradients (overwriting W.Grad and B.Grad) and, when dx is not nil,
-// dLoss/dx into dx. cols is a workspace as in Forward. When the forward pass
-// applied a ReLU, act is its output and dy the gradient with respect to it;
-// dy is then multiplied in place by the ReLU's derivative first. act is nil
-// for a layer without ReLU.
-func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, cols, act []float32) {
+// dLoss/dx into dx. When the forward pass applied a ReLU, act is its output
+// and dy the gradient with respect to it; dy is then multiplied in place by
+// the ReLU's derivative first. act is nil for a layer without ReLU.
+//
+// The weight gradient dy * im2col(x)^T is computed exactly as from the
+// im2col matrix in memory (kernels.SgemmIm2colT); the input gradient, the
+// adjoint of im2col, as a convolution of dy with the mirrored taps
+// (kernels.SgemmIm2col), which sums in another order than col2im did.
+func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, act []float32) {
 	np := n * h * w
 	rows := l.Rows()
 	l.g, l.act, l.n, l.h, l.w = dy, act, n, h, w
 	l.pool.Run(l.Out, l.biasGradFn)
 	l.g, l.act = nil, nil
-	src := x
-	if !l.pointwise() {
-		l.im2col(x, cols, n, h, w)
-		src = cols
+	if l.pointwise() {
+		kernels.Sgemm(l.pool, false, true, l.Out, rows, np, 1, dy, np, x, np, 0, l.W.Grad, rows)
+	} else {
+		l.setGeometry(n, h, w)
+		b := kernels.Im2col{Src: x, Ld: np, Channels: l.In, Shifts: &l.geo}
+		if err := kernels.SgemmIm2colT(l.pool, l.Out, 1, dy, np, b, 0, l.W.Grad, rows); err != nil {
+			panic("models: Conv.Backward: " + err.Error())
+		}
 	}
-	kernels.Sgemm(l.pool, false, true, l.Out, rows, np, 1, dy, np, src, np, 0, l.W.Grad, rows)
 	if dx == nil {
 		return
 	}
@@ -163,8 +183,23 @@ func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, cols, act []float32) {
 		kernels.Sgemm(l.pool, true, false, l.In, np, l.Out, 1, l.W.Data, rows, dy, np, 0, dx, np)
 		return
 	}
-	kernels.Sgemm(l.pool, true, false, rows, np, l.Out, 1, l.W.Data, rows, dy, np, 0, cols, np)
-	l.col2im(cols, dx, n, h, w)
+	// dx[c][j] = sum over o, t of W[o][c*T+t] * dy[o][j - off[t]] where
+	// (y-dy[t], x-dx[t]) is in the image: dy convolved with the mirrored
+	// taps, as a GEMM with the weights rearranged to [In][Out*T].
+	t := len(l.dy)
+	l.wt = grow(l.wt, l.In*l.Out*t)
+	for o := 0; o < l.Out; o++ {
+		for c := 0; c < l.In; c++ {
+			copy(l.wt[(c*l.Out+o)*t:(c*l.Out+o+1)*t], l.W.Data[o*rows+c*t:o*rows+(c+1)*t])
+		}
+	}
+	if err := l.geoT.Set(n, h, w, l.mdy, l.mdx); err != nil {
+		panic("models: Conv.Backward: " + err.Error())
+	}
+	b := kernels.Im2col{Src: dy, Ld: np, Channels: l.Out, Shifts: &l.geoT}
+	if err := kernels.SgemmIm2col(l.pool, l.In, 1, l.wt, l.Out*t, b, 0, dx, np); err != nil {
+		panic("models: Conv.Backward: " + err.Error())
+	}
 }
 
 // biasGradPart applies the ReLU derivative to dy (when act is set) and sums
@@ -218,82 +253,4 @@ func sum4(xs []float32) float32 {
 		}
 	}
 	return (s0 + s1) + (s2 + s3)
-}
-
-func (l *Conv) im2col(x, cols []float32, n, h, w int) {
-	l.x, l.cols, l.n, l.h, l.w = x, cols, n, h, w
-	l.pool.Run(l.In, l.im2colFn)
-	l.x, l.cols = nil, nil
-}
-
-// im2colPart fills the rows of the input channels in this part:
-// cols[c*T+t][b,y,x] = x[c][b, y+dy[t], x+dx[t]], zero outside the image.
-func (l *Conv) im2colPart(part, parts int) {
-	n, h, w := l.n, l.h, l.w
-	np, hw, t := n*h*w, h*w, len(l.dy)
-	c0, c1 := kernels.Span(l.In, 1, part, parts)
-	for c := c0; c < c1; c++ {
-		xc := l.x[c*np : (c+1)*np]
-		for ti := 0; ti < t; ti++ {
-			row := l.cols[(c*t+ti)*np : (c*t+ti+1)*np]
-			oy, ox := l.dy[ti], l.dx[ti]
-			// valid output columns: 0 <= x+ox < w
-			xa, xb := max(0, -ox), min(w, w-ox)
-			for b := 0; b < n; b++ {
-				img := xc[b*hw : (b+1)*hw]
-				out := row[b*hw : (b+1)*hw]
-				for yy := 0; yy < h; yy++ {
-					o := out[yy*w : (yy+1)*w]
-					sy := yy + oy
-					if sy < 0 || sy >= h || xa >= xb {
-						clear(o)
-						continue
-					}
-					clear(o[:xa])
-					copy(o[xa:xb], img[sy*w+xa+ox:sy*w+xb+ox])
-					clear(o[xb:])
-				}
-			}
-		}
-	}
-}
-
-func (l *Conv) col2im(cols, dx []float32, n, h, w int) {
-	l.x, l.cols, l.n, l.h, l.w = dx, cols, n, h, w
-	l.pool.Run(l.In, l.col2imFn)
-	l.x, l.cols = nil, nil
-}
-
-// col2imPart is the adjoint of im2colPart: dx[c][b, y+dy, x+dx] += cols[c*T+t][b,y,x].
-func (l *Conv) col2imPart(part, parts int) {
-	n, h, w := l.n, l.h, l.w
-	np, hw, t := n*h*w, h*w, len(l.dy)
-	c0, c1 := kernels.Span(l.In, 1, part, parts)
-	for c := c0; c < c1; c++ {
-		dxc := l.x[c*np : (c+1)*np]
-		clear(dxc)
-		for ti := 0; ti < t; ti++ {
-			row := l.cols[(c*t+ti)*np : (c*t+ti+1)*np]
-			oy, ox := l.dy[ti], l.dx[ti]
-			xa, xb := max(0, -ox), min(w, w-ox)
-			if xa >= xb {
-				continue
-			}
-			for b := 0; b < n; b++ {
-				img := dxc[b*hw : (b+1)*hw]
-				in := row[b*hw : (b+1)*hw]
-				for yy := 0; yy < h; yy++ {
-					sy := yy + oy
-					if sy < 0 || sy >= h {
-						continue
-					}
-					dst := img[sy*w+xa+ox : sy*w+xb+ox]
-					src := in[yy*w+xa : yy*w+xb]
-					for i, v := range src {
-						dst[i] += v
-					}
-				}
-			}
-		}
-	}
 }

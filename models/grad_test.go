@@ -81,17 +81,16 @@ func TestConvGradients(t *testing.T) {
 				x := randSlice(rng, tc.in*np, 1)
 				r := randSlice(rng, tc.out*np, 1) // L = sum(r * y), y after the optional ReLU
 				y := make([]float32, tc.out*np)
-				cols := make([]float32, l.ColsLen(n, h, w))
 				loss := func() float64 {
-					l.Forward(x, y, n, h, w, cols, false)
+					l.Forward(x, y, n, h, w, false)
 					return dot64(r, y)
 				}
 				var act []float32
 				if relu {
 					// Forward's ReLU must be max(pre-activation, 0) exactly.
 					pre := make([]float32, len(y))
-					l.Forward(x, pre, n, h, w, cols, false)
-					l.Forward(x, y, n, h, w, cols, true)
+					l.Forward(x, pre, n, h, w, false)
+					l.Forward(x, y, n, h, w, true)
 					for i, v := range y {
 						if v != max(pre[i], 0) {
 							t.Fatalf("Forward with ReLU: y[%d] = %v, pre-activation %v", i, v, pre[i])
@@ -109,13 +108,13 @@ func TestConvGradients(t *testing.T) {
 						}
 					}
 					loss = func() float64 {
-						l.Forward(x, pre, n, h, w, cols, false)
+						l.Forward(x, pre, n, h, w, false)
 						return dot64(frozen, pre)
 					}
 				}
 				dy := append([]float32(nil), r...) // Backward applies the ReLU derivative in place
 				dx := make([]float32, len(x))
-				l.Backward(x, dy, dx, n, h, w, cols, act)
+				l.Backward(x, dy, dx, n, h, w, act)
 				checkGrad(t, "weight", l.W.Data, l.W.Grad, loss, 1e-2, 1e-3, 0)
 				checkGrad(t, "bias", l.B.Data, l.B.Grad, loss, 1e-2, 1e-3, 0)
 				checkGrad(t, "input", x, dx, loss, 1e-2, 1e-3, 0)
@@ -186,7 +185,7 @@ func TestConvMatchesTorchSemantics(t *testing.T) {
 		}
 		x := randSlice(rng, in*n*h*w, 1)
 		y := make([]float32, out*n*h*w)
-		l.Forward(x, y, n, h, w, make([]float32, l.ColsLen(n, h, w)), false)
+		l.Forward(x, y, n, h, w, false)
 		want := directConv(full, l.B.Data, in, out, mk.k, x, n, h, w)
 		for i := range y {
 			if math.Abs(float64(y[i]-want[i])) > 1e-5 {

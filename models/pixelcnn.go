@@ -22,12 +22,11 @@ type PixelCNN struct {
 	hook          func(*Param) // see SetGradHook
 
 	// workspaces, grown on demand and reused
-	acts   [][]float32 // acts[0] = a(x); acts[i] = output of layer i (post-ReLU for i>=1 ... see forward)
-	logit  []float32
-	colbuf []float32
-	d1     []float32
-	d2     []float32
-	win    []float32 // sampling window input
+	acts  [][]float32 // acts[0] = a(x); acts[i] = output of layer i (post-ReLU for i>=1 ... see forward)
+	logit []float32
+	d1    []float32
+	d2    []float32
+	win   []float32 // sampling window input
 }
 
 // NewPixelCNN builds the network for rows x cols images with h channels and
@@ -74,11 +73,6 @@ func (m *PixelCNN) reserve(n, h, w int) {
 		m.acts[i] = grow(m.acts[i], hc*np)
 	}
 	m.logit = grow(m.logit, np)
-	cl := 0
-	for _, c := range m.layers {
-		cl = max(cl, c.ColsLen(n, h, w))
-	}
-	m.colbuf = grow(m.colbuf, cl)
 }
 
 // forward runs the network on x[n*h*w] (channel 1) and leaves the logits in
@@ -86,13 +80,13 @@ func (m *PixelCNN) reserve(n, h, w int) {
 // acts[k] = relu(bs[k-1](acts[k-1])), the last = relu(o1(acts[len-2])).
 func (m *PixelCNN) forward(x []float32, n, h, w int) {
 	m.reserve(n, h, w)
-	m.a.Forward(x, m.acts[0], n, h, w, m.colbuf, true)
+	m.a.Forward(x, m.acts[0], n, h, w, true)
 	for i, b := range m.bs {
-		b.Forward(m.acts[i], m.acts[i+1], n, h, w, m.colbuf, true)
+		b.Forward(m.acts[i], m.acts[i+1], n, h, w, true)
 	}
 	last := len(m.acts) - 1
-	m.o1.Forward(m.acts[last-1], m.acts[last], n, h, w, m.colbuf, true)
-	m.o2.Forward(m.acts[last], m.logit, n, h, w, m.colbuf, false)
+	m.o1.Forward(m.acts[last-1], m.acts[last], n, h, w, true)
+	m.o2.Forward(m.acts[last], m.logit, n, h, w, false)
 }
 
 // Loss and Grad ignore noise: the PixelCNN's likelihood is exact.
@@ -113,21 +107,21 @@ func (m *PixelCNN) Grad(x []float32, n int, _ Noise) float64 {
 	last := len(m.acts) - 1
 	// o2: logit = o2(acts[last]), no ReLU
 	dcur := m.d1
-	m.o2.Backward(m.acts[last], dlogit, dcur, n, h, w, m.colbuf, nil)
+	m.o2.Backward(m.acts[last], dlogit, dcur, n, h, w, nil)
 	m.gradDone(m.o2)
 	// o1: acts[last] = relu(o1(acts[last-1])); dcur = dL/dacts[last]
 	dprev := m.d2
-	m.o1.Backward(m.acts[last-1], dcur, dprev, n, h, w, m.colbuf, m.acts[last])
+	m.o1.Backward(m.acts[last-1], dcur, dprev, n, h, w, m.acts[last])
 	m.gradDone(m.o1)
 	dcur, dprev = dprev, dcur
 	for i := len(m.bs) - 1; i >= 0; i-- {
 		// acts[i+1] = relu(bs[i](acts[i])); dcur = dL/dacts[i+1]
-		m.bs[i].Backward(m.acts[i], dcur, dprev, n, h, w, m.colbuf, m.acts[i+1])
+		m.bs[i].Backward(m.acts[i], dcur, dprev, n, h, w, m.acts[i+1])
 		m.gradDone(m.bs[i])
 		dcur, dprev = dprev, dcur
 	}
 	// acts[0] = relu(a(x)); the input needs no gradient
-	m.a.Backward(x, dcur, nil, n, h, w, m.colbuf, m.acts[0])
+	m.a.Backward(x, dcur, nil, n, h, w, m.acts[0])
 	m.gradDone(m.a)
 	return loss
 }
@@ -160,7 +154,11 @@ func (m *PixelCNN) TrainGEMMs(n int) []GEMM {
 		c := m.layers[i]
 		gs = append(gs, GEMM{Name: c.W.Name + " weight grad", TransB: true, M: c.Out, N: c.Rows(), K: np})
 		if i > 0 {
-			gs = append(gs, GEMM{Name: c.W.Name + " input grad", TransA: true, M: c.Rows(), N: np, K: c.Out})
+			if c.pointwise() {
+				gs = append(gs, GEMM{Name: c.W.Name + " input grad", TransA: true, M: c.In, N: np, K: c.Out})
+			} else {
+				gs = append(gs, GEMM{Name: c.W.Name + " input grad", M: c.In, N: np, K: c.Out * c.Taps()})
+			}
 		}
 	}
 	return gs

@@ -162,6 +162,14 @@ func (l *Conv) biasPart(part, parts int) {
 // adjoint of im2col, as a convolution of dy with the mirrored taps
 // (kernels.SgemmIm2col), which sums in another order than col2im did.
 func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, act []float32) {
+	l.BackwardParams(x, dy, n, h, w, act)
+	l.BackwardInput(dy, dx, n, h, w)
+}
+
+// BackwardParams is the first half of Backward: the ReLU's derivative
+// applied to dy, the bias and weight gradients, which are final when it
+// returns (so a gradient hook can hand them on while BackwardInput runs).
+func (l *Conv) BackwardParams(x, dy []float32, n, h, w int, act []float32) {
 	np := n * h * w
 	rows := l.Rows()
 	l.g, l.act, l.n, l.h, l.w = dy, act, n, h, w
@@ -176,9 +184,17 @@ func (l *Conv) Backward(x, dy, dx []float32, n, h, w int, act []float32) {
 			panic("models: Conv.Backward: " + err.Error())
 		}
 	}
+}
+
+// BackwardInput is the second half of Backward: dLoss/dx from dy (which
+// BackwardParams has multiplied by the ReLU's derivative); nothing when dx
+// is nil.
+func (l *Conv) BackwardInput(dy, dx []float32, n, h, w int) {
 	if dx == nil {
 		return
 	}
+	np := n * h * w
+	rows := l.Rows()
 	if l.pointwise() {
 		kernels.Sgemm(l.pool, true, false, l.In, np, l.Out, 1, l.W.Data, rows, dy, np, 0, dx, np)
 		return

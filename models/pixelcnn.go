@@ -104,20 +104,25 @@ func (m *PixelCNN) Grad(x []float32, n int, _ Noise) float64 {
 	dlogit := m.d2[:np]
 	loss := m.bce.loss(m.logit, x, dlogit, n, h*w)
 
+	// Each layer's parameter gradients go to the hook before its input
+	// gradient is computed: the hook's all-reduce starts one GEMM earlier.
 	last := len(m.acts) - 1
 	// o2: logit = o2(acts[last]), no ReLU
 	dcur := m.d1
-	m.o2.Backward(m.acts[last], dlogit, dcur, n, h, w, nil)
+	m.o2.BackwardParams(m.acts[last], dlogit, n, h, w, nil)
 	m.gradDone(m.o2)
+	m.o2.BackwardInput(dlogit, dcur, n, h, w)
 	// o1: acts[last] = relu(o1(acts[last-1])); dcur = dL/dacts[last]
 	dprev := m.d2
-	m.o1.Backward(m.acts[last-1], dcur, dprev, n, h, w, m.acts[last])
+	m.o1.BackwardParams(m.acts[last-1], dcur, n, h, w, m.acts[last])
 	m.gradDone(m.o1)
+	m.o1.BackwardInput(dcur, dprev, n, h, w)
 	dcur, dprev = dprev, dcur
 	for i := len(m.bs) - 1; i >= 0; i-- {
 		// acts[i+1] = relu(bs[i](acts[i])); dcur = dL/dacts[i+1]
-		m.bs[i].Backward(m.acts[i], dcur, dprev, n, h, w, m.acts[i+1])
+		m.bs[i].BackwardParams(m.acts[i], dcur, n, h, w, m.acts[i+1])
 		m.gradDone(m.bs[i])
+		m.bs[i].BackwardInput(dcur, dprev, n, h, w)
 		dcur, dprev = dprev, dcur
 	}
 	// acts[0] = relu(a(x)); the input needs no gradient

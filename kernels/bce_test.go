@@ -423,7 +423,9 @@ var bceExhaustive = flag.Bool("bce.exhaustive", false, "TestBCEExhaustive: check
 // TestBCEExhaustive (with -bce.exhaustive) runs every kernel on every
 // float32 |l| <= 90, one element a call, with x = 0 and l = ±|l| and x = 1
 // and l = |l|, and reports the worst relative error of the term log1p(e)
-// (the whole term there) and the worst absolute error of sigmoid(l).
+// (the whole term there), the worst absolute error of the gradient
+// (sigmoid(l) or sigmoid(l) - 1), and, for the SIMD kernels, how many
+// terms and gradients differ in any bit from the Go twin's.
 func TestBCEExhaustive(t *testing.T) {
 	if !*bceExhaustive {
 		t.Skip("needs -bce.exhaustive")
@@ -431,7 +433,8 @@ func TestBCEExhaustive(t *testing.T) {
 	top := math.Float32bits(90)
 	for _, kern := range bceKernels {
 		type worst struct {
-			term, termAt, sig, sigAt float64
+			term, termAt, grad, gradAt float64
+			diffTerm, diffGrad         int
 		}
 		parts := runtime.GOMAXPROCS(0)
 		res := make([]worst, parts)
@@ -444,11 +447,20 @@ func TestBCEExhaustive(t *testing.T) {
 				l := make([]float32, 1)
 				x := make([]float32, 1)
 				g := make([]float32, 1)
+				gGo := make([]float32, 1)
 				for b := uint32(p); b <= top; b += uint32(parts) {
 					a := math.Float32frombits(b)
 					for _, c := range [][2]float32{{-a, 0}, {a, 1}, {a, 0}} {
 						l[0], x[0] = c[0], c[1]
 						got := kern.run(l, x, g)
+						if kern != bceGoKernel {
+							if v := bceGo(l, x, gGo); math.Float64bits(v) != math.Float64bits(got) {
+								w.diffTerm++
+							}
+							if math.Float32bits(gGo[0]) != math.Float32bits(g[0]) {
+								w.diffGrad++
+							}
+						}
 						want, wg := bceRef64(c[0], c[1])
 						if want >= bceTiny {
 							if d := math.Abs(got-want) / want; d > w.term {
@@ -457,8 +469,8 @@ func TestBCEExhaustive(t *testing.T) {
 						} else if math.Abs(got-want) > bceTiny {
 							w.term, w.termAt = math.Inf(1), float64(c[0])
 						}
-						if d := math.Abs(float64(g[0]) - wg); d > w.sig {
-							w.sig, w.sigAt = d, float64(c[0])
+						if d := math.Abs(float64(g[0]) - wg); d > w.grad {
+							w.grad, w.gradAt = d, float64(c[0])
 						}
 					}
 				}
@@ -470,13 +482,15 @@ func TestBCEExhaustive(t *testing.T) {
 			if w.term > all.term {
 				all.term, all.termAt = w.term, w.termAt
 			}
-			if w.sig > all.sig {
-				all.sig, all.sigAt = w.sig, w.sigAt
+			if w.grad > all.grad {
+				all.grad, all.gradAt = w.grad, w.gradAt
 			}
+			all.diffTerm += w.diffTerm
+			all.diffGrad += w.diffGrad
 		}
-		t.Logf("%s: term rel err max %.3g (%.2f x 2^-24) at l=%g; grad abs err max %.3g (%.2f ulp of 1) at l=%g",
-			kern.name, all.term, all.term/0x1p-24, all.termAt, all.sig, all.sig/0x1p-23, all.sigAt)
-		if all.term > bceTermTol || all.sig > bceGradTol {
+		t.Logf("%s: term rel err max %.3g (%.2f x 2^-24) at l=%g; grad abs err max %.3g (%.2f ulp of 1) at l=%g; differ from go: %d terms, %d grads of %d",
+			kern.name, all.term, all.term/0x1p-24, all.termAt, all.grad, all.grad/0x1p-23, all.gradAt, all.diffTerm, all.diffGrad, 3*(int(top)+1))
+		if all.term > bceTermTol || all.grad > bceGradTol {
 			t.Errorf("%s: over the bounds (%g, %g)", kern.name, bceTermTol, bceGradTol)
 		}
 	}

@@ -28,26 +28,14 @@ func reluBackward(y, d []float32) {
 // bceWithLogits returns the summed binary cross-entropy of logits against
 // targets x in {0,1} (as torch's binary_cross_entropy_with_logits with
 // reduction="sum") and, when grad is not nil, writes its gradient
-// sigmoid(l) - x there. It sums in float64 and needs one exp and one log
-// per element: with e = exp(-|l|), the loss is max(l,0) - l*x + log1p(e)
-// and sigmoid(l) is 1/(1+e) for l >= 0, e/(1+e) otherwise.
+// sigmoid(l) - x there. It is kernels.BCEWithLogits: with e = exp(-|l|),
+// the loss is max(l,0) - l*x + log1p(e) and sigmoid(l) is 1/(1+e) for
+// l >= 0, e/(1+e) otherwise, each element in float32 (vectorised), the
+// terms summed in float64 in an order fixed by len(logits). Each term is
+// within 3e-7 relative of the exact one, each gradient within 2.4e-7.
+// x (and grad, if not nil) must be at least as long as logits.
 func bceWithLogits(logits, x, grad []float32) float64 {
-	var s float64
-	x = x[:len(logits)]
-	for i, l := range logits {
-		lf := float64(l)
-		t := float64(x[i])
-		e := math.Exp(-math.Abs(lf))
-		s += math.Max(lf, 0) - lf*t + math.Log1p(e)
-		if grad != nil {
-			sig := 1 / (1 + e)
-			if lf < 0 {
-				sig *= e
-			}
-			grad[i] = float32(sig - t)
-		}
-	}
-	return s
+	return kernels.BCEWithLogits(logits, x, grad)
 }
 
 // bce runs bceWithLogits over a batch on a pool, one image per task unit.

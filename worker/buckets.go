@@ -6,9 +6,16 @@ import (
 	"github.com/gencluster/gencluster/models"
 )
 
-// DefaultBucketBytes is the gradient bucket cap of a job that names none
-// (JobSpec.bucket_kib 0).
-const DefaultBucketBytes = 512 << 10
+// MinBucketBytes is the least gradient bucket cap a job that names none
+// (JobSpec.bucket_kib 0) gets; see DefaultBucketBytes.
+const MinBucketBytes = 64 << 10
+
+// DefaultBucketBytes is the gradient bucket cap of a job that names none:
+// an eighth of the model's gradients, at least MinBucketBytes. About eight
+// buckets let most of the sum overlap backward (one bucket could start
+// only when backward ends) while each ring operation, which costs a round
+// trip around the ring whatever its size, still carries a good share.
+func DefaultBucketBytes(gradBytes int) int { return max(MinBucketBytes, gradBytes/8) }
 
 // buckets fuses a model's gradients into the all-reduce operations of a
 // step, as DDP's gradient buckets do: the gradients live in one flat

@@ -147,3 +147,13 @@ func TestBucketsRefused(t *testing.T) {
 		t.Error("a tensor listed twice was taken")
 	}
 }
+
+func TestDefaultBucketBytes(t *testing.T) {
+	for _, tc := range []struct{ grads, want int }{
+		{0, MinBucketBytes}, {400 << 10, MinBucketBytes}, {2_600_000, 325_000}, {100 << 20, 100 << 20 / 8},
+	} {
+		if got := DefaultBucketBytes(tc.grads); got != tc.want {
+			t.Errorf("DefaultBucketBytes(%d) = %d, want %d", tc.grads, got, tc.want)
+		}
+	}
+}

@@ -153,7 +153,11 @@ func (w *Worker) buildJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 	// with no images in a step starts its buckets in that order.
 	m.SetGradHook(func(p *models.Param) { j.order = append(j.order, p) })
 	m.Grad(j.x[:m.Rows()*m.Cols()], 1, models.Noise{})
-	capBytes := DefaultBucketBytes
+	gradBytes := 0
+	for _, p := range j.order {
+		gradBytes += 4 * len(p.Grad)
+	}
+	capBytes := DefaultBucketBytes(gradBytes)
 	if kib := spec.GetBucketKib(); kib > 0 {
 		capBytes = int(kib) << 10
 	}

@@ -727,8 +727,9 @@ type JobSpec struct {
 	Samples int32 `protobuf:"varint,10,opt,name=samples,proto3" json:"samples,omitempty"`
 	// bucket_kib caps the gradient buckets summed over the ring, in KiB: the
 	// gradients are fused, in backward's order, into buckets of at least
-	// this size, each summed as soon as backward has finished it (0: the
-	// worker's default, worker.DefaultBucketBytes).
+	// this size, each summed as soon as backward has finished it (0: an
+	// eighth of the model's gradients, at least 64 KiB:
+	// worker.DefaultBucketBytes).
 	BucketKib     int32 `protobuf:"varint,11,opt,name=bucket_kib,json=bucketKib,proto3" json:"bucket_kib,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -156,7 +156,7 @@ the throughput and recovery clusters over mutual TLS with roles checked
 	f.StringSliceVar(&parts, "parts", []string{"throughput", "recovery", "checkpoint"}, "what to measure: throughput, recovery, checkpoint")
 	f.BoolVar(&asJSON, "json", false, "print JSON: the figures and the settings")
 	f.BoolVar(&useTLS, "tls", false, "run the throughput and recovery clusters over mutual TLS")
-	f.IntVar(&bucketKiB, "bucket-kib", 0, "the jobs' gradient bucket cap in KiB (0: the workers' default, 512)")
+	f.IntVar(&bucketKiB, "bucket-kib", 0, "the jobs' gradient bucket cap in KiB (0: the workers' default, an eighth of the model's gradients, at least 64)")
 	return cmd
 }
 

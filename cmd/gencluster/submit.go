@@ -71,7 +71,7 @@ the steps are logged to stderr.`,
 }
 
 // bucketKiBUsage is the help of submit's and local's --bucket-kib.
-const bucketKiBUsage = "gradient bucket cap in KiB: gradients are fused, in backward's order, into buckets of at least this size, each summed over the ring as soon as backward has finished it (0: 512)"
+const bucketKiBUsage = "gradient bucket cap in KiB: gradients are fused, in backward's order, into buckets of at least this size, each summed over the ring as soon as backward has finished it (0: an eighth of the model's gradients, at least 64)"
 
 // dashboardSamples is the size of the dashboard's sample grid (0.1 s of
 // one core for a PixelCNN, which samples with cached activations).

@@ -57,7 +57,6 @@ type job struct {
 	x       []float32 // this rank's images of a step
 	idx     []int     // the global batch's image indices
 	gather  []float32 // one step count per rank
-	state   []float32 // params, Adam moments and step count, for the broadcast
 	buckets *buckets  // the gradients (and the loss) as the step's all-reduce operations
 	ops     []*allreduce.Op
 	order   []*models.Param // the gradient hook's order (backward order)
@@ -165,14 +164,11 @@ func (w *Worker) buildJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 		pool.Close()
 		return nil, fmt.Errorf("job %s: %w", a.GetJobId(), err)
 	}
-	n := 0
 	for _, p := range m.Params() {
 		j.params = append(j.params, p.Data)
 		j.grads = append(j.grads, p.Grad)
 		j.names = append(j.names, p.Name)
-		n += len(p.Data)
 	}
-	j.state = make([]float32, 3*n+1)
 	m.SetGradHook(j.onGrad)
 	return j, nil
 }
@@ -213,37 +209,44 @@ func (j *job) sync(ctx context.Context, m *allreduce.Generation, a *pb.Assignmen
 	if top < 0 || top > float32(j.spec.GetSteps()) || top != float32(int64(top)) {
 		return fmt.Errorf("sync steps: rank %d reports step %v", donor, top)
 	}
-	clear(j.state)
+	// The broadcast buffer (parameters, Adam moments, step count) lives
+	// only for the sync: a generation starts rarely, and it is three times
+	// the model's size.
+	size := 0
+	for _, p := range j.params {
+		size += len(p)
+	}
+	state := make([]float32, 3*size+1)
 	if rank == donor {
 		k := 0
 		for i := range j.params {
-			k += copy(j.state[k:], j.params[i])
+			k += copy(state[k:], j.params[i])
 		}
 		for i := range j.params {
-			k += copy(j.state[k:], j.opt.M[i])
+			k += copy(state[k:], j.opt.M[i])
 		}
 		for i := range j.params {
-			k += copy(j.state[k:], j.opt.V[i])
+			k += copy(state[k:], j.opt.V[i])
 		}
-		j.state[k] = float32(j.opt.Steps)
+		state[k] = float32(j.opt.Steps)
 	}
-	if err := m.AllReduce(ctx, j.state); err != nil {
+	if err := m.AllReduce(ctx, state); err != nil {
 		return fmt.Errorf("sync state from rank %d: %w", donor, err)
 	}
 	k := 0
 	for i := range j.params {
-		k += copy(j.params[i], j.state[k:])
+		k += copy(j.params[i], state[k:])
 	}
 	for i := range j.params {
-		k += copy(j.opt.M[i], j.state[k:])
+		k += copy(j.opt.M[i], state[k:])
 	}
 	for i := range j.params {
-		k += copy(j.opt.V[i], j.state[k:])
+		k += copy(j.opt.V[i], state[k:])
 	}
 	if before := j.step; before != int64(top) {
 		j.log.Info("state received", "from_rank", donor, "step", int64(top), "had", before)
 	}
-	j.opt.Steps = int64(j.state[k])
+	j.opt.Steps = int64(state[k])
 	j.step = int64(top)
 	return nil
 }

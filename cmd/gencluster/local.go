@@ -85,6 +85,7 @@ starts the job from the beginning.`,
 				return err
 			}
 			reserveProcs(workers*(threads+1) + 1)
+			lowerGCHeadroom()
 			return a.runLocal(cmd.Context(), spec, workers, coordinators, threads, samples, out, httpAddr,
 				localPlot{test: testLoss == training.TestLossEnd, logY: pf.logScale})
 		},

@@ -65,6 +65,7 @@ newest good checkpoint.`,
 				cfg.Threads = runtime.NumCPU()
 			}
 			prog := a.progress("train", "steps")
+			lowerGCHeadroom()
 			res, err := training.Train(cmd.Context(), cfg, func(p training.Progress) {
 				prog.update(p.Step, p.Total, fmt.Sprintf("loss %.3f  %.1f img/s", p.Loss, p.ImagesPerSec))
 				if prog.lineDue(p.Step == p.Total) {

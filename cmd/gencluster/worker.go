@@ -39,6 +39,7 @@ coordinators hold the job's checkpoints, which rank 0 sends them.`,
 			}
 			a.warnPlaintext("worker", listen)
 			reserveProcs(threads + 1)
+			lowerGCHeadroom()
 			reg := newRegistry()
 			var w *worker.Worker
 			wm := metrics.NewWorker(reg, lateWorker{&w}) // scraped only once w is set

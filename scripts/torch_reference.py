@@ -215,6 +215,65 @@ def allreduce(world, mib, iters):
     mp.spawn(_allreduce_member, args=(world, mib, iters, port), nprocs=world)
 
 
+def _ddp_member(rank, world, model, batch, steps, port, out):
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
+    torch.manual_seed(0)
+    train = images("train")
+    net = build(model)
+
+    class LossOf(nn.Module):  # DDP hooks the module's forward: let it be the loss
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        def forward(self, x):
+            return self.net.loss(x)
+
+    ddp = DDP(LossOf(net))  # default bucket_cap_mb
+    opt = torch.optim.Adam(ddp.parameters(), lr=1e-3)
+    order = torch.randperm(len(train))  # same seed: the same order on every rank
+    span = len(train) - batch
+    lo, hi = rank * batch // world, (rank + 1) * batch // world
+
+    def step(i):
+        start = (i * batch) % span
+        opt.zero_grad()
+        # Each rank's loss is the mean over its share and DDP averages the
+        # gradients over the ranks: the step is one process's on the batch.
+        loss = ddp(train[order[start:start + batch]][lo:hi])
+        loss.backward()
+        opt.step()
+
+    for i in range(3):
+        step(i)
+    dist.barrier()
+    t0 = time.perf_counter()
+    for i in range(3, 3 + steps):
+        step(i)
+    dist.barrier()
+    dt = time.perf_counter() - t0
+    if rank == 0:
+        out.put(batch * steps / dt)
+    dist.destroy_process_group()
+
+
+def ddp(model, batch, steps, world):
+    """Data-parallel training with DistributedDataParallel over gloo on
+    loopback: world processes of one thread each, the global batch split
+    among them (as gencluster local --workers WORLD --threads 1)."""
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.SimpleQueue()
+    mp.start_processes(_ddp_member, args=(world, model, batch, steps, port, out), nprocs=world, start_method="spawn")
+    print(f"ddp {model} batch={batch} steps={steps} world={world} threads=1 images_per_s={out.get():.1f}")
+
+
 def sample(n, threads, pixels):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
@@ -242,7 +301,7 @@ def sample(n, threads, pixels):
 
 def main(argv):
     usage = ("usage: torch_reference.py compute|quality MODEL BATCH STEPS|EPOCHS THREADS, "
-             "allreduce WORLD MIB ITERS, or sample N THREADS [PIXELS]")
+             "allreduce WORLD MIB ITERS, ddp MODEL BATCH STEPS WORLD, or sample N THREADS [PIXELS]")
     if len(argv) < 3:
         sys.exit(usage)
     what, args = argv[0], argv[1:]
@@ -254,6 +313,8 @@ def main(argv):
         compute(args[0], int(args[1]), int(args[2]), int(args[3]))
     elif what == "quality" and len(args) == 4:
         quality(args[0], int(args[1]), float(args[2]), int(args[3]))
+    elif what == "ddp" and len(args) == 4:
+        ddp(args[0], int(args[1]), int(args[2]), int(args[3]))
     elif what == "allreduce" and len(args) == 3:
         allreduce(int(args[0]), int(args[1]), int(args[2]))
     else:

@@ -147,44 +147,48 @@ type eltKernel struct {
 }
 
 // eltGoKernel is the pure-Go twin: branch-free (the sign pattern of
-// activations is as good as random to a branch predictor), the same
-// results bit for bit.
+// activations is as good as random to a branch predictor; see negMask),
+// the same results bit for bit.
 var eltGoKernel = &eltKernel{
 	name: "go", lanes: 1,
 	relu: reluGo, reluGrad: reluGradGo, addBias: addBiasGo, addVec: addVecGo,
 	maskSum: maskSumGo, maskAcc: maskAccGo,
 }
 
-// ltZero is all ones when the float32 with bits b is < 0 (sign set, not
-// -0, not NaN), else 0.
-func ltZero(b uint32) uint32 {
-	a := b & 0x7fffffff
-	sign := uint32(int32(b) >> 31)
-	nonzero := uint32(int32(-a) >> 31)
-	notNaN := uint32(int32(a-0x7f800001) >> 31)
-	return sign & nonzero & notNaN
+// negMask is all ones where v < 0 (so not for -0 nor NaN), else 0. The
+// Go compiler turns the if into a conditional move (UCOMISS + CMOV on
+// amd64): no branch per value. Measured (amd64, BenchmarkElt -tags
+// purego, random signs): ~1 ns a value, against ~1.8 for an integer bit
+// formula and about the same as the branchy loops; the SIMD kernels take
+// 0.03-0.07 ns.
+func negMask(v float32) uint32 {
+	m := uint32(0)
+	if v < 0 {
+		m = ^uint32(0)
+	}
+	return m
 }
 
-// keepMask is all ones unless the float32 with bits b is <= 0 (±0 or
-// negative, not NaN): the ReLU derivative's mask.
-func keepMask(b uint32) uint32 {
-	a := b & 0x7fffffff
-	nonzero := uint32(int32(-a) >> 31)
-	negNotNaN := uint32(int32(b)>>31) & uint32(int32(a-0x7f800001)>>31)
-	return nonzero &^ negNotNaN
+// keepMask is 0 where y <= 0 (±0 included, NaN not), else all ones: the
+// ReLU derivative's mask.
+func keepMask(y float32) uint32 {
+	m := ^uint32(0)
+	if y <= 0 {
+		m = 0
+	}
+	return m
 }
 
 func reluGo(x []float32) {
 	for i, v := range x {
-		b := math.Float32bits(v)
-		x[i] = math.Float32frombits(b &^ ltZero(b))
+		x[i] = math.Float32frombits(math.Float32bits(v) &^ negMask(v))
 	}
 }
 
 func reluGradGo(d, y []float32) {
 	y = y[:len(d)]
 	for i, v := range y {
-		d[i] = math.Float32frombits(math.Float32bits(d[i]) & keepMask(math.Float32bits(v)))
+		d[i] = math.Float32frombits(math.Float32bits(d[i]) & keepMask(v))
 	}
 }
 
@@ -196,8 +200,8 @@ func addBiasGo(x []float32, b float32, relu bool) {
 		return
 	}
 	for i, v := range x {
-		t := math.Float32bits(v + b)
-		x[i] = math.Float32frombits(t &^ ltZero(t))
+		t := v + b
+		x[i] = math.Float32frombits(math.Float32bits(t) &^ negMask(t))
 	}
 }
 
@@ -210,8 +214,8 @@ func addVecGo(x, b []float32, relu bool) {
 		return
 	}
 	for i, v := range b {
-		t := math.Float32bits(x[i] + v)
-		x[i] = math.Float32frombits(t &^ ltZero(t))
+		t := x[i] + v
+		x[i] = math.Float32frombits(math.Float32bits(t) &^ negMask(t))
 	}
 }
 
@@ -223,7 +227,7 @@ func maskSumGo(g, act []float32) float32 {
 		if act != nil {
 			a := act[i0 : i0+len(blk)]
 			for k, v := range blk {
-				m := math.Float32frombits(math.Float32bits(v) & keepMask(math.Float32bits(a[k])))
+				m := math.Float32frombits(math.Float32bits(v) & keepMask(a[k]))
 				blk[k] = m
 				s[k] += m
 			}
@@ -261,7 +265,7 @@ func maskAccGo(dst, g, act []float32) {
 	}
 	act = act[:len(dst)]
 	for i, v := range g {
-		m := math.Float32frombits(math.Float32bits(v) & keepMask(math.Float32bits(act[i])))
+		m := math.Float32frombits(math.Float32bits(v) & keepMask(act[i]))
 		g[i] = m
 		dst[i] += m
 	}

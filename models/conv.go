@@ -132,22 +132,12 @@ func (l *Conv) setGeometry(n, h, w int) {
 }
 
 // biasPart adds the bias to the output channels of this part and applies
-// the ReLU if asked.
+// the ReLU if asked (kernels.AddBias: a sum < 0 becomes +0).
 func (l *Conv) biasPart(part, parts int) {
 	np := l.n * l.h * l.w
 	o0, o1 := kernels.Span(l.Out, 1, part, parts)
 	for o := o0; o < o1; o++ {
-		b := l.B.Data[o]
-		row := l.y[o*np : (o+1)*np]
-		if l.relu {
-			for i, v := range row {
-				row[i] = max(v+b, 0)
-			}
-		} else {
-			for i := range row {
-				row[i] += b
-			}
-		}
+		kernels.AddBias(l.y[o*np:(o+1)*np], l.B.Data[o], l.relu)
 	}
 }
 
@@ -218,55 +208,19 @@ func (l *Conv) BackwardInput(dy, dx []float32, n, h, w int) {
 	}
 }
 
-// biasGradPart applies the ReLU derivative to dy (when act is set) and sums
-// dy over the batch into the bias gradient, for the channels of this part.
-// Each channel is summed by one part in index order, so the result does
-// not depend on the thread count.
+// biasGradPart applies the ReLU derivative to dy (when act is set: dy is
+// zeroed where act <= 0) and sums dy over the batch into the bias
+// gradient, for the channels of this part, in one pass
+// (kernels.ReLUGradSum). Each channel is summed by one call, in an order
+// fixed by its length, so the result does not depend on the thread count.
 func (l *Conv) biasGradPart(part, parts int) {
 	np := l.n * l.h * l.w
 	o0, o1 := kernels.Span(l.Out, 1, part, parts)
 	for o := o0; o < o1; o++ {
-		row := l.g[o*np : (o+1)*np]
+		var act []float32
 		if l.act != nil {
-			reluGrad(row, l.act[o*np:(o+1)*np])
+			act = l.act[o*np : (o+1)*np]
 		}
-		l.B.Grad[o] = sum4(row)
+		l.B.Grad[o] = kernels.ReLUGradSum(l.g[o*np:(o+1)*np], act)
 	}
-}
-
-// reluGrad zeroes g where the ReLU's output act is not positive, without
-// a branch per value (the ReLU's pattern is as good as random to a branch
-// predictor). act holds ReLU outputs: +0 or a positive float, whose bits
-// as an int32 are positive exactly when it is.
-func reluGrad(g, act []float32) {
-	act = act[:len(g)]
-	for i, a := range act {
-		keep := uint32(-int32(math.Float32bits(a)) >> 31) // all ones if a > 0
-		g[i] = math.Float32frombits(math.Float32bits(g[i]) & keep)
-	}
-}
-
-// sum4 sums xs in four interleaved partial sums (xs[i] into sum i%4, the
-// four added pairwise at the end): the order depends only on len(xs), and
-// four additions are in flight instead of one.
-func sum4(xs []float32) float32 {
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= len(xs); i += 4 {
-		s0 += xs[i]
-		s1 += xs[i+1]
-		s2 += xs[i+2]
-		s3 += xs[i+3]
-	}
-	for j := 0; i < len(xs); i, j = i+1, j+1 {
-		switch j {
-		case 0:
-			s0 += xs[i]
-		case 1:
-			s1 += xs[i]
-		default:
-			s2 += xs[i]
-		}
-	}
-	return (s0 + s1) + (s2 + s3)
 }

@@ -215,6 +215,71 @@ func TestLinearGradients(t *testing.T) {
 	checkGrad(t, "input", x, dx, loss, 1e-2, 1e-3, 0)
 }
 
+// TestLinearReLUGradients: ForwardReLU / BackwardParamsReLU (the ReLU
+// folded into the bias passes) against finite differences, and against
+// the unfused Forward + reluInPlace, reluBackward + BackwardParams.
+func TestLinearReLUGradients(t *testing.T) {
+	rng := rand.New(rand.NewPCG(15, 16))
+	n, in, out := 4, 9, 19
+	l := NewLinear("l", in, out, nil)
+	l.Init(rng)
+	x := randSlice(rng, n*in, 1)
+	r := randSlice(rng, n*out, 1)
+	y := make([]float32, n*out)
+	loss := func() float64 { l.ForwardReLU(x, y, n); return dot64(r, y) }
+	pre := make([]float32, n*out)
+	for range 50 { // move biases until no pre-activation is near the kink
+		l.Forward(x, pre, n)
+		near := false
+		for i, v := range pre {
+			if math.Abs(float64(v)) < 0.02 {
+				l.B.Data[i%out] += 0.05
+				near = true
+			}
+		}
+		if !near {
+			break
+		}
+	}
+	loss()
+	l.Forward(x, pre, n)
+	reluInPlace(pre)
+	for i := range y {
+		if math.Float32bits(y[i]) != math.Float32bits(pre[i]) {
+			t.Fatalf("ForwardReLU y[%d] = %g, Forward + ReLU %g", i, y[i], pre[i])
+		}
+	}
+	// the unfused backward, for comparison
+	d0 := append([]float32(nil), r...)
+	reluBackward(y, d0)
+	l.BackwardParams(x, d0, n)
+	wg := append([]float32(nil), l.W.Grad...)
+	bg := append([]float32(nil), l.B.Grad...)
+
+	dy := append([]float32(nil), r...)
+	l.BackwardParamsReLU(x, dy, n, y)
+	dx := make([]float32, n*in)
+	l.BackwardInput(dy, dx, n, false)
+	for i := range dy {
+		if dy[i] != d0[i] {
+			t.Fatalf("masked dy[%d] = %g, want %g", i, dy[i], d0[i])
+		}
+	}
+	for i := range wg {
+		if l.W.Grad[i] != wg[i] {
+			t.Fatalf("weight grad %d differs from the unfused one", i)
+		}
+	}
+	for i := range bg {
+		if l.B.Grad[i] != bg[i] {
+			t.Fatalf("bias grad %d differs from the unfused one", i)
+		}
+	}
+	checkGrad(t, "weight", l.W.Data, l.W.Grad, loss, 1e-3, 1e-3, 0)
+	checkGrad(t, "bias", l.B.Data, l.B.Grad, loss, 1e-3, 1e-3, 0)
+	checkGrad(t, "input", x, dx, loss, 1e-3, 1e-3, 0)
+}
+
 func TestReLUBackward(t *testing.T) {
 	rng := rand.New(rand.NewPCG(7, 8))
 	x := randSlice(rng, 50, 1)

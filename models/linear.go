@@ -36,13 +36,16 @@ func (l *Linear) Init(rng *rand.Rand) {
 }
 
 // Forward computes y[n][Out] from x[n][In].
-func (l *Linear) Forward(x, y []float32, n int) {
+func (l *Linear) Forward(x, y []float32, n int) { l.forward(x, y, n, false) }
+
+// ForwardReLU is Forward followed by a ReLU on y (applied in the bias
+// pass: y = max(x W^T + bias, 0), kernels.AddBiasRows).
+func (l *Linear) ForwardReLU(x, y []float32, n int) { l.forward(x, y, n, true) }
+
+func (l *Linear) forward(x, y []float32, n int, relu bool) {
 	kernels.Sgemm(l.pool, false, true, n, l.Out, l.In, 1, x, l.In, l.W.Data, l.In, 0, y, l.Out)
-	for b := 0; b < n; b++ {
-		row := y[b*l.Out : (b+1)*l.Out]
-		for i, v := range l.B.Data {
-			row[i] += v
-		}
+	if err := kernels.AddBiasRows(y[:n*l.Out], l.B.Data, relu); err != nil {
+		panic("models: Linear.Forward: " + err.Error())
 	}
 }
 
@@ -58,13 +61,23 @@ func (l *Linear) Backward(x, dy, dx []float32, n int, addDx bool) {
 // gradients, which are final when it returns (so a gradient hook can hand
 // them on while BackwardInput runs).
 func (l *Linear) BackwardParams(x, dy []float32, n int) {
-	kernels.Sgemm(l.pool, true, false, l.Out, l.In, n, 1, dy, l.Out, x, l.In, 0, l.W.Grad, l.In)
-	clear(l.B.Grad)
-	for b := 0; b < n; b++ {
-		for i, v := range dy[b*l.Out : (b+1)*l.Out] {
-			l.B.Grad[i] += v
-		}
+	l.BackwardParamsReLU(x, dy, n, nil)
+}
+
+// BackwardParamsReLU is BackwardParams for a layer run by ForwardReLU:
+// act is its output y and dy the gradient with respect to it, which is
+// first multiplied in place by the ReLU's derivative (zeroed where
+// act <= 0), in the same pass as the bias gradient. act nil: no ReLU.
+// The bias gradient sums each column over the batch in row order
+// (kernels.ReLUGradSumRows), whatever the thread count.
+func (l *Linear) BackwardParamsReLU(x, dy []float32, n int, act []float32) {
+	if act != nil {
+		act = act[:n*l.Out]
 	}
+	if err := kernels.ReLUGradSumRows(l.B.Grad, dy[:n*l.Out], act); err != nil {
+		panic("models: Linear.Backward: " + err.Error())
+	}
+	kernels.Sgemm(l.pool, true, false, l.Out, l.In, n, 1, dy, l.Out, x, l.In, 0, l.W.Grad, l.In)
 }
 
 // BackwardInput is the second half of Backward: dLoss/dx (nothing when dx

@@ -6,22 +6,16 @@ import (
 	"github.com/gencluster/gencluster/kernels"
 )
 
-// reluInPlace replaces x by max(x, 0).
-func reluInPlace(x []float32) {
-	for i, v := range x {
-		if v < 0 {
-			x[i] = 0
-		}
-	}
-}
+// reluInPlace replaces x by max(x, 0): kernels.ReLU (x < 0 becomes +0;
+// -0 and NaN are kept).
+func reluInPlace(x []float32) { kernels.ReLU(x) }
 
 // reluBackward multiplies d by the derivative of ReLU at the layer's output
-// y (y > 0 where the input was positive).
+// y: d is zeroed where y <= 0 (kernels.ReLUGrad). y must be at least as
+// long as d.
 func reluBackward(y, d []float32) {
-	for i, v := range y {
-		if v <= 0 {
-			d[i] = 0
-		}
+	if err := kernels.ReLUGrad(d, y); err != nil {
+		panic("models: " + err.Error())
 	}
 }
 

@@ -134,16 +134,6 @@ func (s *sampler) layer(i int, col []float32, y, x int, relu bool) {
 	out := s.at(i, y, x)
 	kernels.Sgemm(s.m.pool, false, false, l.Out, n, l.Rows(), 1, l.W.Data, l.Rows(), col, n, 0, out, n)
 	for o := 0; o < l.Out; o++ {
-		b := l.B.Data[o]
-		r := out[o*n : (o+1)*n]
-		if relu {
-			for j, v := range r {
-				r[j] = max(v+b, 0)
-			}
-		} else {
-			for j := range r {
-				r[j] += b
-			}
-		}
+		kernels.AddBias(out[o*n:(o+1)*n], l.B.Data[o], relu)
 	}
 }

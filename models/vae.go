@@ -99,8 +99,7 @@ func (m *VAE) reserve(n int) {
 // forward computes the logits for x and returns the summed KL term.
 func (m *VAE) forward(x []float32, n int, noise Noise) float64 {
 	m.reserve(n)
-	m.e.Forward(x, m.h, n)
-	reluInPlace(m.h)
+	m.e.ForwardReLU(x, m.h, n)
 	m.mu.Forward(m.h, m.m, n)
 	m.lv.Forward(m.h, m.v, n)
 	var kl float64
@@ -114,8 +113,7 @@ func (m *VAE) forward(x []float32, n int, noise Noise) float64 {
 		m.z[i] = mu + eps*float32(math.Exp(0.5*float64(lv)))
 		kl += -0.5 * (1 + float64(lv) - float64(mu)*float64(mu) - math.Exp(float64(lv)))
 	}
-	m.d1.Forward(m.z, m.d, n)
-	reluInPlace(m.d)
+	m.d1.ForwardReLU(m.z, m.d, n)
 	m.d2.Forward(m.d, m.logit, n)
 	return kl
 }
@@ -141,8 +139,7 @@ func (m *VAE) Grad(x []float32, n int, noise Noise) float64 {
 	m.d2.BackwardParams(m.d, m.dl, n)
 	m.gradDone(m.d2)
 	m.d2.BackwardInput(m.dl, m.dd, n, false)
-	reluBackward(m.d, m.dd)
-	m.d1.BackwardParams(m.z, m.dd, n)
+	m.d1.BackwardParamsReLU(m.z, m.dd, n, m.d) // dd *= relu'(d) first
 	m.gradDone(m.d1)
 	m.d1.BackwardInput(m.dd, m.dz, n, false)
 	for i, dz := range m.dz {
@@ -158,8 +155,7 @@ func (m *VAE) Grad(x []float32, n int, noise Noise) float64 {
 	m.gradDone(m.lv)
 	m.mu.BackwardInput(m.dm, m.dh, n, false)
 	m.lv.BackwardInput(m.dv, m.dh, n, true)
-	reluBackward(m.h, m.dh)
-	m.e.Backward(x, m.dh, nil, n, false)
+	m.e.BackwardParamsReLU(x, m.dh, n, m.h) // dh *= relu'(h) first; x needs no gradient
 	m.gradDone(m.e)
 	return loss
 }
@@ -181,8 +177,7 @@ func (m *VAE) Sample(dst []float32, n int, rng *rand.Rand) {
 	for i := range m.z {
 		m.z[i] = float32(rng.NormFloat64())
 	}
-	m.d1.Forward(m.z, m.d, n)
-	reluInPlace(m.d)
+	m.d1.ForwardReLU(m.z, m.d, n)
 	m.d2.Forward(m.d, m.logit, n)
 	for i, l := range m.logit[:n*m.in] {
 		dst[i] = float32(sigmoid(float64(l)))

@@ -61,11 +61,7 @@ func (s *Images) Binary(i int, dst []float32) {
 	src := s.Pix[i*s.Dim() : (i+1)*s.Dim()]
 	dst = dst[:len(src)]
 	for j, v := range src {
-		if v > 127 {
-			dst[j] = 1
-		} else {
-			dst[j] = 0
-		}
+		dst[j] = float32(v >> 7) // 1 exactly when v > 127, without a branch per pixel
 	}
 }
 

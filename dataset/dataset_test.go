@@ -38,11 +38,19 @@ func TestBuiltinMNIST(t *testing.T) {
 }
 
 func TestBinaryThreshold(t *testing.T) {
-	s := &Images{N: 1, Rows: 1, Cols: 4, Pix: []byte{0, 127, 128, 255}}
-	x := []float32{9, 9, 9, 9}
+	s := &Images{N: 1, Rows: 16, Cols: 16, Pix: make([]byte, 256)}
+	for v := range s.Pix {
+		s.Pix[v] = byte(v)
+	}
+	x := make([]float32, 256)
+	for i := range x {
+		x[i] = 9
+	}
 	s.Binary(0, x)
-	if x[0] != 0 || x[1] != 0 || x[2] != 1 || x[3] != 1 {
-		t.Fatalf("thresholded %v", x)
+	for v, got := range x {
+		if want := map[bool]float32{true: 1, false: 0}[v > 127]; got != want {
+			t.Errorf("byte %d thresholded to %v, want %v", v, got, want)
+		}
 	}
 }
 

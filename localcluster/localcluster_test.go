@@ -128,8 +128,11 @@ func TestEquivalence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, n := range []int{2, 3} {
-			t.Run(fmt.Sprintf("%s/N=%d", model, n), func(t *testing.T) {
+		// The default buckets, and 1 KiB ones: nearly every tensor alone,
+		// the small ones fused, many ring operations a step.
+		for _, tc := range []struct{ n, kib int }{{2, 0}, {3, 0}, {2, 1}} {
+			n := tc.n
+			t.Run(fmt.Sprintf("%s/N=%d/bucket_kib=%d", model, n, tc.kib), func(t *testing.T) {
 				reps := newReplicas()
 				c := startCluster(t, 1, worker.Config{Threads: 1, OnStep: reps.onStep})
 				for range n {
@@ -137,7 +140,7 @@ func TestEquivalence(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				id, err := c.Submit(context.Background(), &pb.JobSpec{Model: model, Dataset: "mnist", Batch: int32(batch), Steps: steps, Lr: 1e-3, Seed: 3, MinWorkers: int32(n)})
+				id, err := c.Submit(context.Background(), &pb.JobSpec{Model: model, Dataset: "mnist", Batch: int32(batch), Steps: steps, Lr: 1e-3, Seed: 3, MinWorkers: int32(n), BucketKib: int32(tc.kib)})
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -1,11 +1,17 @@
 package worker
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/gencluster/gencluster/allreduce"
 	"github.com/gencluster/gencluster/models"
+	"github.com/gencluster/gencluster/training"
+	"google.golang.org/grpc"
 )
 
 // params makes tensors of the given lengths, each gradient holding its
@@ -155,5 +161,38 @@ func TestDefaultBucketBytes(t *testing.T) {
 		if got := DefaultBucketBytes(tc.grads); got != tc.want {
 			t.Errorf("DefaultBucketBytes(%d) = %d, want %d", tc.grads, got, tc.want)
 		}
+	}
+}
+
+// TestGradientOutOfOrderFailsJob: a model that reports a gradient twice
+// in one backward pass (a bug every rank meets alike) fails the step as a
+// job error, with nothing applied, rather than summing different tensors
+// on different ranks or retrying in a new generation for ever.
+func TestGradientOutOfOrderFailsJob(t *testing.T) {
+	w := &Worker{id: "w-test", cfg: Config{Threads: 1}, log: testLogger()}
+	j, a := vaeJob(t, w, "job-6-abc", 10)
+	training.InitModel(j.model, 5)
+	member, err := allreduce.NewMember(allreduce.Config{}, grpc.NewServer())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer member.Close()
+	g, err := member.SetRing(ringOf(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := Checksum(j.params)
+	j.bucketHook = func(step int64, bucket int) {
+		if bucket == 0 {
+			j.onGrad(j.order[0]) // reported again
+		}
+	}
+	err = j.trainStep(context.Background(), g, a)
+	var jerr *jobError
+	if !errors.As(err, &jerr) || !strings.Contains(err.Error(), j.order[0].Name) {
+		t.Errorf("step error %v, want a job error naming %s", err, j.order[0].Name)
+	}
+	if Checksum(j.params) != before || j.step != 0 || j.opt.Steps != 0 {
+		t.Error("the step was applied")
 	}
 }

@@ -65,7 +65,7 @@ type job struct {
 	bucketHook func(step int64, bucket int) // tests only
 	stepCtx    context.Context
 	stepRing   *allreduce.Generation
-	stepErr    error // the hook met a gradient out of order
+	stepErr    error // the hook met a gradient out of order (a *jobError)
 	firstStart time.Time
 
 	// Communication of the last step: from the first bucket's start to the
@@ -287,7 +287,7 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 	*j.buckets.loss() = float32(local)
 	first := j.stepErr
 	if from, to, err := j.buckets.finish(); err != nil {
-		first = cmp.Or(first, err)
+		first = cmp.Or(first, error(&jobError{err}))
 	} else if first == nil {
 		j.start(from, to)
 	}
@@ -336,7 +336,10 @@ func (j *job) onGrad(p *models.Param) {
 	}
 	from, to, err := j.buckets.done(p)
 	if err != nil {
-		j.stepErr = err
+		// The model reported its gradients out of its own order: a bug
+		// that every rank meets alike, so the job fails (trying the step
+		// again in a new ring generation would meet it again).
+		j.stepErr = &jobError{err}
 		return
 	}
 	j.start(from, to)

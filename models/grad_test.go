@@ -217,7 +217,7 @@ func TestLinearGradients(t *testing.T) {
 
 // TestLinearReLUGradients: ForwardReLU / BackwardParamsReLU (the ReLU
 // folded into the bias passes) against finite differences, and against
-// the unfused Forward + reluInPlace, reluBackward + BackwardParams.
+// the unfused Forward + kernels.ReLU, kernels.ReLUGrad + BackwardParams.
 func TestLinearReLUGradients(t *testing.T) {
 	rng := rand.New(rand.NewPCG(15, 16))
 	n, in, out := 4, 9, 19
@@ -243,7 +243,7 @@ func TestLinearReLUGradients(t *testing.T) {
 	}
 	loss()
 	l.Forward(x, pre, n)
-	reluInPlace(pre)
+	kernels.ReLU(pre)
 	for i := range y {
 		if math.Float32bits(y[i]) != math.Float32bits(pre[i]) {
 			t.Fatalf("ForwardReLU y[%d] = %g, Forward + ReLU %g", i, y[i], pre[i])
@@ -251,7 +251,9 @@ func TestLinearReLUGradients(t *testing.T) {
 	}
 	// the unfused backward, for comparison
 	d0 := append([]float32(nil), r...)
-	reluBackward(y, d0)
+	if err := kernels.ReLUGrad(d0, y); err != nil {
+		t.Fatal(err)
+	}
 	l.BackwardParams(x, d0, n)
 	wg := append([]float32(nil), l.W.Grad...)
 	bg := append([]float32(nil), l.B.Grad...)
@@ -290,10 +292,12 @@ func TestReLUBackward(t *testing.T) {
 	}
 	r := randSlice(rng, 50, 1)
 	y := make([]float32, 50)
-	loss := func() float64 { copy(y, x); reluInPlace(y); return dot64(r, y) }
+	loss := func() float64 { copy(y, x); kernels.ReLU(y); return dot64(r, y) }
 	loss()
 	d := append([]float32(nil), r...)
-	reluBackward(y, d)
+	if err := kernels.ReLUGrad(d, y); err != nil {
+		t.Fatal(err)
+	}
 	checkGrad(t, "relu input", x, d, loss, 1e-3, 1e-3, 0)
 }
 

@@ -6,19 +6,6 @@ import (
 	"github.com/gencluster/gencluster/kernels"
 )
 
-// reluInPlace replaces x by max(x, 0): kernels.ReLU (x < 0 becomes +0;
-// -0 and NaN are kept).
-func reluInPlace(x []float32) { kernels.ReLU(x) }
-
-// reluBackward multiplies d by the derivative of ReLU at the layer's output
-// y: d is zeroed where y <= 0 (kernels.ReLUGrad). y must be at least as
-// long as d.
-func reluBackward(y, d []float32) {
-	if err := kernels.ReLUGrad(d, y); err != nil {
-		panic("models: " + err.Error())
-	}
-}
-
 // bceWithLogits returns the summed binary cross-entropy of logits against
 // targets x in {0,1} (as torch's binary_cross_entropy_with_logits with
 // reduction="sum") and, when grad is not nil, writes its gradient

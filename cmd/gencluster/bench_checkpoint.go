@@ -100,7 +100,7 @@ func checkpointRound(ctx context.Context, log *slog.Logger, model string, batch,
 			return 0, fmt.Errorf("bench cluster: rank 0 reported %d steps of %s, want %d", len(t), id, warmup+steps)
 		}
 		t = t[warmup-1:]
-		return float64(t[len(t)-1].Sub(t[0]).Microseconds()) / 1e3 / float64(len(t)-1), nil
+		return ms(t[len(t)-1].Sub(t[0])) / float64(len(t)-1), nil
 	}
 	err = withClusterConfig(ctx, log, 3, workers, false, wc, func(c *localcluster.Cluster, _ []*localcluster.Worker) error {
 		for _, ckpt := range []bool{withFirst, !withFirst} {

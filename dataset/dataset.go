@@ -99,7 +99,12 @@ func Count(spec string, split Split) (int, error) {
 		return 0, err
 	}
 	defer f.Close()
-	n, _, _, err := readIDXHeader(bufio.NewReader(f), name)
+	src, done, err := idxStream(f, name)
+	if err != nil {
+		return 0, err
+	}
+	defer done()
+	n, _, _, err := readIDXHeader(src, name)
 	return int(n), err
 }
 
@@ -151,20 +156,23 @@ func FromPixels(n, rows, cols int, pix []byte, source string) (*Images, error) {
 	return &Images{N: n, Rows: rows, Cols: cols, Pix: pix, Source: source}, nil
 }
 
-// readIDXHeader reads and checks an IDX3 image header from r (gunzipping
-// it first if it starts as gzip does, when r is a *bufio.Reader that has
-// not been peeked) and returns the shape it announces.
-func readIDXHeader(r io.Reader, name string) (n, rows, cols int64, err error) {
-	if br, ok := r.(*bufio.Reader); ok {
-		if head, _ := br.Peek(2); len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b {
-			zr, err := gzip.NewReader(br)
-			if err != nil {
-				return 0, 0, 0, fmt.Errorf("data set %s: bad gzip stream: %w", name, err)
-			}
-			defer zr.Close()
-			r = zr
+// idxStream returns the IDX bytes of r: r itself (buffered), or r
+// gunzipped when it starts as gzip does. done releases the decompressor.
+func idxStream(r io.Reader, name string) (src io.Reader, done func(), err error) {
+	br := bufio.NewReader(r)
+	if head, _ := br.Peek(2); len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, nil, fmt.Errorf("data set %s: bad gzip stream: %w", name, err)
 		}
+		return zr, func() { zr.Close() }, nil
 	}
+	return br, func() {}, nil
+}
+
+// readIDXHeader reads and checks an IDX3 image header from r (the IDX
+// bytes: see idxStream) and returns the shape it announces.
+func readIDXHeader(r io.Reader, name string) (n, rows, cols int64, err error) {
 	var hdr [16]byte
 	if _, err := io.ReadFull(r, hdr[:]); err != nil {
 		return 0, 0, 0, fmt.Errorf("data set %s: truncated IDX header: %w", name, err)
@@ -194,17 +202,11 @@ const maxBytes = 1 << 32
 // readIDX parses an IDX3 image file, gzipped or not (told by its first
 // bytes). name is used in errors.
 func readIDX(r io.Reader, name string) (*Images, error) {
-	br := bufio.NewReader(r)
-	head, _ := br.Peek(2)
-	var src io.Reader = br
-	if len(head) == 2 && head[0] == 0x1f && head[1] == 0x8b {
-		zr, err := gzip.NewReader(br)
-		if err != nil {
-			return nil, fmt.Errorf("data set %s: bad gzip stream: %w", name, err)
-		}
-		defer zr.Close()
-		src = zr
+	src, done, err := idxStream(r, name)
+	if err != nil {
+		return nil, err
 	}
+	defer done()
 	n, rows, cols, err := readIDXHeader(src, name)
 	if err != nil {
 		return nil, err

@@ -164,6 +164,9 @@ func (s *Service) PutCheckpoint(st pb.Coordinator_PutCheckpointServer) error {
 		if err := s.actingFor(ctx, h.GetWriterId()); err != nil {
 			return err // only the writer itself uploads its checkpoint
 		}
+		if err := s.ringMember("a checkpoint of job "+h.GetJobId(), h.GetWriterId()); err != nil {
+			return err
+		}
 		return s.admit(h)
 	})
 	if err != nil {

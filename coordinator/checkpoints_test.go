@@ -229,9 +229,18 @@ func TestCheckpointsHeldByTheGroup(t *testing.T) {
 	})
 	// An older step than the newest kept is refused.
 	path200, sum := writeCkpt(t, g.job, 150, 10)
-	_, err = g.client.PutCheckpoint(context.Background(), path200, &pb.CheckpointHeader{JobId: g.job, Step: 150, Checksum: sum})
+	_, err = g.client.PutCheckpoint(context.Background(), path200, &pb.CheckpointHeader{JobId: g.job, Step: 150, Checksum: sum, WriterId: "w1"})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("put behind the latest: %v", err)
+	}
+	// Only a member of the job's ring uploads its checkpoints.
+	path400, sum := writeCkpt(t, g.job, 400, 10)
+	_, err = g.client.PutCheckpoint(context.Background(), path400, &pb.CheckpointHeader{JobId: g.job, Step: 400, Checksum: sum, WriterId: "w9"})
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("put by a worker outside the ring: %v", err)
+	}
+	if ms, err := g.client.ListCheckpoints(context.Background(), g.job); err != nil || ms[len(ms)-1].GetStep() != 300 {
+		t.Fatalf("after the refused put: %v, %v", ms, err)
 	}
 	// A step not kept is NotFound, naming what is kept.
 	if _, _, err := g.get(t, g.ms[0], 100); status.Code(err) != codes.NotFound {

@@ -73,7 +73,7 @@ var (
 	// not hold (another data dir's worker).
 	ErrNotOwner = errors.New("not the owner")
 	// ErrNotInRing: a worker sent what only a member of the current ring
-	// may send (the job's sample grid).
+	// may send (progress, the end of a job, a checkpoint, the sample grid).
 	ErrNotInRing = errors.New("not in the ring")
 	// ErrStaleGeneration: the command was made for a ring generation that
 	// is no longer current.

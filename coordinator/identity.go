@@ -5,10 +5,13 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"fmt"
+	"slices"
 
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
+
+	pb "github.com/gencluster/gencluster/api/genclusterpb"
 )
 
 // A worker's calls carry its id and the secret the coordinators issued to
@@ -47,8 +50,9 @@ func forwardWorker(in, out context.Context) context.Context {
 // actingFor checks that the caller may act for worker id: the call's
 // metadata names id and carries the secret whose hash the state keeps for
 // it. A call without that metadata is refused when the service requires it
-// (RequireWorkerSecret) and the id has a secret; a call with it is always
-// checked.
+// (RequireWorkerSecret), whether or not id is registered: an id nobody
+// joined as must not report a generation failed or end a job either. A
+// call with it is always checked.
 func (s *Service) actingFor(ctx context.Context, id string) error {
 	md, _ := metadata.FromIncomingContext(ctx)
 	ids, secrets := md.Get(workerIDKey), md.Get(workerSecretKey)
@@ -60,7 +64,7 @@ func (s *Service) actingFor(ctx context.Context, id string) error {
 	})
 	switch {
 	case len(ids) == 0 && len(secrets) == 0:
-		if s.requireSecret && len(want) > 0 {
+		if s.requireSecret {
 			s.log.Warn("call for a worker without its credentials refused", "worker", id)
 			return status.Errorf(codes.Unauthenticated, "a call for worker %s must carry its id and secret", id)
 		}
@@ -95,6 +99,26 @@ func neighbours(st *State, a, b string) bool {
 		return n > 1 && (ring[(i+1)%n].GetWorkerId() == b || ring[(i+n-1)%n].GetWorkerId() == b)
 	}
 	return false
+}
+
+// ringMember refuses what only a member of the current ring may send
+// (progress, the end of a job, a checkpoint; what names it) when worker id
+// is not one: a registered worker outside the job's ring may not move,
+// end or overwrite it. A follower whose replica does not list id may lag
+// the leader, so it answers Unavailable (try another); the leader refuses.
+func (s *Service) ringMember(what, id string) error {
+	var in bool
+	s.fsm.Read(func(st *State) {
+		in = id != "" && slices.ContainsFunc(st.Ring(), func(m *pb.RingMember) bool { return m.GetWorkerId() == id })
+	})
+	switch {
+	case in:
+		return nil
+	case !s.node.IsLeader():
+		return status.Errorf(codes.Unavailable, "coordinator %s does not list worker %q in the ring (its replica may lag the leader's); try another", s.node.ID(), id)
+	}
+	s.log.Warn("call from outside the ring refused", "what", what, "worker", id)
+	return status.Errorf(codes.PermissionDenied, "%s from worker %q, which is not in the ring: %v", what, id, ErrNotInRing)
 }
 
 // checkBlame refuses a failure report that blames a worker which is not

@@ -61,6 +61,24 @@ func TestWorkerActsOnlyForItself(t *testing.T) {
 			if status.Code(err) != c.want {
 				t.Errorf("failure report by wb through %s with %s: %v, want %v", m.id, c.what, err, c.want)
 			}
+			_, err = m.client.FinishJob(c.ctx, &pb.FinishJobRequest{WorkerId: "wb", JobId: "job-1"})
+			if status.Code(err) != c.want {
+				t.Errorf("wb finishing a job through %s with %s: %v, want %v", m.id, c.what, err, c.want)
+			}
+			_, err = m.client.ReportProgress(c.ctx, &pb.ReportProgressRequest{WorkerId: "wb", JobId: "job-1", Generation: before, Step: 1})
+			if status.Code(err) != c.want {
+				t.Errorf("progress by wb through %s with %s: %v, want %v", m.id, c.what, err, c.want)
+			}
+		}
+		// An id nobody joined as, without credentials, may not report a
+		// generation failed (which re-forms the ring) or end a job.
+		_, err := m.client.ReportFailure(ctx, &pb.ReportFailureRequest{ReporterId: "nobody", Generation: before})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("failure report by an unregistered id through %s: %v, want Unauthenticated", m.id, err)
+		}
+		_, err = m.client.FinishJob(ctx, &pb.FinishJobRequest{WorkerId: "nobody", JobId: "job-1"})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("an unregistered id finishing a job through %s: %v, want Unauthenticated", m.id, err)
 		}
 		// wb itself may heartbeat.
 		if _, err := m.client.Heartbeat(as("wb", secrets["wb"]), &pb.HeartbeatRequest{WorkerId: "wb", Addr: "127.0.0.1:2901"}); err != nil {
@@ -104,6 +122,43 @@ func TestWorkerActsOnlyForItself(t *testing.T) {
 	r, err := leader.client.ReportFailure(as("wa", secrets["wa"]), &pb.ReportFailureRequest{ReporterId: "wa", FailedId: "wd", Generation: before})
 	if err != nil || !r.GetRemoved() {
 		t.Errorf("wa reporting neighbour wd failed: %v, %v", r, err)
+	}
+
+	// A worker out of the running job's ring (it could not build the
+	// replica) may not report the job's progress or end it, though its
+	// credentials are its own.
+	sub, err := leader.client.Submit(ctx, &pb.SubmitRequest{Job: &pb.JobSpec{Model: "vae", Dataset: "mnist", Batch: 64, Steps: 10, Lr: 1e-3, MinWorkers: 1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	job := sub.GetJobId()
+	u, err := leader.client.ReportUnfit(as("wc", secrets["wc"]), &pb.ReportUnfitRequest{WorkerId: "wc", JobId: job, Reason: "test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []*svcMember{follower, leader} {
+		_, err = m.client.FinishJob(as("wc", secrets["wc"]), &pb.FinishJobRequest{WorkerId: "wc", JobId: job})
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("wc, out of the ring, finishing the job through %s: %v, want PermissionDenied", m.id, err)
+		}
+		_, err = m.client.ReportProgress(as("wc", secrets["wc"]), &pb.ReportProgressRequest{WorkerId: "wc", JobId: job, Generation: u.GetGeneration(), Step: 5})
+		if status.Code(err) != codes.PermissionDenied {
+			t.Errorf("wc, out of the ring, reporting progress through %s: %v, want PermissionDenied", m.id, err)
+		}
+	}
+	var state string
+	var step int64
+	leader.svc.fsm.Read(func(st *State) {
+		if j, err := st.Job(job); err == nil {
+			state, step = j.GetState(), j.GetStep()
+		}
+	})
+	if state != JobRunning || step != 0 {
+		t.Errorf("after wc's refused calls the job is %v at step %d, want running at 0", state, step)
+	}
+	// A ring member may.
+	if _, err := follower.client.FinishJob(as("wb", secrets["wb"]), &pb.FinishJobRequest{WorkerId: "wb", JobId: job}); err != nil {
+		t.Errorf("wb, in the ring, finishing the job: %v", err)
 	}
 }
 

@@ -850,6 +850,12 @@ func (s *Service) ReportProgress(ctx context.Context, req *pb.ReportProgressRequ
 		return nil, err
 	}
 	return write(ctx, s, func() (*pb.ReportProgressResponse, error) {
+		if !s.node.IsLeader() {
+			return nil, ErrNotLeader
+		}
+		if err := s.ringMember("progress", req.GetWorkerId()); err != nil {
+			return nil, err
+		}
 		_, err := s.propose(ctx, &pb.Command{Body: &pb.Command_ReportProgress{ReportProgress: &pb.ReportProgress{
 			JobId: req.GetJobId(), Generation: req.GetGeneration(), Step: req.GetStep(),
 			Loss: req.GetLoss(), ImagesPerSec: req.GetImagesPerSec(),
@@ -911,6 +917,12 @@ func (s *Service) FinishJob(ctx context.Context, req *pb.FinishJobRequest) (*pb.
 		state = pb.JobState_JOB_STATE_FAILED
 	}
 	return write(ctx, s, func() (*pb.FinishJobResponse, error) {
+		if !s.node.IsLeader() {
+			return nil, ErrNotLeader
+		}
+		if err := s.ringMember("the end of job "+req.GetJobId(), req.GetWorkerId()); err != nil {
+			return nil, err
+		}
 		v, err := s.propose(ctx, &pb.Command{Body: &pb.Command_FinishJob{FinishJob: &pb.FinishJob{
 			JobId: req.GetJobId(), State: state, Message: req.GetMessage(),
 		}}})

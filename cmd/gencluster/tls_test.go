@@ -111,6 +111,14 @@ func TestTLSCluster(t *testing.T) {
 	refused("a worker certificate speaking raft", err)
 	_, err = pb.NewCoordinatorClient(asClient).Join(ctx, &pb.JoinRequest{WorkerId: "w-evil", Addr: "127.0.0.1:1"})
 	refused("a client certificate joining as a worker", err)
+	// A worker certificate without a worker's issued secret may not end a
+	// job, under any id.
+	for _, id := range []string{"w-evil", ""} {
+		_, err = pb.NewCoordinatorClient(asWorker).FinishJob(ctx, &pb.FinishJobRequest{WorkerId: id, JobId: job, Failed: true, Message: "evil"})
+		if status.Code(err) != codes.Unauthenticated {
+			t.Errorf("a worker certificate finishing the job as %q: %v, want Unauthenticated", id, err)
+		}
+	}
 
 	// Rotation: a new coordinator certificate issued into the folder the
 	// running coordinator reads is taken up without a restart, and clients
@@ -137,8 +145,8 @@ func TestTLSCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(st.GetCoordinators()) != 1 || len(st.GetWorkers()) != 2 || len(st.GetJobs()) != 1 {
-		t.Errorf("after the refused calls: %d coordinators, %d workers, %d jobs; want 1, 2, 1", len(st.GetCoordinators()), len(st.GetWorkers()), len(st.GetJobs()))
+	if len(st.GetCoordinators()) != 1 || len(st.GetWorkers()) != 2 || len(st.GetJobs()) != 1 || st.GetJobs()[0].GetState() != coordinator.JobDone {
+		t.Errorf("after the refused calls: %d coordinators, %d workers, %d jobs; want 1, 2, 1 (done)", len(st.GetCoordinators()), len(st.GetWorkers()), len(st.GetJobs()))
 	}
 }
 

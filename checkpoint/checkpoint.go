@@ -24,14 +24,24 @@ import (
 	bolt "go.etcd.io/bbolt"
 )
 
-// FormatVersion is the version of the layout below; readers refuse others.
-const FormatVersion = 1
+// FormatVersion is the version of the layout below that Write writes.
+// Readers take it and the first version, and refuse others:
+//
+//	bucket "gencluster": "meta" (the Meta as JSON), "sha256" (hex)
+//	bucket "tensors": version 2: a bucket per tensor, named as the tensor,
+//	    holding its little-endian float32 bytes under "data";
+//	    version 1: the bytes under the tensor's name.
+//
+// Version 2 lets a tensor be added without rewriting the page that holds
+// the one before it, so that Write can commit in small transactions.
+const FormatVersion = 2
 
 var (
 	bucketMeta    = []byte("gencluster")
 	bucketTensors = []byte("tensors")
 	keyMeta       = []byte("meta")
 	keySum        = []byte("sha256")
+	keyData       = []byte("data")
 )
 
 // ErrNotCheckpoint marks a file that is not a gencluster checkpoint at all.
@@ -143,25 +153,28 @@ func decodeTensor(b []byte) []float32 {
 func FileName(step int64) string { return fmt.Sprintf("ckpt-%010d.db", step) }
 
 // Write stores s at path atomically: it builds a bbolt file beside path,
-// commits it in one transaction (fsynced), renames it over path and fsyncs
-// the directory. It returns the checksum written.
+// fsyncs it, renames it over path and fsyncs the directory. It returns the
+// checksum written.
 //
-// bbolt builds every value larger than a page in a heap buffer before
-// writing it, so a write leaves about the file's size in garbage. Write
-// collects it before returning: a process that writes a checkpoint every
-// few hundred steps then peaks at its live heap plus one checkpoint, not
-// at the collector's headroom (GOGC=100: twice a live heap that is mostly
-// the data set). The collection is short: the large live objects (images,
-// tensors) hold no pointers.
+// bbolt builds every value larger than a page in a heap buffer when it
+// commits, so a transaction leaves about its values' size in garbage.
+// Write commits the tensors in transactions of about txBytes each and
+// collects that garbage after each one: a process writing a checkpoint
+// peaks at its live heap plus one transaction, not plus the whole file
+// (three times the model, with Adam's moments). The collections are short:
+// the large live objects (images, tensors) hold no pointers.
 func Write(path string, s *State) (string, error) {
-	sum, err := write(path, s, 0)
-	runtime.GC()
-	return sum, err
+	return write(path, s, 0, func() { runtime.GC() })
 }
 
+// txBytes is about how many tensor bytes one of Write's transactions
+// commits (a larger tensor is a transaction of its own).
+const txBytes = 1 << 20
+
 // write is Write with bbolt pages of pageSize bytes (0: bbolt's default,
-// the OS page size); tests use small pages for small files.
-func write(path string, s *State, pageSize int) (string, error) {
+// the OS page size; tests use small pages for small files), calling
+// collect after each transaction.
+func write(path string, s *State, pageSize int, collect func()) (string, error) {
 	if len(s.Data) != len(s.Meta.Tensors) {
 		return "", fmt.Errorf("checkpoint %s: %d tensors described, %d given", path, len(s.Meta.Tensors), len(s.Data))
 	}
@@ -212,7 +225,10 @@ func write(path string, s *State, pageSize int) (string, error) {
 	for _, t := range tensors {
 		size += len(t)
 	}
-	opts := &bolt.Options{Timeout: time.Second, PageSize: pageSize}
+	// Transactions are not synced one by one: the file is synced once,
+	// before it is renamed into place (a crash before that leaves only a
+	// temporary file).
+	opts := &bolt.Options{Timeout: time.Second, PageSize: pageSize, NoSync: true}
 	if size >= 1<<20 {
 		opts.InitialMmapSize = size + 64<<10
 	}
@@ -231,19 +247,32 @@ func write(path string, s *State, pageSize int) (string, error) {
 		if err := mb.Put(keySum, []byte(sum)); err != nil {
 			return err
 		}
-		tb, err := tx.CreateBucket(bucketTensors)
-		if err != nil {
-			return err
-		}
-		for i, t := range s.Meta.Tensors {
-			if err := tb.Put([]byte(t.Name), tensors[i]); err != nil {
-				return err
-			}
-		}
-		return nil
+		_, err = tx.CreateBucket(bucketTensors)
+		return err
 	})
+	for i := 0; err == nil && i < len(tensors); {
+		err = db.Update(func(tx *bolt.Tx) error {
+			tb := tx.Bucket(bucketTensors)
+			for n := 0; i < len(tensors) && (n == 0 || n+len(tensors[i]) <= txBytes); i++ {
+				name := s.Meta.Tensors[i].Name
+				sb, err := tb.CreateBucket([]byte(name))
+				if err != nil {
+					return fmt.Errorf("tensor %s: %w", name, err)
+				}
+				if err := sb.Put(keyData, tensors[i]); err != nil {
+					return fmt.Errorf("tensor %s: %w", name, err)
+				}
+				n += len(tensors[i])
+			}
+			return nil
+		})
+		collect()
+	}
 	if cerr := db.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil {
+		err = trimAndSync(tmpName)
 	}
 	if err != nil {
 		return "", fmt.Errorf("checkpoint %s: write: %w", path, err)
@@ -260,6 +289,31 @@ func write(path string, s *State, pageSize int) (string, error) {
 		}
 	}
 	return sum, nil
+}
+
+// trimAndSync cuts the bbolt file at path after its last page in use
+// (bbolt grows a file in powers of two, and pages past the high water mark
+// hold nothing: they would only be stored and sent around) and fsyncs it.
+func trimAndSync(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	m0 := readMeta(f, 0)
+	if !m0.ok {
+		return errors.New("bbolt wrote no valid meta page")
+	}
+	m := currentMeta(f, m0)
+	if fi, err := f.Stat(); err == nil && int64(m.pgid)*m.pageSize < fi.Size() {
+		if err := f.Truncate(int64(m.pgid) * m.pageSize); err != nil {
+			return err
+		}
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	return f.Close()
 }
 
 // numel is the number of values of a tensor of shape, and false for a
@@ -345,8 +399,8 @@ func read(path string, decode bool) (st *State, sum string, err error) {
 		if err := json.Unmarshal(meta, &st.Meta); err != nil {
 			return fmt.Errorf("%w: meta: %w", ErrCorrupt, err)
 		}
-		if st.Meta.Format != FormatVersion {
-			return fmt.Errorf("format version %d, this build reads %d", st.Meta.Format, FormatVersion)
+		if st.Meta.Format != FormatVersion && st.Meta.Format != 1 {
+			return fmt.Errorf("format version %d, this build reads 1 to %d", st.Meta.Format, FormatVersion)
 		}
 		tb := tx.Bucket(bucketTensors)
 		if tb == nil {
@@ -358,7 +412,12 @@ func read(path string, decode bool) (st *State, sum string, err error) {
 			if !ok {
 				return fmt.Errorf("%w: tensor %s has an impossible shape %v", ErrCorrupt, t.Name, t.Shape)
 			}
-			v := tb.Get([]byte(t.Name))
+			var v []byte
+			if st.Meta.Format == 1 {
+				v = tb.Get([]byte(t.Name))
+			} else if sb := tb.Bucket([]byte(t.Name)); sb != nil {
+				v = sb.Get(keyData)
+			}
 			if len(v) != 4*n {
 				return fmt.Errorf("%w: tensor %s has %d bytes, shape %v needs %d", ErrCorrupt, t.Name, len(v), t.Shape, 4*n)
 			}

@@ -3,6 +3,7 @@ package checkpoint
 import (
 	"bytes"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"math"
 	"os"
@@ -13,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	bolt "go.etcd.io/bbolt"
 )
 
 func sample(step int64, fill float32) *State {
@@ -289,5 +292,110 @@ func TestWriteGarbage(t *testing.T) {
 	}
 	if fi, err := os.Stat(path); err != nil || fi.Size() > 8<<20 {
 		t.Fatalf("file of %v bytes (%v) for 4 MiB of tensors", fi.Size(), err)
+	}
+}
+
+// Write commits the tensors in transactions of about txBytes and collects
+// after each, so the garbage bbolt leaves (a heap copy of each value) is at
+// most about one transaction's worth at a time, not the file's: 6 MiB of
+// tensors, none larger than 2 MiB, never leave more than 3 MiB of heap
+// objects above what was there before (one transaction of 6 MiB did).
+func TestWriteTransactions(t *testing.T) {
+	const mib = 1 << 18 // float32 values in a MiB
+	sizes := []int{2 * mib, mib / 2, mib / 2, mib, mib / 4, mib / 4, mib / 2, mib}
+	st := &State{Meta: Meta{Job: Job{Model: "vae", Dataset: "mnist", Batch: 8, TotalSteps: 10, Seed: 3, LR: 1e-3}, Step: 1}}
+	for i, n := range sizes {
+		st.Meta.Tensors = append(st.Meta.Tensors, TensorInfo{Name: "param/t" + string(rune('a'+i)), Shape: []int{n}})
+		d := make([]float32, n)
+		for j := range d {
+			d[j] = float32(j%89) * 0.25
+		}
+		st.Data = append(st.Data, d)
+	}
+	heap := func() uint64 {
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		return m.HeapAlloc
+	}
+	runtime.GC()
+	base := heap()
+	var txs int
+	var worst uint64
+	path := filepath.Join(t.TempDir(), "tx.db")
+	if _, err := write(path, st, 0, func() {
+		txs++
+		if h := heap(); h > base && h-base > worst {
+			worst = h - base
+		}
+		runtime.GC()
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// 2 | 0.5+0.5 | 1 | 0.25+0.25+0.5 | 1 (MiB): five transactions.
+	if txs != 5 {
+		t.Errorf("%d transactions, want 5", txs)
+	}
+	if worst > 3<<20 {
+		t.Errorf("a transaction left %.1f MiB of heap, more than 3", float64(worst)/(1<<20))
+	}
+	t.Logf("%d transactions, at most %.1f MiB of heap above the start", txs, float64(worst)/(1<<20))
+	got, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range st.Data {
+		if !slices.Equal(got.Data[i], st.Data[i]) {
+			t.Fatalf("tensor %d read back differs", i)
+		}
+	}
+}
+
+// A checkpoint of the first format (every tensor's bytes under its name
+// in the tensors bucket, as builds before format 2 wrote them) is still
+// read, with the same checksum; a format this build does not know is
+// refused, naming it.
+func TestReadFormat1(t *testing.T) {
+	st := sample(42, 0.25)
+	old := func(format int) string {
+		st.Meta.Format = format
+		meta, err := json.Marshal(st.Meta)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := checksum(meta, st.encoded())
+		p := filepath.Join(t.TempDir(), FileName(42))
+		db, err := bolt.Open(p, 0o644, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = db.Update(func(tx *bolt.Tx) error {
+			mb, _ := tx.CreateBucket(bucketMeta)
+			mb.Put(keyMeta, meta)
+			mb.Put(keySum, []byte(sum))
+			tb, _ := tx.CreateBucket(bucketTensors)
+			for i, ti := range st.Meta.Tensors {
+				if err := tb.Put([]byte(ti.Name), encode(st.Data[i])); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if cerr := db.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	got, err := Read(old(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Meta.Step != 42 || got.Meta.Format != 1 || !slices.Equal(got.Data[0], st.Data[0]) {
+		t.Errorf("format 1 read back as format %d, step %d", got.Meta.Format, got.Meta.Step)
+	}
+	if _, err := Read(old(7)); err == nil || !strings.Contains(err.Error(), "format version 7") {
+		t.Errorf("format 7: %v", err)
 	}
 }

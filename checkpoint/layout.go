@@ -72,6 +72,15 @@ func readMeta(r io.ReaderAt, off int64) boltMeta {
 	}
 }
 
+// currentMeta returns the meta page bbolt uses, given the first one, m0
+// (valid): the valid one of the two with the higher transaction id.
+func currentMeta(r io.ReaderAt, m0 boltMeta) boltMeta {
+	if m1 := readMeta(r, m0.pageSize); m1.ok && m1.txid > m0.txid {
+		return m1
+	}
+	return m0
+}
+
 // checkLayout checks the bbolt file r of size bytes as described above.
 // Its errors wrap ErrNotCheckpoint (no valid meta page) or ErrCorrupt.
 // It is stricter than bbolt in one way: bbolt can open a file whose first
@@ -89,11 +98,7 @@ func checkLayout(r io.ReaderAt, size int64) error {
 	if size < 2*ps {
 		return fmt.Errorf("%w: %d bytes, shorter than the two bbolt meta pages", ErrCorrupt, size)
 	}
-	// The meta bbolt uses: the valid one with the higher transaction id.
-	m := m0
-	if m1 := readMeta(r, ps); m1.ok && m1.txid > m0.txid {
-		m = m1
-	}
+	m := currentMeta(r, m0)
 	l := &layout{r: r, size: size, ps: ps, pgid: m.pgid, seen: map[uint64]bool{}}
 	if err := l.page(m.root, 0); err != nil {
 		return fmt.Errorf("%w: bbolt tree: %w", ErrCorrupt, err)

@@ -281,15 +281,7 @@ func TestWriteGarbage(t *testing.T) {
 	} else {
 		t.Logf("writing %d MiB of tensors allocated %.1f MiB", 4*n>>20, float64(alloc)/(1<<20))
 	}
-	got, err := Read(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range st.Data {
-		if !slices.Equal(got.Data[i], st.Data[i]) {
-			t.Fatalf("tensor %d read back differs", i)
-		}
-	}
+	readBack(t, path, st)
 	if fi, err := os.Stat(path); err != nil || fi.Size() > 8<<20 {
 		t.Fatalf("file of %v bytes (%v) for 4 MiB of tensors", fi.Size(), err)
 	}
@@ -339,15 +331,7 @@ func TestWriteTransactions(t *testing.T) {
 		t.Errorf("a transaction left %.1f MiB of heap, more than 3", float64(worst)/(1<<20))
 	}
 	t.Logf("%d transactions, at most %.1f MiB of heap above the start", txs, float64(worst)/(1<<20))
-	got, err := Read(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := range st.Data {
-		if !slices.Equal(got.Data[i], st.Data[i]) {
-			t.Fatalf("tensor %d read back differs", i)
-		}
-	}
+	readBack(t, path, st)
 }
 
 // A checkpoint of the first format (every tensor's bytes under its name
@@ -397,5 +381,20 @@ func TestReadFormat1(t *testing.T) {
 	}
 	if _, err := Read(old(7)); err == nil || !strings.Contains(err.Error(), "format version 7") {
 		t.Errorf("format 7: %v", err)
+	}
+}
+
+// readBack reads the checkpoint at path and fails unless its tensors are
+// st's.
+func readBack(t *testing.T, path string, st *State) {
+	t.Helper()
+	got, err := Read(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range st.Data {
+		if !slices.Equal(got.Data[i], st.Data[i]) {
+			t.Fatalf("tensor %d read back differs", i)
+		}
 	}
 }

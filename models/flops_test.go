@@ -7,7 +7,7 @@ import "testing"
 // layer's multiply-adds (masked taps left out), so the FLOPs are three
 // forward passes less the first layer's input gradient.
 func TestTrainFLOPs(t *testing.T) {
-	pc := NewPixelCNN(28, 28, 64, 6, nil)
+	pc := NewPixelCNN(28, 28, 64, 6, 2, nil)
 	// Forward multiply-adds per pixel: 7x7 mask A keeps 24 taps of 1
 	// channel; mask B 5 of 9 taps of 64 channels; two 1x1 layers.
 	perPixel := 64*24 + 6*64*64*5 + 64*64 + 1*64

@@ -334,6 +334,31 @@ func TestBCEWithLogits(t *testing.T) {
 	checkGrad(t, "logits", l, g, func() float64 { return bceWithLogits(l, x, nil) }, 1e-3, 1e-3, 0)
 }
 
+// testSpecs is every model the package builds, each at every level count
+// it takes.
+var testSpecs = []Spec{
+	{Name: PixelCNNName}, {Name: PixelCNNName, Levels: GreyLevels},
+	{Name: VAEName},
+	{Name: AEName},
+}
+
+// greyImages is n random grey levels byte/255.
+func greyImages(rng *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.IntN(256)) / 255
+	}
+	return x
+}
+
+// inputImages is n pixels of the kind m takes.
+func inputImages(rng *rand.Rand, m Model, n int) []float32 {
+	if GreyInput(m) {
+		return greyImages(rng, n)
+	}
+	return binaryImages(rng, n)
+}
+
 func binaryImages(rng *rand.Rand, n int) []float32 {
 	x := make([]float32, n)
 	for i := range x {
@@ -386,10 +411,26 @@ func checkModelGrad(t *testing.T, m Model, x []float32, n int, seed uint64) {
 
 func TestPixelCNNGradient(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
-	m := NewPixelCNN(6, 7, 5, 2, nil)
+	m := NewPixelCNN(6, 7, 5, 2, 2, nil)
 	m.Init(rng)
 	n := 2
 	checkModelGrad(t, m, binaryImages(rng, n*6*7), n, 13)
+}
+
+func TestPixelCNN256Gradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(21, 22))
+	m := NewPixelCNN(5, 6, 4, 1, GreyLevels, nil)
+	m.Init(rng)
+	n := 2
+	checkModelGrad(t, m, greyImages(rng, n*5*6), n, 23)
+}
+
+func TestAEGradient(t *testing.T) {
+	rng := rand.New(rand.NewPCG(24, 25))
+	m := NewAE(12, 7, 3, nil)
+	m.Init(rng)
+	n := 3
+	checkModelGrad(t, m, greyImages(rng, n*12), n, 26)
 }
 
 func TestVAEGradient(t *testing.T) {
@@ -405,7 +446,7 @@ func TestVAEGradient(t *testing.T) {
 func TestPixelCNNIsAutoregressive(t *testing.T) {
 	rng := rand.New(rand.NewPCG(17, 18))
 	h, w := 9, 8
-	m := NewPixelCNN(h, w, 32, 3, nil)
+	m := NewPixelCNN(h, w, 32, 3, 2, nil)
 	m.Init(rng)
 	x := binaryImages(rng, h*w)
 	base := m.logitsAt(x, 1)
@@ -430,7 +471,7 @@ func TestPixelCNNIsAutoregressive(t *testing.T) {
 // logits of a forward pass over the whole image.
 func TestSampleWindowExact(t *testing.T) {
 	rng := rand.New(rand.NewPCG(19, 20))
-	m := NewPixelCNN(28, 28, 8, 6, nil)
+	m := NewPixelCNN(28, 28, 8, 6, 2, nil)
 	m.Init(rng)
 	n := 2
 	x := binaryImages(rng, n*28*28)
@@ -460,7 +501,7 @@ func TestSampleWindowExact(t *testing.T) {
 
 // TestThreadsBitIdentical: the gradient does not depend on the thread count.
 func TestThreadsBitIdentical(t *testing.T) {
-	for _, name := range Names {
+	for _, name := range testSpecs {
 		var ref [][]float32
 		var refLoss float64
 		for _, threads := range []int{1, 2, 3} {
@@ -470,7 +511,7 @@ func TestThreadsBitIdentical(t *testing.T) {
 				t.Fatal(err)
 			}
 			m.Init(rand.New(rand.NewPCG(1, 1)))
-			x := binaryImages(rand.New(rand.NewPCG(2, 2)), 4*784)
+			x := inputImages(rand.New(rand.NewPCG(2, 2)), m, 4*784)
 			loss := m.Grad(x, 4, Noise{Seed: 3, First: 3})
 			pool.Close()
 			if threads == 1 {
@@ -521,14 +562,14 @@ func TestExpandRoundTrip(t *testing.T) {
 // TestGradDoesNotAllocate: once its workspaces have grown, a training step
 // (forward and backward) allocates nothing.
 func TestGradDoesNotAllocate(t *testing.T) {
-	for _, name := range Names {
+	for _, name := range testSpecs {
 		pool := kernels.NewPool(2)
 		m, err := New(name, pool)
 		if err != nil {
 			t.Fatal(err)
 		}
 		m.Init(rand.New(rand.NewPCG(1, 1)))
-		x := binaryImages(rand.New(rand.NewPCG(2, 2)), 4*784)
+		x := inputImages(rand.New(rand.NewPCG(2, 2)), m, 4*784)
 		noise := Noise{Seed: 3, First: 3}
 		m.Grad(x, 4, noise)
 		if allocs := testing.AllocsPerRun(3, func() { m.Grad(x, 4, noise); m.Loss(x, 4, noise) }); allocs != 0 {

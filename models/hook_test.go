@@ -14,19 +14,16 @@ func TestGradHook(t *testing.T) {
 		m    Model
 		dim  int
 	}{
-		{"pixelcnn", NewPixelCNN(6, 7, 5, 2, nil), 6 * 7},
+		{"pixelcnn", NewPixelCNN(6, 7, 5, 2, 2, nil), 6 * 7},
+		{"pixelcnn/256", NewPixelCNN(6, 7, 5, 2, GreyLevels, nil), 6 * 7},
 		{"vae", NewVAE(12, 7, 3, nil), 12},
+		{"ae", NewAE(12, 7, 3, nil), 12},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rng := rand.New(rand.NewPCG(1, 2))
 			c.m.Init(rng)
 			const n = 3
-			x := make([]float32, n*c.dim)
-			for i := range x {
-				if rng.IntN(2) == 1 {
-					x[i] = 1
-				}
-			}
+			x := inputImages(rng, c.m, n*c.dim)
 			var order []*Param
 			var atHook [][]float32
 			c.m.SetGradHook(func(p *Param) {

@@ -1,4 +1,5 @@
-// Package models holds the reference generative models (PixelCNN and VAE):
+// Package models holds the reference generative models (PixelCNN, VAE,
+// PixelRNN and the regular autoencoder):
 // their layers, forward and backward passes, losses and samplers. It knows
 // nothing of the network: a model turns a batch of images into a loss and
 // the gradient of that loss, and back into samples.
@@ -15,10 +16,71 @@ import (
 const (
 	PixelCNNName = "pixelcnn"
 	VAEName      = "vae"
+	PixelRNNName = "pixelrnn"
+	AEName       = "ae"
 )
 
 // Names lists the known models.
-var Names = []string{PixelCNNName, VAEName}
+var Names = []string{PixelCNNName, VAEName, PixelRNNName, AEName}
+
+// Pixel levels a model predicts (Model.Levels).
+const (
+	// Continuous: grey levels in [0,1] as real values (the autoencoder).
+	Continuous = 0
+	// BinaryLevels: pixels thresholded to {0,1} (byte > 127), a Bernoulli
+	// per pixel.
+	BinaryLevels = 2
+	// GreyLevels: the 256 grey levels, a 256-way softmax per pixel.
+	GreyLevels = 256
+)
+
+// Spec names a model: its kind and, for the autoregressive ones, how many
+// levels a pixel takes (0: the model's default).
+type Spec struct {
+	Name   string
+	Levels int
+}
+
+// Resolve checks s and fills in the default levels: 2 for pixelcnn,
+// pixelrnn and vae; Continuous for ae. 256 is accepted for pixelcnn and
+// pixelrnn only.
+func (s Spec) Resolve() (Spec, error) {
+	switch s.Name {
+	case PixelCNNName, PixelRNNName:
+		switch s.Levels {
+		case 0:
+			s.Levels = BinaryLevels
+		case BinaryLevels, GreyLevels:
+		default:
+			return s, fmt.Errorf("model %s: levels %d: want 2 or 256", s.Name, s.Levels)
+		}
+	case VAEName:
+		if s.Levels != 0 && s.Levels != BinaryLevels {
+			return s, fmt.Errorf("model vae: levels %d: the VAE models binary pixels (levels 2)", s.Levels)
+		}
+		s.Levels = BinaryLevels
+	case AEName:
+		if s.Levels != 0 {
+			return s, fmt.Errorf("model ae: levels %d: the autoencoder reconstructs grey levels and takes no --levels", s.Levels)
+		}
+	default:
+		return s, fmt.Errorf("unknown model %q (known: pixelcnn, vae, pixelrnn, ae)", s.Name)
+	}
+	return s, nil
+}
+
+// String is the model's name, with "/256" for 256 grey levels:
+// "pixelcnn", "pixelrnn/256".
+func (s Spec) String() string {
+	if s.Levels == GreyLevels {
+		return s.Name + "/256"
+	}
+	return s.Name
+}
+
+// GreyInput reports whether m takes grey levels in [0,1] (byte/255) rather
+// than pixels thresholded to {0,1}.
+func GreyInput(m Model) bool { return m.Levels() != BinaryLevels }
 
 // Noise names the random numbers a stochastic loss draws: image i of a Grad
 // or Loss call draws from the stream (Seed, First+i), so computing a batch in
@@ -72,12 +134,18 @@ func TrainFLOPs(m Model, n int) (flops float64, ok bool) {
 	return flops, true
 }
 
-// Model is a generative model of binary images of Rows x Cols pixels.
+// Model is a generative model of images of Rows x Cols pixels.
 //
-// Images are float32 {0,1} pixels, one image after the other in row-major
-// order. A Model owns its workspaces and is not safe for concurrent use.
+// Images are float32 pixels, one image after the other in row-major
+// order: {0,1} when Levels is 2, grey levels byte/255 in [0,1] otherwise
+// (GreyInput). A Model owns its workspaces and is not safe for concurrent
+// use.
 type Model interface {
 	Name() string
+	// Levels is how the model sees a pixel: BinaryLevels (a Bernoulli on
+	// thresholded pixels), GreyLevels (a 256-way softmax on grey levels)
+	// or Continuous (grey levels as real values).
+	Levels() int
 	Rows() int
 	Cols() int
 	// Params lists the learnable tensors in a fixed order.
@@ -95,6 +163,8 @@ type Model interface {
 	// drawing noise as Grad does.
 	Loss(x []float32, n int, noise Noise) float64
 	// Sample writes n new images into dst (n*Rows*Cols values in [0,1]).
+	// A model that cannot draw images from nothing (the autoencoder) is a
+	// Reconstructor and writes zeros.
 	Sample(dst []float32, n int, rng *rand.Rand)
 	// SetGradHook installs hook (nil removes it): during Grad it is called
 	// for every Param as soon as its gradient is final, in backward order
@@ -105,16 +175,31 @@ type Model interface {
 	SetGradHook(hook func(*Param))
 }
 
-// New makes the model called name, computing on pool (nil: one thread).
+// Reconstructor is a Model that maps images to images (the autoencoder):
+// its "samples" are reconstructions of given images.
+type Reconstructor interface {
+	// Reconstruct writes the model's reconstruction of the n images in x
+	// into dst.
+	Reconstruct(dst, x []float32, n int)
+}
+
+// New makes the model spec names, computing on pool (nil: one thread).
 // Weights are zero until Init or a checkpoint sets them.
-func New(name string, pool *kernels.Pool) (Model, error) {
-	switch name {
+func New(spec Spec, pool *kernels.Pool) (Model, error) {
+	s, err := spec.Resolve()
+	if err != nil {
+		return nil, err
+	}
+	switch s.Name {
 	case PixelCNNName:
-		return NewPixelCNN(28, 28, 64, 6, pool), nil
+		return NewPixelCNN(28, 28, 64, 6, s.Levels, pool), nil
 	case VAEName:
 		return NewVAE(784, 400, 20, pool), nil
+	case PixelRNNName:
+		return nil, fmt.Errorf("model pixelrnn: not in this build yet")
+	default: // AEName
+		return NewAE(784, 400, 20, pool), nil
 	}
-	return nil, fmt.Errorf("unknown model %q (known: pixelcnn, vae)", name)
 }
 
 // grow returns buf resized to n, reallocating only when it is too small.

@@ -2,6 +2,7 @@ package models
 
 import (
 	"math"
+	"math/rand/v2"
 
 	"github.com/gencluster/gencluster/kernels"
 )
@@ -72,4 +73,131 @@ func sigmoid(x float64) float64 {
 	}
 	e := math.Exp(x)
 	return e / (1 + e)
+}
+
+// level is the grey level (0..255) of a pixel given as byte/255.
+func level(x float32) int {
+	l := int(x*255 + 0.5)
+	return min(max(l, 0), 255)
+}
+
+// softmaxNLL is the loss of models with a 256-way softmax per pixel: the
+// cross-entropy of each pixel's softmax against its grey level, summed
+// over the pixels of an image (torch's cross_entropy with
+// reduction="sum"), and its gradient softmax - onehot. Logit k of pixel p
+// of the batch is logits[p*pixStride + k*levelStride]: a channel-major
+// layout ([levels][pixels], the PixelCNN's) has pixStride 1, a row per
+// pixel ([pixels][levels], the PixelRNN's) has levelStride 1. Each image's
+// loss is summed alone, in pixel order, and the images' losses added in
+// order, so the result does not depend on the thread count.
+type softmaxNLL struct {
+	pool     *kernels.Pool
+	levels   int
+	perImage []float64
+	fn       func(part, parts int)
+
+	// arguments of the call in progress
+	logits, x, grad        []float32
+	dim                    int
+	pixStride, levelStride int
+}
+
+func newSoftmaxNLL(levels int, pool *kernels.Pool) *softmaxNLL {
+	s := &softmaxNLL{pool: pool, levels: levels}
+	s.fn = s.part
+	return s
+}
+
+// loss is the summed cross-entropy over n images of dim pixels, whose
+// targets are x (byte/255); grad, if not nil, is laid out as logits.
+func (s *softmaxNLL) loss(logits, x, grad []float32, n, dim, pixStride, levelStride int) float64 {
+	if cap(s.perImage) < n {
+		s.perImage = make([]float64, n)
+	}
+	s.perImage = s.perImage[:n]
+	s.logits, s.x, s.grad, s.dim = logits, x, grad, dim
+	s.pixStride, s.levelStride = pixStride, levelStride
+	s.pool.Run(n, s.fn)
+	s.logits, s.x, s.grad = nil, nil, nil
+	var sum float64
+	for _, v := range s.perImage {
+		sum += v
+	}
+	return sum
+}
+
+func (s *softmaxNLL) part(part, parts int) {
+	i0, i1 := kernels.Span(len(s.perImage), 1, part, parts)
+	ps, ks, L := s.pixStride, s.levelStride, s.levels
+	for i := i0; i < i1; i++ {
+		var sum float64
+		for p := i * s.dim; p < (i+1)*s.dim; p++ {
+			sum += softmaxPixel(s.logits[p*ps:], s.grad, p*ps, ks, L, level(s.x[p]))
+		}
+		s.perImage[i] = sum
+	}
+}
+
+// softmaxPixel is the cross-entropy of the softmax of the L logits
+// l[k*ks] against level t and, when grad is not nil, writes the gradient
+// to grad[off+k*ks].
+func softmaxPixel(l, grad []float32, off, ks, L, t int) float64 {
+	mx := l[0]
+	for k := 1; k < L; k++ {
+		mx = max(mx, l[k*ks])
+	}
+	var sum float64
+	for k := 0; k < L; k++ {
+		e := math.Exp(float64(l[k*ks] - mx))
+		sum += e
+		if grad != nil {
+			grad[off+k*ks] = float32(e)
+		}
+	}
+	if grad != nil {
+		inv := 1 / sum
+		for k := 0; k < L; k++ {
+			grad[off+k*ks] = float32(float64(grad[off+k*ks]) * inv)
+		}
+		grad[off+t*ks]--
+	}
+	return math.Log(sum) - float64(l[t*ks]-mx)
+}
+
+// drawLevel draws a level from the softmax of the L logits l[k*ks] with
+// the uniform u in [0,1): the first level whose cumulative probability
+// exceeds u (the last if rounding leaves u above them all).
+func drawLevel(l []float32, ks, L int, u float64) int {
+	mx := l[0]
+	for k := 1; k < L; k++ {
+		mx = max(mx, l[k*ks])
+	}
+	var sum float64
+	for k := 0; k < L; k++ {
+		sum += math.Exp(float64(l[k*ks] - mx))
+	}
+	target := u * sum
+	var c float64
+	for k := 0; k < L; k++ {
+		c += math.Exp(float64(l[k*ks] - mx))
+		if target < c {
+			return k
+		}
+	}
+	return L - 1
+}
+
+// drawPixel draws a pixel of an autoregressive model from its logits
+// lg[k*ks] with one uniform from rng: for 2 levels (one Bernoulli logit)
+// 1 with probability sigmoid(lg[0]), else 0; for 256 a grey level/255
+// from the softmax (drawLevel).
+func drawPixel(lg []float32, ks, levels int, rng *rand.Rand) float32 {
+	u := rng.Float64()
+	if levels == BinaryLevels {
+		if u < sigmoid(float64(lg[0])) {
+			return 1
+		}
+		return 0
+	}
+	return float32(drawLevel(lg, ks, levels, u)) / 255
 }

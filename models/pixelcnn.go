@@ -10,9 +10,13 @@ import (
 // PixelCNN is the reference autoregressive model: a 7x7 mask-A convolution
 // 1->h, layers x [ReLU, 3x3 mask-B convolution h->h], ReLU, 1x1 h->h, ReLU,
 // 1x1 h->1, giving a Bernoulli logit per pixel. Loss: binary cross-entropy
-// summed over the pixels of an image.
+// summed over the pixels of an image. With 256 levels the last layer is
+// 1x1 h->256, a softmax over the grey levels of each pixel (its input the
+// grey levels in [0,1]), and the loss the summed cross-entropy.
 type PixelCNN struct {
 	height, width int
+	levels        int
+	softmax       *softmaxNLL // levels 256
 	a             *Conv
 	bs            []*Conv
 	o1, o2        *Conv
@@ -29,21 +33,28 @@ type PixelCNN struct {
 	win   []float32 // sampling window input
 }
 
-// NewPixelCNN builds the network for rows x cols images with h channels and
-// the given number of mask-B layers.
-func NewPixelCNN(rows, cols, h, layers int, pool *kernels.Pool) *PixelCNN {
-	m := &PixelCNN{height: rows, width: cols, pool: pool, bce: newBCE(pool)}
+// NewPixelCNN builds the network for rows x cols images with h channels,
+// the given number of mask-B layers and levels 2 (Bernoulli) or 256
+// (softmax).
+func NewPixelCNN(rows, cols, h, layers, levels int, pool *kernels.Pool) *PixelCNN {
+	m := &PixelCNN{height: rows, width: cols, levels: levels, pool: pool, bce: newBCE(pool)}
+	outs := 1
+	if levels == GreyLevels {
+		outs = GreyLevels
+		m.softmax = newSoftmaxNLL(levels, pool)
+	}
 	m.a = NewConv("a", 1, h, 7, MaskA, pool)
 	for i := 0; i < layers; i++ {
 		m.bs = append(m.bs, NewConv(fmt.Sprintf("bs.%d", i), h, h, 3, MaskB, pool))
 	}
 	m.o1 = NewConv("o1", h, h, 1, MaskNone, pool)
-	m.o2 = NewConv("o2", h, 1, 1, MaskNone, pool)
+	m.o2 = NewConv("o2", h, outs, 1, MaskNone, pool)
 	m.layers = append(append([]*Conv{m.a}, m.bs...), m.o1, m.o2)
 	return m
 }
 
 func (m *PixelCNN) Name() string { return PixelCNNName }
+func (m *PixelCNN) Levels() int  { return m.levels }
 func (m *PixelCNN) Rows() int    { return m.height }
 func (m *PixelCNN) Cols() int    { return m.width }
 
@@ -72,7 +83,7 @@ func (m *PixelCNN) reserve(n, h, w int) {
 	for i := range m.acts {
 		m.acts[i] = grow(m.acts[i], hc*np)
 	}
-	m.logit = grow(m.logit, np)
+	m.logit = grow(m.logit, m.o2.Out*np)
 }
 
 // forward runs the network on x[n*h*w] (channel 1) and leaves the logits in
@@ -92,7 +103,17 @@ func (m *PixelCNN) forward(x []float32, n, h, w int) {
 // Loss and Grad ignore noise: the PixelCNN's likelihood is exact.
 func (m *PixelCNN) Loss(x []float32, n int, _ Noise) float64 {
 	m.forward(x, n, m.height, m.width)
-	return m.bce.loss(m.logit, x, nil, n, m.height*m.width)
+	return m.outLoss(x, nil, n)
+}
+
+// outLoss is the loss of the logits m.forward left for the n images x,
+// with its gradient written to grad unless grad is nil.
+func (m *PixelCNN) outLoss(x, grad []float32, n int) float64 {
+	dim := m.height * m.width
+	if m.softmax != nil {
+		return m.softmax.loss(m.logit, x, grad, n, dim, 1, n*dim)
+	}
+	return m.bce.loss(m.logit, x, grad, n, dim)
 }
 
 func (m *PixelCNN) Grad(x []float32, n int, _ Noise) float64 {
@@ -100,9 +121,9 @@ func (m *PixelCNN) Grad(x []float32, n int, _ Noise) float64 {
 	np := n * h * w
 	m.forward(x, n, h, w)
 	m.d1 = grow(m.d1, m.a.Out*np)
-	m.d2 = grow(m.d2, m.a.Out*np)
-	dlogit := m.d2[:np]
-	loss := m.bce.loss(m.logit, x, dlogit, n, h*w)
+	m.d2 = grow(m.d2, max(m.a.Out, m.o2.Out)*np)
+	dlogit := m.d2[:m.o2.Out*np]
+	loss := m.outLoss(x, dlogit, n)
 
 	// Each layer's parameter gradients go to the hook before its input
 	// gradient is computed: the hook's all-reduce starts one GEMM earlier.
@@ -203,17 +224,21 @@ func (m *PixelCNN) sampleWindowed(dst []float32, n int, rng *rand.Rand) {
 			}
 			m.forward(m.win, n, wh, ww)
 			for b := 0; b < n; b++ {
-				p := sigmoid(float64(m.logit[b*wh*ww+(wh-1)*ww+(x-x0)]))
-				if rng.Float64() < p {
-					canvas[b*h*w+y*w+x] = 1
-				}
+				canvas[b*h*w+y*w+x] = m.draw(m.logit[b*wh*ww+(wh-1)*ww+(x-x0):], n*wh*ww, rng)
 			}
 		}
 	}
 }
 
+// draw draws a pixel from its logits lg[k*ks] (one for 2 levels, 256
+// otherwise) with one uniform from rng: 0 or 1 from the Bernoulli, or a
+// grey level/255 from the softmax.
+func (m *PixelCNN) draw(lg []float32, ks int, rng *rand.Rand) float32 {
+	return drawPixel(lg, ks, m.levels, rng)
+}
+
 // logitsAt is forward over whole images, for tests of the windowed sampler.
 func (m *PixelCNN) logitsAt(x []float32, n int) []float32 {
 	m.forward(x, n, m.height, m.width)
-	return append([]float32(nil), m.logit[:n*m.height*m.width]...)
+	return append([]float32(nil), m.logit[:m.o2.Out*n*m.height*m.width]...)
 }

@@ -27,7 +27,7 @@ type sampler struct {
 	rows int         // row slots kept per layer
 	acts [][]float32 // acts[i]: output of layers[i] (post-ReLU), [rows][width][Out][n]
 	col  []float32   // im2col of one position: [In*Taps][n]
-	lg   []float32   // logits of the current position: [n]
+	lg   []float32   // logits of the current position: [levels or 1][n]
 }
 
 func (m *PixelCNN) newSampler(n int) *sampler {
@@ -35,7 +35,7 @@ func (m *PixelCNN) newSampler(n int) *sampler {
 	for _, c := range m.layers[1:] {
 		reach = max(reach, c.K/2)
 	}
-	s := &sampler{m: m, n: n, rows: reach + 1, lg: make([]float32, n)}
+	s := &sampler{m: m, n: n, rows: reach + 1, lg: make([]float32, m.o2.Out*n)}
 	cl := 0
 	for _, c := range m.layers[:len(m.layers)-1] {
 		s.acts = append(s.acts, make([]float32, s.rows*m.width*c.Out*n))
@@ -85,12 +85,12 @@ func (m *PixelCNN) SampleProgress(dst []float32, n int, rng *rand.Rand, progress
 			}
 			// The output layer: logits at (y, x).
 			o2 := m.layers[last]
-			kernels.Sgemm(m.pool, false, false, 1, n, o2.Rows(), 1, o2.W.Data, o2.Rows(), s.at(last-1, y, x), n, 0, s.lg, n)
-			bias := o2.B.Data[0]
+			kernels.Sgemm(m.pool, false, false, o2.Out, n, o2.Rows(), 1, o2.W.Data, o2.Rows(), s.at(last-1, y, x), n, 0, s.lg, n)
+			for k := 0; k < o2.Out; k++ {
+				kernels.AddBias(s.lg[k*n:(k+1)*n], o2.B.Data[k], false)
+			}
 			for b := 0; b < n; b++ {
-				if rng.Float64() < sigmoid(float64(s.lg[b]+bias)) {
-					canvas[b*h*w+y*w+x] = 1
-				}
+				canvas[b*h*w+y*w+x] = m.draw(s.lg[b:], n, rng)
 			}
 			if progress != nil {
 				progress(y*w+x+1, h*w)

@@ -13,14 +13,17 @@ import (
 // threads, for a batch that is and one that is not a multiple of the
 // kernels' tile widths; and it reports progress once per pixel.
 func TestSampleCachedEqualsWindowed(t *testing.T) {
-	for _, threads := range []int{1, 2} {
-		for _, n := range []int{5, 16} {
+	for _, c := range []struct{ levels, threads, n int }{
+		{2, 1, 5}, {2, 1, 16}, {2, 2, 5}, {2, 2, 16}, {GreyLevels, 1, 5}, {GreyLevels, 2, 16},
+	} {
+		threads, n := c.threads, c.n
+		{
 			pool := kernels.NewPool(threads)
 			// 14x12 images of 16 channels (the model's are 28x28 of 64):
 			// the same layers, non-square (rows and columns not mixed up),
 			// and the windowed reference fast enough under -race.
 			const rows, cols = 14, 12
-			m := NewPixelCNN(rows, cols, 16, 6, pool)
+			m := NewPixelCNN(rows, cols, 16, 6, c.levels, pool)
 			m.Init(rand.New(rand.NewPCG(7, uint64(n))))
 			// Sharper than the initial weights (logits near 0, pixels
 			// coin flips): scale the output layer so that the draws
@@ -49,16 +52,14 @@ func TestSampleCachedEqualsWindowed(t *testing.T) {
 						diff++
 					}
 				}
-				t.Fatalf("%d threads, %d images: %d of %d pixels differ from the windowed sampler's", threads, n, diff, len(got))
+				t.Fatalf("%d levels, %d threads, %d images: %d of %d pixels differ from the windowed sampler's", c.levels, threads, n, diff, len(got))
 			}
-			ones := 0
+			values := map[float32]int{}
 			for _, v := range got {
-				if v == 1 {
-					ones++
-				}
+				values[v]++
 			}
-			if ones == 0 || ones == len(got) {
-				t.Fatalf("%d threads, %d images: %d of %d pixels set: not a sample", threads, n, ones, len(got))
+			if len(values) < 2 || (c.levels == GreyLevels && len(values) < 16) {
+				t.Fatalf("%d levels, %d threads, %d images: only %d distinct pixel values: not a sample", c.levels, threads, n, len(values))
 			}
 		}
 	}
@@ -75,7 +76,7 @@ func BenchmarkSamplePixelCNN(b *testing.B) {
 		b.Run(c.name, func(b *testing.B) {
 			pool := kernels.NewPool(1)
 			defer pool.Close()
-			m := NewPixelCNN(28, 28, 64, 6, pool)
+			m := NewPixelCNN(28, 28, 64, 6, 2, pool)
 			m.Init(rand.New(rand.NewPCG(1, 2)))
 			const n = 16
 			dst := make([]float32, n*784)

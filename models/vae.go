@@ -46,6 +46,9 @@ func NewVAE(in, hidden, latent int, pool *kernels.Pool) *VAE {
 
 func (m *VAE) Name() string { return VAEName }
 
+// Levels is BinaryLevels: the VAE models thresholded pixels.
+func (m *VAE) Levels() int { return BinaryLevels }
+
 // Rows and Cols give the 28x28 image shape the 784-pixel VAE models.
 func (m *VAE) Rows() int { return 28 }
 func (m *VAE) Cols() int { return m.in / 28 }

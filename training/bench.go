@@ -54,7 +54,7 @@ func MeasureCompute(ctx context.Context, model string, batch, threads, warmup, s
 	}
 	pool := kernels.NewPool(threads)
 	defer pool.Close()
-	m, err := models.New(model, pool)
+	m, err := models.New(models.Spec{Name: model}, pool)
 	if err != nil {
 		return nil, err
 	}

@@ -157,7 +157,7 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 	}
 	pool := kernels.NewPool(cfg.Threads)
 	defer pool.Close()
-	m, err := models.New(cfg.Model, pool)
+	m, err := models.New(models.Spec{Name: cfg.Model}, pool)
 	if err != nil {
 		return nil, err
 	}

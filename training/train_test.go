@@ -360,7 +360,7 @@ func TestEvaluateAndSampleProgress(t *testing.T) {
 	}
 	pool := kernels.NewPool(1)
 	defer pool.Close()
-	m, err := models.New("pixelcnn", pool)
+	m, err := models.New(models.Spec{Name: "pixelcnn"}, pool)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -431,7 +431,7 @@ func restored(t *testing.T, dir, model string) models.Model {
 	}
 	pool := kernels.NewPool(2)
 	t.Cleanup(pool.Close)
-	m, err := models.New(model, pool)
+	m, err := models.New(models.Spec{Name: model}, pool)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -123,7 +123,7 @@ func (w *Worker) buildJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 		return nil, fmt.Errorf("job %s: %w", a.GetJobId(), err)
 	}
 	pool := kernels.NewPool(w.cfg.Threads)
-	m, err := models.New(spec.GetModel(), pool)
+	m, err := models.New(models.Spec{Name: spec.GetModel()}, pool)
 	if err == nil {
 		err = dataset.CheckShape(images, m.Rows(), m.Cols())
 	}

@@ -80,7 +80,7 @@ func (w *Worker) sendSample(ctx context.Context, spec *pb.JobSpec, s *snapshot) 
 func drawSamples(spec *pb.JobSpec, s *snapshot) ([]byte, error) {
 	pool := kernels.NewPool(1)
 	defer pool.Close()
-	m, err := models.New(spec.GetModel(), pool)
+	m, err := models.New(models.Spec{Name: spec.GetModel()}, pool)
 	if err != nil {
 		return nil, err
 	}

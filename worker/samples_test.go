@@ -22,7 +22,7 @@ import (
 func TestDrawSamples(t *testing.T) {
 	pool := kernels.NewPool(1)
 	defer pool.Close()
-	m, err := models.New("vae", pool)
+	m, err := models.New(models.Spec{Name: "vae"}, pool)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -70,7 +70,7 @@ report each one's GFLOP/s and its fraction of the widest loop's peak.`,
 				model string
 				batch int
 			}{{models.PixelCNNName, 32}, {models.VAEName, 128}} {
-				m, err := models.New(mb.model, nil)
+				m, err := models.New(models.Spec{Name: mb.model}, nil)
 				if err != nil {
 					return err
 				}

@@ -294,7 +294,7 @@ func (a *app) localOutputs(ctx context.Context, spec *pb.JobSpec, curve *localCu
 	if samples > 0 || lp.test {
 		pool := kernels.NewPool(runtime.NumCPU())
 		defer pool.Close()
-		if m, err = models.New(spec.GetModel(), pool); err != nil {
+		if m, err = models.New(models.Spec{Name: spec.GetModel()}, pool); err != nil {
 			return err
 		}
 		if err := training.Restore(st, m, nil); err != nil {

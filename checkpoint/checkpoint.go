@@ -57,6 +57,7 @@ var ErrNonFinite = errors.New("a tensor holds NaN or Inf")
 // Job is the training configuration a checkpoint belongs to.
 type Job struct {
 	Model      string  `json:"model"`
+	Levels     int     `json:"levels,omitempty"` // 256 for grey levels; 0: the model's default
 	Dataset    string  `json:"dataset"`
 	Batch      int     `json:"batch"`
 	TotalSteps int64   `json:"total_steps"`

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/models"
 )
 
 // CommandVersion is the version of the command set this binary writes and
@@ -187,10 +188,8 @@ func ValidateJobSpec(s *pb.JobSpec) error {
 	if s == nil {
 		return fmt.Errorf("job spec: missing: %w", ErrInvalid)
 	}
-	switch s.GetModel() {
-	case "pixelcnn", "vae":
-	default:
-		return fmt.Errorf("job spec: model %q is not pixelcnn or vae: %w", s.GetModel(), ErrInvalid)
+	if _, err := (models.Spec{Name: s.GetModel(), Levels: int(s.GetLevels())}).Resolve(); err != nil {
+		return fmt.Errorf("job spec: %w: %w", err, ErrInvalid)
 	}
 	if d := s.GetDataset(); d != "mnist" {
 		dir, ok := strings.CutPrefix(d, "idx:")

@@ -1,7 +1,9 @@
 // Package dataset reads the image data sets gencluster trains on: the MNIST
 // set built into the binary and any directory of IDX files in the MNIST
-// layout. Images are kept as bytes and thresholded into {0,1} float32 pixels
-// on demand (byte > 127 is 1), the reference scripts' binarisation.
+// layout, and their labels where the set has them. Images are kept as bytes
+// and turned into float32 pixels on demand: thresholded into {0,1} (byte >
+// 127 is 1, the reference scripts' binarisation) or scaled to grey levels
+// byte/255 in [0,1].
 package dataset
 
 import (
@@ -44,6 +46,14 @@ func (s Split) fileName() string {
 	return "train-images-idx3-ubyte"
 }
 
+// labelFileName is the IDX label file of a split, without a .gz suffix.
+func (s Split) labelFileName() string {
+	if s == Test {
+		return "t10k-labels-idx1-ubyte"
+	}
+	return "train-labels-idx1-ubyte"
+}
+
 // Images is a set of N grey-scale images of Rows x Cols bytes, stored one
 // after the other in row-major order.
 type Images struct {
@@ -65,6 +75,26 @@ func (s *Images) Binary(i int, dst []float32) {
 	}
 }
 
+// Grey writes image i as grey levels byte/255 (float32) into dst, which
+// must hold Dim() values.
+func (s *Images) Grey(i int, dst []float32) {
+	src := s.Pix[i*s.Dim() : (i+1)*s.Dim()]
+	dst = dst[:len(src)]
+	for j, v := range src {
+		dst[j] = float32(v) / 255
+	}
+}
+
+// Pixels writes image i into dst as a model takes it: grey levels (Grey)
+// when grey is set, thresholded (Binary) otherwise.
+func (s *Images) Pixels(i int, dst []float32, grey bool) {
+	if grey {
+		s.Grey(i, dst)
+	} else {
+		s.Binary(i, dst)
+	}
+}
+
 // CheckShape returns an error unless the images are rows x cols.
 func CheckShape(s *Images, rows, cols int) error {
 	if s.Rows != rows || s.Cols != cols {
@@ -79,6 +109,10 @@ var (
 	builtinTrain string
 	//go:embed mnistdata/t10k-images-idx3-ubyte.gz
 	builtinTest string
+	//go:embed mnistdata/train-labels-idx1-ubyte.gz
+	builtinTrainLabels string
+	//go:embed mnistdata/t10k-labels-idx1-ubyte.gz
+	builtinTestLabels string
 )
 
 // embedded reads a built-in file; closing it hands its pages back to the
@@ -127,37 +161,87 @@ func Count(spec string, split Split) (int, error) {
 	return int(n), err
 }
 
+// Labels reads the labels (one byte, 0-9 for MNIST, per image) of a split
+// of the data set named by spec. The built-in MNIST has them; a directory
+// has them when it holds the split's IDX label file
+// (train-labels-idx1-ubyte[.gz], t10k-labels-idx1-ubyte[.gz]), and
+// otherwise the error says so (errors.Is fs.ErrNotExist).
+func Labels(spec string, split Split) ([]byte, error) {
+	f, name, err := openAny(spec, split, true)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	src, done, err := idxStream(f, name)
+	if err != nil {
+		return nil, err
+	}
+	defer done()
+	var hdr [8]byte
+	if _, err := io.ReadFull(src, hdr[:]); err != nil {
+		return nil, fmt.Errorf("labels %s: truncated IDX header: %w", name, err)
+	}
+	if magic := binary.BigEndian.Uint32(hdr[0:]); magic != idxLabelMagic {
+		return nil, fmt.Errorf("labels %s: magic number %#08x is not an IDX label file (want %#08x)", name, magic, idxLabelMagic)
+	}
+	n := int64(binary.BigEndian.Uint32(hdr[4:]))
+	if n < 1 || n > maxBytes {
+		return nil, fmt.Errorf("labels %s: header says %d labels", name, n)
+	}
+	labels := make([]byte, n)
+	if got, err := io.ReadFull(src, labels); err != nil {
+		return nil, fmt.Errorf("labels %s: truncated: header says %d labels but only %d follow: %w", name, n, got, err)
+	}
+	var one [1]byte
+	if k, _ := io.ReadFull(src, one[:]); k > 0 {
+		return nil, fmt.Errorf("labels %s: more data than the header's %d labels", name, n)
+	}
+	return labels, nil
+}
+
+// idxLabelMagic is the IDX magic number of unsigned-byte, 1-dimensional data.
+const idxLabelMagic = 0x00000801
+
 // openFile opens split's image file of the data set named by spec (in a
 // directory, the plain file before the .gz one when both exist) and
 // returns it with the name errors give it.
 func openFile(spec string, split Split) (io.ReadCloser, string, error) {
+	return openAny(spec, split, false)
+}
+
+// openAny opens split's image file, or its label file when labels is set.
+func openAny(spec string, split Split, labels bool) (io.ReadCloser, string, error) {
 	if _, err := ParseSplit(string(split)); err != nil {
 		return nil, "", err
 	}
+	file, what := split.fileName(), "data set"
+	if labels {
+		file, what = split.labelFileName(), "labels of data set"
+	}
 	switch {
 	case spec == MNIST:
-		data := builtinTrain
-		if split == Test {
-			data = builtinTest
-		}
-		return embedded{strings.NewReader(data), data}, "mnist:" + split.fileName(), nil
+		data := map[[2]bool]string{
+			{false, false}: builtinTrain, {true, false}: builtinTest,
+			{false, true}: builtinTrainLabels, {true, true}: builtinTestLabels,
+		}[[2]bool{split == Test, labels}]
+		return embedded{strings.NewReader(data), data}, "mnist:" + file, nil
 	case strings.HasPrefix(spec, "idx:"):
 		dir := strings.TrimPrefix(spec, "idx:")
 		if dir == "" {
 			return nil, "", errors.New(`data set "idx:" names no directory (want idx:DIR)`)
 		}
-		base := filepath.Join(dir, split.fileName())
+		base := filepath.Join(dir, file)
 		for _, path := range []string{base, base + ".gz"} {
 			f, err := os.Open(path)
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}
 			if err != nil {
-				return nil, "", fmt.Errorf("data set: %w", err)
+				return nil, "", fmt.Errorf("%s: %w", what, err)
 			}
 			return f, path, nil
 		}
-		return nil, "", fmt.Errorf("data set: neither %s nor %s.gz exists: %w", base, base, fs.ErrNotExist)
+		return nil, "", fmt.Errorf("%s %s: neither %s nor %s.gz exists: %w", what, spec, base, base, fs.ErrNotExist)
 	}
 	return nil, "", fmt.Errorf("unknown data set %q (known: mnist, idx:DIR)", spec)
 }

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/binary"
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,5 +157,93 @@ func TestBadSpecs(t *testing.T) {
 	}
 	if _, err := Open(MNIST, "dev"); err == nil {
 		t.Error("split dev accepted")
+	}
+}
+
+func TestGreyLevels(t *testing.T) {
+	s := &Images{N: 1, Rows: 16, Cols: 16, Pix: make([]byte, 256)}
+	for v := range s.Pix {
+		s.Pix[v] = byte(v)
+	}
+	x := make([]float32, 256)
+	s.Pixels(0, x, true)
+	for v, got := range x {
+		if want := float32(v) / 255; got != want || got < 0 || got > 1 {
+			t.Errorf("byte %d scaled to %v, want %v", v, got, want)
+		}
+	}
+	s.Pixels(0, x, false)
+	if x[127] != 0 || x[128] != 1 {
+		t.Errorf("Pixels(grey=false) is not the threshold: %v %v", x[127], x[128])
+	}
+}
+
+func TestBuiltinLabels(t *testing.T) {
+	for split, want := range map[Split]int{Train: 60000, Test: 10000} {
+		l, err := Labels(MNIST, split)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(l) != want {
+			t.Fatalf("%s: %d labels, want %d", split, len(l), want)
+		}
+		var count [10]int
+		for i, v := range l {
+			if v > 9 {
+				t.Fatalf("%s: label %d is %d", split, i, v)
+			}
+			count[v]++
+		}
+		for d, c := range count {
+			if c < want/20 {
+				t.Errorf("%s: digit %d labels %d images", split, d, c)
+			}
+		}
+	}
+	// The first training digits of MNIST are 5, 0, 4, 1, 9; the first test ones 7, 2, 1, 0, 4.
+	tr, _ := Labels(MNIST, Train)
+	te, _ := Labels(MNIST, Test)
+	if !bytes.Equal(tr[:5], []byte{5, 0, 4, 1, 9}) || !bytes.Equal(te[:5], []byte{7, 2, 1, 0, 4}) {
+		t.Errorf("first labels %v and %v", tr[:5], te[:5])
+	}
+}
+
+// labelBytes builds an IDX1 label file.
+func labelBytes(magic uint32, n int, labels []byte) []byte {
+	var hdr [8]byte
+	binary.BigEndian.PutUint32(hdr[0:], magic)
+	binary.BigEndian.PutUint32(hdr[4:], uint32(n))
+	return append(hdr[:], labels...)
+}
+
+func TestIDXLabels(t *testing.T) {
+	dir := t.TempDir()
+	write(t, dir, "train-images-idx3-ubyte", idxBytes(idxImageMagic, 3, 2, 2, make([]byte, 12)))
+	// No label file: a clear error naming the files looked for.
+	_, err := Labels("idx:"+dir, Train)
+	if !errors.Is(err, fs.ErrNotExist) || !strings.Contains(err.Error(), "train-labels-idx1-ubyte") || !strings.Contains(err.Error(), "labels") {
+		t.Fatalf("missing labels: %v", err)
+	}
+	write(t, dir, "train-labels-idx1-ubyte.gz", gz(labelBytes(idxLabelMagic, 3, []byte{3, 1, 4})))
+	l, err := Labels("idx:"+dir, Train)
+	if err != nil || !bytes.Equal(l, []byte{3, 1, 4}) {
+		t.Fatalf("labels %v, %v", l, err)
+	}
+	for name, c := range map[string]struct {
+		data []byte
+		want string
+	}{
+		"image file":  {idxBytes(idxImageMagic, 3, 2, 2, make([]byte, 12)), "magic"},
+		"truncated":   {labelBytes(idxLabelMagic, 3, []byte{1}), "truncated"},
+		"too long":    {labelBytes(idxLabelMagic, 1, []byte{1, 2}), "more data"},
+		"zero labels": {labelBytes(idxLabelMagic, 0, nil), "0 labels"},
+		"empty":       {nil, "truncated IDX header"},
+	} {
+		d := t.TempDir()
+		write(t, d, "t10k-labels-idx1-ubyte", c.data)
+		_, err := Labels("idx:"+d, Test)
+		if err == nil || !strings.Contains(err.Error(), c.want) || !strings.Contains(err.Error(), "t10k-labels-idx1-ubyte") {
+			t.Errorf("%s: error %v, want one naming the file and %q", name, err, c.want)
+		}
 	}
 }

@@ -65,6 +65,7 @@ func (m *AE) Init(rng *rand.Rand) {
 var (
 	_ GEMMLister    = (*AE)(nil)
 	_ Reconstructor = (*AE)(nil)
+	_ Encoder       = (*AE)(nil)
 )
 
 // TrainGEMMs implements GEMMLister, as Grad calls Sgemm.

@@ -69,6 +69,20 @@ func (s Spec) Resolve() (Spec, error) {
 	return s, nil
 }
 
+// Canonical is s checked (Resolve) in the form jobs and checkpoints
+// record: Levels 0 for a model's default, 256 only when asked for, so that
+// "levels 2" and "levels unset" name the same job.
+func (s Spec) Canonical() (Spec, error) {
+	r, err := s.Resolve()
+	if err != nil {
+		return s, err
+	}
+	if r.Levels != GreyLevels {
+		r.Levels = 0
+	}
+	return r, nil
+}
+
 // String is the model's name, with "/256" for 256 grey levels:
 // "pixelcnn", "pixelrnn/256".
 func (s Spec) String() string {
@@ -208,4 +222,14 @@ func grow(buf []float32, n int) []float32 {
 		return make([]float32, n)
 	}
 	return buf[:n]
+}
+
+// Encoder is a Model that maps an image to a code (the autoencoder): what
+// a linear probe measures.
+type Encoder interface {
+	// CodeSize is the length of one image's code.
+	CodeSize() int
+	// Encode writes the codes of the n images in x into dst
+	// (n*CodeSize values).
+	Encode(dst, x []float32, n int)
 }

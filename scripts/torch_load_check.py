@@ -1,6 +1,8 @@
 """Load a gencluster safetensors export into scripts/torch_reference.py's
 model with load_state_dict(strict=True) and print its test loss as JSON.
 Usage: /usr/bin/python3 scripts/torch_load_check.py MODEL FILE.safetensors
+(MODEL as torch_reference.py takes it: pixelcnn, vae, pixelrnn, ae,
+pixelcnn/256, pixelrnn/256.)
 ($MNIST_DIR as for torch_reference.py: default dataset/mnistdata.)
 Reads safetensors with the standard library only (no safetensors package)."""
 import json, struct, sys
@@ -27,7 +29,7 @@ def main():
     torch.manual_seed(0)
     net = torch_reference.build(model)
     net.load_state_dict(read_safetensors(path), strict=True)
-    tot = torch_reference.test_loss(net, torch_reference.images("test"))
+    tot = torch_reference.test_loss(net, torch_reference.images("test", torch_reference.grey(model)))
     print(json.dumps({"model": model, "test_nats": tot}))
 
 main()

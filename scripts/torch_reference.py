@@ -1,6 +1,6 @@
 """The PyTorch side of the comparisons in docs/BENCHMARKS.md.
 
-It builds gencluster's two models in PyTorch, layer for layer and with the
+It builds gencluster's models in PyTorch, layer for layer and with the
 parameter names and layouts `gencluster export` writes (so an exported file
 loads with load_state_dict(strict=True)), and measures them the way the
 gencluster side of each comparison is measured:
@@ -22,10 +22,16 @@ gencluster side of each comparison is measured:
       pixels (default all 784) after one untimed pass and prints the
       seconds per pass and the time for all 784 extrapolated from them
 
-MODEL is pixelcnn or vae; THREADS goes to torch.set_num_threads. Data: the
-IDX files in $MNIST_DIR (default: this repository's dataset/mnistdata, the
-files the gencluster binary embeds), binarised at 0.5 (byte > 127 is 1).
-Every run seeds torch with 0. Run it with Debian's PyTorch:
+MODEL is pixelcnn, vae, pixelrnn or ae, and pixelcnn/256 or pixelrnn/256 for
+the 256-level models (--levels 256: grey levels in [0,1] in, a 256-way softmax
+per pixel out); THREADS goes to torch.set_num_threads. Data: the IDX files in
+$MNIST_DIR (default: this repository's dataset/mnistdata, the files the
+gencluster binary embeds), binarised at 0.5 (byte > 127 is 1), or as grey
+levels byte/255 for ae and the 256-level models. For ae, quality also fits the
+linear probe (logistic regression 20 -> 10 on the codes of the training set,
+Adam lr 1e-2, 20 epochs, batch 256) and prints its test accuracy, as
+`gencluster eval --probe` does. Every run seeds torch with 0. Run it with
+Debian's PyTorch:
     apt-get install python3-torch libopenblas0-pthread
     /usr/bin/python3 scripts/torch_reference.py compute pixelcnn 32 20 2
 """
@@ -47,15 +53,37 @@ DATA = os.environ.get("MNIST_DIR") or os.path.join(HERE, "..", "dataset", "mnist
 PIXELS = 28 * 28
 
 
-def images(split):
-    """The split's images as float32 0/1, shape [N, 1, 28, 28]."""
-    stem = os.path.join(DATA, ("train" if split == "train" else "t10k") + "-images-idx3-ubyte")
-    f = gzip.open(stem + ".gz") if os.path.exists(stem + ".gz") else open(stem, "rb")
-    with f:
+def _idx(split, kind):
+    stem = os.path.join(DATA, ("train" if split == "train" else "t10k") + f"-{kind}")
+    return gzip.open(stem + ".gz") if os.path.exists(stem + ".gz") else open(stem, "rb")
+
+
+def images(split, grey=False):
+    """The split's images as float32 0/1 (grey: byte/255), shape [N, 1, 28, 28]."""
+    with _idx(split, "images-idx3-ubyte") as f:
         magic, n, rows, cols = struct.unpack(">4I", f.read(16))
-        assert magic == 0x803, f"{stem}: not an IDX image file"
+        assert magic == 0x803, f"{split}: not an IDX image file"
         raw = np.frombuffer(f.read(n * rows * cols), np.uint8).reshape(n, 1, rows, cols)
+    if grey:
+        return torch.from_numpy(raw.astype(np.float32) / np.float32(255))
     return torch.from_numpy((raw > 127).astype(np.float32))
+
+
+def labels(split):
+    """The split's labels as int64, shape [N]."""
+    with _idx(split, "labels-idx1-ubyte") as f:
+        magic, n = struct.unpack(">2I", f.read(8))
+        assert magic == 0x801, f"{split}: not an IDX label file"
+        return torch.from_numpy(np.frombuffer(f.read(n), np.uint8).astype(np.int64))
+
+
+def pixel_loss(logits, x, levels):
+    """Summed NLL per image: Bernoulli logits against 0/1 pixels (levels 2),
+    or 256-way softmax logits [B, 256, H, W] against the grey levels x*255."""
+    if levels == 2:
+        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+    target = (x[:, 0] * 255).round().long()
+    return F.cross_entropy(logits, target, reduction="sum") / len(x)
 
 
 class MaskedConv2d(nn.Conv2d):
@@ -78,22 +106,84 @@ class MaskedConv2d(nn.Conv2d):
 
 class PixelCNN(nn.Module):
     """7x7 mask-A conv 1->64; 6 x [ReLU, 3x3 mask-B conv 64->64]; ReLU, 1x1
-    conv 64->64, ReLU, 1x1 conv 64->1: a Bernoulli logit per pixel. Loss:
-    binary cross-entropy summed over the pixels, per image (nats)."""
+    conv 64->64, ReLU, 1x1 conv 64->1: a Bernoulli logit per pixel (levels
+    2), or 1x1 conv 64->256: a softmax over the grey levels (levels 256).
+    Loss: the NLL summed over the pixels, per image (nats)."""
 
-    def __init__(self, width=64, blocks=6):
+    def __init__(self, width=64, blocks=6, levels=2):
         super().__init__()
+        self.levels = levels
         self.a = MaskedConv2d("A", 1, width, 7)
         self.bs = nn.ModuleList(MaskedConv2d("B", width, width, 3) for _ in range(blocks))
         self.o1 = nn.Conv2d(width, width, 1)
-        self.o2 = nn.Conv2d(width, 1, 1)
+        self.o2 = nn.Conv2d(width, 1 if levels == 2 else 256, 1)
 
     def loss(self, x):
         h = self.a(x)
         for conv in self.bs:
             h = conv(torch.relu(h))
         logits = self.o2(torch.relu(self.o1(torch.relu(h))))
-        return F.binary_cross_entropy_with_logits(logits, x, reduction="sum") / len(x)
+        return pixel_loss(logits, x, self.levels)
+
+
+class PixelRNN(nn.Module):
+    """The 2-D LSTM of the lecture: u = 7x7 mask-A conv 1->H of the image;
+    h(r,c), c(r,c) from [u(r,c), h(r,c-1), h(r-1,c)] by one Linear 3H -> 5H
+    (gates i, f_left, f_up, o, g), computed one anti-diagonal r+c at a time
+    from the top-left corner, zero state outside the image:
+        c = sig(f_left) c(r,c-1) + sig(f_up) c(r-1,c) + sig(i) tanh(g),
+        h = sig(o) tanh(c).
+    Head: ReLU, 1x1 conv H->H, ReLU, 1x1 conv H->1 (levels 2) or H->256."""
+
+    def __init__(self, hidden=64, levels=2):
+        super().__init__()
+        self.levels, self.hidden = levels, hidden
+        self.inp = MaskedConv2d("A", 1, hidden, 7)
+        self.cell = nn.Linear(3 * hidden, 5 * hidden)
+        self.o1 = nn.Conv2d(hidden, hidden, 1)
+        self.o2 = nn.Conv2d(hidden, 1 if levels == 2 else 256, 1)
+
+    def states(self, x):
+        b, _, rows, cols = x.shape
+        u = self.inp(x).permute(0, 2, 3, 1)  # [B, rows, cols, H]
+        zero = x.new_zeros(b, self.hidden)
+        h = [[None] * cols for _ in range(rows)]
+        c = [[None] * cols for _ in range(rows)]
+        for d in range(rows + cols - 1):
+            cells = [(r, d - r) for r in range(max(0, d - cols + 1), min(d, rows - 1) + 1)]
+            left_h = torch.stack([h[r][k - 1] if k > 0 else zero for r, k in cells], 1)
+            up_h = torch.stack([h[r - 1][k] if r > 0 else zero for r, k in cells], 1)
+            left_c = torch.stack([c[r][k - 1] if k > 0 else zero for r, k in cells], 1)
+            up_c = torch.stack([c[r - 1][k] if r > 0 else zero for r, k in cells], 1)
+            ud = torch.stack([u[:, r, k] for r, k in cells], 1)
+            i, fl, fu, o, g = self.cell(torch.cat([ud, left_h, up_h], 2)).chunk(5, 2)
+            cd = torch.sigmoid(fl) * left_c + torch.sigmoid(fu) * up_c + torch.sigmoid(i) * torch.tanh(g)
+            hd = torch.sigmoid(o) * torch.tanh(cd)
+            for j, (r, k) in enumerate(cells):
+                h[r][k], c[r][k] = hd[:, j], cd[:, j]
+        return torch.stack([torch.stack(row, 2) for row in h], 2)  # [B, H, rows, cols]
+
+    def loss(self, x):
+        logits = self.o2(torch.relu(self.o1(torch.relu(self.states(x)))))
+        return pixel_loss(logits, x, self.levels)
+
+
+class AE(nn.Module):
+    """The regular autoencoder: 784-400 (ReLU)-20, 20-400 (ReLU)-784 with a
+    sigmoid; loss: squared error summed over the pixels (grey levels in
+    [0,1]), per image."""
+
+    def __init__(self):
+        super().__init__()
+        self.e1, self.e2 = nn.Linear(PIXELS, 400), nn.Linear(400, 20)
+        self.d1, self.d2 = nn.Linear(20, 400), nn.Linear(400, PIXELS)
+
+    def encode(self, x):
+        return self.e2(torch.relu(self.e1(x.reshape(len(x), PIXELS))))
+
+    def loss(self, x):
+        r = torch.sigmoid(self.d2(torch.relu(self.d1(self.encode(x)))))
+        return ((r - x.reshape(len(x), PIXELS)) ** 2).sum() / len(x)
 
 
 class VAE(nn.Module):
@@ -121,11 +211,43 @@ class VAE(nn.Module):
 
 
 def build(model):
-    if model == "pixelcnn":
-        return PixelCNN()
-    if model == "vae":
+    """The model MODEL names (pixelcnn, vae, pixelrnn, ae, pixelcnn/256, pixelrnn/256)."""
+    name, _, lv = model.partition("/")
+    levels = int(lv) if lv else 2
+    if levels not in (2, 256) or (levels == 256 and name not in ("pixelcnn", "pixelrnn")):
+        sys.exit(f"model {model!r}: /256 is for pixelcnn and pixelrnn")
+    if name == "pixelcnn":
+        return PixelCNN(levels=levels)
+    if name == "pixelrnn":
+        return PixelRNN(levels=levels)
+    if name == "vae":
         return VAE()
-    sys.exit(f"unknown model {model!r}: pixelcnn or vae")
+    if name == "ae":
+        return AE()
+    sys.exit(f"unknown model {model!r}: pixelcnn, vae, pixelrnn or ae (pixelcnn/256, pixelrnn/256)")
+
+
+def grey(model):
+    """Whether MODEL takes grey levels rather than binarised pixels."""
+    return model == "ae" or model.endswith("/256")
+
+
+def probe(net):
+    """Test accuracy of a linear probe on the autoencoder's codes."""
+    with torch.no_grad():
+        ztr, zte = net.encode(images("train", True)), net.encode(images("test", True))
+    ytr, yte = labels("train"), labels("test")
+    lin = nn.Linear(ztr.shape[1], 10)
+    opt = torch.optim.Adam(lin.parameters(), lr=1e-2)
+    for _ in range(20):
+        order = torch.randperm(len(ztr))
+        for i in range(0, len(ztr), 256):
+            idx = order[i:i + 256]
+            opt.zero_grad()
+            F.cross_entropy(lin(ztr[idx]), ytr[idx]).backward()
+            opt.step()
+    with torch.no_grad():
+        return (lin(zte).argmax(1) == yte).float().mean().item()
 
 
 def test_loss(net, data):
@@ -137,7 +259,7 @@ def test_loss(net, data):
 def compute(model, batch, steps, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    train = images("train")
+    train = images("train", grey(model))
     net = build(model)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     order = torch.randperm(len(train))
@@ -164,7 +286,7 @@ def compute(model, batch, steps, threads):
 def quality(model, batch, epochs, threads):
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    train, test = images("train"), images("test")
+    train, test = images("train", grey(model)), images("test", grey(model))
     net = build(model)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
     total = int(epochs * len(train) / batch)
@@ -183,6 +305,10 @@ def quality(model, batch, epochs, threads):
                 print(f"step {done}/{total} loss {loss.item():.2f} t={time.time() - t0:.0f}s", flush=True)
     train_s = time.time() - t0
     nats = test_loss(net, test)
+    if model == "ae":
+        print(f"{model} epochs={epochs} batch={batch} steps={total} train_s={train_s:.0f} "
+              f"test_l2={nats:.3f} probe_accuracy={probe(net):.4f}")
+        return
     print(f"{model} epochs={epochs} batch={batch} steps={total} train_s={train_s:.0f} "
           f"test_nats={nats:.2f} bits_per_dim={nats / (PIXELS * np.log(2)):.4f}")
 
@@ -221,7 +347,7 @@ def _ddp_member(rank, world, model, batch, steps, port, out):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world)
     torch.manual_seed(0)
-    train = images("train")
+    train = images("train", grey(model))
     net = build(model)
 
     class LossOf(nn.Module):  # DDP hooks the module's forward: let it be the loss

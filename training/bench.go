@@ -18,6 +18,7 @@ import (
 // `gencluster bench compute --json`).
 type ComputeBench struct {
 	Model        string  `json:"model"`
+	Levels       int     `json:"levels,omitempty"` // 256 for grey levels; absent for the default
 	Batch        int     `json:"batch"`
 	Threads      int     `json:"threads"`
 	Steps        int     `json:"steps"`
@@ -44,7 +45,7 @@ const peakTime = 500 * time.Millisecond
 // MeasureCompute times full training steps (batch assembly, forward,
 // backward, Adam) of model on the built-in MNIST training set, as
 // scripts/torch_reference.py does: warmup untimed steps, then steps timed ones.
-func MeasureCompute(ctx context.Context, model string, batch, threads, warmup, steps int) (*ComputeBench, error) {
+func MeasureCompute(ctx context.Context, model models.Spec, batch, threads, warmup, steps int) (*ComputeBench, error) {
 	if batch < 1 || threads < 1 || steps < 1 || warmup < 0 {
 		return nil, fmt.Errorf("bench compute: batch, threads and steps must be positive (got %d, %d, %d)", batch, threads, steps)
 	}
@@ -54,7 +55,11 @@ func MeasureCompute(ctx context.Context, model string, batch, threads, warmup, s
 	}
 	pool := kernels.NewPool(threads)
 	defer pool.Close()
-	m, err := models.New(models.Spec{Name: model}, pool)
+	model, err = model.Canonical()
+	if err != nil {
+		return nil, err
+	}
+	m, err := models.New(model, pool)
 	if err != nil {
 		return nil, err
 	}
@@ -70,13 +75,14 @@ func MeasureCompute(ctx context.Context, model string, batch, threads, warmup, s
 		grads = append(grads, p.Grad)
 	}
 	dim := m.Rows() * m.Cols()
+	grey := models.GreyInput(m)
 	x := make([]float32, batch*dim)
 	idx := make([]int, batch)
 	var loss float64
 	step := func(i int) error {
 		seq.Global(int64(i), idx)
 		for j, id := range idx {
-			images.Binary(id, x[j*dim:(j+1)*dim])
+			images.Pixels(id, x[j*dim:(j+1)*dim], grey)
 		}
 		loss = m.Grad(x, batch, StepNoise(2, int64(i), batch)) / float64(batch)
 		return opt.Step(params, grads, 1/float32(batch))
@@ -101,7 +107,7 @@ func MeasureCompute(ctx context.Context, model string, batch, threads, warmup, s
 	total := time.Since(t0).Seconds()
 	slices.Sort(times)
 	r := &ComputeBench{
-		Model: model, Batch: batch, Threads: threads, Steps: steps, Warmup: warmup,
+		Model: model.Name, Levels: model.Levels, Batch: batch, Threads: threads, Steps: steps, Warmup: warmup,
 		Seconds: total, ImagesPerSec: float64(batch*steps) / total,
 		StepMedianMS: 1000 * times[steps/2], Loss: loss,
 	}

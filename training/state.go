@@ -58,6 +58,13 @@ func Restore(st *checkpoint.State, m models.Model, opt *optim.Adam) error {
 	if st.Meta.Job.Model != m.Name() {
 		return fmt.Errorf("checkpoint holds a %q model, not %q", st.Meta.Job.Model, m.Name())
 	}
+	spec, err := ModelSpec(st.Meta.Job).Resolve()
+	if err != nil {
+		return fmt.Errorf("checkpoint: %w", err)
+	}
+	if spec.Levels != m.Levels() {
+		return fmt.Errorf("checkpoint holds a %s model of %d pixel levels, not %d", spec.Name, spec.Levels, m.Levels())
+	}
 	load := func(name string, shape []int, dst []float32) error {
 		for i, t := range st.Meta.Tensors {
 			if t.Name != name {
@@ -90,6 +97,9 @@ func Restore(st *checkpoint.State, m models.Model, opt *optim.Adam) error {
 	}
 	return nil
 }
+
+// ModelSpec is the model a job trains.
+func ModelSpec(j checkpoint.Job) models.Spec { return models.Spec{Name: j.Model, Levels: j.Levels} }
 
 // ParamLengths lists the lengths of m's parameters, for optim.NewAdam.
 func ParamLengths(m models.Model) []int {

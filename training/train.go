@@ -32,6 +32,7 @@ import (
 // Config is one training job.
 type Config struct {
 	Model           string
+	Levels          int // pixel levels of pixelcnn and pixelrnn: 256, or 0 (the default, 2)
 	Dataset         string
 	Batch           int
 	Steps           int64   // total steps; 0 means use Epochs
@@ -103,8 +104,16 @@ type Result struct {
 	Elapsed    time.Duration
 }
 
+// Spec is the model the job trains, in canonical form (models.Spec.Canonical).
+func (c *Config) Spec() (models.Spec, error) {
+	return models.Spec{Name: c.Model, Levels: c.Levels}.Canonical()
+}
+
 // Validate checks the settings that do not need the data set.
 func (c *Config) Validate() error {
+	if _, err := c.Spec(); err != nil {
+		return err
+	}
 	switch {
 	case c.Batch < 1:
 		return fmt.Errorf("--batch must be at least 1, got %d", c.Batch)
@@ -157,7 +166,11 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 	}
 	pool := kernels.NewPool(cfg.Threads)
 	defer pool.Close()
-	m, err := models.New(models.Spec{Name: cfg.Model}, pool)
+	spec, err := cfg.Spec()
+	if err != nil {
+		return nil, err
+	}
+	m, err := models.New(spec, pool)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +191,7 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 	for _, f := range removed {
 		log.Info("removed the temp file of an interrupted checkpoint write", "file", f)
 	}
-	job := checkpoint.Job{Model: cfg.Model, Dataset: cfg.Dataset, Batch: cfg.Batch, TotalSteps: cfg.TotalSteps(images.N), Seed: cfg.Seed, LR: cfg.LR}
+	job := checkpoint.Job{Model: spec.Name, Levels: spec.Levels, Dataset: cfg.Dataset, Batch: cfg.Batch, TotalSteps: cfg.TotalSteps(images.N), Seed: cfg.Seed, LR: cfg.LR}
 	if job.TotalSteps < 1 {
 		return nil, fmt.Errorf("%v epochs of %d images at batch %d is less than one step", cfg.Epochs, images.N, cfg.Batch)
 	}
@@ -206,6 +219,7 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 		grads = append(grads, p.Grad)
 	}
 	dim := m.Rows() * m.Cols()
+	grey := models.GreyInput(m)
 	x := make([]float32, cfg.Batch*dim)
 	idx := make([]int, cfg.Batch)
 	scale := 1 / float32(cfg.Batch)
@@ -234,7 +248,7 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 		}
 		seq.Global(step, idx)
 		for i, id := range idx {
-			images.Binary(id, x[i*dim:(i+1)*dim])
+			images.Pixels(id, x[i*dim:(i+1)*dim], grey)
 		}
 		loss = m.Grad(x, cfg.Batch, StepNoise(cfg.Seed, step, cfg.Batch)) / float64(cfg.Batch)
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
@@ -281,12 +295,12 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 			return res, err
 		}
 	}
-	if err := PlotCurve(cfg.Out, cfg.Model, cfg.LossLogScale); err != nil {
+	if err := PlotCurve(cfg.Out, spec.String(), cfg.LossLogScale); err != nil {
 		return res, err
 	}
 	if cfg.Samples > 0 {
 		log.Info("sampling", "images", cfg.Samples)
-		if err := SampleGrid(m, cfg.Samples, cfg.Seed, filepath.Join(cfg.Out, SamplesFile)); err != nil {
+		if err := SampleGrid(m, cfg.Samples, cfg.Seed, cfg.Dataset, filepath.Join(cfg.Out, SamplesFile)); err != nil {
 			return res, err
 		}
 	}
@@ -616,27 +630,28 @@ func PlotCurve(dir, model string, logY bool) error {
 	return render.LossCurveFile(filepath.Join(dir, PlotFile), model+" loss", render.Options{LogY: logY}, series...)
 }
 
-// SampleGrid draws n samples from m and writes them as a PNG grid.
-func SampleGrid(m models.Model, n int, seed uint64, path string) error {
-	return SampleGridProgress(m, n, seed, path, nil)
+// SampleGrid draws n samples from m (Draw) and writes them as a PNG grid.
+// data names the job's data set: an autoencoder's grid shows
+// reconstructions of its images (PictureImages); other models ignore it.
+func SampleGrid(m models.Model, n int, seed uint64, data, path string) error {
+	return SampleGridProgress(m, n, seed, data, path, nil)
 }
 
 // SampleGridProgress is SampleGrid calling progress(done, total), if not
-// nil, as sampling goes: after each pixel position for a model that draws
-// all images a pixel at a time (models.ProgressSampler: the PixelCNN,
-// total = rows*cols), else once, with total 1, when all are drawn.
-func SampleGridProgress(m models.Model, n int, seed uint64, path string, progress func(done, total int)) error {
-	pix := make([]float32, n*m.Rows()*m.Cols())
-	rng := rand.New(rand.NewPCG(seed, 0x5a5a))
-	if ps, ok := m.(models.ProgressSampler); ok && progress != nil {
-		ps.SampleProgress(pix, n, rng, progress)
-	} else {
-		m.Sample(pix, n, rng)
-		if progress != nil {
-			progress(1, 1)
+// nil, as sampling goes (see Draw).
+func SampleGridProgress(m models.Model, n int, seed uint64, data, path string, progress func(done, total int)) error {
+	var set *dataset.Images
+	if _, ok := m.(models.Reconstructor); ok {
+		var err error
+		if set, err = PictureImages(data, m); err != nil {
+			return err
 		}
 	}
-	return render.GridScaledFile(path, pix, n, m.Rows(), m.Cols(), 2, 2)
+	p, err := Draw(m, n, rand.New(rand.NewPCG(seed, 0x5a5a)), set, progress)
+	if err != nil {
+		return err
+	}
+	return render.GridScaledFile(path, p.Pix, p.N, p.Rows, p.Cols, 2, 2)
 }
 
 // Evaluate returns the mean loss in nats per image of m over all images of
@@ -651,6 +666,7 @@ func Evaluate(ctx context.Context, m models.Model, set *dataset.Images, batch in
 // after every batch with the images done and set.N.
 func EvaluateProgress(ctx context.Context, m models.Model, set *dataset.Images, batch int, seed uint64, progress func(done, total int)) (float64, error) {
 	dim := m.Rows() * m.Cols()
+	grey := models.GreyInput(m)
 	x := make([]float32, batch*dim)
 	var total float64
 	for lo := 0; lo < set.N; lo += batch {
@@ -659,7 +675,7 @@ func EvaluateProgress(ctx context.Context, m models.Model, set *dataset.Images, 
 		}
 		n := min(batch, set.N-lo)
 		for i := 0; i < n; i++ {
-			set.Binary(lo+i, x[i*dim:(i+1)*dim])
+			set.Pixels(lo+i, x[i*dim:(i+1)*dim], grey)
 		}
 		total += m.Loss(x, n, models.Noise{Seed: seed, First: evalFirst + uint64(lo)})
 		if progress != nil {

@@ -386,7 +386,7 @@ func TestEvaluateAndSampleProgress(t *testing.T) {
 	}
 	dir := t.TempDir()
 	calls, last := 0, 0
-	if err := SampleGridProgress(m, 2, 7, filepath.Join(dir, "a.png"), func(d, total int) {
+	if err := SampleGridProgress(m, 2, 7, "mnist", filepath.Join(dir, "a.png"), func(d, total int) {
 		calls, last = calls+1, d
 		if total != 28*28 {
 			t.Errorf("sampling progress total %d, want 784", total)
@@ -397,7 +397,7 @@ func TestEvaluateAndSampleProgress(t *testing.T) {
 	if calls != 784 || last != 784 {
 		t.Errorf("sampling progress: %d calls, last %d; want 784", calls, last)
 	}
-	if err := SampleGrid(m, 2, 7, filepath.Join(dir, "b.png")); err != nil {
+	if err := SampleGrid(m, 2, 7, "mnist", filepath.Join(dir, "b.png")); err != nil {
 		t.Fatal(err)
 	}
 	a, _ := os.ReadFile(filepath.Join(dir, "a.png"))

@@ -38,6 +38,7 @@ type job struct {
 	model models.Model
 	opt   *optim.Adam
 	data  *dataset.Images
+	grey  bool // the model takes grey levels (models.GreyInput), not thresholded pixels
 	seq   *sharding.Sequence
 
 	params, grads [][]float32
@@ -122,8 +123,12 @@ func (w *Worker) buildJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 	if err != nil {
 		return nil, fmt.Errorf("job %s: %w", a.GetJobId(), err)
 	}
+	ms, err := models.Spec{Name: spec.GetModel(), Levels: int(spec.GetLevels())}.Canonical()
+	if err != nil {
+		return nil, fmt.Errorf("job %s: %w", a.GetJobId(), err)
+	}
 	pool := kernels.NewPool(w.cfg.Threads)
-	m, err := models.New(models.Spec{Name: spec.GetModel()}, pool)
+	m, err := models.New(ms, pool)
 	if err == nil {
 		err = dataset.CheckShape(images, m.Rows(), m.Cols())
 	}
@@ -142,9 +147,10 @@ func (w *Worker) buildJob(ctx context.Context, a *pb.Assignment) (*job, error) {
 		opt:  optim.NewAdam(adamCfg, training.ParamLengths(m)),
 		log:  w.log.With("job", a.GetJobId()),
 		held: -1, bucketHook: w.testBucketHook,
-		meta: checkpoint.Job{Model: spec.GetModel(), Dataset: spec.GetDataset(), Batch: int(spec.GetBatch()),
+		meta: checkpoint.Job{Model: spec.GetModel(), Levels: ms.Levels, Dataset: spec.GetDataset(), Batch: int(spec.GetBatch()),
 			TotalSteps: spec.GetSteps(), Seed: spec.GetSeed(), LR: spec.GetLr()},
 	}
+	j.grey = models.GreyInput(m)
 	j.x = make([]float32, int(spec.GetBatch())*m.Rows()*m.Cols())
 	j.idx = make([]int, spec.GetBatch())
 	// Learn the order in which backward finishes the gradients (on one
@@ -264,7 +270,7 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 	dim := j.model.Rows() * j.model.Cols()
 	j.seq.Global(j.step, j.idx)
 	for i := lo; i < hi; i++ {
-		j.data.Binary(j.idx[i], j.x[(i-lo)*dim:(i-lo+1)*dim])
+		j.data.Pixels(j.idx[i], j.x[(i-lo)*dim:(i-lo+1)*dim], j.grey)
 	}
 	// Each bucket is started by the hook as soon as backward has finished
 	// its gradients (in the same order on every rank), so that summing it

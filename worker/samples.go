@@ -8,6 +8,7 @@ import (
 	"time"
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
+	"github.com/gencluster/gencluster/dataset"
 	"github.com/gencluster/gencluster/kernels"
 	"github.com/gencluster/gencluster/models"
 	"github.com/gencluster/gencluster/render"
@@ -31,7 +32,7 @@ const sampleTimeout = time.Minute
 // coordinators came to hold.
 func (w *Worker) startWriter(ctx context.Context, j *job) {
 	if j.spec.GetSamples() > 0 {
-		j.sampler = newCkptWriter(ctx, func(ctx context.Context, s *snapshot) { w.sendSample(ctx, j.spec, s) }, func(*snapshot, error) {})
+		j.sampler = newCkptWriter(ctx, func(ctx context.Context, s *snapshot) { w.sendSample(ctx, j.spec, j.data, s) }, func(*snapshot, error) {})
 	}
 	j.writer = newCkptWriter(ctx, func(ctx context.Context, s *snapshot) {
 		if w.persistBackground(ctx, s) && s.st != nil && j.sampler != nil {
@@ -47,15 +48,16 @@ func (w *Worker) finalSample(ctx context.Context, j *job, s *snapshot) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, sampleTimeout)
 	defer cancel()
-	w.sendSample(ctx, j.spec, s)
+	w.sendSample(ctx, j.spec, j.data, s)
 }
 
 // sendSample draws spec.samples images from s's state and sends the grid
 // to the coordinators. A failure is logged: a grid is for people to look
-// at, and the next checkpoint brings another.
-func (w *Worker) sendSample(ctx context.Context, spec *pb.JobSpec, s *snapshot) {
+// at, and the next checkpoint brings another. data is the job's training
+// set, whose first images an autoencoder's grid reconstructs.
+func (w *Worker) sendSample(ctx context.Context, spec *pb.JobSpec, data *dataset.Images, s *snapshot) {
 	t := time.Now()
-	png, err := drawSamples(spec, s)
+	png, err := drawSamples(spec, data, s)
 	if err != nil {
 		w.log.Warn("sample grid not drawn", "job", s.job, "step", s.step, "err", err)
 		return
@@ -75,23 +77,25 @@ func (w *Worker) sendSample(ctx context.Context, spec *pb.JobSpec, s *snapshot) 
 }
 
 // drawSamples draws spec.samples images from the state in s (on one
-// thread, seeded by the job's seed and the step) and returns them as a PNG
-// grid.
-func drawSamples(spec *pb.JobSpec, s *snapshot) ([]byte, error) {
+// thread, seeded by the job's seed and the step; an autoencoder
+// reconstructs the first images of data instead, training.Draw) and
+// returns them as a PNG grid.
+func drawSamples(spec *pb.JobSpec, data *dataset.Images, s *snapshot) ([]byte, error) {
 	pool := kernels.NewPool(1)
 	defer pool.Close()
-	m, err := models.New(models.Spec{Name: spec.GetModel()}, pool)
+	m, err := models.New(models.Spec{Name: spec.GetModel(), Levels: int(spec.GetLevels())}, pool)
 	if err != nil {
 		return nil, err
 	}
 	if err := training.Restore(s.st, m, nil); err != nil {
 		return nil, fmt.Errorf("sample grid of step %d: %w", s.step, err)
 	}
-	n := int(spec.GetSamples())
-	pix := make([]float32, n*m.Rows()*m.Cols())
-	m.Sample(pix, n, rand.New(rand.NewPCG(spec.GetSeed(), uint64(s.step))))
+	p, err := training.Draw(m, int(spec.GetSamples()), rand.New(rand.NewPCG(spec.GetSeed(), uint64(s.step))), data, nil)
+	if err != nil {
+		return nil, fmt.Errorf("sample grid of step %d: %w", s.step, err)
+	}
 	var b bytes.Buffer
-	if err := render.GridScaled(&b, pix, n, m.Rows(), m.Cols(), 2, 2); err != nil {
+	if err := render.GridScaled(&b, p.Pix, p.N, p.Rows, p.Cols, 2, 2); err != nil {
 		return nil, fmt.Errorf("sample grid of step %d: %w", s.step, err)
 	}
 	return b.Bytes(), nil

@@ -730,7 +730,11 @@ type JobSpec struct {
 	// this size, each summed as soon as backward has finished it (0: an
 	// eighth of the model's gradients, at least 64 KiB:
 	// worker.DefaultBucketBytes).
-	BucketKib     int32 `protobuf:"varint,11,opt,name=bucket_kib,json=bucketKib,proto3" json:"bucket_kib,omitempty"`
+	BucketKib int32 `protobuf:"varint,11,opt,name=bucket_kib,json=bucketKib,proto3" json:"bucket_kib,omitempty"`
+	// levels is how many levels a pixel takes for pixelcnn and pixelrnn: 2
+	// (thresholded pixels, a Bernoulli each; 0 means 2) or 256 (grey levels,
+	// a 256-way softmax each). vae and ae take 0.
+	Levels        int32 `protobuf:"varint,12,opt,name=levels,proto3" json:"levels,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -838,6 +842,13 @@ func (x *JobSpec) GetSamples() int32 {
 func (x *JobSpec) GetBucketKib() int32 {
 	if x != nil {
 		return x.BucketKib
+	}
+	return 0
+}
+
+func (x *JobSpec) GetLevels() int32 {
+	if x != nil {
+		return x.Levels
 	}
 	return 0
 }
@@ -3087,7 +3098,7 @@ const file_gencluster_proto_rawDesc = "" +
 	"\n" +
 	"RingMember\x12\x1b\n" +
 	"\tworker_id\x18\x01 \x01(\tR\bworkerId\x12\x12\n" +
-	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xa2\x02\n" +
+	"\x04addr\x18\x02 \x01(\tR\x04addr\"\xba\x02\n" +
 	"\aJobSpec\x12\x14\n" +
 	"\x05model\x18\x01 \x01(\tR\x05model\x12\x18\n" +
 	"\adataset\x18\x02 \x01(\tR\adataset\x12\x14\n" +
@@ -3102,7 +3113,8 @@ const file_gencluster_proto_rawDesc = "" +
 	"\asamples\x18\n" +
 	" \x01(\x05R\asamples\x12\x1d\n" +
 	"\n" +
-	"bucket_kib\x18\v \x01(\x05R\tbucketKib\"p\n" +
+	"bucket_kib\x18\v \x01(\x05R\tbucketKib\x12\x16\n" +
+	"\x06levels\x18\f \x01(\x05R\x06levels\"p\n" +
 	"\rSubmitRequest\x12(\n" +
 	"\x03job\x18\x01 \x01(\v2\x16.gencluster.v1.JobSpecR\x03job\x12\x1d\n" +
 	"\n" +

@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/gencluster/gencluster/models"
 	"github.com/gencluster/gencluster/training"
 )
 
@@ -60,14 +61,14 @@ func startCPUProfile(path string) (func() error, error) {
 
 func (a *app) benchComputeCommand() *cobra.Command {
 	var model string
-	var batch, threads, steps, warmup int
+	var levels, batch, threads, steps, warmup int
 	var asJSON bool
 	cmd := &cobra.Command{
-		Use:   "compute --model M --batch B --threads T [--steps N] [--json]",
+		Use:   "compute --model M [--levels 256] --batch B --threads T [--steps N] [--json]",
 		Short: "Training images/s of one process (as scripts/torch_reference.py compute measures PyTorch)",
 		Args:  noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := training.MeasureCompute(cmd.Context(), model, batch, threads, warmup, steps)
+			r, err := training.MeasureCompute(cmd.Context(), models.Spec{Name: model, Levels: levels}, batch, threads, warmup, steps)
 			if err != nil {
 				return err
 			}
@@ -75,11 +76,12 @@ func (a *app) benchComputeCommand() *cobra.Command {
 				return a.printJSON(r)
 			}
 			fmt.Fprintf(a.stdout, "%s batch=%d steps=%d threads=%d images_per_s=%.1f step_median_ms=%.2f loss=%.2f gflops=%.1f peak_gflops=%.1f (%s) fraction_of_peak=%.3f\n",
-				r.Model, r.Batch, r.Steps, r.Threads, r.ImagesPerSec, r.StepMedianMS, r.Loss, r.GFLOPS, r.PeakGFLOPS, r.PeakKernel, r.FractionOfPeak)
+				models.Spec{Name: r.Model, Levels: r.Levels}, r.Batch, r.Steps, r.Threads, r.ImagesPerSec, r.StepMedianMS, r.Loss, r.GFLOPS, r.PeakGFLOPS, r.PeakKernel, r.FractionOfPeak)
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&model, "model", "pixelcnn", "model: pixelcnn or vae")
+	cmd.Flags().StringVar(&model, "model", "pixelcnn", "model: pixelcnn, vae, pixelrnn or ae")
+	cmd.Flags().IntVar(&levels, "levels", 0, "pixel levels of pixelcnn and pixelrnn: 2 (default) or 256")
 	cmd.Flags().IntVar(&batch, "batch", 32, "batch size")
 	cmd.Flags().IntVar(&threads, "threads", 1, "compute threads")
 	cmd.Flags().IntVar(&steps, "steps", 20, "timed steps")

@@ -15,6 +15,7 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/coordinator"
 	"github.com/gencluster/gencluster/localcluster"
+	"github.com/gencluster/gencluster/models"
 	"github.com/gencluster/gencluster/training"
 	"github.com/gencluster/gencluster/worker"
 )
@@ -179,7 +180,7 @@ func (a *app) runClusterBench(ctx context.Context, r *clusterBench, parts map[st
 func (a *app) measureThroughput(ctx context.Context, r *clusterBench) error {
 	var train, local, ratios, comm, exposed, compute, opt, step []float64
 	for range r.Rounds {
-		one, err := training.MeasureCompute(ctx, r.Model, r.Batch, r.Threads, throughputWarmup, r.Steps)
+		one, err := training.MeasureCompute(ctx, models.Spec{Name: r.Model}, r.Batch, r.Threads, throughputWarmup, r.Steps)
 		if err != nil {
 			return err
 		}

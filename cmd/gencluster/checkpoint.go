@@ -21,7 +21,7 @@ func (a *app) loadModel(path string, pool *kernels.Pool) (models.Model, *checkpo
 	if err != nil {
 		return nil, nil, "", err
 	}
-	m, err := models.New(models.Spec{Name: st.Meta.Job.Model}, pool)
+	m, err := models.New(training.ModelSpec(st.Meta.Job), pool)
 	if err != nil {
 		return nil, nil, "", fmt.Errorf("checkpoint %s: %w", file, err)
 	}

@@ -33,7 +33,7 @@ scripts/torch_reference.py's models load them with load_state_dict.`,
 			}
 			meta := map[string]string{
 				"format": "pt", "model": m.Name(), "step": strconv.FormatInt(st.Meta.Step, 10),
-				"dataset": st.Meta.Job.Dataset, "source": file,
+				"dataset": st.Meta.Job.Dataset, "source": file, "levels": strconv.Itoa(m.Levels()),
 			}
 			if err := safetensors.WriteFile(out, training.ExportTensors(m), meta); err != nil {
 				return err

@@ -36,7 +36,7 @@ func (a *app) localCommand() *cobra.Command {
 	var workers, coordinators, threads, minWorkers, samples, keep, bucketKiB int
 	var out, httpAddr string
 	cmd := &cobra.Command{
-		Use:   "local --workers N [--coordinators 1|3] --model pixelcnn|vae (--steps N | --epochs E) [--out DIR]",
+		Use:   "local --workers N [--coordinators 1|3] --model pixelcnn|vae|pixelrnn|ae [--levels 256] (--steps N | --epochs E) [--out DIR]",
 		Short: "Train on a whole cluster started in this process (coordinators and workers on loopback)",
 		Long: `Start a whole cluster in this process - coordinators (a raft group) and workers,
 each a real gRPC server on loopback - submit one job to it, print its progress,
@@ -46,9 +46,11 @@ train does. The cluster's state lives in a temporary directory: every run
 starts the job from the beginning.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			ms, err := jf.spec()
+			if err != nil {
+				return err
+			}
 			switch {
-			case jf.model == "":
-				return errors.New("--model is required (pixelcnn or vae)")
 			case workers < 1 || workers > 64:
 				return fmt.Errorf("--workers must be 1..64, got %d", workers)
 			case coordinators != 1 && coordinators != 3:
@@ -74,7 +76,7 @@ starts the job from the beginning.`,
 				return err
 			}
 			spec := &pb.JobSpec{
-				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: steps, Lr: jf.lr,
+				Model: ms.Name, Levels: int32(ms.Levels), Dataset: jf.dataset, Batch: int32(jf.batch), Steps: steps, Lr: jf.lr,
 				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
 				BucketKib: int32(bucketKiB),
 			}
@@ -294,7 +296,7 @@ func (a *app) localOutputs(ctx context.Context, spec *pb.JobSpec, curve *localCu
 	if samples > 0 || lp.test {
 		pool := kernels.NewPool(runtime.NumCPU())
 		defer pool.Close()
-		if m, err = models.New(models.Spec{Name: spec.GetModel()}, pool); err != nil {
+		if m, err = models.New(models.Spec{Name: spec.GetModel(), Levels: int(spec.GetLevels())}, pool); err != nil {
 			return err
 		}
 		if err := training.Restore(st, m, nil); err != nil {
@@ -304,11 +306,11 @@ func (a *app) localOutputs(ctx context.Context, spec *pb.JobSpec, curve *localCu
 	if err := a.localTestLoss(ctx, lp.test, m, spec.GetDataset(), st.Meta.Step, out); err != nil {
 		return err
 	}
-	if err := training.PlotCurve(out, spec.GetModel(), lp.logY); err != nil {
+	if err := training.PlotCurve(out, training.ModelSpec(st.Meta.Job).String(), lp.logY); err != nil {
 		return err
 	}
 	if samples > 0 {
-		if err := training.SampleGrid(m, samples, spec.GetSeed(), filepath.Join(out, training.SamplesFile)); err != nil {
+		if err := training.SampleGrid(m, samples, spec.GetSeed(), spec.GetDataset(), filepath.Join(out, training.SamplesFile)); err != nil {
 			return err
 		}
 	}

@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"context"
+	endian "encoding/binary"
 	"encoding/json"
+	"image/png"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gencluster/gencluster/dataset"
 	"github.com/gencluster/gencluster/safetensors"
 )
 
@@ -48,6 +52,11 @@ func TestBadInput(t *testing.T) {
 		{[]string{"sample", "--checkpoint", foreign, "--n", "0", "--out", "x.png"}, "--n"},
 		{[]string{"export", "--checkpoint", foreign, "--format", "onnx", "--out", "x"}, "onnx"},
 		{[]string{"bench", "compute", "--model", "gan"}, "unknown model"},
+		{[]string{"train", "--model", "vae", "--levels", "256", "--steps", "1", "--out", dir}, "levels"},
+		{[]string{"train", "--model", "pixelcnn", "--levels", "16", "--steps", "1", "--out", dir}, "want 2 or 256"},
+		{[]string{"train", "--model", "ae", "--levels", "256", "--steps", "1", "--out", dir}, "no --levels"},
+		{[]string{"submit", "--coordinator", "127.0.0.1:1", "--model", "pixelrnn", "--levels", "3", "--steps", "5"}, "levels"},
+		{[]string{"local", "--workers", "1", "--model", "vae", "--levels", "256", "--steps", "1"}, "levels"},
 		{[]string{"coordinator", "--id", "c1"}, "--listen"},
 		{[]string{"coordinator", "--id", "c1", "--listen", "127.0.0.1:0", "--data-dir", dir, "--peers", "c1"}, "not id=host:port"},
 		{[]string{"coordinator", "--id", "c1", "--listen", "127.0.0.1:0", "--advertise", "127.0.0.1:17999", "--data-dir", dir}, "peers"},
@@ -136,7 +145,105 @@ func TestTrainEvalSampleExport(t *testing.T) {
 	if len(ts) != 10 || meta["model"] != "vae" {
 		t.Errorf("exported %d tensors, meta %v", len(ts), meta)
 	}
-	checkWithTorch(t, st, "vae", nats)
+	checkWithTorch(t, st, "vae", nats, "")
+}
+
+// testSubset writes the first n images of the built-in MNIST's test split
+// as an IDX directory (test split only) and returns "idx:DIR".
+func testSubset(t *testing.T, n int) string {
+	t.Helper()
+	set, err := dataset.Open("mnist", dataset.Test)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b bytes.Buffer
+	endian.Write(&b, endian.BigEndian, [4]uint32{0x803, uint32(n), 28, 28})
+	b.Write(set.Pix[:n*784])
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "t10k-images-idx3-ubyte"), b.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return "idx:" + dir
+}
+
+// TestGreyModels runs train, eval, sample and export end to end on the
+// models that see grey levels: the autoencoder (eval reports its L2 and,
+// with --probe, the linear probe's accuracy; sample draws test images
+// beside their reconstructions) and the 256-level PixelCNN (eval in nats
+// and bits/dim near 8 bits at the start); PyTorch computes the same test
+// loss from each export.
+func TestGreyModels(t *testing.T) {
+	out := t.TempDir()
+	if _, stderr, code := gencluster(t, "train", "--model", "ae", "--batch", "64", "--steps", "300", "--threads", "2", "--out", out, "--samples", "4", "--log-level", "warn"); code != 0 {
+		t.Fatalf("train ae: %s", stderr)
+	}
+	stdout, stderr, code := gencluster(t, "eval", "--checkpoint", out, "--probe", "--json", "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("eval ae: %s", stderr)
+	}
+	var ev map[string]any
+	if err := json.Unmarshal([]byte(stdout), &ev); err != nil {
+		t.Fatalf("eval --json: %v in %q", err, stdout)
+	}
+	l2, _ := ev["l2_per_image"].(float64)
+	acc, _ := ev["probe_accuracy"].(float64)
+	// An untrained autoencoder's output is ~0.5 everywhere: ~52 per image; 300 steps bring it below 30.
+	if _, ok := ev["nll_nats"]; ok || ev["model"] != "ae" || l2 < 5 || l2 > 30 || acc < 0.3 || acc > 1 {
+		t.Fatalf("eval ae: %v", ev)
+	}
+	grid := filepath.Join(out, "grid.png")
+	if _, stderr, code = gencluster(t, "sample", "--checkpoint", out, "--n", "4", "--out", grid); code != 0 {
+		t.Fatalf("sample ae: %s", stderr)
+	}
+	f, err := os.Open(grid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := png.Decode(f)
+	f.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 2x2 cells of an image, a grey column and its reconstruction, scaled 2x.
+	if w, h := img.Bounds().Dx(), img.Bounds().Dy(); w != 2*2*57+2 || h != 2*2*28+2 {
+		t.Fatalf("ae grid is %dx%d", w, h)
+	}
+	st := filepath.Join(out, "ae.safetensors")
+	if _, stderr, code = gencluster(t, "export", "--checkpoint", out, "--out", st); code != 0 {
+		t.Fatalf("export ae: %s", stderr)
+	}
+	checkWithTorch(t, st, "ae", l2, "")
+	if _, stderr, code = gencluster(t, "eval", "--checkpoint", out, "--probe", "--dataset", testSubset(t, 50)); code == 0 || !strings.Contains(stderr, "train-images") {
+		t.Fatalf("probe without a train split: exit %d, %s", code, stderr)
+	}
+
+	// pixelcnn --levels 256, evaluated on 100 test images.
+	out = t.TempDir()
+	if _, stderr, code := gencluster(t, "train", "--model", "pixelcnn", "--levels", "256", "--batch", "8", "--steps", "3", "--threads", "2", "--out", out, "--samples", "0", "--test-loss", "none", "--log-level", "warn"); code != 0 {
+		t.Fatalf("train pixelcnn/256: %s", stderr)
+	}
+	sub := testSubset(t, 100)
+	stdout, stderr, code = gencluster(t, "eval", "--checkpoint", out, "--dataset", sub, "--json", "--log-level", "warn")
+	if code != 0 {
+		t.Fatalf("eval pixelcnn/256: %s", stderr)
+	}
+	ev = nil
+	if err := json.Unmarshal([]byte(stdout), &ev); err != nil {
+		t.Fatalf("eval --json: %v in %q", err, stdout)
+	}
+	nats, _ := ev["nll_nats"].(float64)
+	bpd, _ := ev["bits_per_dim"].(float64)
+	if ev["levels"] != 256.0 || bpd < 2 || bpd > 8.5 || nats < 784*2*math.Ln2 {
+		t.Fatalf("eval pixelcnn/256: %v", ev)
+	}
+	if _, stderr, code = gencluster(t, "sample", "--checkpoint", out, "--n", "1", "--out", filepath.Join(out, "g.png")); code != 0 {
+		t.Fatalf("sample pixelcnn/256: %s", stderr)
+	}
+	st = filepath.Join(out, "p.safetensors")
+	if _, stderr, code = gencluster(t, "export", "--checkpoint", out, "--out", st); code != 0 {
+		t.Fatalf("export pixelcnn/256: %s", stderr)
+	}
+	checkWithTorch(t, st, "pixelcnn/256", nats, strings.TrimPrefix(sub, "idx:"))
 }
 
 func equalInts(a, b []int) bool {
@@ -155,13 +262,16 @@ func equalInts(a, b []int) bool {
 // (scripts/torch_load_check.py) and compares its test loss with ours. It
 // needs /usr/bin/python3 with torch and numpy (Debian's python3-torch);
 // without them it says so and skips.
-func checkWithTorch(t *testing.T, file, model string, ours float64) {
+func checkWithTorch(t *testing.T, file, model string, ours float64, mnistDir string) {
 	if err := exec.Command("/usr/bin/python3", "-c", "import torch, numpy").Run(); err != nil {
 		t.Log("skipping the PyTorch load check: /usr/bin/python3 has no torch (apt-get install python3-torch)")
 		return
 	}
 	script, _ := filepath.Abs("../../scripts/torch_load_check.py")
 	mnist, _ := filepath.Abs("../../dataset/mnistdata")
+	if mnistDir != "" {
+		mnist = mnistDir
+	}
 	cmd := exec.Command("/usr/bin/python3", script, model, file)
 	cmd.Env = append(os.Environ(), "MNIST_DIR="+mnist)
 	outb, err := cmd.CombinedOutput()

@@ -40,14 +40,14 @@ done (the PixelCNN draws all images a pixel at a time).`,
 				return err
 			}
 			prog := a.progress("sample", "pixels")
-			err = training.SampleGridProgress(m, n, seed, out, func(done, total int) {
+			err = training.SampleGridProgress(m, n, seed, st.Meta.Job.Dataset, out, func(done, total int) {
 				prog.update(int64(done), int64(total), "")
 			})
 			prog.finish()
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "wrote %d %s samples (step %d) to %s\n", n, m.Name(), st.Meta.Step, out)
+			fmt.Fprintf(a.stdout, "wrote %d %s samples (step %d) to %s\n", n, training.ModelSpec(st.Meta.Job), st.Meta.Step, out)
 			return nil
 		},
 	}

@@ -11,6 +11,7 @@ import (
 
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/models"
 )
 
 // statusJSON is the stable JSON of `gencluster status --json` (docs/CLI.md).
@@ -57,6 +58,7 @@ type workerJSON struct {
 type jobJSON struct {
 	ID           string  `json:"id"`
 	Model        string  `json:"model"`
+	Levels       int     `json:"levels,omitempty"` // 256 for grey levels; omitted for the default
 	Dataset      string  `json:"dataset"`
 	State        string  `json:"state"`
 	Step         int64   `json:"step"`
@@ -110,7 +112,7 @@ func toStatusJSON(r *pb.StatusResponse) statusJSON {
 	}
 	for _, j := range r.GetJobs() {
 		jj := jobJSON{
-			ID: j.GetId(), Model: j.GetSpec().GetModel(), Dataset: j.GetSpec().GetDataset(), State: j.GetState(),
+			ID: j.GetId(), Model: j.GetSpec().GetModel(), Levels: canonicalLevels(j.GetSpec()), Dataset: j.GetSpec().GetDataset(), State: j.GetState(),
 			Step: j.GetStep(), TotalSteps: j.GetSpec().GetSteps(), Loss: j.GetLoss(), ImagesPerSec: j.GetImagesPerSec(),
 			WaitingReason: j.GetWaitingReason(), WaitingFor: j.GetWaitingFor(), Warnings: j.GetWarnings(), Message: j.GetMessage(),
 			ETASeconds: -1,
@@ -292,4 +294,13 @@ func splitAddrs(s string) []string {
 		}
 	}
 	return out
+}
+
+// canonicalLevels is a job's pixel levels as status reports them: 256, or 0
+// (omitted) for the model's default.
+func canonicalLevels(spec *pb.JobSpec) int {
+	if spec.GetLevels() == models.GreyLevels {
+		return models.GreyLevels
+	}
+	return 0
 }

@@ -19,7 +19,7 @@ func (a *app) submitCommand() *cobra.Command {
 	var minWorkers, keep, samples, bucketKiB int
 	var timeout time.Duration
 	cmd := &cobra.Command{
-		Use:   "submit --coordinator ADDR --model pixelcnn|vae (--steps N | --epochs E) [flags]",
+		Use:   "submit --coordinator ADDR --model pixelcnn|vae|pixelrnn|ae [--levels 256] (--steps N | --epochs E) [flags]",
 		Short: "Queue a training job on the cluster and print its id",
 		Long: `Queue a training job on the cluster and print its id.
 
@@ -28,8 +28,9 @@ data set as it reads it (as train counts them: a partial step is not run);
 the steps are logged to stderr.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if jf.model == "" {
-				return errors.New("--model is required (pixelcnn or vae)")
+			ms, err := jf.spec()
+			if err != nil {
+				return err
 			}
 			switch {
 			case jf.steps > 0 && jf.epochs != 0:
@@ -38,7 +39,7 @@ the steps are logged to stderr.`,
 				return errors.New("give --steps N (at least 1) or --epochs E (a positive number)")
 			}
 			spec := &pb.JobSpec{
-				Model: jf.model, Dataset: jf.dataset, Batch: int32(jf.batch), Steps: jf.steps, Lr: jf.lr,
+				Model: ms.Name, Levels: int32(ms.Levels), Dataset: jf.dataset, Batch: int32(jf.batch), Steps: jf.steps, Lr: jf.lr,
 				Seed: jf.seed, CheckpointEvery: jf.checkpointEvery, MinWorkers: int32(minWorkers), Keep: int32(keep),
 				Samples: int32(samples), BucketKib: int32(bucketKiB),
 			}

@@ -1,18 +1,21 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"runtime"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/gencluster/gencluster/models"
 	"github.com/gencluster/gencluster/training"
 )
 
 // jobFlags are the flags shared by train, submit and local (docs/CLI.md).
 type jobFlags struct {
 	model, dataset  string
+	levels          int
 	batch           int
 	steps           int64
 	epochs          float64
@@ -23,7 +26,8 @@ type jobFlags struct {
 
 func (f *jobFlags) register(cmd *cobra.Command) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.model, "model", "", "model to train: pixelcnn or vae (required)")
+	fl.StringVar(&f.model, "model", "", "model to train: pixelcnn, vae, pixelrnn or ae (required)")
+	fl.IntVar(&f.levels, "levels", 0, "pixel levels of pixelcnn and pixelrnn: 2 (thresholded pixels, the default) or 256 (grey levels, a softmax each)")
 	fl.StringVar(&f.dataset, "dataset", "mnist", "data set: mnist (built in) or idx:DIR")
 	fl.IntVar(&f.batch, "batch", 64, "global batch size")
 	fl.Int64Var(&f.steps, "steps", 0, "optimizer steps to run (or give --epochs)")
@@ -33,13 +37,25 @@ func (f *jobFlags) register(cmd *cobra.Command) {
 	fl.Int64Var(&f.checkpointEvery, "checkpoint-every", 100, "steps between checkpoints (0: only the last step)")
 }
 
+// spec is the model the flags name, checked (models.Spec.Canonical).
+func (f *jobFlags) spec() (models.Spec, error) {
+	if f.model == "" {
+		return models.Spec{}, errors.New("--model is required (pixelcnn, vae, pixelrnn or ae)")
+	}
+	s, err := models.Spec{Name: f.model, Levels: f.levels}.Canonical()
+	if err != nil {
+		return s, fmt.Errorf("--model %s --levels %d: %w", f.model, f.levels, err)
+	}
+	return s, nil
+}
+
 func (a *app) trainCommand() *cobra.Command {
 	var jf jobFlags
 	var pf plotFlags
 	var threads, keep, samples int
 	var out string
 	cmd := &cobra.Command{
-		Use:   "train --model pixelcnn|vae (--steps N | --epochs E) --out DIR",
+		Use:   "train --model pixelcnn|vae|pixelrnn|ae [--levels 256] (--steps N | --epochs E) --out DIR",
 		Short: "Train a model in this process (no cluster)",
 		Long: `Train a model in one process. Progress (step, loss, images/s, ETA) is shown
 as it goes: a bar on a terminal, a line every two seconds otherwise. DIR
@@ -49,15 +65,16 @@ and samples.png. Running again with the same settings and DIR resumes from the
 newest good checkpoint.`,
 		Args: noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if jf.model == "" {
-				return fmt.Errorf("--model is required (pixelcnn or vae)")
+			ms, err := jf.spec()
+			if err != nil {
+				return err
 			}
 			testLoss, err := pf.parse(true)
 			if err != nil {
 				return err
 			}
 			cfg := training.Config{
-				Model: jf.model, Dataset: jf.dataset, Batch: jf.batch, Steps: jf.steps, Epochs: jf.epochs,
+				Model: ms.Name, Levels: ms.Levels, Dataset: jf.dataset, Batch: jf.batch, Steps: jf.steps, Epochs: jf.epochs,
 				Seed: jf.seed, LR: jf.lr, Threads: threads, Out: out, CheckpointEvery: jf.checkpointEvery,
 				Keep: keep, Samples: samples, TestLoss: testLoss, LossLogScale: pf.logScale,
 			}

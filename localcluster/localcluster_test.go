@@ -15,6 +15,7 @@ import (
 	pb "github.com/gencluster/gencluster/api/genclusterpb"
 	"github.com/gencluster/gencluster/checkpoint"
 	"github.com/gencluster/gencluster/coordinator"
+	"github.com/gencluster/gencluster/models"
 	"github.com/gencluster/gencluster/training"
 	"github.com/gencluster/gencluster/worker"
 )
@@ -113,14 +114,26 @@ func equivalenceSteps() int64 {
 // `gencluster train` reaches at batch B.
 func TestEquivalence(t *testing.T) {
 	steps := equivalenceSteps()
-	for _, model := range []string{"pixelcnn", "vae"} {
-		batch := 6
-		if model == "vae" {
-			batch = 30
-		}
+	type ring struct{ n, kib int }
+	// The default buckets, and 1 KiB ones: nearly every tensor alone, the
+	// small ones fused, many ring operations a step.
+	all := []ring{{2, 0}, {3, 0}, {2, 1}}
+	for _, mc := range []struct {
+		model  string
+		levels int
+		batch  int
+		rings  []ring
+	}{
+		{"pixelcnn", 0, 6, all},
+		{"vae", 0, 30, all},
+		{"ae", 0, 30, all},
+		{"pixelcnn", 256, 6, []ring{{2, 0}}},
+	} {
+		model, batch := mc.model, mc.batch
+		name := models.Spec{Name: model, Levels: mc.levels}.String()
 		ref := t.TempDir()
 		if _, err := training.Train(context.Background(), training.Config{
-			Model: model, Dataset: "mnist", Batch: batch, Steps: steps, Seed: 3, LR: 1e-3, Threads: 1, Out: ref,
+			Model: model, Levels: mc.levels, Dataset: "mnist", Batch: batch, Steps: steps, Seed: 3, LR: 1e-3, Threads: 1, Out: ref,
 		}, nil, slog.New(slog.DiscardHandler)); err != nil {
 			t.Fatal(err)
 		}
@@ -128,11 +141,9 @@ func TestEquivalence(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		// The default buckets, and 1 KiB ones: nearly every tensor alone,
-		// the small ones fused, many ring operations a step.
-		for _, tc := range []struct{ n, kib int }{{2, 0}, {3, 0}, {2, 1}} {
+		for _, tc := range mc.rings {
 			n := tc.n
-			t.Run(fmt.Sprintf("%s/N=%d/bucket_kib=%d", model, n, tc.kib), func(t *testing.T) {
+			t.Run(fmt.Sprintf("%s/N=%d/bucket_kib=%d", name, n, tc.kib), func(t *testing.T) {
 				reps := newReplicas()
 				c := startCluster(t, 1, worker.Config{Threads: 1, OnStep: reps.onStep})
 				for range n {
@@ -140,7 +151,7 @@ func TestEquivalence(t *testing.T) {
 						t.Fatal(err)
 					}
 				}
-				id, err := c.Submit(context.Background(), &pb.JobSpec{Model: model, Dataset: "mnist", Batch: int32(batch), Steps: steps, Lr: 1e-3, Seed: 3, MinWorkers: int32(n), BucketKib: int32(tc.kib)})
+				id, err := c.Submit(context.Background(), &pb.JobSpec{Model: model, Levels: int32(mc.levels), Dataset: "mnist", Batch: int32(batch), Steps: steps, Lr: 1e-3, Seed: 3, MinWorkers: int32(n), BucketKib: int32(tc.kib)})
 				if err != nil {
 					t.Fatal(err)
 				}

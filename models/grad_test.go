@@ -339,6 +339,7 @@ func TestBCEWithLogits(t *testing.T) {
 var testSpecs = []Spec{
 	{Name: PixelCNNName}, {Name: PixelCNNName, Levels: GreyLevels},
 	{Name: VAEName},
+	{Name: PixelRNNName}, {Name: PixelRNNName, Levels: GreyLevels},
 	{Name: AEName},
 }
 

@@ -17,6 +17,8 @@ func TestGradHook(t *testing.T) {
 		{"pixelcnn", NewPixelCNN(6, 7, 5, 2, 2, nil), 6 * 7},
 		{"pixelcnn/256", NewPixelCNN(6, 7, 5, 2, GreyLevels, nil), 6 * 7},
 		{"vae", NewVAE(12, 7, 3, nil), 12},
+		{"pixelrnn", NewPixelRNN(5, 6, 4, 2, nil), 5 * 6},
+		{"pixelrnn/256", NewPixelRNN(5, 6, 4, GreyLevels, nil), 5 * 6},
 		{"ae", NewAE(12, 7, 3, nil), 12},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -210,7 +210,7 @@ func New(spec Spec, pool *kernels.Pool) (Model, error) {
 	case VAEName:
 		return NewVAE(784, 400, 20, pool), nil
 	case PixelRNNName:
-		return nil, fmt.Errorf("model pixelrnn: not in this build yet")
+		return NewPixelRNN(28, 28, 64, s.Levels, pool), nil
 	default: // AEName
 		return NewAE(784, 400, 20, pool), nil
 	}

@@ -57,6 +57,8 @@ func TestGradSplitsIntoPieces(t *testing.T) {
 		{"pixelcnn", NewPixelCNN(6, 7, 5, 2, 2, nil), 6 * 7, false},
 		{"pixelcnn/256", NewPixelCNN(6, 7, 5, 2, GreyLevels, nil), 6 * 7, false},
 		{"vae", NewVAE(12, 7, 3, nil), 12, true},
+		{"pixelrnn", NewPixelRNN(5, 6, 4, 2, nil), 5 * 6, false},
+		{"pixelrnn/256", NewPixelRNN(5, 6, 4, GreyLevels, nil), 5 * 6, false},
 		{"ae", NewAE(12, 7, 3, nil), 12, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {

@@ -123,13 +123,24 @@ func TestEquivalence(t *testing.T) {
 		levels int
 		batch  int
 		rings  []ring
+		steps  int64 // 0: equivalenceSteps()
 	}{
-		{"pixelcnn", 0, 6, all},
-		{"vae", 0, 30, all},
-		{"ae", 0, 30, all},
-		{"pixelcnn", 256, 6, []ring{{2, 0}}},
+		{"pixelcnn", 0, 6, all, 0},
+		{"vae", 0, 30, all, 0},
+		{"ae", 0, 30, all, 0},
+		{"pixelcnn", 256, 6, []ring{{2, 0}}, 0},
+		// The 2-D LSTM's gradient at batch 4 spikes between steps 20 and
+		// 50 (through 55 diagonals of recurrence), and a spike amplifies
+		// the ranks' other summation order: after 20 steps the states agree
+		// to 1e-7, after 30 to 1e-5 and after 50 only to a few percent.
+		// The first 20 steps check the cluster, not the model's chaos.
+		{"pixelrnn", 0, 4, []ring{{2, 0}}, min(20, steps)},
 	} {
 		model, batch := mc.model, mc.batch
+		steps := steps
+		if mc.steps > 0 {
+			steps = mc.steps
+		}
 		name := models.Spec{Name: model, Levels: mc.levels}.String()
 		ref := t.TempDir()
 		if _, err := training.Train(context.Background(), training.Config{

@@ -258,6 +258,39 @@ func equalInts(a, b []int) bool {
 	return true
 }
 
+// TestPixelRNNExport: a PixelRNN, of 2 and of 256 levels, trained a few
+// steps, exported, gives PyTorch's definition of the model our test loss.
+func TestPixelRNNExport(t *testing.T) {
+	sub := testSubset(t, 100)
+	for _, levels := range []string{"2", "256"} {
+		out := t.TempDir()
+		if _, stderr, code := gencluster(t, "train", "--model", "pixelrnn", "--levels", levels, "--batch", "8", "--steps", "3", "--threads", "2", "--out", out, "--samples", "2", "--test-loss", "none", "--log-level", "warn"); code != 0 {
+			t.Fatalf("train pixelrnn --levels %s: %s", levels, stderr)
+		}
+		stdout, stderr, code := gencluster(t, "eval", "--checkpoint", out, "--dataset", sub, "--json", "--log-level", "warn")
+		if code != 0 {
+			t.Fatalf("eval pixelrnn --levels %s: %s", levels, stderr)
+		}
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(stdout), &ev); err != nil {
+			t.Fatalf("eval --json: %v in %q", err, stdout)
+		}
+		nats, _ := ev["nll_nats"].(float64)
+		if ev["model"] != "pixelrnn" || !(nats > 50) {
+			t.Fatalf("eval pixelrnn --levels %s: %v", levels, ev)
+		}
+		st := filepath.Join(out, "m.safetensors")
+		if _, stderr, code = gencluster(t, "export", "--checkpoint", out, "--out", st); code != 0 {
+			t.Fatalf("export pixelrnn: %s", stderr)
+		}
+		model := "pixelrnn"
+		if levels == "256" {
+			model = "pixelrnn/256"
+		}
+		checkWithTorch(t, st, model, nats, strings.TrimPrefix(sub, "idx:"))
+	}
+}
+
 // checkWithTorch loads the export into scripts/torch_reference.py's model
 // (scripts/torch_load_check.py) and compares its test loss with ours. It
 // needs /usr/bin/python3 with torch and numpy (Debian's python3-torch);

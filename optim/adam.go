@@ -41,6 +41,9 @@ type Adam struct {
 	Config AdamConfig
 	Steps  int64       // updates applied so far (torch's state["step"])
 	M, V   [][]float32 // moment estimates, one slice per tensor
+
+	par   adamCall              // the StepOn in progress
+	parFn func(part, parts int) // stepPart, built once
 }
 
 // NewAdam makes an optimizer for tensors of the given lengths.
@@ -60,6 +63,21 @@ func NewAdam(cfg AdamConfig, lengths []int) *Adam {
 //	m = b1*m + (1-b1)*g;  v = b2*v + (1-b2)*g*g
 //	p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)
 func (a *Adam) Step(params, grads [][]float32, gradScale float32) error {
+	if err := a.check(params, grads); err != nil {
+		return err
+	}
+	a.Steps++
+	c := a.coefficients()
+	for i, p := range params {
+		m, v, g := a.M[i], a.V[i], grads[i]
+		k := adamVector(p, m, v, g, gradScale, c.b1, c.c1, c.b2, c.c2, c.step, c.bc2s, c.eps)
+		adamScalar(p[k:], m[k:], v[k:], g[k:], gradScale, c.b1, c.c1, c.b2, c.c2, c.step, c.bc2s, c.eps)
+	}
+	return nil
+}
+
+// check reports params and grads that are not the optimizer's tensors.
+func (a *Adam) check(params, grads [][]float32) error {
 	if len(params) != len(a.M) || len(grads) != len(a.M) {
 		return fmt.Errorf("adam: %d params and %d grads for %d tensors", len(params), len(grads), len(a.M))
 	}
@@ -68,22 +86,92 @@ func (a *Adam) Step(params, grads [][]float32, gradScale float32) error {
 			return fmt.Errorf("adam: tensor %d has %d values and %d grads, want %d", i, len(params[i]), len(grads[i]), len(a.M[i]))
 		}
 	}
-	a.Steps++
+	return nil
+}
+
+// adamCoef is the float32 coefficients of update number Steps.
+type adamCoef struct {
+	b1, c1, b2, c2, step, bc2s, eps float32
+}
+
+func (a *Adam) coefficients() adamCoef {
 	c := a.Config
 	t := float64(a.Steps)
 	bc1 := 1 - math.Pow(c.Beta1, t)
 	bc2 := 1 - math.Pow(c.Beta2, t)
-	stepSize := float32(c.LR / bc1)
-	bc2Sqrt := float32(math.Sqrt(bc2))
 	b1, b2 := float32(c.Beta1), float32(c.Beta2)
-	eps := float32(c.Eps)
-	c1, c2 := 1-b1, 1-b2
-	for i, p := range params {
-		m, v, g := a.M[i], a.V[i], grads[i]
-		k := adamVector(p, m, v, g, gradScale, b1, c1, b2, c2, stepSize, bc2Sqrt, eps)
-		adamScalar(p[k:], m[k:], v[k:], g[k:], gradScale, b1, c1, b2, c2, stepSize, bc2Sqrt, eps)
+	return adamCoef{
+		b1: b1, c1: 1 - b1, b2: b2, c2: 1 - b2,
+		step: float32(c.LR / bc1), bc2s: float32(math.Sqrt(bc2)), eps: float32(c.Eps),
 	}
+}
+
+// Runner runs fn(part, parts) for part = 0..parts-1 in parallel, with
+// parts at most n, and returns when all are done (kernels.Pool).
+type Runner interface {
+	Run(n int, fn func(part, parts int))
+}
+
+// stepChunk is the fewest values a part of StepOn updates: below it, the
+// hand-off to another thread costs more than the update.
+const stepChunk = 1 << 15
+
+// StepOn is Step with the update spread over r's threads: each part
+// updates a range of the values of all the tensors, taken in order.
+// Every value's update is the same operations on the same inputs as in
+// Step, so the result is bit-identical to Step's on any number of
+// threads. r nil is Step.
+func (a *Adam) StepOn(r Runner, params, grads [][]float32, gradScale float32) error {
+	total := 0
+	for _, p := range params {
+		total += len(p)
+	}
+	if r == nil || total < 2*stepChunk {
+		return a.Step(params, grads, gradScale)
+	}
+	if err := a.check(params, grads); err != nil {
+		return err
+	}
+	a.Steps++
+	a.par = adamCall{params: params, grads: grads, scale: gradScale, total: total}
+	a.par.c = a.coefficients()
+	if a.parFn == nil {
+		a.parFn = a.stepPart
+	}
+	r.Run(total/stepChunk, a.parFn)
+	a.par = adamCall{}
 	return nil
+}
+
+// adamCall is the StepOn in progress, read by its parts.
+type adamCall struct {
+	params, grads [][]float32
+	scale         float32
+	total         int
+	c             adamCoef
+}
+
+// stepPart updates values [total*part/parts, total*(part+1)/parts) of the
+// tensors taken in order.
+func (a *Adam) stepPart(part, parts int) {
+	lo, hi := a.par.total*part/parts, a.par.total*(part+1)/parts
+	off := 0
+	c := a.par.c
+	for i, p := range a.par.params {
+		n := len(p)
+		if off+n <= lo {
+			off += n
+			continue
+		}
+		if off >= hi {
+			break
+		}
+		j0, j1 := max(lo-off, 0), min(hi-off, n)
+		pp, m, v, g := p[j0:j1], a.M[i][j0:j1], a.V[i][j0:j1], a.par.grads[i][j0:j1]
+		k := adamVector(pp, m, v, g, a.par.scale, c.b1, c.c1, c.b2, c.c2, c.step, c.bc2s, c.eps)
+		adamScalar(pp[k:], m[k:], v[k:], g[k:], a.par.scale, c.b1, c.c1, c.b2, c.c2, c.step, c.bc2s, c.eps)
+		off += n
+	}
 }
 
 // adamScalar is the update of Step, element by element; adamVector (AVX on

@@ -5,6 +5,8 @@ import (
 	"math/rand/v2"
 	"slices"
 	"testing"
+
+	"github.com/gencluster/gencluster/kernels"
 )
 
 // TestAdamMatchesTorch replays torch.optim.Adam (defaults, lr=0.1) on
@@ -94,5 +96,68 @@ func TestAdamVectorMatchesScalar(t *testing.T) {
 			}
 		}
 		t.Logf("n=%d: %d elements on the vector path", n, k)
+	}
+}
+
+// reverseRunner runs the parts one after the other, last first.
+type reverseRunner int
+
+func (r reverseRunner) Run(n int, fn func(part, parts int)) {
+	parts := min(n, int(r))
+	for p := parts - 1; p >= 0; p-- {
+		fn(p, parts)
+	}
+}
+
+// TestStepOnMatchesStep: spreading the update over threads changes no
+// bit, whatever the parts' boundaries (tensors of odd lengths, parts
+// cutting through them), on a real pool and on parts run out of order.
+func TestStepOnMatchesStep(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	lengths := []int{7, 3 * stepChunk / 2, 1, 40000, 3, stepChunk + 5}
+	mk := func() ([][]float32, [][]float32) {
+		var ps, gs [][]float32
+		for _, n := range lengths {
+			p, g := make([]float32, n), make([]float32, n)
+			for i := range p {
+				p[i] = float32(rng.NormFloat64())
+				g[i] = float32(rng.NormFloat64())
+			}
+			ps, gs = append(ps, p), append(gs, g)
+		}
+		return ps, gs
+	}
+	ps, gs := mk()
+	clone := func(x [][]float32) [][]float32 {
+		var out [][]float32
+		for _, s := range x {
+			out = append(out, slices.Clone(s))
+		}
+		return out
+	}
+	pool := kernels.NewPool(3)
+	defer pool.Close()
+	for _, r := range []Runner{pool, reverseRunner(2), reverseRunner(5)} {
+		want, got := clone(ps), clone(ps)
+		a, b := NewAdam(DefaultAdam(), lengths), NewAdam(DefaultAdam(), lengths)
+		for step := 0; step < 3; step++ {
+			if err := a.Step(want, gs, 0.25); err != nil {
+				t.Fatal(err)
+			}
+			if err := b.StepOn(r, got, gs, 0.25); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for i := range want {
+			if !slices.Equal(want[i], got[i]) || !slices.Equal(a.M[i], b.M[i]) || !slices.Equal(a.V[i], b.V[i]) {
+				t.Fatalf("runner %T: tensor %d differs from Step's", r, i)
+			}
+		}
+		if b.Steps != 3 {
+			t.Fatalf("StepOn counted %d steps", b.Steps)
+		}
+	}
+	if err := NewAdam(DefaultAdam(), lengths).StepOn(pool, ps[:2], gs[:2], 1); err == nil {
+		t.Error("StepOn accepted two tensors for six")
 	}
 }

@@ -85,7 +85,7 @@ func MeasureCompute(ctx context.Context, model models.Spec, batch, threads, warm
 			images.Pixels(id, x[j*dim:(j+1)*dim], grey)
 		}
 		loss = m.Grad(x, batch, StepNoise(2, int64(i), batch)) / float64(batch)
-		return opt.Step(params, grads, 1/float32(batch))
+		return opt.StepOn(pool, params, grads, 1/float32(batch))
 	}
 	for i := 0; i < warmup; i++ {
 		if err := step(i); err != nil {

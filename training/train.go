@@ -254,7 +254,7 @@ func Train(ctx context.Context, cfg Config, report func(Progress), log *slog.Log
 		if math.IsNaN(loss) || math.IsInf(loss, 0) {
 			return res, fmt.Errorf("step %d: loss is %v; lower --lr", step, loss)
 		}
-		if err := opt.Step(params, grads, scale); err != nil {
+		if err := opt.StepOn(pool, params, grads, scale); err != nil {
 			return res, err
 		}
 		step++

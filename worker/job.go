@@ -324,7 +324,7 @@ func (j *job) trainStep(ctx context.Context, m *allreduce.Generation, a *pb.Assi
 		return &jobError{fmt.Errorf("step %d: summed gradient of %s holds NaN or Inf", j.step+1, j.names[i])}
 	}
 	optStart := time.Now()
-	if err := j.opt.Step(j.params, j.grads, 1/float32(batch)); err != nil {
+	if err := j.opt.StepOn(j.pool, j.params, j.grads, 1/float32(batch)); err != nil {
 		return &jobError{fmt.Errorf("step %d: %w", j.step+1, err)}
 	}
 	j.optimizer = time.Since(optStart)

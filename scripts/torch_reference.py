@@ -145,23 +145,28 @@ class PixelRNN(nn.Module):
 
     def states(self, x):
         b, _, rows, cols = x.shape
-        u = self.inp(x).permute(0, 2, 3, 1)  # [B, rows, cols, H]
-        zero = x.new_zeros(b, self.hidden)
-        h = [[None] * cols for _ in range(rows)]
-        c = [[None] * cols for _ in range(rows)]
+        hid = self.hidden
+        u = self.inp(x)  # [B, H, rows, cols]
+        zero = x.new_zeros(b, 1, hid)
+        # The previous diagonal's h and c, indexed by row (zero where that
+        # diagonal has no position): (r, k-1) is its row r, (r-1, k) its row r-1.
+        h_prev = c_prev = x.new_zeros(b, rows, hid)
+        per_diag = []
         for d in range(rows + cols - 1):
-            cells = [(r, d - r) for r in range(max(0, d - cols + 1), min(d, rows - 1) + 1)]
-            left_h = torch.stack([h[r][k - 1] if k > 0 else zero for r, k in cells], 1)
-            up_h = torch.stack([h[r - 1][k] if r > 0 else zero for r, k in cells], 1)
-            left_c = torch.stack([c[r][k - 1] if k > 0 else zero for r, k in cells], 1)
-            up_c = torch.stack([c[r - 1][k] if r > 0 else zero for r, k in cells], 1)
-            ud = torch.stack([u[:, r, k] for r, k in cells], 1)
+            r = torch.arange(max(0, d - cols + 1), min(d, rows - 1) + 1)
+            ud = u[:, :, r, d - r].transpose(1, 2)  # [B, len, H]
+            left_h, left_c = h_prev[:, r], c_prev[:, r]
+            up_h, up_c = torch.cat([zero, h_prev], 1)[:, r], torch.cat([zero, c_prev], 1)[:, r]
             i, fl, fu, o, g = self.cell(torch.cat([ud, left_h, up_h], 2)).chunk(5, 2)
             cd = torch.sigmoid(fl) * left_c + torch.sigmoid(fu) * up_c + torch.sigmoid(i) * torch.tanh(g)
             hd = torch.sigmoid(o) * torch.tanh(cd)
-            for j, (r, k) in enumerate(cells):
-                h[r][k], c[r][k] = hd[:, j], cd[:, j]
-        return torch.stack([torch.stack(row, 2) for row in h], 2)  # [B, H, rows, cols]
+            h_prev = x.new_zeros(b, rows, hid).index_copy(1, r, hd)
+            c_prev = x.new_zeros(b, rows, hid).index_copy(1, r, cd)
+            per_diag.append(h_prev)
+        states = torch.stack(per_diag, 1)  # [B, diagonals, rows, H]
+        rr = torch.arange(rows).view(rows, 1).expand(rows, cols)
+        cc = torch.arange(cols).view(1, cols).expand(rows, cols)
+        return states[:, rr + cc, rr].permute(0, 3, 1, 2)  # [B, H, rows, cols]
 
     def loss(self, x):
         logits = self.o2(torch.relu(self.o1(torch.relu(self.states(x)))))

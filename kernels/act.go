@@ -1,0 +1,108 @@
+package kernels
+
+import "math"
+
+// Sigmoid and tanh, in place, in float32: the gate activations of the
+// PixelRNN's LSTM cell. Vectorised (AVX-512 or AVX2+FMA where the CPU has
+// them, pure Go otherwise); every kernel performs the same float32
+// operations, so all give the same bits (see DESIGN.md, "Sigmoid and
+// tanh").
+
+// Sigmoid replaces every x[i] by 1/(1+exp(-x[i])).
+//
+// With e = exp(-|x|) (BCEWithLogits' exponential: its range reduction,
+// polynomial and cutoff), the result is 1/(1+e) for x >= 0 and e/(1+e)
+// otherwise, the division correctly rounded. Accuracy (measured over
+// every float32, see DESIGN.md): within 8.93e-8 of the exact value
+// absolutely, and 2.0e-7 relatively where exp(-|x|) is not flushed
+// (|x| <= 87.33; beyond, the result is 0 for x < 0, short of the exact
+// value by less than 1.2e-38). Sigmoid(±Inf)
+// is 1 and 0, Sigmoid(NaN) is NaN.
+func Sigmoid(x []float32) {
+	if len(x) > 0 {
+		actBest.sigmoid(x)
+	}
+}
+
+// Tanh replaces every x[i] by tanh(x[i]).
+//
+// With a = min(|x|, 9.5) (tanh rounds to 1 in float32 for |x| > 9.02),
+// m = expm1(-2a) from BCEWithLogits' exponential split as 2^n *
+// (1 + r*t(r)) - 1 = (r*t(r))*2^n + (2^n - 1), the result is
+// -m/(2+m) with the sign of x. No 1 - exp(-2a) is ever formed, so small
+// arguments keep their relative accuracy. Accuracy (measured over every
+// float32, see DESIGN.md): within 2.09e-7 relatively, and so absolutely.
+// Tanh(±0) = ±0, Tanh(±Inf) = ±1, Tanh(NaN) is NaN.
+func Tanh(x []float32) {
+	if len(x) > 0 {
+		actBest.tanh(x)
+	}
+}
+
+// actKernel is one implementation of Sigmoid and Tanh. Both need
+// len(x) >= 1. Values of this type are read-only tables.
+type actKernel struct {
+	name    string
+	lanes   int // float32 lanes a vector (1 for Go)
+	sigmoid func(x []float32)
+	tanh    func(x []float32)
+}
+
+// actGoKernel is the pure-Go twin: the same float32 formulas, one element
+// at a time.
+var actGoKernel = &actKernel{name: "go", lanes: 1, sigmoid: sigmoidGo, tanh: tanhGo}
+
+// Constants of Tanh beyond BCEWithLogits' (bce.go).
+const (
+	// actTanhClamp bounds |x|: tanh(x) rounds to 1 in float32 for
+	// |x| > 9.011 (1 - tanh(x) < 2^-25), and the formula gives exactly 1
+	// from |x| = 9.02 on; 2*9.5 keeps 2^n normal in the exponential.
+	actTanhClamp float32 = 9.5
+	actSignBit   uint32  = 1 << 31
+)
+
+// sigmoid32 is Sigmoid of one value.
+func sigmoid32(x float32) float32 {
+	a := math.Float32frombits(math.Float32bits(x) &^ actSignBit)
+	e := bceExp(a)
+	s := 1 / (1 + e)
+	if !(x >= 0) {
+		s = float32(e * s)
+	}
+	return s
+}
+
+// tanh32 is Tanh of one value.
+func tanh32(x float32) float32 {
+	a := math.Float32frombits(math.Float32bits(x) &^ actSignBit)
+	if a > actTanhClamp { // NaN stays NaN
+		a = actTanhClamp
+	}
+	y := a + a
+	k := fma32(y, -bceLog2e, bceMagic)
+	nf := k - bceMagic // n, exactly
+	r := fma32(nf, -bceLn2Hi, -y)
+	r = fma32(nf, -bceLn2Lo, r)
+	p := fma32(bceE6, r, bceE5)
+	p = fma32(p, r, bceE4)
+	p = fma32(p, r, bceE3)
+	p = fma32(p, r, bceE2)
+	p = fma32(p, r, 1) // t(r): exp(r) = 1 + r*t(r)
+	q := float32(p * r)
+	scale := math.Float32frombits((math.Float32bits(k) + 127) << 23) // 2^n
+	m := fma32(q, scale, float32(scale-1))                           // expm1(-y)
+	th := float32(m / (2 + m))                                       // -tanh(a)
+	return math.Float32frombits(math.Float32bits(th)&^actSignBit | math.Float32bits(x)&actSignBit)
+}
+
+func sigmoidGo(x []float32) {
+	for i, v := range x {
+		x[i] = sigmoid32(v)
+	}
+}
+
+func tanhGo(x []float32) {
+	for i, v := range x {
+		x[i] = tanh32(v)
+	}
+}

@@ -1,0 +1,305 @@
+package kernels
+
+import (
+	"flag"
+	"math"
+	"math/rand"
+	"runtime"
+	"testing"
+
+	"golang.org/x/sys/cpu"
+)
+
+var actExhaustive = flag.Bool("act.exhaustive", false, "run Sigmoid and Tanh of every kernel on every float32 (minutes)")
+
+// Error bounds the kernels are held to (documented on Sigmoid and Tanh).
+const (
+	// sigmoidAbsTol bounds |Sigmoid(x) - sigmoid(x)|.
+	sigmoidAbsTol = 1e-7
+	// sigmoidRelTol bounds the relative error where exp(-|x|) is not
+	// flushed (|x| <= bceCutoff).
+	sigmoidRelTol = 2.5e-7
+	// tanhRelTol bounds the relative (and so the absolute) error of Tanh.
+	tanhRelTol = 2.5e-7
+)
+
+func sigmoidRef(x float32) float64 { return 1 / (1 + math.Exp(-float64(x))) }
+
+func tanhRef(x float32) float64 { return math.Tanh(float64(x)) }
+
+// actCheck holds the worst errors seen against the float64 references.
+type actCheck struct {
+	sigAbs, sigRel, tanhRel float64
+	sigAbsAt, sigRelAt      float32
+	tanhRelAt               float32
+}
+
+// add records the errors of sig = Sigmoid(x) and th = Tanh(x).
+func (c *actCheck) add(x, sig, th float32) {
+	if x != x {
+		return
+	}
+	ws, g := sigmoidRef(x), float64(sig)
+	if d := math.Abs(g - ws); !(d <= c.sigAbs) {
+		c.sigAbs, c.sigAbsAt = d, x
+	}
+	if math.Abs(float64(x)) <= float64(bceCutoff) {
+		if d := math.Abs(g-ws) / ws; !(d <= c.sigRel) {
+			c.sigRel, c.sigRelAt = d, x
+		}
+	}
+	wt, g := tanhRef(x), float64(th)
+	d := math.Abs(g - wt)
+	if wt != 0 {
+		d /= math.Abs(wt)
+	}
+	if !(d <= c.tanhRel) {
+		c.tanhRel, c.tanhRelAt = d, x
+	}
+}
+
+// verdict fails t if a bound is exceeded.
+func (c *actCheck) verdict(t *testing.T, name string) {
+	t.Helper()
+	if !(c.sigAbs <= sigmoidAbsTol) || !(c.sigRel <= sigmoidRelTol) {
+		t.Errorf("%s: sigmoid error %.3g absolute (x = %g), %.3g relative (x = %g)", name, c.sigAbs, c.sigAbsAt, c.sigRel, c.sigRelAt)
+	}
+	if !(c.tanhRel <= tanhRelTol) {
+		t.Errorf("%s: tanh relative error %.3g (x = %g)", name, c.tanhRel, c.tanhRelAt)
+	}
+	t.Logf("%s: sigmoid error %.3g absolute (x = %g), %.3g relative (x = %g); tanh %.3g relative (x = %g)",
+		name, c.sigAbs, c.sigAbsAt, c.sigRel, c.sigRelAt, c.tanhRel, c.tanhRelAt)
+}
+
+var actSpecial = []float32{
+	0, 0x1p-149, 1e-40, 0x1p-126, 1e-30, 1e-7, 1e-4, 0.1, 0.17, 0.1733, 0.18, 0.3466, 0.35, 0.5, 1, 2, 4.5,
+	9, 9.01, 9.011, 9.02, 9.03, actTanhClamp, 9.6, 15, 16.5, 20,
+	80, 87, 87.3, bceCutoff, math.Nextafter32(bceCutoff, 100), 87.34, 88, 89, 103, 104, 200, 1e10, math.MaxFloat32,
+}
+
+// actInputs returns n values from a mix of scales and the special ones,
+// both signs.
+func actInputs(rng *rand.Rand, n int) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		switch rng.Intn(5) {
+		case 0:
+			x[i] = float32(rng.NormFloat64())
+		case 1:
+			x[i] = float32(rng.NormFloat64() * 8)
+		case 2:
+			x[i] = float32(rng.Float64()*200 - 100)
+		case 3:
+			x[i] = float32(math.Exp(rng.Float64()*60-50)) * float32(1-2*rng.Intn(2))
+		default:
+			x[i] = actSpecial[rng.Intn(len(actSpecial))] * float32(1-2*rng.Intn(2))
+		}
+	}
+	return x
+}
+
+// runAct runs fn on a copy of x placed at offset off of a guarded buffer,
+// checks that nothing around it was written, and returns the result.
+func runAct(t *testing.T, name string, fn func([]float32), x []float32, off int) []float32 {
+	t.Helper()
+	buf := make([]float32, len(x)+off+9)
+	for i := range buf {
+		buf[i] = -7
+	}
+	copy(buf[off:], x)
+	if len(x) > 0 {
+		fn(buf[off : off+len(x)])
+	}
+	for i := range buf {
+		if (i < off || i >= off+len(x)) && buf[i] != -7 {
+			t.Fatalf("%s n=%d off=%d: buffer[%d] written (%g)", name, len(x), off, i, buf[i])
+		}
+	}
+	return buf[off : off+len(x)]
+}
+
+// Every kernel on every length 0..67 (all tails) and 1000, unaligned:
+// the Go twin's bits, and within the bounds of the float64 references.
+func TestActKernels(t *testing.T) {
+	rng := rand.New(rand.NewSource(1))
+	for _, kern := range actKernels {
+		var c actCheck
+		for _, n := range append(seq(0, 67), 1000, 4099) {
+			for off := 0; off < 4; off++ {
+				x := actInputs(rng, n)
+				sig := runAct(t, kern.name+" sigmoid", kern.sigmoid, x, off)
+				th := runAct(t, kern.name+" tanh", kern.tanh, x, off)
+				for i, v := range x {
+					if ws := sigmoid32(v); math.Float32bits(sig[i]) != math.Float32bits(ws) {
+						t.Fatalf("%s n=%d off=%d: Sigmoid(%g) = %g, the Go twin's %g", kern.name, n, off, v, sig[i], ws)
+					}
+					if wt := tanh32(v); math.Float32bits(th[i]) != math.Float32bits(wt) {
+						t.Fatalf("%s n=%d off=%d: Tanh(%g) = %g, the Go twin's %g", kern.name, n, off, v, th[i], wt)
+					}
+					c.add(v, sig[i], th[i])
+				}
+			}
+		}
+		c.verdict(t, kern.name)
+	}
+}
+
+func seq(a, b int) []int {
+	var s []int
+	for i := a; i <= b; i++ {
+		s = append(s, i)
+	}
+	return s
+}
+
+// A sweep of the float32 values with |x| in [2^-30, 128) (every 61st bit
+// pattern, both signs, a million values) through every kernel: the Go
+// twin's bits and the error bounds. -act.exhaustive takes every float32.
+func TestActSweep(t *testing.T) {
+	lo, hi := math.Float32bits(0x1p-30), math.Float32bits(128)
+	step := uint32(61)
+	if *actExhaustive {
+		lo, hi, step = 0, 0x7f800000, 1
+	}
+	const chunk = 1 << 16
+	x := make([]float32, 0, 2*chunk)
+	for _, kern := range actKernels {
+		var c actCheck
+		sig, th := make([]float32, 2*chunk), make([]float32, 2*chunk)
+		for b := lo; b < hi; {
+			x = x[:0]
+			for ; b < hi && len(x) < 2*chunk; b += step {
+				x = append(x, math.Float32frombits(b), math.Float32frombits(b|actSignBit))
+			}
+			copy(sig, x)
+			copy(th, x)
+			kern.sigmoid(sig[:len(x)])
+			kern.tanh(th[:len(x)])
+			for i, v := range x {
+				if kern != actGoKernel {
+					if ws := sigmoid32(v); math.Float32bits(sig[i]) != math.Float32bits(ws) {
+						t.Fatalf("%s: Sigmoid(%g) = %g, the Go twin's %g", kern.name, v, sig[i], ws)
+					}
+					if wt := tanh32(v); math.Float32bits(th[i]) != math.Float32bits(wt) {
+						t.Fatalf("%s: Tanh(%g) = %g, the Go twin's %g", kern.name, v, th[i], wt)
+					}
+				}
+				c.add(v, sig[i], th[i])
+			}
+			if b < lo { // wrapped
+				break
+			}
+		}
+		c.verdict(t, kern.name)
+	}
+}
+
+// Signed zeros, infinities, NaN, and the saturation of both functions.
+func TestActSpecialValues(t *testing.T) {
+	nan := float32(math.NaN())
+	inf := float32(math.Inf(1))
+	negZero := float32(math.Copysign(0, -1))
+	for _, kern := range actKernels {
+		for _, n := range []int{1, 16, 21} {
+			// sig -1: not checked here (TestActKernels bounds it).
+			for _, c := range []struct{ x, sig, th float32 }{
+				{0, 0.5, 0}, {negZero, 0.5, negZero},
+				{inf, 1, 1}, {-inf, 0, -1},
+				{nan, nan, nan}, {-nan, nan, nan},
+				{20, 1, 1}, {-20, -1, -1}, {9.02, -1, 1}, {-9.02, -1, -1}, {-200, 0, -1},
+				{1e-30, 0.5, 1e-30}, {-1e-30, 0.5, -1e-30}, {0x1p-149, 0.5, 0x1p-149},
+			} {
+				x := make([]float32, n)
+				for i := range x {
+					x[i] = float32(i%5) - 2
+				}
+				k := n / 2
+				x[k] = c.x
+				sig := runAct(t, kern.name, kern.sigmoid, x, 1)
+				th := runAct(t, kern.name, kern.tanh, x, 1)
+				same := func(a, b float32) bool {
+					return math.Float32bits(a) == math.Float32bits(b) || a != a && b != b
+				}
+				if !(same(sig[k], c.sig) || c.sig == -1) || !same(th[k], c.th) {
+					t.Errorf("%s n=%d: Sigmoid(%g) = %g (want %g), Tanh = %g (want %g)", kern.name, n, c.x, sig[k], c.sig, th[k], c.th)
+				}
+				for i, v := range x {
+					if i != k && (sig[i] != sigmoid32(v) || th[i] != tanh32(v)) {
+						t.Errorf("%s: a special value changed element %d", kern.name, i)
+					}
+				}
+			}
+		}
+	}
+}
+
+// The exported functions: no-ops on empty slices, the best kernel
+// otherwise.
+func TestActExported(t *testing.T) {
+	Sigmoid(nil)
+	Tanh([]float32{})
+	x := actInputs(rand.New(rand.NewSource(2)), 100)
+	s, th := append([]float32(nil), x...), append([]float32(nil), x...)
+	Sigmoid(s)
+	Tanh(th)
+	for i, v := range x {
+		if s[i] != sigmoid32(v) || th[i] != tanh32(v) {
+			t.Fatalf("Sigmoid/Tanh(%g) = %g, %g; want %g, %g", v, s[i], th[i], sigmoid32(v), tanh32(v))
+		}
+	}
+}
+
+// TestActKernelsListed: every kernel the CPU supports is listed (so the
+// tests above run it), the Go twin last, and Sigmoid and Tanh use the
+// first.
+func TestActKernelsListed(t *testing.T) {
+	names := map[string]bool{}
+	for _, k := range actKernels {
+		names[k.name] = true
+	}
+	if actKernels[len(actKernels)-1] != actGoKernel {
+		t.Fatal("the Go twin is not the last kernel")
+	}
+	if actBest != actKernels[0] {
+		t.Fatal("Sigmoid and Tanh do not use the first kernel")
+	}
+	if actHasAsm && cpu.X86.HasAVX2 && cpu.X86.HasFMA && !names["avx2"] {
+		t.Error("the CPU has AVX2 and FMA, but no avx2 kernel is listed")
+	}
+	if actHasAsm && cpu.X86.HasAVX512F && !names["avx512"] {
+		t.Error("the CPU has AVX-512F, but no avx512 kernel is listed")
+	}
+	t.Logf("activation kernels: %v (%s/%s)", names, runtime.GOOS, runtime.GOARCH)
+}
+
+func BenchmarkAct(b *testing.B) {
+	rng := rand.New(rand.NewSource(3))
+	const n = 320 // one position's gates at h = 64
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = float32(rng.NormFloat64() * 3)
+	}
+	y := make([]float32, n)
+	for _, kern := range actKernels {
+		for _, f := range []struct {
+			name string
+			fn   func([]float32)
+		}{{"sigmoid", kern.sigmoid}, {"tanh", kern.tanh}} {
+			b.Run(kern.name+"/"+f.name, func(b *testing.B) {
+				for b.Loop() {
+					copy(y, x)
+					f.fn(y)
+				}
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/elem")
+			})
+		}
+	}
+	b.Run("float64-math", func(b *testing.B) {
+		for b.Loop() {
+			for i, v := range x {
+				y[i] = float32(math.Tanh(float64(v)))
+			}
+		}
+		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/elem")
+	})
+}

@@ -2,7 +2,6 @@ package models
 
 import (
 	"fmt"
-	"math"
 	"math/rand/v2"
 
 	"github.com/gencluster/gencluster/kernels"
@@ -281,50 +280,51 @@ func (m *PixelRNN) gatePart(part, parts int) {
 
 // lstmForward computes one position of the recurrence: z holds the cell's
 // 5h outputs without bias; it adds bias and replaces them by the gates
-// (sigmoid of i, f_left, f_up, o; tanh of g), and writes
+// (sigmoid of i, f_left, f_up, o; tanh of g: kernels.Sigmoid and
+// kernels.Tanh, float32, within 2.5e-7), and writes
 // c = f_left*cl + f_up*cu + i*g, tanh(c) and h = o*tanh(c).
 func lstmForward(z, bias, cl, cu, c, tc, h []float32) {
 	n := len(c)
 	if err := kernels.AddBiasRows(z, bias, false); err != nil {
 		panic("models: PixelRNN: " + err.Error())
 	}
-	for j, v := range z[:4*n] {
-		z[j] = float32(sigmoid(float64(v)))
-	}
-	for j, v := range z[4*n : 5*n] {
-		z[4*n+j] = float32(math.Tanh(float64(v)))
-	}
+	kernels.Sigmoid(z[:4*n])
+	kernels.Tanh(z[4*n : 5*n])
 	ig, fl, fu, og, g := z[:n], z[n:2*n], z[2*n:3*n], z[3*n:4*n], z[4*n:5*n]
 	cl, cu, tc, h = cl[:n], cu[:n], tc[:n], h[:n]
 	for j := range c {
 		c[j] = (fl[j]*cl[j] + fu[j]*cu[j]) + ig[j]*g[j]
-		tc[j] = float32(math.Tanh(float64(c[j])))
 	}
+	copy(tc, c)
+	kernels.Tanh(tc)
 	for j := range h {
 		h[j] = og[j] * tc[j]
 	}
 }
 
 // lstmBackward is the backward pass of lstmForward at one position: a
-// holds the gates, tc tanh(c), cl and cu the neighbours' cells; dh is the
-// gradient of h, dc[:n] that reaching c from the later positions. It
-// replaces the gates by the gradient of the pre-activations z and writes
-// dc*f_left and dc*f_up into dc (the gradients of cl and cu).
-func lstmBackward(a, tc, cl, cu, dh, dc []float32) {
+// holds the gates, tc tanh(c), cl and cu the neighbours' cells. The
+// gradient of h is dh + dhR + dhD (from the head and from the positions
+// to the right and below, which took h as h_left and h_up), that reaching
+// c from those positions dcR + dcD. It replaces the gates by the gradient
+// of the pre-activations z and writes dc*f_left and dc*f_up into dcOut[:n]
+// and dcOut[n:2n] (the gradients of cl and cu).
+func lstmBackward(a, tc, cl, cu, dh, dhR, dhD, dcR, dcD, dcOut []float32) {
 	n := len(tc)
 	ig, fl, fu, og, g := a[:n], a[n:2*n], a[2*n:3*n], a[3*n:4*n], a[4*n:5*n]
-	cl, cu, dh, dc = cl[:n], cu[:n], dh[:n], dc[:2*n]
+	cl, cu, dh, dhR, dhD, dcR, dcD = cl[:n], cu[:n], dh[:n], dhR[:n], dhD[:n], dcR[:n], dcD[:n]
+	dcl, dcu := dcOut[:n], dcOut[n:2*n]
 	for j, t := range tc {
 		i, f, u, o, gg := ig[j], fl[j], fu[j], og[j], g[j]
-		dhj := dh[j]
-		dcj := dc[j] + dhj*o*(1-t*t)
+		dhj := (dh[j] + dhR[j]) + dhD[j]
+		dcj := (dcR[j] + dcD[j]) + dhj*o*(1-t*t)
 		ig[j] = dcj * gg * (i * (1 - i))
 		fl[j] = dcj * cl[j] * (f * (1 - f))
 		fu[j] = dcj * cu[j] * (u * (1 - u))
 		og[j] = dhj * t * (o * (1 - o))
 		g[j] = dcj * i * (1 - gg*gg)
-		dc[j] = dcj * f
-		dc[n+j] = dcj * u
+		dcl[j] = dcj * f
+		dcu[j] = dcj * u
 	}
 }
 
@@ -421,18 +421,16 @@ func (m *PixelRNN) backPart(part, parts int) {
 		k, b := q/n, q%n
 		r, c := m.posR[k], m.posC[k]
 		p := b*rc + r*w + c
-		dh := m.dh[p*h : (p+1)*h]
-		dc := dcOut[i*2*h : (i+1)*2*h]
-		clear(dc[:h])
+		dhR, dhD, dcR, dcD := m.zero, m.zero, m.zero, m.zero
 		if c+1 < w { // (r, c+1) in the next diagonal took h as h_left
 			j := (r-m.diagR0[d+1])*n + b
-			addTo(dh, dxNext[j*3*h+h:j*3*h+2*h])
-			addTo(dc[:h], dcNext[j*2*h:j*2*h+h])
+			dhR = dxNext[j*3*h+h : j*3*h+2*h]
+			dcR = dcNext[j*2*h : j*2*h+h]
 		}
 		if r+1 < m.height { // (r+1, c) took it as h_up
 			j := (r+1-m.diagR0[d+1])*n + b
-			addTo(dh, dxNext[j*3*h+2*h:(j+1)*3*h])
-			addTo(dc[:h], dcNext[j*2*h+h:(j+1)*2*h])
+			dhD = dxNext[j*3*h+2*h : (j+1)*3*h]
+			dcD = dcNext[j*2*h+h : (j+1)*2*h]
 		}
 		cl, cu := m.zero, m.zero
 		if c > 0 {
@@ -443,15 +441,8 @@ func (m *PixelRNN) backPart(part, parts int) {
 			j := n*m.kOf[(r-1)*w+c] + b
 			cu = m.cs[j*h : (j+1)*h]
 		}
-		lstmBackward(m.gates[q*5*h:(q+1)*5*h], m.tcs[q*h:(q+1)*h], cl, cu, dh, dc)
-	}
-}
-
-// addTo adds src to dst element by element.
-func addTo(dst, src []float32) {
-	src = src[:len(dst)]
-	for j, v := range src {
-		dst[j] += v
+		lstmBackward(m.gates[q*5*h:(q+1)*5*h], m.tcs[q*h:(q+1)*h], cl, cu,
+			m.dh[p*h:(p+1)*h], dhR, dhD, dcR, dcD, dcOut[i*2*h:(i+1)*2*h])
 	}
 }
 

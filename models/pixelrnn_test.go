@@ -261,9 +261,16 @@ func TestLSTMCellGradient(t *testing.T) {
 		return dot64(rh, hv) + dot64(rc, c)
 	}
 	loss()
+	// The gradients of h and c arrive in parts (head, right, below).
 	dc := make([]float32, 2*h)
-	copy(dc, rc)
-	lstmBackward(z, tc, cl, cu, rh, dc)
+	rh1, rh2 := randSlice(rng, h, 1), randSlice(rng, h, 1)
+	rc1 := randSlice(rng, h, 1)
+	dh0, dc0 := make([]float32, h), make([]float32, h)
+	for j := range dh0 {
+		dh0[j] = rh[j] - rh1[j] - rh2[j]
+		dc0[j] = rc[j] - rc1[j]
+	}
+	lstmBackward(z, tc, cl, cu, dh0, rh1, rh2, rc1, dc0, dc)
 	dz := slices.Clone(z)
 	checkGrad(t, "z", z0, dz, loss, 1e-3, 1e-3, 0)
 	checkGrad(t, "bias", bias, dz, loss, 1e-3, 1e-3, 0)

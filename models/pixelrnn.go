@@ -42,7 +42,8 @@ type PixelRNN struct {
 	cell          *Linear // [u | h_left | h_up] -> gates i, f_left, f_up, o, g
 	o1, o2        *Linear // weights shaped [out, in, 1, 1] (1x1 convolutions)
 	pool          *kernels.Pool
-	hook          func(*Param) // see SetGradHook
+	partPools     []*kernels.Pool // one thread each: the products of pool's parts
+	hook          func(*Param)    // see SetGradHook
 
 	// geometry: the positions of an image in diagonal order
 	diagOff []int // diagonal d holds positions diagOff[d] .. diagOff[d+1]-1
@@ -109,6 +110,9 @@ func NewPixelRNN(rows, cols, h, levels int, pool *kernels.Pool) *PixelRNN {
 		m.diagOff[d+1] = len(m.posR)
 	}
 	m.colFn, m.gateFn, m.backFn = m.colPart, m.gatePart, m.backPart
+	for range pool.Threads() {
+		m.partPools = append(m.partPools, kernels.NewPool(1))
+	}
 	return m
 }
 
@@ -230,28 +234,35 @@ func (m *PixelRNN) im2colRow(dst, img []float32, r, c int) {
 }
 
 // states runs the recurrence over the diagonals: for each, one product
-// gives the pre-activations of all its positions, then the gates, c, tanh
-// c and h are computed position by position, h going to the cell inputs
-// of the next diagonal and, through a ReLU, to the head's input m.rh.
+// gives the pre-activations of its positions, then the gates, c, tanh c
+// and h are computed position by position, h going to the cell inputs of
+// the next diagonal and, through a ReLU, to the head's input m.rh. A
+// diagonal's rows are split over the pool, each part computing the
+// product and the elementwise pass of its rows on a pool of its own (one
+// hand-off per diagonal, not two; an element of a product does not
+// depend on how the rows are cut, so neither does the result).
 func (m *PixelRNN) states(n int) {
-	h := m.hidden
 	m.n = n
 	for d := 0; d < m.diags(); d++ {
-		q0, q1 := n*m.diagOff[d], n*m.diagOff[d+1]
-		kernels.Sgemm(m.pool, false, true, q1-q0, 5*h, 3*h, 1, m.xs[q0*3*h:], 3*h, m.cell.W.Data, 3*h, 0, m.gates[q0*5*h:], 5*h)
 		m.diag = d
-		m.pool.Run(q1-q0, m.gateFn)
+		m.pool.Run(n*(m.diagOff[d+1]-m.diagOff[d]), m.gateFn)
 	}
 }
 
-// gatePart is the elementwise pass of states for the rows of this part of
-// diagonal m.diag.
+// gatePart is states for the rows of this part of diagonal m.diag.
 func (m *PixelRNN) gatePart(part, parts int) {
 	n, h, d := m.n, m.hidden, m.diag
-	w, rc := m.width, m.height*m.width
 	q0 := n * m.diagOff[d]
 	i0, i1 := kernels.Span(n*(m.diagOff[d+1]-m.diagOff[d]), 1, part, parts)
-	for q := q0 + i0; q < q0+i1; q++ {
+	kernels.Sgemm(m.partPools[part], false, true, i1-i0, 5*h, 3*h, 1, m.xs[(q0+i0)*3*h:], 3*h, m.cell.W.Data, 3*h, 0, m.gates[(q0+i0)*5*h:], 5*h)
+	m.gateRows(q0+i0, q0+i1)
+}
+
+// gateRows is the elementwise pass of states for rows q0..q1-1.
+func (m *PixelRNN) gateRows(q0, q1 int) {
+	n, h := m.n, m.hidden
+	w, rc := m.width, m.height*m.width
+	for q := q0; q < q1; q++ {
 		k, b := q/n, q%n
 		r, c := m.posR[k], m.posC[k]
 		cl, cu := m.zero, m.zero
@@ -278,53 +289,27 @@ func (m *PixelRNN) gatePart(part, parts int) {
 	}
 }
 
-// lstmForward computes one position of the recurrence: z holds the cell's
-// 5h outputs without bias; it adds bias and replaces them by the gates
-// (sigmoid of i, f_left, f_up, o; tanh of g: kernels.Sigmoid and
-// kernels.Tanh, float32, within 2.5e-7), and writes
-// c = f_left*cl + f_up*cu + i*g, tanh(c) and h = o*tanh(c).
+// lstmForward computes one position of the recurrence
+// (kernels.LSTMCell2D): z holds the cell's 5h outputs without bias; it
+// adds bias and replaces them by the gates (sigmoid of i, f_left, f_up,
+// o; tanh of g), and writes c = f_left*cl + f_up*cu + i*g, tanh(c) and
+// h = o*tanh(c).
 func lstmForward(z, bias, cl, cu, c, tc, h []float32) {
-	n := len(c)
-	if err := kernels.AddBiasRows(z, bias, false); err != nil {
+	if err := kernels.LSTMCell2D(z, bias, cl, cu, c, tc, h); err != nil {
 		panic("models: PixelRNN: " + err.Error())
-	}
-	kernels.Sigmoid(z[:4*n])
-	kernels.Tanh(z[4*n : 5*n])
-	ig, fl, fu, og, g := z[:n], z[n:2*n], z[2*n:3*n], z[3*n:4*n], z[4*n:5*n]
-	cl, cu, tc, h = cl[:n], cu[:n], tc[:n], h[:n]
-	for j := range c {
-		c[j] = (fl[j]*cl[j] + fu[j]*cu[j]) + ig[j]*g[j]
-	}
-	copy(tc, c)
-	kernels.Tanh(tc)
-	for j := range h {
-		h[j] = og[j] * tc[j]
 	}
 }
 
-// lstmBackward is the backward pass of lstmForward at one position: a
-// holds the gates, tc tanh(c), cl and cu the neighbours' cells. The
-// gradient of h is dh + dhR + dhD (from the head and from the positions
-// to the right and below, which took h as h_left and h_up), that reaching
-// c from those positions dcR + dcD. It replaces the gates by the gradient
-// of the pre-activations z and writes dc*f_left and dc*f_up into dcOut[:n]
-// and dcOut[n:2n] (the gradients of cl and cu).
+// lstmBackward is the backward pass of lstmForward at one position
+// (kernels.LSTMCell2DGrad): a holds the gates, tc tanh(c), cl and cu the
+// neighbours' cells. The gradient of h is dh + dhR + dhD (from the head
+// and from the positions to the right and below, which took h as h_left
+// and h_up), that reaching c from those positions dcR + dcD. It replaces
+// the gates by the gradient of the pre-activations z and writes dc*f_left
+// and dc*f_up into dcOut[:n] and dcOut[n:2n] (the gradients of cl and cu).
 func lstmBackward(a, tc, cl, cu, dh, dhR, dhD, dcR, dcD, dcOut []float32) {
-	n := len(tc)
-	ig, fl, fu, og, g := a[:n], a[n:2*n], a[2*n:3*n], a[3*n:4*n], a[4*n:5*n]
-	cl, cu, dh, dhR, dhD, dcR, dcD = cl[:n], cu[:n], dh[:n], dhR[:n], dhD[:n], dcR[:n], dcD[:n]
-	dcl, dcu := dcOut[:n], dcOut[n:2*n]
-	for j, t := range tc {
-		i, f, u, o, gg := ig[j], fl[j], fu[j], og[j], g[j]
-		dhj := (dh[j] + dhR[j]) + dhD[j]
-		dcj := (dcR[j] + dcD[j]) + dhj*o*(1-t*t)
-		ig[j] = dcj * gg * (i * (1 - i))
-		fl[j] = dcj * cl[j] * (f * (1 - f))
-		fu[j] = dcj * cu[j] * (u * (1 - u))
-		og[j] = dhj * t * (o * (1 - o))
-		g[j] = dcj * i * (1 - gg*gg)
-		dcl[j] = dcj * f
-		dcu[j] = dcj * u
+	if err := kernels.LSTMCell2DGrad(a, tc, cl, cu, dh, dhR, dhD, dcR, dcD, dcOut); err != nil {
+		panic("models: PixelRNN: " + err.Error())
 	}
 }
 
@@ -389,31 +374,41 @@ func (m *PixelRNN) Grad(x []float32, n int, _ Noise) float64 {
 
 // statesBackward runs the recurrence backwards, from the last diagonal:
 // given the gradient of h from the head in m.dh, it leaves the gradient of
-// the cell's pre-activations in m.gates and that of u in m.du.
+// the cell's pre-activations in m.gates and that of u in m.du. For each
+// diagonal, the gradient of the cell's input is one product of those
+// pre-activations' gradients with the cell's weights; its parts are split
+// over the pool as in states.
 func (m *PixelRNN) statesBackward(n int) {
-	h := m.hidden
 	m.n = n
 	for d := m.diags() - 1; d >= 0; d-- {
-		q0, q1 := n*m.diagOff[d], n*m.diagOff[d+1]
 		m.diag = d
-		m.pool.Run(q1-q0, m.backFn)
-		dx := m.dx[d%2]
-		kernels.Sgemm(m.pool, false, false, q1-q0, 3*h, 5*h, 1, m.gates[q0*5*h:], 5*h, m.cell.W.Data, 3*h, 0, dx, 3*h)
-		for i := 0; i < q1-q0; i++ {
-			copy(m.du[(q0+i)*h:(q0+i+1)*h], dx[i*3*h:i*3*h+h])
-		}
+		m.pool.Run(n*(m.diagOff[d+1]-m.diagOff[d]), m.backFn)
 	}
 }
 
-// backPart is the elementwise pass of statesBackward for the rows of this
-// part of diagonal m.diag: each position's gradients of h and c gathered
-// from the head and from the two positions of the next diagonal its state
-// feeds, then lstmBackward.
+// backPart is statesBackward for the rows of this part of diagonal
+// m.diag: the elementwise pass (backRows), then the gradient of the rows'
+// cell input, whose u part is kept in m.du.
 func (m *PixelRNN) backPart(part, parts int) {
+	n, h, d := m.n, m.hidden, m.diag
+	q0 := n * m.diagOff[d]
+	i0, i1 := kernels.Span(n*(m.diagOff[d+1]-m.diagOff[d]), 1, part, parts)
+	dx := m.dx[d%2]
+	m.backRows(i0, i1)
+	kernels.Sgemm(m.partPools[part], false, false, i1-i0, 3*h, 5*h, 1, m.gates[(q0+i0)*5*h:], 5*h, m.cell.W.Data, 3*h, 0, dx[i0*3*h:], 3*h)
+	for i := i0; i < i1; i++ {
+		copy(m.du[(q0+i)*h:(q0+i+1)*h], dx[i*3*h:i*3*h+h])
+	}
+}
+
+// backRows is the elementwise pass of statesBackward for rows i0..i1-1
+// of diagonal m.diag: each position's gradients of h and c gathered from
+// the head and from the two positions of the next diagonal its state
+// feeds, then lstmBackward.
+func (m *PixelRNN) backRows(i0, i1 int) {
 	n, h, d := m.n, m.hidden, m.diag
 	w, rc := m.width, m.height*m.width
 	q0 := n * m.diagOff[d]
-	i0, i1 := kernels.Span(n*(m.diagOff[d+1]-m.diagOff[d]), 1, part, parts)
 	dxNext, dcNext := m.dx[(d+1)%2], m.dcx[(d+1)%2]
 	dcOut := m.dcx[d%2]
 	for i := i0; i < i1; i++ {
@@ -475,7 +470,8 @@ var (
 // convolution, the cell once per diagonal, o1 and o2; then o2's and o1's
 // weight and input gradients, the cell's input gradient once per
 // diagonal from the last, its weight gradient over all the positions, and
-// the input convolution's weight gradient.
+// the input convolution's weight gradient. (A diagonal's products are
+// run as one per thread of the pool, each on its share of the rows.)
 func (m *PixelRNN) TrainGEMMs(n int) []GEMM {
 	h, np, t := m.hidden, n*m.height*m.width, m.inp.Taps()
 	gs := []GEMM{{Name: "inp.weight forward", TransB: true, M: np, N: h, K: t}}

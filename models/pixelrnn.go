@@ -27,8 +27,10 @@ import (
 // row, column). The head is two row-major products (Linear). The states
 // are computed one anti-diagonal d = r + c at a time: every position of a
 // diagonal depends only on the one before, so a diagonal is one product
-// over all its positions and all the images, [u | h_left | h_up] times
-// the cell's weights. The recurrent workspaces are in diagonal order: a
+// over all its positions and all the images (cut by rows over the
+// threads), [u | h_left | h_up] times the cell's weights, and one
+// elementwise pass (kernels.LSTMCell2D). The recurrent workspaces are in
+// diagonal order: a
 // position's index k counts the diagonals' positions in order, by row
 // within a diagonal, and its row for image b is k*n + b, so each diagonal
 // is a contiguous block of rows.
@@ -335,10 +337,13 @@ func (m *PixelRNN) outLoss(x, grad []float32, n int) float64 {
 // Grad computes the summed loss of the n images x and the gradient of
 // every parameter (Model.Grad).
 func (m *PixelRNN) Grad(x []float32, n int, _ Noise) float64 {
-	if n <= 0 {
-		for _, p := range m.Params() {
-			clear(p.Grad)
-			m.gradDone(p)
+	if n <= 0 { // zero gradients, reported in backward order all the same
+		ps := m.Params()
+		for i := len(ps) - 2; i >= 0; i -= 2 {
+			for _, p := range ps[i : i+2] {
+				clear(p.Grad)
+				m.gradDone(p)
+			}
 		}
 		return 0
 	}

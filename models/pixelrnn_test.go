@@ -448,15 +448,23 @@ func TestPixelRNNTrainFLOPs(t *testing.T) {
 	}
 }
 
-// TestPixelRNNEmptyBatch: no images, no loss, zero gradients, no panic.
+// TestPixelRNNEmptyBatch: no images, no loss, zero gradients reported
+// in the usual order, no panic.
 func TestPixelRNNEmptyBatch(t *testing.T) {
 	m := NewPixelRNN(5, 6, 4, 2, nil)
 	m.Init(rand.New(rand.NewPCG(1, 2)))
+	var order, want []*Param
+	m.SetGradHook(func(p *Param) { want = append(want, p) })
+	m.Grad(binaryImages(rand.New(rand.NewPCG(3, 4)), 5*6), 1, Noise{})
 	for _, p := range m.Params() {
 		p.Grad[0] = 1
 	}
+	m.SetGradHook(func(p *Param) { order = append(order, p) })
 	if l := m.Grad(nil, 0, Noise{}); l != 0 {
 		t.Errorf("Grad of no images: %v", l)
+	}
+	if !slices.Equal(order, want) {
+		t.Error("the hook saw the parameters of no images in another order")
 	}
 	for _, p := range m.Params() {
 		if p.Grad[0] != 0 {

@@ -476,3 +476,20 @@ func TestPixelRNNEmptyBatch(t *testing.T) {
 	}
 	m.Sample(nil, 0, rand.New(rand.NewPCG(1, 2)))
 }
+
+func BenchmarkSamplePixelRNN(b *testing.B) {
+	for _, levels := range []int{BinaryLevels, GreyLevels} {
+		b.Run(Spec{Name: PixelRNNName, Levels: levels}.String(), func(b *testing.B) {
+			pool := kernels.NewPool(1)
+			defer pool.Close()
+			m := NewPixelRNN(28, 28, 64, levels, pool)
+			m.Init(rand.New(rand.NewPCG(1, 2)))
+			const n = 16
+			dst := make([]float32, n*784)
+			for b.Loop() {
+				m.Sample(dst, n, rand.New(rand.NewPCG(1, 1)))
+			}
+			b.ReportMetric(float64(n)*float64(b.N)/b.Elapsed().Seconds(), "samples/s")
+		})
+	}
+}

@@ -3,23 +3,29 @@
 # (scripts/torch_reference.py compute, Debian's python3-torch) at the same
 # model, batch and threads, alternating runs so that both see the same
 # machine state.
-# Usage: scripts/bench_compute.sh [ROUNDS]   (default 3; prints a Markdown table:
-# images/s of both, their ratio, gencluster's useful GFLOP/s and its
-# fraction of the FMA peak that bench compute measures after each run)
+# Usage: scripts/bench_compute.sh [ROUNDS [MODEL:BATCH:STEPS ...]]
+#   ROUNDS: default 3. The models default to pixelcnn:32:20 vae:128:200;
+#   MODEL is any torch_reference.py model: pixelcnn, vae, pixelrnn, ae,
+#   pixelcnn/256, pixelrnn/256. Prints a Markdown table: images/s of both,
+#   their ratio, gencluster's useful GFLOP/s and its fraction of the FMA
+#   peak that bench compute measures after each run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${1:-3}
+shift || true
+runs=("$@")
+[ ${#runs[@]} -gt 0 ] || runs=(pixelcnn:32:20 vae:128:200)
 bin=$(mktemp -d)/gencluster
 go build -o "$bin" ./cmd/gencluster
 export MNIST_DIR=$PWD/dataset/mnistdata
-declare -A steps=([pixelcnn]=20 [vae]=200)
-declare -A batch=([pixelcnn]=32 [vae]=128)
 results=$(mktemp)
 for r in $(seq "$rounds"); do
-  for model in pixelcnn vae; do
+  for run in "${runs[@]}"; do
+    IFS=: read -r model b s <<<"$run"
+    name=${model%/*} levels=0
+    [ "$name" = "$model" ] || levels=${model#*/}
     for t in 1 2; do
-      b=${batch[$model]} s=${steps[$model]}
-      ours=$("$bin" bench compute --model "$model" --batch "$b" --threads "$t" --steps "$s" --json |
+      ours=$("$bin" bench compute --model "$name" --levels "$levels" --batch "$b" --threads "$t" --steps "$s" --json |
         /usr/bin/python3 -c 'import json,sys; r=json.load(sys.stdin); print(r["images_per_sec"], r["gflops"], r["fraction_of_peak"])')
       torch=$(/usr/bin/python3 scripts/torch_reference.py compute "$model" "$b" "$s" "$t" |
         sed -n 's/.*images_per_s=\([0-9.]*\).*/\1/p')

@@ -179,8 +179,13 @@ func (m *PixelRNN) reserveGrad(n int) {
 }
 
 // forward runs the network on the n images x and leaves the logits in
-// m.logit (position order), keeping what Grad needs.
+// m.logit (position order), keeping what Grad needs. Like the other
+// models, it panics when x is short, but on the caller's goroutine, before
+// the pool's parts read it.
 func (m *PixelRNN) forward(x []float32, n int) {
+	if len(x) < n*m.height*m.width {
+		panic(fmt.Sprintf("models: PixelRNN: %d values for %d images of %dx%d", len(x), n, m.height, m.width))
+	}
 	m.reserve(n)
 	m.inputConv(x, n)
 	m.states(n)

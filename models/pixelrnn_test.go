@@ -475,6 +475,19 @@ func TestPixelRNNEmptyBatch(t *testing.T) {
 		t.Errorf("Loss of no images: %v", l)
 	}
 	m.Sample(nil, 0, rand.New(rand.NewPCG(1, 2)))
+	// A short batch panics on the caller's goroutine (recoverable), not
+	// in one of the pool's.
+	pool := kernels.NewPool(2)
+	defer pool.Close()
+	m = NewPixelRNN(5, 6, 4, 2, pool)
+	func() {
+		defer func() {
+			if recover() == nil {
+				t.Error("Loss of a short batch did not panic")
+			}
+		}()
+		m.Loss(make([]float32, 2*5*6-1), 2, Noise{})
+	}()
 }
 
 func BenchmarkSamplePixelRNN(b *testing.B) {

@@ -103,9 +103,9 @@ func (m *AE) forward(x []float32, n int) {
 	m.encode(x, n)
 	m.d1.ForwardReLU(m.z, m.d, n)
 	m.d2.Forward(m.d, m.logit, n)
-	for i, l := range m.logit[:n*m.in] {
-		m.r[i] = float32(sigmoid(float64(l)))
-	}
+	r := m.r[:n*m.in]
+	copy(r, m.logit)
+	kernels.Sigmoid(r) // vectorised float32, within 9e-8 of the exact value
 }
 
 // sqErr is the summed squared error of m.r against x over n images (each

@@ -38,7 +38,7 @@ scripts/torch_reference.py's models load them with load_state_dict.`,
 			if err := safetensors.WriteFile(out, training.ExportTensors(m), meta); err != nil {
 				return err
 			}
-			fmt.Fprintf(a.stdout, "exported %s step %d to %s\n", m.Name(), st.Meta.Step, out)
+			fmt.Fprintf(a.stdout, "exported %s step %d to %s\n", training.ModelSpec(st.Meta.Job), st.Meta.Step, out)
 			return nil
 		},
 	}

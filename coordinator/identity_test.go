@@ -221,8 +221,11 @@ func TestDatasetStreamsBounded(t *testing.T) {
 	}
 	defer cl.Close()
 	var images int
-	eventually(t, 20*time.Second, "a data-set stream after the first ended", func() error {
-		fctx, fcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// A whole MNIST stream (47 MB) takes ~9 s under the race detector
+	// alone, and longer beside other packages' tests: the deadlines bound
+	// a hang, not the transfer.
+	eventually(t, time.Minute, "a data-set stream after the first ended", func() error {
+		fctx, fcancel := context.WithTimeout(context.Background(), 40*time.Second)
 		defer fcancel()
 		im, err := cl.FetchDataset(fctx, "mnist")
 		if err != nil {

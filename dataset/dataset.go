@@ -220,10 +220,17 @@ func openAny(spec string, split Split, labels bool) (io.ReadCloser, string, erro
 	}
 	switch {
 	case spec == MNIST:
-		data := map[[2]bool]string{
-			{false, false}: builtinTrain, {true, false}: builtinTest,
-			{false, true}: builtinTrainLabels, {true, true}: builtinTestLabels,
-		}[[2]bool{split == Test, labels}]
+		var data string
+		switch {
+		case split == Test && labels:
+			data = builtinTestLabels
+		case split == Test:
+			data = builtinTest
+		case labels:
+			data = builtinTrainLabels
+		default:
+			data = builtinTrain
+		}
 		return embedded{strings.NewReader(data), data}, "mnist:" + file, nil
 	case strings.HasPrefix(spec, "idx:"):
 		dir := strings.TrimPrefix(spec, "idx:")

@@ -17,6 +17,11 @@ type AE struct {
 	e1, e2, d1, d2   *Linear
 	pool             *kernels.Pool
 	hook             func(*Param) // see SetGradHook
+	errs             *perImage    // the squared error, image by image
+
+	// arguments of the squared error in progress
+	errX    []float32
+	errGrad bool
 
 	// workspaces: forward activations and their gradients
 	h, z, d, logit, r []float32
@@ -25,13 +30,15 @@ type AE struct {
 
 // NewAE builds the autoencoder for images of in pixels.
 func NewAE(in, hidden, code int, pool *kernels.Pool) *AE {
-	return &AE{
+	m := &AE{
 		in: in, hidden: hidden, code: code, pool: pool,
 		e1: NewLinear("e1", in, hidden, pool),
 		e2: NewLinear("e2", hidden, code, pool),
 		d1: NewLinear("d1", code, hidden, pool),
 		d2: NewLinear("d2", hidden, in, pool),
 	}
+	m.errs = newPerImage(pool, m.sqErrImage)
+	return m
 }
 
 func (m *AE) Name() string { return AEName }
@@ -108,28 +115,31 @@ func (m *AE) forward(x []float32, n int) {
 	kernels.Sigmoid(r) // vectorised float32, within 9e-8 of the exact value
 }
 
-// sqErr is the summed squared error of m.r against x over n images (each
-// image summed alone in pixel order, the images added in order) and,
-// when grad is set, writes its gradient with respect to the logits into
-// m.dl: 2 (r - x) r (1 - r).
+// sqErr is the summed squared error of m.r against x over n images (on
+// the pool, perImage) and, when grad is set, writes its gradient with
+// respect to the logits into m.dl: 2 (r - x) r (1 - r).
 func (m *AE) sqErr(x []float32, n int, grad bool) float64 {
 	if grad {
 		m.dl = grow(m.dl, n*m.in)
 	}
-	var total float64
-	for i := 0; i < n; i++ {
-		var s float64
-		for p := i * m.in; p < (i+1)*m.in; p++ {
-			r := m.r[p]
-			e := r - x[p]
-			s += float64(e) * float64(e)
-			if grad {
-				m.dl[p] = 2 * e * r * (1 - r)
-			}
+	m.errX, m.errGrad = x, grad
+	s := m.errs.sum(n)
+	m.errX = nil
+	return s
+}
+
+// sqErrImage is image i's squared error, summed in pixel order.
+func (m *AE) sqErrImage(i int) float64 {
+	var s float64
+	for p := i * m.in; p < (i+1)*m.in; p++ {
+		r := m.r[p]
+		e := r - m.errX[p]
+		s += float64(e) * float64(e)
+		if m.errGrad {
+			m.dl[p] = 2 * e * r * (1 - r)
 		}
-		total += s
 	}
-	return total
+	return s
 }
 
 // Loss and Grad ignore noise: the autoencoder is deterministic.
@@ -163,12 +173,7 @@ func (m *AE) Grad(x []float32, n int, _ Noise) float64 {
 
 func (m *AE) SetGradHook(hook func(*Param)) { m.hook = hook }
 
-func (m *AE) gradDone(l *Linear) {
-	if m.hook != nil {
-		m.hook(l.W)
-		m.hook(l.B)
-	}
-}
+func (m *AE) gradDone(l *Linear) { reportGrads(m.hook, l.W, l.B) }
 
 // Sample writes zeros: an autoencoder has no prior to draw codes from.
 // Its pictures are reconstructions (Reconstruct).

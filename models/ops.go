@@ -20,13 +20,48 @@ func bceWithLogits(logits, x, grad []float32) float64 {
 	return kernels.BCEWithLogits(logits, x, grad)
 }
 
-// bce runs bceWithLogits over a batch on a pool, one image per task unit.
-// Each image's loss is summed alone and the images' losses are added in
-// order, so the result does not depend on the thread count.
+// perImage sums a loss computed image by image over a batch on a pool, one
+// image per task unit. Each image's loss is computed alone and the images'
+// losses are added in order, so the sum does not depend on the thread
+// count. The losses of models share it: bce, softmaxNLL and the
+// autoencoder's squared error.
+type perImage struct {
+	pool   *kernels.Pool
+	losses []float64
+	image  func(i int) float64 // the loss of image i of the call in progress
+	fn     func(part, parts int)
+}
+
+func newPerImage(pool *kernels.Pool, image func(i int) float64) *perImage {
+	p := &perImage{pool: pool, image: image}
+	p.fn = p.part
+	return p
+}
+
+// sum is the loss of images 0..n-1.
+func (p *perImage) sum(n int) float64 {
+	if cap(p.losses) < n {
+		p.losses = make([]float64, n)
+	}
+	p.losses = p.losses[:n]
+	p.pool.Run(n, p.fn)
+	var s float64
+	for _, v := range p.losses {
+		s += v
+	}
+	return s
+}
+
+func (p *perImage) part(part, parts int) {
+	i0, i1 := kernels.Span(len(p.losses), 1, part, parts)
+	for i := i0; i < i1; i++ {
+		p.losses[i] = p.image(i)
+	}
+}
+
+// bce runs bceWithLogits over a batch on a pool (perImage).
 type bce struct {
-	pool     *kernels.Pool
-	perImage []float64
-	fn       func(part, parts int)
+	images *perImage
 
 	// arguments of the call in progress
 	logits, x, grad []float32
@@ -34,37 +69,26 @@ type bce struct {
 }
 
 func newBCE(pool *kernels.Pool) *bce {
-	b := &bce{pool: pool}
-	b.fn = b.part
+	b := &bce{}
+	b.images = newPerImage(pool, b.image)
 	return b
 }
 
 // loss is bceWithLogits over n images of dim pixels each.
 func (b *bce) loss(logits, x, grad []float32, n, dim int) float64 {
-	if cap(b.perImage) < n {
-		b.perImage = make([]float64, n)
-	}
-	b.perImage = b.perImage[:n]
 	b.logits, b.x, b.grad, b.dim = logits, x, grad, dim
-	b.pool.Run(n, b.fn)
+	s := b.images.sum(n)
 	b.logits, b.x, b.grad = nil, nil, nil
-	var s float64
-	for _, v := range b.perImage {
-		s += v
-	}
 	return s
 }
 
-func (b *bce) part(part, parts int) {
-	i0, i1 := kernels.Span(len(b.perImage), 1, part, parts)
+func (b *bce) image(i int) float64 {
 	d := b.dim
-	for i := i0; i < i1; i++ {
-		var g []float32
-		if b.grad != nil {
-			g = b.grad[i*d : (i+1)*d]
-		}
-		b.perImage[i] = bceWithLogits(b.logits[i*d:(i+1)*d], b.x[i*d:(i+1)*d], g)
+	var g []float32
+	if b.grad != nil {
+		g = b.grad[i*d : (i+1)*d]
 	}
+	return bceWithLogits(b.logits[i*d:(i+1)*d], b.x[i*d:(i+1)*d], g)
 }
 
 func sigmoid(x float64) float64 {
@@ -91,10 +115,8 @@ func level(x float32) int {
 // loss is summed alone, in pixel order, and the images' losses added in
 // order, so the result does not depend on the thread count.
 type softmaxNLL struct {
-	pool     *kernels.Pool
-	levels   int
-	perImage []float64
-	fn       func(part, parts int)
+	images *perImage
+	levels int
 
 	// arguments of the call in progress
 	logits, x, grad        []float32
@@ -103,39 +125,28 @@ type softmaxNLL struct {
 }
 
 func newSoftmaxNLL(levels int, pool *kernels.Pool) *softmaxNLL {
-	s := &softmaxNLL{pool: pool, levels: levels}
-	s.fn = s.part
+	s := &softmaxNLL{levels: levels}
+	s.images = newPerImage(pool, s.image)
 	return s
 }
 
 // loss is the summed cross-entropy over n images of dim pixels, whose
 // targets are x (byte/255); grad, if not nil, is laid out as logits.
 func (s *softmaxNLL) loss(logits, x, grad []float32, n, dim, pixStride, levelStride int) float64 {
-	if cap(s.perImage) < n {
-		s.perImage = make([]float64, n)
-	}
-	s.perImage = s.perImage[:n]
 	s.logits, s.x, s.grad, s.dim = logits, x, grad, dim
 	s.pixStride, s.levelStride = pixStride, levelStride
-	s.pool.Run(n, s.fn)
+	sum := s.images.sum(n)
 	s.logits, s.x, s.grad = nil, nil, nil
-	var sum float64
-	for _, v := range s.perImage {
-		sum += v
-	}
 	return sum
 }
 
-func (s *softmaxNLL) part(part, parts int) {
-	i0, i1 := kernels.Span(len(s.perImage), 1, part, parts)
+func (s *softmaxNLL) image(i int) float64 {
 	ps, ks, L := s.pixStride, s.levelStride, s.levels
-	for i := i0; i < i1; i++ {
-		var sum float64
-		for p := i * s.dim; p < (i+1)*s.dim; p++ {
-			sum += softmaxPixel(s.logits[p*ps:], s.grad, p*ps, ks, L, level(s.x[p]))
-		}
-		s.perImage[i] = sum
+	var sum float64
+	for p := i * s.dim; p < (i+1)*s.dim; p++ {
+		sum += softmaxPixel(s.logits[p*ps:], s.grad, p*ps, ks, L, level(s.x[p]))
 	}
+	return sum
 }
 
 // softmaxPixel is the cross-entropy of the softmax of the L logits

@@ -130,3 +130,14 @@ func Count(ps []*Param) int {
 	}
 	return n
 }
+
+// reportGrads hands parameters whose gradients are final to a model's
+// gradient hook (SetGradHook), in order; nothing if hook is nil.
+func reportGrads(hook func(*Param), ps ...*Param) {
+	if hook == nil {
+		return
+	}
+	for _, p := range ps {
+		hook(p)
+	}
+}

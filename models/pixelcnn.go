@@ -155,12 +155,7 @@ func (m *PixelCNN) Grad(x []float32, n int, _ Noise) float64 {
 func (m *PixelCNN) SetGradHook(hook func(*Param)) { m.hook = hook }
 
 // gradDone reports a layer whose gradients are final.
-func (m *PixelCNN) gradDone(c *Conv) {
-	if m.hook != nil {
-		m.hook(c.W)
-		m.hook(c.B)
-	}
-}
+func (m *PixelCNN) gradDone(c *Conv) { reportGrads(m.hook, c.W, c.B) }
 
 var (
 	_ ProgressSampler = (*PixelCNN)(nil)

@@ -347,8 +347,8 @@ func (m *PixelRNN) Grad(x []float32, n int, _ Noise) float64 {
 		for i := len(ps) - 2; i >= 0; i -= 2 {
 			for _, p := range ps[i : i+2] {
 				clear(p.Grad)
-				m.gradDone(p)
 			}
+			reportGrads(m.hook, ps[i:i+2]...)
 		}
 		return 0
 	}
@@ -360,12 +360,10 @@ func (m *PixelRNN) Grad(x []float32, n int, _ Noise) float64 {
 	// The head, as Linear layers; each layer's gradients go to the hook
 	// before its input gradient is computed.
 	m.o2.BackwardParams(m.a1, m.dlog, np)
-	m.gradDone(m.o2.W)
-	m.gradDone(m.o2.B)
+	reportGrads(m.hook, m.o2.W, m.o2.B)
 	m.o2.BackwardInput(m.dlog, m.da1, np, false)
 	m.o1.BackwardParamsReLU(m.rh, m.da1, np, m.a1)
-	m.gradDone(m.o1.W)
-	m.gradDone(m.o1.B)
+	reportGrads(m.hook, m.o1.W, m.o1.B)
 	m.o1.BackwardInput(m.da1, m.dh, np, false)
 	if err := kernels.ReLUGrad(m.dh[:np*m.hidden], m.rh); err != nil {
 		panic("models: PixelRNN: " + err.Error())
@@ -374,11 +372,9 @@ func (m *PixelRNN) Grad(x []float32, n int, _ Noise) float64 {
 	m.statesBackward(n)
 	// The cell's weights: one product over all the positions.
 	m.cell.BackwardParams(m.xs, m.gates, np)
-	m.gradDone(m.cell.W)
-	m.gradDone(m.cell.B)
+	reportGrads(m.hook, m.cell.W, m.cell.B)
 	m.inputConvBackward(n)
-	m.gradDone(m.inp.W)
-	m.gradDone(m.inp.B)
+	reportGrads(m.hook, m.inp.W, m.inp.B)
 	return loss
 }
 
@@ -464,12 +460,6 @@ func (m *PixelRNN) inputConvBackward(n int) {
 // SetGradHook installs the hook Grad calls as each gradient is final
 // (Model.SetGradHook): o2, o1, cell, inp, weight before bias.
 func (m *PixelRNN) SetGradHook(hook func(*Param)) { m.hook = hook }
-
-func (m *PixelRNN) gradDone(p *Param) {
-	if m.hook != nil {
-		m.hook(p)
-	}
-}
 
 var (
 	_ ProgressSampler = (*PixelRNN)(nil)

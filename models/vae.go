@@ -166,12 +166,7 @@ func (m *VAE) Grad(x []float32, n int, noise Noise) float64 {
 func (m *VAE) SetGradHook(hook func(*Param)) { m.hook = hook }
 
 // gradDone reports a layer whose gradients are final.
-func (m *VAE) gradDone(l *Linear) {
-	if m.hook != nil {
-		m.hook(l.W)
-		m.hook(l.B)
-	}
-}
+func (m *VAE) gradDone(l *Linear) { reportGrads(m.hook, l.W, l.B) }
 
 // Sample decodes n draws from the prior N(0, I) and writes the Bernoulli
 // means (pixel probabilities).

@@ -39,18 +39,31 @@ func Tanh(x []float32) {
 	}
 }
 
-// actKernel is one implementation of Sigmoid and Tanh. Both need
-// len(x) >= 1. Values of this type are read-only tables.
+// ExpNegAbs replaces every x[i] by exp(-|x[i]|): BCEWithLogits'
+// exponential, the softmax's (whose arguments max - l are >= 0). Accuracy
+// (TestExpNegAbsSweep, a million float32 values; -act.exhaustive for
+// every one): within 7.5e-8 relatively for |x| <= 87.33; beyond, the
+// result is 0, short of the exact value by less than 1.2e-38. ExpNegAbs(±0) = 1 exactly, ExpNegAbs(±Inf) = 0,
+// ExpNegAbs(NaN) is NaN.
+func ExpNegAbs(x []float32) {
+	if len(x) > 0 {
+		actBest.expNeg(x)
+	}
+}
+
+// actKernel is one implementation of Sigmoid, Tanh and ExpNegAbs. All
+// need len(x) >= 1. Values of this type are read-only tables.
 type actKernel struct {
 	name    string
 	lanes   int // float32 lanes a vector (1 for Go)
 	sigmoid func(x []float32)
 	tanh    func(x []float32)
+	expNeg  func(x []float32)
 }
 
 // actGoKernel is the pure-Go twin: the same float32 formulas, one element
 // at a time.
-var actGoKernel = &actKernel{name: "go", lanes: 1, sigmoid: sigmoidGo, tanh: tanhGo}
+var actGoKernel = &actKernel{name: "go", lanes: 1, sigmoid: sigmoidGo, tanh: tanhGo, expNeg: expNegGo}
 
 // Constants of Tanh beyond BCEWithLogits' (bce.go).
 const (
@@ -98,6 +111,17 @@ func tanh32(x float32) float32 {
 func sigmoidGo(x []float32) {
 	for i, v := range x {
 		x[i] = sigmoid32(v)
+	}
+}
+
+// expNeg32 is ExpNegAbs of one value.
+func expNeg32(x float32) float32 {
+	return bceExp(math.Float32frombits(math.Float32bits(x) &^ actSignBit))
+}
+
+func expNegGo(x []float32) {
+	for i, v := range x {
+		x[i] = expNeg32(v)
 	}
 }
 

@@ -8,7 +8,7 @@ import (
 	"golang.org/x/sys/cpu"
 )
 
-// actKernels lists the Sigmoid and Tanh kernels this machine can run,
+// actKernels lists the Sigmoid, Tanh and ExpNegAbs kernels this machine can run,
 // best first (set once at init, read-only afterwards); the pure-Go twin is
 // last. Tests run every one of them.
 var actKernels = func() []*actKernel {
@@ -18,6 +18,7 @@ var actKernels = func() []*actKernel {
 			name: "avx512", lanes: 16,
 			sigmoid: func(x []float32) { sigmoidAVX512(len(x), &x[0], actTab) },
 			tanh:    func(x []float32) { tanhAVX512(len(x), &x[0], actTab) },
+			expNeg:  func(x []float32) { expNegAVX512(len(x), &x[0], actTab) },
 		})
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
@@ -25,12 +26,13 @@ var actKernels = func() []*actKernel {
 			name: "avx2", lanes: 8,
 			sigmoid: func(x []float32) { sigmoidAVX2(len(x), &x[0], actTab) },
 			tanh:    func(x []float32) { tanhAVX2(len(x), &x[0], actTab) },
+			expNeg:  func(x []float32) { expNegAVX2(len(x), &x[0], actTab) },
 		})
 	}
 	return append(ks, actGoKernel)
 }()
 
-// actBest is the kernel Sigmoid and Tanh use.
+// actBest is the kernel Sigmoid, Tanh and ExpNegAbs use.
 var actBest = actKernels[0]
 
 // actHasAsm: this build has the assembly kernels.
@@ -48,10 +50,16 @@ func sigmoidAVX512(n int, x *float32, c *[actTabRows][8]uint32)
 func tanhAVX512(n int, x *float32, c *[actTabRows][8]uint32)
 
 //go:noescape
+func expNegAVX512(n int, x *float32, c *[actTabRows][8]uint32)
+
+//go:noescape
 func sigmoidAVX2(n int, x *float32, c *[actTabRows][8]uint32)
 
 //go:noescape
 func tanhAVX2(n int, x *float32, c *[actTabRows][8]uint32)
+
+//go:noescape
+func expNegAVX2(n int, x *float32, c *[actTabRows][8]uint32)
 
 // actTab holds the constants of the formulas in act.go and bce.go, each
 // repeated in 8 lanes (one ymm vector; the AVX-512 kernels broadcast lane

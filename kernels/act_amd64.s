@@ -3,7 +3,7 @@
 #include "textflag.h"
 #include "act_amd64.h"
 
-// Sigmoid and Tanh kernels, in place; the formulas are described in
+// Sigmoid, Tanh and ExpNegAbs kernels, in place; the formulas are described in
 // act.go (and bce.go for the exponential), the constants and the
 // SIGMOID / TANH macros in act_amd64.h.
 
@@ -56,6 +56,10 @@ TEXT ·sigmoidAVX512(SB), NOSPLIT, $0-24
 TEXT ·tanhAVX512(SB), NOSPLIT, $0-24
 	LOOP512(TANH512)
 
+// func expNegAVX512(n int, x *float32, c *[actTabRows][8]uint32)
+TEXT ·expNegAVX512(SB), NOSPLIT, $0-24
+	LOOP512(EXPNEG512)
+
 // ------------------------------------------------------------------- AVX2
 // Y15 0.0, Y12 lanes in range (tail).
 
@@ -99,3 +103,7 @@ TEXT ·sigmoidAVX2(SB), NOSPLIT, $0-24
 // func tanhAVX2(n int, x *float32, c *[actTabRows][8]uint32)
 TEXT ·tanhAVX2(SB), NOSPLIT, $0-24
 	LOOP256(TANH256)
+
+// func expNegAVX2(n int, x *float32, c *[actTabRows][8]uint32)
+TEXT ·expNegAVX2(SB), NOSPLIT, $0-24
+	LOOP256(EXPNEG256)

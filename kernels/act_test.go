@@ -238,6 +238,15 @@ func TestActSpecialValues(t *testing.T) {
 func TestActExported(t *testing.T) {
 	Sigmoid(nil)
 	Tanh([]float32{})
+	ExpNegAbs(nil)
+	e := actInputs(rand.New(rand.NewSource(5)), 100)
+	want := append([]float32(nil), e...)
+	ExpNegAbs(e)
+	for i, v := range want {
+		if e[i] != expNeg32(v) {
+			t.Fatalf("ExpNegAbs(%g) = %g, want %g", v, e[i], expNeg32(v))
+		}
+	}
 	x := actInputs(rand.New(rand.NewSource(2)), 100)
 	s, th := append([]float32(nil), x...), append([]float32(nil), x...)
 	Sigmoid(s)
@@ -284,7 +293,7 @@ func BenchmarkAct(b *testing.B) {
 		for _, f := range []struct {
 			name string
 			fn   func([]float32)
-		}{{"sigmoid", kern.sigmoid}, {"tanh", kern.tanh}} {
+		}{{"sigmoid", kern.sigmoid}, {"tanh", kern.tanh}, {"expneg", kern.expNeg}} {
 			b.Run(kern.name+"/"+f.name, func(b *testing.B) {
 				for b.Loop() {
 					copy(y, x)
@@ -302,4 +311,111 @@ func BenchmarkAct(b *testing.B) {
 		}
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/elem")
 	})
+}
+
+// expNegRelTol bounds the relative error of ExpNegAbs where it is not
+// flushed (|x| <= bceCutoff).
+const expNegRelTol = 1.5e-7
+
+// expNegCheck holds ExpNegAbs's worst relative error against math.Exp.
+type expNegCheck struct {
+	rel   float64
+	relAt float32
+}
+
+func (c *expNegCheck) add(t *testing.T, name string, x, got float32) {
+	t.Helper()
+	if x != x {
+		if got == got {
+			t.Fatalf("%s: ExpNegAbs(NaN) = %g", name, got)
+		}
+		return
+	}
+	a := math.Abs(float64(x))
+	if a > float64(bceCutoff) {
+		if got != 0 {
+			t.Fatalf("%s: ExpNegAbs(%g) = %g, want 0 (flushed)", name, x, got)
+		}
+		return
+	}
+	want := math.Exp(-a)
+	if d := math.Abs(float64(got)-want) / want; !(d <= c.rel) {
+		c.rel, c.relAt = d, x
+	}
+}
+
+func (c *expNegCheck) verdict(t *testing.T, name string) {
+	t.Helper()
+	if !(c.rel <= expNegRelTol) {
+		t.Errorf("%s: ExpNegAbs relative error %.3g (x = %g)", name, c.rel, c.relAt)
+	}
+	t.Logf("%s: ExpNegAbs relative error %.3g (x = %g)", name, c.rel, c.relAt)
+}
+
+// Every kernel's ExpNegAbs on every length 0..67, 1000 and 4099,
+// unaligned, on the special values too: the Go twin's bits, within the
+// bound of math.Exp, and nothing outside the slice written.
+func TestExpNegAbsKernels(t *testing.T) {
+	rng := rand.New(rand.NewSource(4))
+	specials := append([]float32{float32(math.Inf(1)), float32(math.Inf(-1)), float32(math.NaN())}, actSpecial...)
+	for _, kern := range actKernels {
+		var c expNegCheck
+		for _, n := range append(seq(0, 67), 1000, 4099) {
+			for off := 0; off < 4; off++ {
+				x := actInputs(rng, n)
+				if n > 0 {
+					x[rng.Intn(n)] = specials[rng.Intn(len(specials))]
+				}
+				got := runAct(t, kern.name+" expNeg", kern.expNeg, x, off)
+				for i, v := range x {
+					if w := expNeg32(v); math.Float32bits(got[i]) != math.Float32bits(w) {
+						t.Fatalf("%s n=%d off=%d: ExpNegAbs(%g) = %g, the Go twin's %g", kern.name, n, off, v, got[i], w)
+					}
+					c.add(t, kern.name, v, got[i])
+				}
+			}
+		}
+		c.verdict(t, kern.name)
+	}
+	for _, v := range []float32{0, float32(math.Copysign(0, -1))} {
+		if got := expNeg32(v); got != 1 {
+			t.Errorf("ExpNegAbs(%g) = %g, want exactly 1", v, got)
+		}
+	}
+}
+
+// The sweep of TestActSweep for ExpNegAbs: |x| in [2^-30, 128), every
+// 61st bit pattern, both signs; -act.exhaustive takes every float32.
+func TestExpNegAbsSweep(t *testing.T) {
+	lo, hi := math.Float32bits(0x1p-30), math.Float32bits(128)
+	step := uint32(61)
+	if *actExhaustive {
+		lo, hi, step = 0, 0x7f800000, 1
+	}
+	const chunk = 1 << 16
+	x := make([]float32, 0, 2*chunk)
+	got := make([]float32, 2*chunk)
+	for _, kern := range actKernels {
+		var c expNegCheck
+		for b := lo; b < hi; {
+			x = x[:0]
+			for ; b < hi && len(x) < 2*chunk; b += step {
+				x = append(x, math.Float32frombits(b), math.Float32frombits(b|actSignBit))
+			}
+			copy(got, x)
+			kern.expNeg(got[:len(x)])
+			for i, v := range x {
+				if kern != actGoKernel {
+					if w := expNeg32(v); math.Float32bits(got[i]) != math.Float32bits(w) {
+						t.Fatalf("%s: ExpNegAbs(%g) = %g, the Go twin's %g", kern.name, v, got[i], w)
+					}
+				}
+				c.add(t, kern.name, v, got[i])
+			}
+			if b < lo { // wrapped
+				break
+			}
+		}
+		c.verdict(t, kern.name)
+	}
 }

@@ -129,7 +129,7 @@ func (m *AE) sqErr(x []float32, n int, grad bool) float64 {
 }
 
 // sqErrImage is image i's squared error, summed in pixel order.
-func (m *AE) sqErrImage(i int) float64 {
+func (m *AE) sqErrImage(_, i int) float64 {
 	var s float64
 	for p := i * m.in; p < (i+1)*m.in; p++ {
 		r := m.r[p]

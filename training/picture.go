@@ -15,8 +15,9 @@ type Picture struct {
 	N, Rows, Cols int
 }
 
-// Draw draws n images from m with the random numbers of rng. A generative model samples them; a model that reconstructs
-// images (models.Reconstructor: the autoencoder) instead shows the first n
+// Draw draws n images from m with the random numbers of rng. A generative
+// model samples them; a model that reconstructs images
+// (models.Reconstructor: the autoencoder) instead shows the first n
 // images of set each beside its reconstruction, in cells of Rows x
 // (2*Cols+1): the image, a mid-grey column, the reconstruction. progress,
 // if not nil, is called as drawing goes: after each pixel position for a

@@ -1,4 +1,4 @@
-// Constants and macros of the Sigmoid and Tanh kernels (act_amd64.s),
+// Constants and macros of the Sigmoid, Tanh and ExpNegAbs kernels (act_amd64.s),
 // shared with the LSTM cell kernels (lstm_amd64.s). The formulas are
 // described in act.go (and bce.go for the exponential).
 
@@ -46,32 +46,6 @@
 	VBROADCASTSS T_TWO(R12), Z16; \
 	VPBROADCASTD T_SIGN(R12), Z15
 
-// SIGMOID512: Z4 = sigmoid(Z0). Clobbers Z2, Z3, Z5, Z6, K2, K3.
-#define SIGMOID512 \
-	VPANDD       Z31, Z0, Z2; \
-	VMOVAPS      Z29, Z3; \
-	VFMADD231PS  Z30, Z2, Z3; \
-	VSUBPS       Z29, Z3, Z4; \
-	VMOVAPS      Z2, Z5; \
-	VFNMSUB231PS Z28, Z4, Z5; \
-	VFNMADD231PS Z27, Z4, Z5; \
-	VMOVAPS      Z26, Z6; \
-	VFMADD213PS  Z25, Z5, Z6; \
-	VFMADD213PS  Z24, Z5, Z6; \
-	VFMADD213PS  Z23, Z5, Z6; \
-	VFMADD213PS  Z22, Z5, Z6; \
-	VFMADD213PS  Z21, Z5, Z6; \
-	VFMADD213PS  Z21, Z5, Z6; \
-	VPADDD       Z19, Z3, Z3; \
-	VPSLLD       $23, Z3, Z3; \
-	VCMPPS       $0x1a, Z20, Z2, K2; \
-	VMULPS.Z     Z3, Z6, K2, Z6; \
-	VADDPS       Z21, Z6, Z3; \
-	VDIVPS       Z3, Z21, Z3; \
-	VMULPS       Z3, Z6, Z4; \
-	VCMPPS       $0x1d, Z18, Z0, K3; \
-	VMOVAPS      Z3, K3, Z4
-
 // EXPNEG512: Z4 = exp(-|Z0|), 0 where |Z0| > cutoff (NaN stays NaN).
 // Clobbers Z2, Z3, Z5, Z6, K2.
 #define EXPNEG512 \
@@ -93,6 +67,16 @@
 	VPSLLD       $23, Z3, Z3; \
 	VCMPPS       $0x1a, Z20, Z2, K2; \
 	VMULPS.Z     Z3, Z6, K2, Z4
+
+// SIGMOID512: Z4 = sigmoid(Z0): e = exp(-|x|), s = 1/(1+e), then s for
+// x >= 0, e*s otherwise. Clobbers Z2, Z3, Z5, Z6, K2, K3.
+#define SIGMOID512 \
+	EXPNEG512; \
+	VADDPS       Z21, Z4, Z3; \
+	VDIVPS       Z3, Z21, Z3; \
+	VMULPS       Z3, Z4, Z4; \
+	VCMPPS       $0x1d, Z18, Z0, K3; \
+	VMOVAPS      Z3, K3, Z4
 
 // TANH512: Z4 = tanh(Z0). Clobbers Z2, Z3, Z5, Z6.
 #define TANH512 \
@@ -125,34 +109,6 @@
 // AVX2: the constants are memory operands (R12); the sigmoid needs Y15 =
 // 0.0.
 
-// SIGMOID256: Y4 = sigmoid(Y0). Clobbers Y2, Y3, Y5, Y6.
-#define SIGMOID256 \
-	VANDPS       T_ABS(R12), Y0, Y2; \
-	VMOVUPS      T_MAGIC(R12), Y3; \
-	VFMADD231PS  T_NLOG2E(R12), Y2, Y3; \
-	VSUBPS       T_MAGIC(R12), Y3, Y4; \
-	VMOVAPS      Y2, Y5; \
-	VFNMSUB231PS T_LN2HI(R12), Y4, Y5; \
-	VFNMADD231PS T_LN2LO(R12), Y4, Y5; \
-	VMOVUPS      T_E6(R12), Y6; \
-	VFMADD213PS  T_E5(R12), Y5, Y6; \
-	VFMADD213PS  T_E4(R12), Y5, Y6; \
-	VFMADD213PS  T_E3(R12), Y5, Y6; \
-	VFMADD213PS  T_E2(R12), Y5, Y6; \
-	VFMADD213PS  T_ONE(R12), Y5, Y6; \
-	VFMADD213PS  T_ONE(R12), Y5, Y6; \
-	VPADDD       T_BIAS(R12), Y3, Y3; \
-	VPSLLD       $23, Y3, Y3; \
-	VMULPS       Y3, Y6, Y6; \
-	VCMPPS       $0x1e, T_CUTOFF(R12), Y2, Y4; \
-	VANDNPS      Y6, Y4, Y6; \
-	VADDPS       T_ONE(R12), Y6, Y3; \
-	VMOVUPS      T_ONE(R12), Y4; \
-	VDIVPS       Y3, Y4, Y3; \
-	VMULPS       Y3, Y6, Y4; \
-	VCMPPS       $0x1d, Y15, Y0, Y5; \
-	VBLENDVPS    Y5, Y3, Y4, Y4
-
 // EXPNEG256: Y4 = exp(-|Y0|), 0 where |Y0| > cutoff (NaN stays NaN).
 // Clobbers Y2, Y3, Y5, Y6.
 #define EXPNEG256 \
@@ -175,6 +131,17 @@
 	VMULPS       Y3, Y6, Y6; \
 	VCMPPS       $0x1e, T_CUTOFF(R12), Y2, Y4; \
 	VANDNPS      Y6, Y4, Y4
+
+// SIGMOID256: Y4 = sigmoid(Y0), as SIGMOID512 (Y15 = 0.0). Clobbers Y2,
+// Y3, Y5, Y6.
+#define SIGMOID256 \
+	EXPNEG256; \
+	VADDPS       T_ONE(R12), Y4, Y3; \
+	VMOVUPS      T_ONE(R12), Y6; \
+	VDIVPS       Y3, Y6, Y3; \
+	VMULPS       Y3, Y4, Y4; \
+	VCMPPS       $0x1d, Y15, Y0, Y5; \
+	VBLENDVPS    Y5, Y3, Y4, Y4
 
 // TANH256: Y4 = tanh(Y0). Clobbers Y2, Y3, Y5..Y7.
 #define TANH256 \

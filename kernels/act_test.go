@@ -156,21 +156,10 @@ func seq(a, b int) []int {
 // pattern, both signs, a million values) through every kernel: the Go
 // twin's bits and the error bounds. -act.exhaustive takes every float32.
 func TestActSweep(t *testing.T) {
-	lo, hi := math.Float32bits(0x1p-30), math.Float32bits(128)
-	step := uint32(61)
-	if *actExhaustive {
-		lo, hi, step = 0, 0x7f800000, 1
-	}
-	const chunk = 1 << 16
-	x := make([]float32, 0, 2*chunk)
 	for _, kern := range actKernels {
 		var c actCheck
-		sig, th := make([]float32, 2*chunk), make([]float32, 2*chunk)
-		for b := lo; b < hi; {
-			x = x[:0]
-			for ; b < hi && len(x) < 2*chunk; b += step {
-				x = append(x, math.Float32frombits(b), math.Float32frombits(b|actSignBit))
-			}
+		sig, th := make([]float32, actSweepChunk), make([]float32, actSweepChunk)
+		actSweep(func(x []float32) {
 			copy(sig, x)
 			copy(th, x)
 			kern.sigmoid(sig[:len(x)])
@@ -186,11 +175,33 @@ func TestActSweep(t *testing.T) {
 				}
 				c.add(v, sig[i], th[i])
 			}
-			if b < lo { // wrapped
-				break
-			}
-		}
+		})
 		c.verdict(t, kern.name)
+	}
+}
+
+// actSweepChunk is the most values actSweep hands over at a time.
+const actSweepChunk = 1 << 17
+
+// actSweep calls fn with the float32 values with |x| in [2^-30, 128),
+// every 61st bit pattern, both signs (a million values), or with
+// -act.exhaustive every float32, at most actSweepChunk at a time.
+func actSweep(fn func(x []float32)) {
+	lo, hi := math.Float32bits(0x1p-30), math.Float32bits(128)
+	step := uint32(61)
+	if *actExhaustive {
+		lo, hi, step = 0, 0x7f800000, 1
+	}
+	x := make([]float32, 0, actSweepChunk)
+	for b := lo; b < hi; {
+		x = x[:0]
+		for ; b < hi && len(x) < actSweepChunk; b += step {
+			x = append(x, math.Float32frombits(b), math.Float32frombits(b|actSignBit))
+		}
+		fn(x)
+		if b < lo { // wrapped
+			break
+		}
 	}
 }
 
@@ -387,21 +398,10 @@ func TestExpNegAbsKernels(t *testing.T) {
 // The sweep of TestActSweep for ExpNegAbs: |x| in [2^-30, 128), every
 // 61st bit pattern, both signs; -act.exhaustive takes every float32.
 func TestExpNegAbsSweep(t *testing.T) {
-	lo, hi := math.Float32bits(0x1p-30), math.Float32bits(128)
-	step := uint32(61)
-	if *actExhaustive {
-		lo, hi, step = 0, 0x7f800000, 1
-	}
-	const chunk = 1 << 16
-	x := make([]float32, 0, 2*chunk)
-	got := make([]float32, 2*chunk)
+	got := make([]float32, actSweepChunk)
 	for _, kern := range actKernels {
 		var c expNegCheck
-		for b := lo; b < hi; {
-			x = x[:0]
-			for ; b < hi && len(x) < 2*chunk; b += step {
-				x = append(x, math.Float32frombits(b), math.Float32frombits(b|actSignBit))
-			}
+		actSweep(func(x []float32) {
 			copy(got, x)
 			kern.expNeg(got[:len(x)])
 			for i, v := range x {
@@ -412,10 +412,7 @@ func TestExpNegAbsSweep(t *testing.T) {
 				}
 				c.add(t, kern.name, v, got[i])
 			}
-			if b < lo { // wrapped
-				break
-			}
-		}
+		})
 		c.verdict(t, kern.name)
 	}
 }

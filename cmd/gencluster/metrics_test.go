@@ -355,7 +355,12 @@ func TestStraggler(t *testing.T) {
 		ws = append(ws, startProc(t, fmt.Sprintf("worker w%d", i), "worker", "--join", a1, "--listen", "127.0.0.1:0",
 			"--data-dir", filepath.Join(dir, fmt.Sprintf("w%d", i)), "--threads", "1"))
 	}
-	if _, errs, code := gencluster(t, "submit", "--coordinator", a1, "--model", "vae", "--batch", "48", "--steps", "100000",
+	// A PixelCNN step of 16 images a worker computes for ~50 ms or more on
+	// one thread, longer than the slowed worker's running spells below, so
+	// every one of its compute spans takes in a whole stop and its median
+	// doubles. (With the VAE's half-millisecond compute most steps fall
+	// between the stops and the median of 16 need not move.)
+	if _, errs, code := gencluster(t, "submit", "--coordinator", a1, "--model", "pixelcnn", "--batch", "48", "--steps", "100000",
 		"--min-workers", "3", "--checkpoint-every", "0"); code != 0 {
 		t.Fatalf("submit: %s", errs)
 	}
@@ -401,7 +406,7 @@ func TestStraggler(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 	}
 
-	// Slow worker 0: stopped 40 ms of every 80.
+	// Slow worker 0: stopped 20 ms of every 40.
 	slow := ws[0]
 	stop := make(chan struct{})
 	stopped := make(chan struct{})
@@ -415,9 +420,9 @@ func TestStraggler(t *testing.T) {
 			default:
 			}
 			slow.cmd.Process.Signal(syscall.SIGSTOP)
-			time.Sleep(40 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 			slow.cmd.Process.Signal(syscall.SIGCONT)
-			time.Sleep(40 * time.Millisecond)
+			time.Sleep(20 * time.Millisecond)
 		}
 	}()
 	defer func() { close(stop); <-stopped }()
@@ -441,6 +446,9 @@ func TestStraggler(t *testing.T) {
 			}
 		}
 		if len(st) == 3 && len(flagged) == 1 && flagged[0] == slowID {
+			for _, w := range st {
+				t.Logf("%s: compute %.1f ms/step, straggler %v", w.ID, w.ComputeSeconds*1000, w.Straggler)
+			}
 			break
 		}
 		if len(flagged) > 1 {

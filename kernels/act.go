@@ -41,10 +41,10 @@ func Tanh(x []float32) {
 
 // ExpNegAbs replaces every x[i] by exp(-|x[i]|): BCEWithLogits'
 // exponential, the softmax's (whose arguments max - l are >= 0). Accuracy
-// (TestExpNegAbsSweep, a million float32 values; -act.exhaustive for
-// every one): within 7.5e-8 relatively for |x| <= 87.33; beyond, the
-// result is 0, short of the exact value by less than 1.2e-38. ExpNegAbs(±0) = 1 exactly, ExpNegAbs(±Inf) = 0,
-// ExpNegAbs(NaN) is NaN.
+// (measured over every float32, see DESIGN.md): within 7.63e-8
+// relatively for |x| <= 87.33; beyond, the result is 0, short of the
+// exact value by less than 1.2e-38. ExpNegAbs(±0) = 1 exactly,
+// ExpNegAbs(±Inf) = 0, ExpNegAbs(NaN) is NaN.
 func ExpNegAbs(x []float32) {
 	if len(x) > 0 {
 		actBest.expNeg(x)

@@ -1,6 +1,7 @@
 package models
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -385,6 +386,7 @@ func TestPixelRNNSampleEqualsFull(t *testing.T) {
 		{2, 1, 3}, {2, 2, 5}, {GreyLevels, 1, 3}, {GreyLevels, 2, 5},
 	} {
 		pool := kernels.NewPool(c.threads)
+		t.Cleanup(pool.Close) // also when a check fails
 		const rows, cols = 7, 6
 		m := NewPixelRNN(rows, cols, 8, c.levels, pool)
 		m.Init(rand.New(rand.NewPCG(61, uint64(c.n))))
@@ -393,36 +395,8 @@ func TestPixelRNNSampleEqualsFull(t *testing.T) {
 		for i := range m.o2.W.Data {
 			m.o2.W.Data[i] *= 8
 		}
-		want := make([]float32, c.n*rows*cols)
-		m.sampleFull(want, c.n, rand.New(rand.NewPCG(3, 4)))
-		got := make([]float32, c.n*rows*cols)
-		calls := 0
-		m.SampleProgress(got, c.n, rand.New(rand.NewPCG(3, 4)), func(done, total int) {
-			calls++
-			if done != calls || total != rows*cols {
-				t.Fatalf("progress(%d, %d) at call %d", done, total, calls)
-			}
-		})
-		pool.Close()
-		if calls != rows*cols {
-			t.Errorf("progress called %d times, want %d", calls, rows*cols)
-		}
-		if !slices.Equal(got, want) {
-			diff := 0
-			for i := range got {
-				if got[i] != want[i] {
-					diff++
-				}
-			}
-			t.Fatalf("%d levels, %d threads, %d images: %d of %d pixels differ from the full forward pass's", c.levels, c.threads, c.n, diff, len(got))
-		}
-		values := map[float32]int{}
-		for _, v := range got {
-			values[v]++
-		}
-		if len(values) < 2 || (c.levels == GreyLevels && len(values) < 16) {
-			t.Fatalf("%d levels: only %d distinct pixel values: not a sample", c.levels, len(values))
-		}
+		checkIncrementalSampler(t, fmt.Sprintf("%d levels, %d threads, %d images", c.levels, c.threads, c.n),
+			m, m.sampleFull, c.n, rows, cols, c.levels)
 	}
 }
 

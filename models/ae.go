@@ -55,19 +55,9 @@ func (m *AE) CodeSize() int { return m.code }
 
 func (m *AE) layers() []*Linear { return []*Linear{m.e1, m.e2, m.d1, m.d2} }
 
-func (m *AE) Params() []*Param {
-	var ps []*Param
-	for _, l := range m.layers() {
-		ps = append(ps, l.W, l.B)
-	}
-	return ps
-}
+func (m *AE) Params() []*Param { return linearParams(m.layers()) }
 
-func (m *AE) Init(rng *rand.Rand) {
-	for _, l := range m.layers() {
-		l.Init(rng)
-	}
-}
+func (m *AE) Init(rng *rand.Rand) { initLinears(m.layers(), rng) }
 
 var (
 	_ GEMMLister    = (*AE)(nil)

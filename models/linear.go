@@ -14,6 +14,23 @@ type Linear struct {
 	pool    *kernels.Pool
 }
 
+// linearParams is the parameters of layers ls in order, each weight
+// before its bias: the Params of a model made of Linear layers.
+func linearParams(ls []*Linear) []*Param {
+	ps := make([]*Param, 0, 2*len(ls))
+	for _, l := range ls {
+		ps = append(ps, l.W, l.B)
+	}
+	return ps
+}
+
+// initLinears initialises layers ls in order from rng.
+func initLinears(ls []*Linear, rng *rand.Rand) {
+	for _, l := range ls {
+		l.Init(rng)
+	}
+}
+
 // NewLinear makes an in->out layer named prefix.weight ([out,in]) / prefix.bias.
 func NewLinear(prefix string, in, out int, pool *kernels.Pool) *Linear {
 	return &Linear{

@@ -75,19 +75,9 @@ func (m *VAE) TrainGEMMs(n int) []GEMM {
 	return gs
 }
 
-func (m *VAE) Params() []*Param {
-	var ps []*Param
-	for _, l := range m.layers() {
-		ps = append(ps, l.W, l.B)
-	}
-	return ps
-}
+func (m *VAE) Params() []*Param { return linearParams(m.layers()) }
 
-func (m *VAE) Init(rng *rand.Rand) {
-	for _, l := range m.layers() {
-		l.Init(rng)
-	}
-}
+func (m *VAE) Init(rng *rand.Rand) { initLinears(m.layers(), rng) }
 
 func (m *VAE) reserve(n int) {
 	m.h = grow(m.h, n*m.hidden)

@@ -91,19 +91,9 @@ func tanh32(x float32) float32 {
 	if a > actTanhClamp { // NaN stays NaN
 		a = actTanhClamp
 	}
-	y := a + a
-	k := fma32(y, -bceLog2e, bceMagic)
-	nf := k - bceMagic // n, exactly
-	r := fma32(nf, -bceLn2Hi, -y)
-	r = fma32(nf, -bceLn2Lo, r)
-	p := fma32(bceE6, r, bceE5)
-	p = fma32(p, r, bceE4)
-	p = fma32(p, r, bceE3)
-	p = fma32(p, r, bceE2)
-	p = fma32(p, r, 1) // t(r): exp(r) = 1 + r*t(r)
-	q := float32(p * r)
-	scale := math.Float32frombits((math.Float32bits(k) + 127) << 23) // 2^n
-	m := fma32(q, scale, float32(scale-1))                           // expm1(-y)
+	scale, r, t := expReduce(a + a) // exp(-2a) = scale * (1 + r*t)
+	q := float32(t * r)
+	m := fma32(q, scale, float32(scale-1)) // expm1(-2a)
 	th := float32(m / (2 + m))                                       // -tanh(a)
 	return math.Float32frombits(math.Float32bits(th)&^actSignBit | math.Float32bits(x)&actSignBit)
 }

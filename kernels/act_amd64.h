@@ -46,10 +46,10 @@
 	VBROADCASTSS T_TWO(R12), Z16; \
 	VPBROADCASTD T_SIGN(R12), Z15
 
-// EXPNEG512: Z4 = exp(-|Z0|), 0 where |Z0| > cutoff (NaN stays NaN).
-// Clobbers Z2, Z3, Z5, Z6, K2.
-#define EXPNEG512 \
-	VPANDD       Z31, Z0, Z2; \
+// EXPRED512: the exponential's range reduction and polynomial for
+// a = Z2 >= 0 (bce.go): exp(-a) = Z3 * (1 + Z5*Z6), with Z3 = 2^n,
+// Z5 = r and Z6 = t(r). Clobbers Z4.
+#define EXPRED512 \
 	VMOVAPS      Z29, Z3; \
 	VFMADD231PS  Z30, Z2, Z3; \
 	VSUBPS       Z29, Z3, Z4; \
@@ -62,9 +62,15 @@
 	VFMADD213PS  Z23, Z5, Z6; \
 	VFMADD213PS  Z22, Z5, Z6; \
 	VFMADD213PS  Z21, Z5, Z6; \
-	VFMADD213PS  Z21, Z5, Z6; \
 	VPADDD       Z19, Z3, Z3; \
-	VPSLLD       $23, Z3, Z3; \
+	VPSLLD       $23, Z3, Z3
+
+// EXPNEG512: Z4 = exp(-|Z0|), 0 where |Z0| > cutoff (NaN stays NaN).
+// Clobbers Z2, Z3, Z5, Z6, K2.
+#define EXPNEG512 \
+	VPANDD       Z31, Z0, Z2; \
+	EXPRED512; \
+	VFMADD213PS  Z21, Z5, Z6; \
 	VCMPPS       $0x1a, Z20, Z2, K2; \
 	VMULPS.Z     Z3, Z6, K2, Z4
 
@@ -83,21 +89,8 @@
 	VPANDD       Z31, Z0, Z2; \
 	VMINPS       Z2, Z17, Z2; \
 	VADDPS       Z2, Z2, Z2; \
-	VMOVAPS      Z29, Z3; \
-	VFMADD231PS  Z30, Z2, Z3; \
-	VSUBPS       Z29, Z3, Z4; \
-	VMOVAPS      Z2, Z5; \
-	VFNMSUB231PS Z28, Z4, Z5; \
-	VFNMADD231PS Z27, Z4, Z5; \
-	VMOVAPS      Z26, Z6; \
-	VFMADD213PS  Z25, Z5, Z6; \
-	VFMADD213PS  Z24, Z5, Z6; \
-	VFMADD213PS  Z23, Z5, Z6; \
-	VFMADD213PS  Z22, Z5, Z6; \
-	VFMADD213PS  Z21, Z5, Z6; \
+	EXPRED512; \
 	VMULPS       Z5, Z6, Z6; \
-	VPADDD       Z19, Z3, Z3; \
-	VPSLLD       $23, Z3, Z3; \
 	VSUBPS       Z21, Z3, Z4; \
 	VFMADD213PS  Z4, Z3, Z6; \
 	VADDPS       Z16, Z6, Z3; \
@@ -109,10 +102,9 @@
 // AVX2: the constants are memory operands (R12); the sigmoid needs Y15 =
 // 0.0.
 
-// EXPNEG256: Y4 = exp(-|Y0|), 0 where |Y0| > cutoff (NaN stays NaN).
-// Clobbers Y2, Y3, Y5, Y6.
-#define EXPNEG256 \
-	VANDPS       T_ABS(R12), Y0, Y2; \
+// EXPRED256: EXPRED512 in ymm registers: exp(-Y2) = Y3 * (1 + Y5*Y6).
+// Clobbers Y4.
+#define EXPRED256 \
 	VMOVUPS      T_MAGIC(R12), Y3; \
 	VFMADD231PS  T_NLOG2E(R12), Y2, Y3; \
 	VSUBPS       T_MAGIC(R12), Y3, Y4; \
@@ -125,9 +117,15 @@
 	VFMADD213PS  T_E3(R12), Y5, Y6; \
 	VFMADD213PS  T_E2(R12), Y5, Y6; \
 	VFMADD213PS  T_ONE(R12), Y5, Y6; \
-	VFMADD213PS  T_ONE(R12), Y5, Y6; \
 	VPADDD       T_BIAS(R12), Y3, Y3; \
-	VPSLLD       $23, Y3, Y3; \
+	VPSLLD       $23, Y3, Y3
+
+// EXPNEG256: Y4 = exp(-|Y0|), 0 where |Y0| > cutoff (NaN stays NaN).
+// Clobbers Y2, Y3, Y5, Y6.
+#define EXPNEG256 \
+	VANDPS       T_ABS(R12), Y0, Y2; \
+	EXPRED256; \
+	VFMADD213PS  T_ONE(R12), Y5, Y6; \
 	VMULPS       Y3, Y6, Y6; \
 	VCMPPS       $0x1e, T_CUTOFF(R12), Y2, Y4; \
 	VANDNPS      Y6, Y4, Y4
@@ -149,21 +147,8 @@
 	VMOVUPS      T_CLAMP(R12), Y7; \
 	VMINPS       Y2, Y7, Y2; \
 	VADDPS       Y2, Y2, Y2; \
-	VMOVUPS      T_MAGIC(R12), Y3; \
-	VFMADD231PS  T_NLOG2E(R12), Y2, Y3; \
-	VSUBPS       T_MAGIC(R12), Y3, Y4; \
-	VMOVAPS      Y2, Y5; \
-	VFNMSUB231PS T_LN2HI(R12), Y4, Y5; \
-	VFNMADD231PS T_LN2LO(R12), Y4, Y5; \
-	VMOVUPS      T_E6(R12), Y6; \
-	VFMADD213PS  T_E5(R12), Y5, Y6; \
-	VFMADD213PS  T_E4(R12), Y5, Y6; \
-	VFMADD213PS  T_E3(R12), Y5, Y6; \
-	VFMADD213PS  T_E2(R12), Y5, Y6; \
-	VFMADD213PS  T_ONE(R12), Y5, Y6; \
+	EXPRED256; \
 	VMULPS       Y5, Y6, Y6; \
-	VPADDD       T_BIAS(R12), Y3, Y3; \
-	VPSLLD       $23, Y3, Y3; \
 	VSUBPS       T_ONE(R12), Y3, Y4; \
 	VFMADD213PS  Y4, Y3, Y6; \
 	VADDPS       T_TWO(R12), Y6, Y3; \

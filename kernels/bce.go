@@ -131,18 +131,25 @@ func bceExp(a float32) float32 {
 	if a > bceCutoff {
 		return 0
 	}
+	scale, r, t := expReduce(a)
+	return fma32(t, r, 1) * scale
+}
+
+// expReduce is the range reduction and polynomial of bceExp for a >= 0:
+// exp(-a) = scale * (1 + r*t), scale = 2^n, |r| <= ln2/2 (Tanh uses the
+// parts to form expm1 without cancellation).
+func expReduce(a float32) (scale, r, t float32) {
 	k := fma32(a, -bceLog2e, bceMagic)
 	nf := k - bceMagic // n, exactly
-	r := fma32(nf, -bceLn2Hi, -a)
+	r = fma32(nf, -bceLn2Hi, -a)
 	r = fma32(nf, -bceLn2Lo, r)
-	p := fma32(bceE6, r, bceE5)
-	p = fma32(p, r, bceE4)
-	p = fma32(p, r, bceE3)
-	p = fma32(p, r, bceE2)
-	p = fma32(p, r, 1)
-	p = fma32(p, r, 1)
-	scale := math.Float32frombits((math.Float32bits(k) + 127) << 23)
-	return p * scale
+	t = fma32(bceE6, r, bceE5)
+	t = fma32(t, r, bceE4)
+	t = fma32(t, r, bceE3)
+	t = fma32(t, r, bceE2)
+	t = fma32(t, r, 1)
+	scale = math.Float32frombits((math.Float32bits(k) + 127) << 23)
+	return scale, r, t
 }
 
 // bceLog1p is log(1+e) for 0 <= e <= 1.

@@ -94,7 +94,7 @@ func tanh32(x float32) float32 {
 	scale, r, t := expReduce(a + a) // exp(-2a) = scale * (1 + r*t)
 	q := float32(t * r)
 	m := fma32(q, scale, float32(scale-1)) // expm1(-2a)
-	th := float32(m / (2 + m))                                       // -tanh(a)
+	th := float32(m / (2 + m))             // -tanh(a)
 	return math.Float32frombits(math.Float32bits(th)&^actSignBit | math.Float32bits(x)&actSignBit)
 }
 

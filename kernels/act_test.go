@@ -2,6 +2,7 @@ package kernels
 
 import (
 	"flag"
+	"fmt"
 	"math"
 	"math/rand"
 	"runtime"
@@ -102,20 +103,12 @@ func actInputs(rng *rand.Rand, n int) []float32 {
 // checks that nothing around it was written, and returns the result.
 func runAct(t *testing.T, name string, fn func([]float32), x []float32, off int) []float32 {
 	t.Helper()
-	buf := make([]float32, len(x)+off+9)
-	for i := range buf {
-		buf[i] = -7
-	}
-	copy(buf[off:], x)
+	buf, s := guarded(x, off)
 	if len(x) > 0 {
-		fn(buf[off : off+len(x)])
+		fn(s)
 	}
-	for i := range buf {
-		if (i < off || i >= off+len(x)) && buf[i] != -7 {
-			t.Fatalf("%s n=%d off=%d: buffer[%d] written (%g)", name, len(x), off, i, buf[i])
-		}
-	}
-	return buf[off : off+len(x)]
+	checkGuards(t, fmt.Sprintf("%s n=%d off=%d", name, len(x), off), buf, off, len(x))
+	return s
 }
 
 // Every kernel on every length 0..67 (all tails) and 1000, unaligned:

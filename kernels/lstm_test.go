@@ -36,47 +36,25 @@ func newLSTMCase(rng *rand.Rand, n int, zScale, cScale float64, special bool) *l
 	}
 }
 
-// lstmGuarded places x at offset off of a buffer of sentinels and returns the
-// buffer and the slice.
-func lstmGuarded(x []float32, off int) (buf, s []float32) {
-	buf = make([]float32, len(x)+off+7)
-	for i := range buf {
-		buf[i] = -7
-	}
-	copy(buf[off:], x)
-	return buf, buf[off : off+len(x)]
-}
-
-// lstmUntouched fails t if a sentinel around the slice at off of length n in
-// buf was overwritten.
-func lstmUntouched(t *testing.T, what string, buf []float32, off, n int) {
-	t.Helper()
-	for i := range buf {
-		if (i < off || i >= off+n) && buf[i] != -7 {
-			t.Fatalf("%s: buffer[%d] written (%g)", what, i, buf[i])
-		}
-	}
-}
-
 // lstmRun runs kern's forward then backward pass on c, the slices at
 // offset off, and returns every output.
 func lstmRun(t *testing.T, kern *lstmKernel, c *lstmCase, off int) (gates, cell, tc, h, dz, dcOut []float32) {
 	t.Helper()
 	n := c.n
-	zb, z := lstmGuarded(c.z, off)
-	cb, cell := lstmGuarded(make([]float32, n), off)
-	tb, tc := lstmGuarded(make([]float32, n), off+1)
-	hb, h := lstmGuarded(make([]float32, n), off+2)
+	zb, z := guarded(c.z, off)
+	cb, cell := guarded(make([]float32, n), off)
+	tb, tc := guarded(make([]float32, n), off+1)
+	hb, h := guarded(make([]float32, n), off+2)
 	kern.fwd(z, c.bias, c.cl, c.cu, cell, tc, h)
 	gates = slices.Clone(z)
-	db, dcOut := lstmGuarded(make([]float32, 2*n), off+3)
+	db, dcOut := guarded(make([]float32, 2*n), off+3)
 	kern.bwd(z, tc, c.cl, c.cu, c.dh, c.dhR, c.dhD, c.dcR, c.dcD, dcOut)
 	what := kern.name
-	lstmUntouched(t, what+" z", zb, off, 5*n)
-	lstmUntouched(t, what+" c", cb, off, n)
-	lstmUntouched(t, what+" tc", tb, off+1, n)
-	lstmUntouched(t, what+" h", hb, off+2, n)
-	lstmUntouched(t, what+" dcOut", db, off+3, 2*n)
+	checkGuards(t, what+" z", zb, off, 5*n)
+	checkGuards(t, what+" c", cb, off, n)
+	checkGuards(t, what+" tc", tb, off+1, n)
+	checkGuards(t, what+" h", hb, off+2, n)
+	checkGuards(t, what+" dcOut", db, off+3, 2*n)
 	return gates, cell, tc, h, z, dcOut
 }
 

@@ -116,11 +116,13 @@ func guarded(x []float32, off int) (buf, s []float32) {
 	return buf, s
 }
 
-func checkGuards(t *testing.T, buf []float32, off, n int) {
+// checkGuards fails t if the kernel named by what wrote into buf outside
+// the slice of length n at off (guarded).
+func checkGuards(t *testing.T, what string, buf []float32, off, n int) {
 	t.Helper()
 	for i, v := range buf {
 		if (i < off || i >= off+n) && v != 12345 {
-			t.Errorf("wrote outside the slice at %d", i-off)
+			t.Errorf("%s: wrote outside the slice at %d", what, i-off)
 			return
 		}
 	}
@@ -140,7 +142,7 @@ func TestReLUKernels(t *testing.T) {
 		if i := firstDiff(s, want); i >= 0 {
 			t.Errorf("ReLU(%g) = %g (%#x), want %g", x[i], s[i], math.Float32bits(s[i]), want[i])
 		}
-		checkGuards(t, buf, off, n)
+		checkGuards(t, k.name, buf, off, n)
 	})
 }
 
@@ -184,7 +186,7 @@ func TestReLUGradKernels(t *testing.T) {
 		if i := firstDiff(s, want); i >= 0 {
 			t.Errorf("element %d: d %g, y %g: got %g, want %g", i, d[i], y[i], s[i], want[i])
 		}
-		checkGuards(t, buf, off, n)
+		checkGuards(t, k.name, buf, off, n)
 	})
 }
 
@@ -210,7 +212,7 @@ func TestAddBiasKernels(t *testing.T) {
 			if i := firstDiff(s, want); i >= 0 {
 				t.Errorf("relu %v: %g + %g: got %g, want %g", relu, x[i], b, s[i], want[i])
 			}
-			checkGuards(t, buf, off, n)
+			checkGuards(t, k.name, buf, off, n)
 		}
 	})
 }
@@ -237,7 +239,7 @@ func TestAddBiasRowsKernels(t *testing.T) {
 							t.Fatalf("%s cols %d rows %d relu %v: element %d = %g, want %g", k.name, cols, rows, relu, i, s[i], w)
 						}
 					}
-					checkGuards(t, buf, off, len(x))
+					checkGuards(t, k.name, buf, off, len(x))
 				}
 			}
 		}
@@ -281,7 +283,7 @@ func TestReLUGradSumKernels(t *testing.T) {
 		if i := firstDiff(s, wantG); i >= 0 {
 			t.Errorf("masked g[%d] = %g, want %g", i, s[i], wantG[i])
 		}
-		checkGuards(t, buf, off, n)
+		checkGuards(t, k.name, buf, off, n)
 		// and the sum is a sum
 		var s64 float64
 		for _, v := range wantG {
@@ -326,7 +328,7 @@ func TestReLUGradSumRowsKernels(t *testing.T) {
 					if i := firstDiff(dst, want); i >= 0 {
 						t.Fatalf("%s cols %d rows %d act %v: dst[%d] = %g, want %g", k.name, cols, rows, withAct, i, dst[i], want[i])
 					}
-					checkGuards(t, buf, off, len(g))
+					checkGuards(t, k.name, buf, off, len(g))
 				}
 			}
 		}

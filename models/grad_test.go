@@ -374,6 +374,7 @@ func TestSoftmaxNLL(t *testing.T) {
 	var ref float64
 	for _, threads := range []int{1, 3} {
 		pool := kernels.NewPool(threads)
+		t.Cleanup(pool.Close) // also when a check fails
 		s := newSoftmaxNLL(L, pool)
 		// a row per pixel: pixStride L, levelStride 1
 		g := make([]float32, len(logits))
@@ -393,7 +394,6 @@ func TestSoftmaxNLL(t *testing.T) {
 				t.Fatalf("image %d: loss %v, float64 reference %v", i, got, w)
 			}
 		}
-		pool.Close()
 		if rows != cols || rows != noGrad {
 			t.Fatalf("%d threads: loss %v by rows, %v channel-major, %v without gradient", threads, rows, cols, noGrad)
 		}

@@ -30,10 +30,9 @@ import (
 // over all its positions and all the images (cut by rows over the
 // threads), [u | h_left | h_up] times the cell's weights, and one
 // elementwise pass (kernels.LSTMCell2D). The recurrent workspaces are in
-// diagonal order: a
-// position's index k counts the diagonals' positions in order, by row
-// within a diagonal, and its row for image b is k*n + b, so each diagonal
-// is a contiguous block of rows.
+// diagonal order: a position's index k counts the diagonals' positions in
+// order, by row within a diagonal, and its row for image b is k*n + b, so
+// each diagonal is a contiguous block of rows.
 type PixelRNN struct {
 	height, width int
 	hidden        int

@@ -72,17 +72,10 @@ var actTab = func() *[actTabRows][8]uint32 {
 		0x7fffffff, f(-bceLog2e), f(bceMagic), f(bceLn2Hi), f(bceLn2Lo),
 		f(bceE2), f(bceE3), f(bceE4), f(bceE5), f(bceE6),
 		f(1), f(bceCutoff), 127, f(actTanhClamp), f(2), actSignBit,
-		0, // row 16: lane indices, filled below
+		0, // row 16: lane indices
 	}
 	var t [actTabRows][8]uint32
-	for i, v := range rows {
-		for j := range t[i] {
-			t[i][j] = v
-		}
-	}
-	for j := range t[16] {
-		t[16][j] = uint32(j)
-	}
+	fillTab(t[:], rows[:], 16)
 	return &t
 }()
 

@@ -70,19 +70,26 @@ var bceTab = func() *[bceTabRows][8]uint32 {
 		f(bceE2), f(bceE3), f(bceE4), f(bceE5), f(bceE6),
 		f(1),
 		f(bceG1), f(bceG2), f(bceG3), f(bceG4), f(bceG5), f(bceG6), f(bceG7), f(bceG8),
-		f(bceCutoff), 127, 0, // row 21: lane indices, filled below
+		f(bceCutoff), 127, 0, // row 21: lane indices
 	}
 	var t [bceTabRows][8]uint32
+	fillTab(t[:], rows[:], 21)
+	return &t
+}()
+
+// fillTab fills the constant table t of an assembly kernel: row i holds
+// rows[i] in each of its 8 lanes, except row lanesRow, which holds the
+// lane indices 0..7 (for tail masks).
+func fillTab(t [][8]uint32, rows []uint32, lanesRow int) {
 	for i, v := range rows {
 		for j := range t[i] {
 			t[i][j] = v
 		}
 	}
-	for j := range t[21] {
-		t[21][j] = uint32(j)
+	for j := range t[lanesRow] {
+		t[lanesRow][j] = uint32(j)
 	}
-	return &t
-}()
+}
 
 // bceTabRows is the number of rows of bceTab.
 const bceTabRows = 22

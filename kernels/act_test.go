@@ -5,10 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
-	"runtime"
 	"testing"
-
-	"golang.org/x/sys/cpu"
 )
 
 var actExhaustive = flag.Bool("act.exhaustive", false, "run Sigmoid and Tanh of every kernel on every float32 (minutes)")
@@ -266,23 +263,11 @@ func TestActExported(t *testing.T) {
 // tests above run it), the Go twin last, and Sigmoid and Tanh use the
 // first.
 func TestActKernelsListed(t *testing.T) {
-	names := map[string]bool{}
+	var names []string
 	for _, k := range actKernels {
-		names[k.name] = true
+		names = append(names, k.name)
 	}
-	if actKernels[len(actKernels)-1] != actGoKernel {
-		t.Fatal("the Go twin is not the last kernel")
-	}
-	if actBest != actKernels[0] {
-		t.Fatal("Sigmoid and Tanh do not use the first kernel")
-	}
-	if actHasAsm && cpu.X86.HasAVX2 && cpu.X86.HasFMA && !names["avx2"] {
-		t.Error("the CPU has AVX2 and FMA, but no avx2 kernel is listed")
-	}
-	if actHasAsm && cpu.X86.HasAVX512F && !names["avx512"] {
-		t.Error("the CPU has AVX-512F, but no avx512 kernel is listed")
-	}
-	t.Logf("activation kernels: %v (%s/%s)", names, runtime.GOOS, runtime.GOARCH)
+	checkKernelsListed(t, "activation", names, actKernels[len(actKernels)-1] == actGoKernel, actBest == actKernels[0], actHasAsm, true)
 }
 
 func BenchmarkAct(b *testing.B) {

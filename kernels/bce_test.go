@@ -8,8 +8,6 @@ import (
 	"runtime"
 	"sync"
 	"testing"
-
-	"golang.org/x/sys/cpu"
 )
 
 // Error bounds the kernels are held to (documented on BCEWithLogits).
@@ -324,23 +322,11 @@ func TestBCEDeterministic(t *testing.T) {
 // TestBCEKernelsListed: every kernel the CPU supports is listed (so the
 // tests above run it), the Go twin last, and BCEWithLogits uses the first.
 func TestBCEKernelsListed(t *testing.T) {
-	names := map[string]bool{}
+	var names []string
 	for _, k := range bceKernels {
-		names[k.name] = true
+		names = append(names, k.name)
 	}
-	if bceKernels[len(bceKernels)-1] != bceGoKernel {
-		t.Fatal("the Go twin is not the last kernel")
-	}
-	if bceBest != bceKernels[0] {
-		t.Fatal("BCEWithLogits does not use the first kernel")
-	}
-	if bceHasAsm && cpu.X86.HasAVX2 && cpu.X86.HasFMA && !names["avx2"] {
-		t.Error("the CPU has AVX2 and FMA, but no avx2 kernel is listed")
-	}
-	if bceHasAsm && cpu.X86.HasAVX512F && !names["avx512"] {
-		t.Error("the CPU has AVX-512F, but no avx512 kernel is listed")
-	}
-	t.Logf("BCE kernels: %v (%s/%s)", names, runtime.GOOS, runtime.GOARCH)
+	checkKernelsListed(t, "BCE", names, bceKernels[len(bceKernels)-1] == bceGoKernel, bceBest == bceKernels[0], bceHasAsm, true)
 }
 
 // TestBCEVsGo measures how far each SIMD kernel is from the Go twin (they

@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand"
 	"runtime"
+	"slices"
 	"testing"
 
 	"golang.org/x/sys/cpu"
@@ -391,23 +392,32 @@ func TestEltBadLengths(t *testing.T) {
 // TestEltKernelsListed: every kernel the CPU supports is listed, the Go
 // twin last, and the exported functions use the first.
 func TestEltKernelsListed(t *testing.T) {
-	names := map[string]bool{}
+	var names []string
 	for _, k := range eltKernels {
-		names[k.name] = true
+		names = append(names, k.name)
 	}
-	if eltKernels[len(eltKernels)-1] != eltGoKernel {
-		t.Fatal("the Go twin is not the last kernel")
+	checkKernelsListed(t, "elementwise", names, eltKernels[len(eltKernels)-1] == eltGoKernel, eltBest == eltKernels[0], eltHasAsm, false)
+}
+
+// checkKernelsListed checks a family's kernel list (names, best first):
+// the Go twin is last (goLast), the exported functions use the first
+// (bestFirst), and where the build has assembly (hasAsm) every extension
+// the CPU has is listed (avx2 only with FMA too when avx2NeedsFMA).
+func checkKernelsListed(t *testing.T, family string, names []string, goLast, bestFirst, hasAsm, avx2NeedsFMA bool) {
+	t.Helper()
+	if !goLast {
+		t.Fatalf("%s: the Go twin is not the last kernel", family)
 	}
-	if eltBest != eltKernels[0] {
-		t.Fatal("the exported functions do not use the first kernel")
+	if !bestFirst {
+		t.Fatalf("%s: the exported functions do not use the first kernel", family)
 	}
-	if eltHasAsm && cpu.X86.HasAVX2 && !names["avx2"] {
-		t.Error("the CPU has AVX2, but no avx2 kernel is listed")
+	if hasAsm && cpu.X86.HasAVX2 && (cpu.X86.HasFMA || !avx2NeedsFMA) && !slices.Contains(names, "avx2") {
+		t.Errorf("%s: the CPU has AVX2 (and FMA), but no avx2 kernel is listed", family)
 	}
-	if eltHasAsm && cpu.X86.HasAVX512F && !names["avx512"] {
-		t.Error("the CPU has AVX-512F, but no avx512 kernel is listed")
+	if hasAsm && cpu.X86.HasAVX512F && !slices.Contains(names, "avx512") {
+		t.Errorf("%s: the CPU has AVX-512F, but no avx512 kernel is listed", family)
 	}
-	t.Logf("elementwise kernels: %v (%s/%s)", names, runtime.GOOS, runtime.GOARCH)
+	t.Logf("%s kernels: %v (%s/%s)", family, names, runtime.GOOS, runtime.GOARCH)
 }
 
 func BenchmarkElt(b *testing.B) {
